@@ -1,0 +1,487 @@
+/*
+ * libfasa — Frequency-Aware Sparse Attention for long-context LLM decoding.
+ *
+ * One backend-agnostic C API over a plain-C CPU backend and GPU backends
+ * (Vulkan, OpenCL, CUDA).  The semantics of every call follow
+ * shared/docs/FASA_SPEC.md and are summarised in docs/API.md.
+ *
+ * Conventions
+ *  - Opaque handles with create/destroy pairs.  destroy(NULL) is a no-op.
+ *  - Description structs are zero-initialised by the caller; a field left 0
+ *    takes the documented default (or is an error where no default exists).
+ *  - Every fallible call returns a fasa_status.  On failure nothing observable
+ *    was written (outputs and caches keep their previous contents) and
+ *    fasa_context_last_error() names the bad field.  The library never aborts,
+ *    exits, or prints; messages go to the optional logger.
+ *  - No global state and no environment variables are read by the library.
+ *
+ * Threading
+ *  - Distinct contexts are fully independent and may be used concurrently.
+ *  - A context serialises all calls on itself and on objects created from it
+ *    with an internal mutex, so one context may be shared between threads.
+ *    fasa_context_last_error() returns the message of the most recent failing
+ *    call on the context, whichever thread made it: when threads share a
+ *    context, copy the message right after the failing call or pass a
+ *    per-call error buffer where the call takes one.
+ *  - The logger and allocator callbacks may be called from library worker
+ *    threads and must be thread-safe.
+ *
+ * NaN / Inf
+ *  - Host-pointer inputs (q in fasa_decode_host, k/v in fasa_kv_cache_append)
+ *    are scanned; a non-finite value is rejected with FASA_ERROR_NON_FINITE
+ *    naming the field and element, and nothing is written.
+ *  - Device-buffer inputs are not scanned (that would cost a pass over them).
+ *    With non-finite device inputs: a NaN TIP score ranks below every number,
+ *    +Inf above and -Inf below every finite score; a selected row holding
+ *    NaN/Inf makes that query head's output NaN/Inf; other heads are unaffected
+ *    and no memory outside the documented buffers is touched.
+ *  - Finite inputs whose products overflow fp32 behave like the non-finite case.
+ */
+#ifndef FASA_H
+#define FASA_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define FASA_VERSION_MAJOR 0
+#define FASA_VERSION_MINOR 1
+#define FASA_VERSION_PATCH 0
+
+#if defined(_WIN32) && defined(FASA_BUILD_SHARED)
+#define FASA_API __declspec(dllexport)
+#elif defined(__GNUC__)
+#define FASA_API __attribute__((visibility("default")))
+#else
+#define FASA_API
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Status                                                                    */
+/* ------------------------------------------------------------------------ */
+
+typedef enum fasa_status {
+    FASA_OK = 0,
+    FASA_ERROR_INVALID_ARGUMENT,     /* a field or argument is out of range    */
+    FASA_ERROR_NON_FINITE,           /* NaN or Inf in a scanned host input     */
+    FASA_ERROR_CAPACITY,             /* appending past the cache capacity      */
+    FASA_ERROR_OUT_OF_HOST_MEMORY,
+    FASA_ERROR_OUT_OF_DEVICE_MEMORY,
+    FASA_ERROR_UNSUPPORTED,          /* valid request this backend/device lacks */
+    FASA_ERROR_BACKEND_UNAVAILABLE,  /* backend not compiled in or no device   */
+    FASA_ERROR_DEVICE_LOST,          /* GPU reset or driver failure            */
+    FASA_ERROR_BACKEND,              /* other driver/runtime error             */
+    FASA_ERROR_IO,                   /* file could not be read or written      */
+    FASA_ERROR_PARSE,                /* malformed or inconsistent file content */
+    FASA_ERROR_MISMATCH,             /* objects with incompatible shapes       */
+    FASA_STATUS_COUNT_
+} fasa_status;
+
+/* Static string for a status ("FASA_ERROR_PARSE: malformed file"), never NULL. */
+FASA_API const char *fasa_status_string(fasa_status status);
+
+/* ------------------------------------------------------------------------ */
+/* Enumerations                                                              */
+/* ------------------------------------------------------------------------ */
+
+typedef enum fasa_backend {
+    FASA_BACKEND_AUTO = 0,  /* discrete GPU, then integrated GPU, then CPU */
+    FASA_BACKEND_CPU,
+    FASA_BACKEND_VULKAN,
+    FASA_BACKEND_OPENCL,
+    FASA_BACKEND_CUDA,
+    FASA_BACKEND_COUNT_
+} fasa_backend;
+
+typedef enum fasa_device_type {
+    FASA_DEVICE_OTHER = 0,
+    FASA_DEVICE_DISCRETE_GPU,
+    FASA_DEVICE_INTEGRATED_GPU,
+    FASA_DEVICE_VIRTUAL_GPU,
+    FASA_DEVICE_CPU          /* a CPU: the CPU backend, lavapipe, PoCL */
+} fasa_device_type;
+
+typedef enum fasa_dtype {
+    FASA_DTYPE_F16 = 0,      /* IEEE binary16 storage, fp32 arithmetic (default) */
+    FASA_DTYPE_F32
+} fasa_dtype;
+
+/* Which dims of a head form a RoPE rotation pair (FASA_SPEC §3). */
+typedef enum fasa_rope_layout {
+    FASA_ROPE_NORM = 0,      /* interleaved: frequency i uses dims (2i, 2i+1) */
+    FASA_ROPE_NEOX           /* rotate-half: frequency i uses dims (i, i+d/2) */
+} fasa_rope_layout;
+
+/* What a calibration file calls a frequency chunk (FASA_SPEC §3). */
+typedef enum fasa_fc_convention {
+    FASA_FC_TRUE_PAIR = 0,   /* FC = a true rotation pair (default)           */
+    FASA_FC_HF_ADJACENT      /* FC = HF rotate-half dims (2j,2j+1), remapped   */
+} fasa_fc_convention;
+
+typedef enum fasa_mode {
+    FASA_MODE_FASA = 0,      /* TIP -> exact top-k -> focused attention     */
+    FASA_MODE_DENSE,         /* exact attention over all cached tokens       */
+    FASA_MODE_ORACLE         /* top-k by the true full scores, then FAC      */
+} fasa_mode;
+
+typedef enum fasa_gqa_select {
+    FASA_GQA_PER_HEAD = 0,   /* every query head selects its own tokens      */
+    FASA_GQA_PER_GROUP       /* one selection per KV group (summed scores)   */
+} fasa_gqa_select;
+
+typedef enum fasa_placement {
+    FASA_PLACEMENT_DEVICE = 0, /* FASA-C: whole cache in device memory        */
+    FASA_PLACEMENT_OFFLOAD     /* FASA-M: dominant key dims on the device,
+                                  the rest of K and all of V host-visible     */
+} fasa_placement;
+
+typedef enum fasa_log_level {
+    FASA_LOG_DEBUG = 0,
+    FASA_LOG_INFO,
+    FASA_LOG_WARN,
+    FASA_LOG_ERROR
+} fasa_log_level;
+
+/* ------------------------------------------------------------------------ */
+/* Callbacks                                                                 */
+/* ------------------------------------------------------------------------ */
+
+typedef struct fasa_logger {
+    void (*log)(void *user, fasa_log_level level, const char *message);
+    void *user;
+    fasa_log_level min_level;    /* 0 = DEBUG: everything */
+} fasa_logger;
+
+/* Host memory callbacks.  Either both are set or neither (then malloc/free).
+ * alloc must return memory aligned to `align` (a power of two <= 4096). */
+typedef struct fasa_allocator {
+    void *(*alloc)(void *user, size_t size, size_t align);
+    void (*free)(void *user, void *ptr);
+    void *user;
+} fasa_allocator;
+
+/* ------------------------------------------------------------------------ */
+/* Devices                                                                   */
+/* ------------------------------------------------------------------------ */
+
+#define FASA_MAX_HEAPS 8
+
+typedef struct fasa_memory_heap {
+    uint64_t size;            /* bytes */
+    bool device_local;
+    bool host_visible;        /* some memory type of the heap is host-visible */
+} fasa_memory_heap;
+
+typedef struct fasa_device_info {
+    fasa_backend backend;
+    uint32_t index;               /* index within the backend's device list */
+    fasa_device_type type;
+    char name[256];
+    char driver[128];             /* driver name and version, free text */
+    uint32_t vendor_id;           /* PCI vendor id, 0 when unknown */
+    uint32_t device_id;
+    uint32_t subgroup_size;       /* 0 when the backend has no subgroups */
+    uint32_t compute_units;
+    uint64_t max_shared_memory;   /* bytes per workgroup */
+    uint64_t max_buffer_size;     /* largest single allocation, bytes */
+    uint32_t heap_count;
+    fasa_memory_heap heaps[FASA_MAX_HEAPS];
+    bool unified_memory;          /* device memory is host memory (UMA) */
+} fasa_device_info;
+
+/* True when the backend was compiled into this build. */
+FASA_API bool fasa_backend_compiled(fasa_backend backend);
+/* "cpu", "vulkan", "opencl", "cuda", "auto"; "unknown" otherwise. */
+FASA_API const char *fasa_backend_name(fasa_backend backend);
+/* Parses a backend name; returns FASA_ERROR_INVALID_ARGUMENT if unknown. */
+FASA_API fasa_status fasa_backend_from_name(const char *name, fasa_backend *out);
+
+/* Lists the devices of one backend (not AUTO).  On input *count is the
+ * capacity of `devices` (which may be NULL when *count is 0); on output it
+ * is the number of devices found (may exceed the capacity; only the first
+ * capacity entries are written).  error_message (optional) receives the
+ * reason on failure.  A backend compiled in but without devices returns
+ * FASA_ERROR_BACKEND_UNAVAILABLE with a message saying why. */
+FASA_API fasa_status fasa_list_devices(fasa_backend backend, fasa_device_info *devices,
+                                       uint32_t *count, char *error_message,
+                                       size_t error_message_size);
+
+/* ------------------------------------------------------------------------ */
+/* Context                                                                   */
+/* ------------------------------------------------------------------------ */
+
+typedef struct fasa_context fasa_context;
+typedef struct fasa_buffer fasa_buffer;
+typedef struct fasa_kv_cache fasa_kv_cache;
+typedef struct fasa_calibration fasa_calibration;
+typedef struct fasa_calibrator fasa_calibrator;
+
+/* Backend-specific embedding data (see fasa_vulkan.h, fasa_opencl.h,
+ * fasa_cuda.h).  Leave NULL for standalone mode. */
+typedef struct fasa_context_desc {
+    fasa_backend backend;         /* 0 = AUTO */
+    int32_t device_index;         /* index within the backend; -1 or 0 with
+                                     AUTO = choose by the auto rule.  For an
+                                     explicit backend 0 is its first device. */
+    uint32_t n_threads;           /* host worker threads, 0 = all cores */
+    fasa_logger logger;
+    fasa_allocator allocator;
+    const void *embed;            /* fasa_vk_embed / fasa_cl_embed / fasa_cuda_embed */
+    uint32_t flags;               /* FASA_CONTEXT_* */
+    const char *cache_dir;        /* directory for compiled kernel/pipeline caches;
+                                     NULL = no on-disk cache (the library reads no
+                                     environment variables; the fasa tool passes
+                                     $XDG_CACHE_HOME/libfasa or ~/.cache/libfasa) */
+    char *error_message;          /* optional: receives the reason when creation fails */
+    size_t error_message_size;
+} fasa_context_desc;
+
+#define FASA_CONTEXT_ENABLE_VALIDATION   0x1u  /* Vulkan: enable the Khronos layer; any message fails the call */
+#define FASA_CONTEXT_NO_SOFTWARE_DEVICES 0x2u  /* AUTO: never pick lavapipe/PoCL-class devices */
+#define FASA_CONTEXT_PROFILE             0x4u  /* keep per-step device timings (fasa_context_last_step_ns) */
+
+FASA_API fasa_status fasa_context_create(const fasa_context_desc *desc, fasa_context **out);
+FASA_API void fasa_context_destroy(fasa_context *ctx);
+/* Message of the most recent failure on this context ("" if none). */
+FASA_API const char *fasa_context_last_error(const fasa_context *ctx);
+FASA_API fasa_status fasa_context_device(const fasa_context *ctx, fasa_device_info *out);
+FASA_API fasa_backend fasa_context_backend(const fasa_context *ctx);
+/* Waits for all work the context submitted itself (not work recorded into
+ * caller-owned command buffers). */
+FASA_API fasa_status fasa_context_finish(fasa_context *ctx);
+/* Device time of the most recent decode step in nanoseconds, measured with
+ * timestamps on GPU backends and wall clock on the CPU backend.  Needs
+ * FASA_CONTEXT_PROFILE; returns FASA_ERROR_UNSUPPORTED otherwise. */
+FASA_API fasa_status fasa_context_last_step_ns(const fasa_context *ctx, uint64_t *ns);
+
+/* ------------------------------------------------------------------------ */
+/* Buffers: memory the backend's kernels can read and write                  */
+/* ------------------------------------------------------------------------ */
+
+/* Device memory owned by the library (host memory for the CPU backend). */
+FASA_API fasa_status fasa_buffer_create(fasa_context *ctx, uint64_t size, fasa_buffer **out);
+/* Wraps caller-owned host memory; CPU backend only (GPU backends wrap their
+ * native handles through fasa_vulkan.h / fasa_opencl.h / fasa_cuda.h). */
+FASA_API fasa_status fasa_buffer_wrap_host(fasa_context *ctx, void *ptr, uint64_t size,
+                                           fasa_buffer **out);
+FASA_API void fasa_buffer_destroy(fasa_buffer *buf);
+FASA_API uint64_t fasa_buffer_size(const fasa_buffer *buf);
+/* Blocking copies between host memory and a buffer. */
+FASA_API fasa_status fasa_buffer_write(fasa_buffer *buf, uint64_t offset, const void *src,
+                                       uint64_t size);
+FASA_API fasa_status fasa_buffer_read(fasa_buffer *buf, uint64_t offset, void *dst,
+                                      uint64_t size);
+
+/* ------------------------------------------------------------------------ */
+/* Model attention shape                                                     */
+/* ------------------------------------------------------------------------ */
+
+typedef struct fasa_model_shape {
+    uint32_t n_layers;            /* > 0 */
+    uint32_t n_q_heads;           /* Hq > 0 */
+    uint32_t n_kv_heads;          /* Hkv > 0, Hq % Hkv == 0 */
+    uint32_t head_dim;            /* d: even, 2..512 (64/128/256 are tested) */
+    fasa_rope_layout layout;
+} fasa_model_shape;
+
+#define FASA_MAX_HEAD_DIM 512
+#define FASA_MAX_N_FAC 8192
+
+/* Validates a shape; the message names the bad field. */
+FASA_API fasa_status fasa_model_shape_check(fasa_context *ctx, const fasa_model_shape *shape);
+
+/* ------------------------------------------------------------------------ */
+/* Calibration: per (layer, query head) the dominant dims, as sorted dim      */
+/* index lists in the runtime layout (2*n_tip entries each)                  */
+/* ------------------------------------------------------------------------ */
+
+typedef struct fasa_calibration_desc {
+    fasa_model_shape shape;
+    uint32_t n_tip;               /* FCs per head, 1 .. d/2 */
+    const uint16_t *dims;         /* [n_layers][Hq][2*n_tip] runtime dims */
+    const float *ca_mean;         /* optional [n_layers][Hq][d/2] mean CA per FC index */
+    fasa_fc_convention convention;
+    uint32_t k_calib;             /* K used for CA, 0 = unknown */
+    uint64_t n_samples, n_steps;  /* informational */
+    const char *model_id;         /* optional, copied */
+    const char *source;           /* optional: "synthetic", "teacher_forced", "generated" */
+} fasa_calibration_desc;
+
+FASA_API fasa_status fasa_calibration_create(fasa_context *ctx, const fasa_calibration_desc *desc,
+                                             fasa_calibration **out);
+/* Loads a calibration JSON file.  expect (optional) is the model shape the
+ * file must match (layout included); a mismatch is FASA_ERROR_MISMATCH naming
+ * the field.  Any malformed content is FASA_ERROR_PARSE naming the field,
+ * layer and head. */
+FASA_API fasa_status fasa_calibration_load(fasa_context *ctx, const char *path,
+                                           const fasa_model_shape *expect,
+                                           fasa_calibration **out);
+FASA_API fasa_status fasa_calibration_load_memory(fasa_context *ctx, const char *json,
+                                                  size_t size, const fasa_model_shape *expect,
+                                                  fasa_calibration **out);
+FASA_API fasa_status fasa_calibration_save(const fasa_calibration *cal, const char *path);
+/* Re-expresses the dims in another RoPE layout (same FCs, mapped dims). */
+FASA_API fasa_status fasa_calibration_remap_layout(const fasa_calibration *cal,
+                                                   fasa_rope_layout layout,
+                                                   fasa_calibration **out);
+/* Re-selects n_tip FCs per head from the stored mean CA table. */
+FASA_API fasa_status fasa_calibration_reselect(const fasa_calibration *cal, uint32_t n_tip,
+                                               fasa_calibration **out);
+FASA_API void fasa_calibration_destroy(fasa_calibration *cal);
+
+typedef struct fasa_calibration_info {
+    fasa_model_shape shape;
+    uint32_t n_tip;
+    fasa_fc_convention convention;
+    uint32_t k_calib;
+    uint64_t n_samples, n_steps;
+    bool has_ca_mean;
+    const char *model_id;         /* "" if unset; valid while cal lives */
+    const char *source;
+} fasa_calibration_info;
+
+FASA_API fasa_status fasa_calibration_get_info(const fasa_calibration *cal,
+                                               fasa_calibration_info *out);
+/* Copies the 2*n_tip dims of (layer, q_head) into out. */
+FASA_API fasa_status fasa_calibration_get_dims(const fasa_calibration *cal, uint32_t layer,
+                                               uint32_t q_head, uint16_t *out, uint32_t capacity);
+/* Size of the union of the group's dims for (layer, kv_head). */
+FASA_API fasa_status fasa_calibration_union_size(const fasa_calibration *cal, uint32_t layer,
+                                                 uint32_t kv_head, uint32_t *out);
+/* Copies the mean CA table row of (layer, q_head): d/2 floats. */
+FASA_API fasa_status fasa_calibration_get_ca(const fasa_calibration *cal, uint32_t layer,
+                                             uint32_t q_head, float *out, uint32_t capacity);
+
+/* Offline calibration by Contextual Agreement (FASA_SPEC §4). */
+typedef struct fasa_calibrator_desc {
+    fasa_model_shape shape;
+    uint32_t n_tip;               /* 0 = d/8 */
+    uint32_t k_calib;             /* K for CA, 0 = 256 */
+    fasa_fc_convention convention;/* 0 = TRUE_PAIR */
+    bool share_group_dims;        /* GQA option (b): one dim set per KV group,
+                                     the top n_tip of the CA summed over the group */
+    const char *model_id;         /* optional */
+    const char *source;           /* optional, default "teacher_forced" */
+} fasa_calibrator_desc;
+
+FASA_API fasa_status fasa_calibrator_create(fasa_context *ctx, const fasa_calibrator_desc *desc,
+                                            fasa_calibrator **out);
+/* Scores one decode step of one layer: q [Hq][d] (post-RoPE) against the
+ * keys k [n_keys][Hkv][d] (post-RoPE, the current key included), fp32,
+ * token-major with rows of Hkv*d floats. */
+FASA_API fasa_status fasa_calibrator_add(fasa_calibrator *cal, uint32_t layer, const float *q,
+                                         const float *k, uint32_t n_keys);
+/* Marks the start of a new sample (text window); only counted. */
+FASA_API fasa_status fasa_calibrator_next_sample(fasa_calibrator *cal);
+/* Produces the calibration (mean CA table included).  Every layer must have
+ * at least one step. */
+FASA_API fasa_status fasa_calibrator_finish(fasa_calibrator *cal, fasa_calibration **out);
+FASA_API void fasa_calibrator_destroy(fasa_calibrator *cal);
+
+/* ------------------------------------------------------------------------ */
+/* KV cache                                                                  */
+/* ------------------------------------------------------------------------ */
+
+typedef struct fasa_kv_cache_desc {
+    fasa_model_shape shape;
+    uint32_t capacity;            /* tokens per layer, > 0 */
+    fasa_dtype dtype;             /* storage, 0 = F16 */
+    const fasa_calibration *calibration; /* needed for FASA_MODE_FASA; copied */
+    const uint32_t *dense_layers; /* layers always decoded densely; with
+                                     n_dense_layers = 0 the default is {0} */
+    uint32_t n_dense_layers;
+    uint32_t flags;               /* FASA_CACHE_* */
+    uint32_t max_n_fac;           /* largest n_fac used with this cache, 0 = 2048 */
+    fasa_placement placement;     /* 0 = DEVICE (FASA-C) */
+} fasa_kv_cache_desc;
+
+#define FASA_CACHE_NO_DENSE_LAYERS 0x1u /* no layer is forced dense */
+
+FASA_API fasa_status fasa_kv_cache_create(fasa_context *ctx, const fasa_kv_cache_desc *desc,
+                                          fasa_kv_cache **out);
+FASA_API void fasa_kv_cache_destroy(fasa_kv_cache *cache);
+
+/* Appends n tokens to one layer.  k and v are [n][Hkv][d] host arrays in
+ * src_dtype (F32 floats or F16 bits as uint16_t).  Rejects non-finite values
+ * and appending past capacity without writing anything. */
+FASA_API fasa_status fasa_kv_cache_append(fasa_kv_cache *cache, uint32_t layer, uint32_t n,
+                                          const void *k, const void *v, fasa_dtype src_dtype);
+/* Same, with k and v in backend buffers (not scanned for NaN/Inf). */
+FASA_API fasa_status fasa_kv_cache_append_buffers(fasa_kv_cache *cache, uint32_t layer,
+                                                  uint32_t n, fasa_buffer *k, uint64_t k_offset,
+                                                  fasa_buffer *v, uint64_t v_offset,
+                                                  fasa_dtype src_dtype);
+/* Tokens currently held by a layer. */
+FASA_API fasa_status fasa_kv_cache_length(const fasa_kv_cache *cache, uint32_t layer,
+                                          uint32_t *out);
+/* Shrinks every layer to at most `length` tokens (0 clears the cache). */
+FASA_API fasa_status fasa_kv_cache_truncate(fasa_kv_cache *cache, uint32_t length);
+/* Reads tokens [first, first+n) of a layer back as fp32 [n][Hkv][d]
+ * (either output may be NULL). */
+FASA_API fasa_status fasa_kv_cache_read(fasa_kv_cache *cache, uint32_t layer, uint32_t first,
+                                        uint32_t n, float *k, float *v);
+
+typedef struct fasa_memory_report {
+    uint64_t device_bytes;        /* resident in device-local memory */
+    uint64_t host_bytes;          /* resident in host(-visible) memory */
+    uint64_t scratch_bytes;       /* per-step scratch (scores, indices, partials) */
+    uint64_t dense_equivalent;    /* bytes a plain dense K+V cache would take */
+    uint32_t max_union_dims;      /* largest u_g over layers and KV heads */
+} fasa_memory_report;
+
+FASA_API fasa_status fasa_kv_cache_memory(const fasa_kv_cache *cache, fasa_memory_report *out);
+
+/* ------------------------------------------------------------------------ */
+/* Decode step: one query row per head, one layer                            */
+/* ------------------------------------------------------------------------ */
+
+typedef struct fasa_decode_desc {
+    fasa_mode mode;               /* 0 = FASA */
+    uint32_t n_fac;               /* token budget, 0 = 256 */
+    uint32_t n_sink;              /* first tokens always kept (inside the budget) */
+    uint32_t n_recent;            /* last tokens always kept (inside the budget) */
+    fasa_gqa_select gqa_select;   /* 0 = per query head */
+} fasa_decode_desc;
+
+/* Which path a step took. */
+typedef enum fasa_path {
+    FASA_PATH_DENSE = 0,          /* dense kernel (mode, dense layer or L <= n_fac) */
+    FASA_PATH_SPARSE              /* TIP/oracle scores -> top-k -> FAC */
+} fasa_path;
+
+/* Optional host outputs of fasa_decode_host (all pointers may be NULL). */
+typedef struct fasa_decode_outputs {
+    int32_t *selected;            /* [n_rows][selected_stride] token indices; forced
+                                     tokens first, then the top-k in ascending
+                                     order on the CPU backend, any order elsewhere */
+    uint32_t selected_stride;     /* >= n_fac */
+    float *scores;                /* [n_rows][scores_stride] TIP (or oracle) scores */
+    uint32_t scores_stride;       /* >= L */
+    /* written by the call: */
+    fasa_path path;
+    uint32_t n_rows;              /* Hq per head, Hkv per group; 0 on the dense path */
+    uint32_t n_selected;          /* tokens per row (= n_fac on the sparse path) */
+} fasa_decode_outputs;
+
+/* Enqueues one decode step of `layer` on the context's queue.  q is
+ * [Hq][d] fp32 at q_offset in a buffer, o is written as [Hq][d] fp32.
+ * On standalone GPU contexts the step is submitted and waited for; engines
+ * that record into their own command buffers use the backend headers. */
+FASA_API fasa_status fasa_decode(fasa_kv_cache *cache, uint32_t layer,
+                                 const fasa_decode_desc *desc, fasa_buffer *q,
+                                 uint64_t q_offset, fasa_buffer *o, uint64_t o_offset);
+/* Host-pointer convenience: q and o are host arrays [Hq][d] fp32; q is
+ * scanned for NaN/Inf.  outputs (optional) receives the selection. */
+FASA_API fasa_status fasa_decode_host(fasa_kv_cache *cache, uint32_t layer,
+                                      const fasa_decode_desc *desc, const float *q, float *o,
+                                      fasa_decode_outputs *outputs);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FASA_H */

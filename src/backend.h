@@ -1,0 +1,94 @@
+/*
+ * The backend interface.  Each backend (cpu, vulkan, opencl, cuda) fills one
+ * fasa_backend_ops table in its own file(s) and implements the same five
+ * kernels under the same names, so they can be read side by side:
+ *
+ *   append  write k/v rows of new tokens, plus the dominant-dims row (K_dom)
+ *   tip     TIP scores S[row][j] over K_dom (or full q.k for the oracle)
+ *   topk    exact top-(n_fac - forced) per row, lowest index wins ties,
+ *           forced sink/recent tokens first
+ *   fac     exact softmax attention over the selected rows (scale 1/sqrt(d))
+ *   dense   exact softmax attention over all L tokens
+ *
+ * The common code (decode.c) validates arguments, chooses the path and calls
+ * tip -> topk -> fac or dense inside one exec (a command stream: nothing on
+ * the CPU, a command buffer on Vulkan, a queue on OpenCL, a stream on CUDA).
+ * Kernels only record work; step_end submits (standalone contexts) and, when
+ * asked, waits.  A kernel never allocates: everything it needs is created by
+ * cache_create (storage + scratch) or context_init (pipelines).
+ *
+ * Error reporting: a backend function that fails returns
+ * fasa__error(ctx, status, "...") so the context's message names the cause.
+ */
+#ifndef FASA_BACKEND_H
+#define FASA_BACKEND_H
+
+#include "internal.h"
+
+struct fasa_backend_ops {
+    fasa_backend id;
+    const char *name;
+
+    /* Devices of this backend (no context).  Same contract as
+     * fasa_list_devices; msg receives the reason on failure. */
+    fasa_status (*list_devices)(fasa_device_info *devices, uint32_t *count, char *msg,
+                                size_t msg_size);
+
+    /* ctx->device, ->alloc, ->logger, ->flags, ->pool are set before init.
+     * embed is the backend's embedding struct or NULL (standalone). */
+    fasa_status (*context_init)(fasa_context *ctx, uint32_t device_index, const void *embed);
+    void (*context_destroy)(fasa_context *ctx);
+    fasa_status (*finish)(fasa_context *ctx);
+
+    /* buf->ctx and buf->size are set; allocate device memory. */
+    fasa_status (*buffer_create)(fasa_context *ctx, fasa_buffer *buf);
+    void (*buffer_destroy)(fasa_context *ctx, fasa_buffer *buf);
+    fasa_status (*buffer_write)(fasa_context *ctx, fasa_buffer *buf, uint64_t offset,
+                                const void *src, uint64_t size);
+    fasa_status (*buffer_read)(fasa_context *ctx, fasa_buffer *buf, uint64_t offset, void *dst,
+                               uint64_t size);
+
+    /* Storage for every layer (K, V, K_dom) plus per-step scratch sized for
+     * capacity, Hq and max_n_fac; uploads the dims tables.  Sets
+     * cache->device_bytes, host_bytes and scratch_bytes. */
+    fasa_status (*cache_create)(fasa_kv_cache *cache);
+    void (*cache_destroy)(fasa_kv_cache *cache);
+    /* Reads tokens [first, first+n) of a layer as fp32 [n][Hkv][d]. */
+    fasa_status (*cache_read)(fasa_kv_cache *cache, uint32_t layer, uint32_t first, uint32_t n,
+                              float *k, float *v);
+
+    /* Command streams.  exec_begin starts recording on the context's own
+     * queue; exec_end submits it and, if wait, blocks until done (recording
+     * the step time when profiling). */
+    fasa_status (*exec_begin)(fasa_context *ctx, fasa_exec **exec);
+    fasa_status (*exec_end)(fasa_context *ctx, fasa_exec *exec, bool wait);
+
+    /* --- kernels ------------------------------------------------------- */
+    /* Writes tokens [first, first+n) of `layer` from k/v [n][Hkv][d]. */
+    fasa_status (*append)(fasa_exec *exec, fasa_kv_cache *cache, uint32_t layer, uint32_t first,
+                          uint32_t n, fasa_buffer *k, uint64_t k_offset, fasa_buffer *v,
+                          uint64_t v_offset, fasa_dtype src_dtype);
+    fasa_status (*tip)(fasa_exec *exec, const fasa_step *step);
+    fasa_status (*topk)(fasa_exec *exec, const fasa_step *step);
+    fasa_status (*fac)(fasa_exec *exec, const fasa_step *step);
+    fasa_status (*dense)(fasa_exec *exec, const fasa_step *step);
+
+    /* After a completed sparse step: copies the scratch selection
+     * [n_rows][n_fac] and/or scores [n_rows][L] to host memory. */
+    fasa_status (*read_selection)(fasa_kv_cache *cache, const fasa_step *step, int32_t *selected,
+                                  uint32_t selected_stride, float *scores,
+                                  uint32_t scores_stride);
+};
+
+extern const fasa_backend_ops fasa__cpu_ops;
+#ifdef FASA_HAVE_VULKAN
+extern const fasa_backend_ops fasa__vulkan_ops;
+#endif
+#ifdef FASA_HAVE_OPENCL
+extern const fasa_backend_ops fasa__opencl_ops;
+#endif
+#ifdef FASA_HAVE_CUDA
+extern const fasa_backend_ops fasa__cuda_ops;
+#endif
+
+#endif

@@ -1,0 +1,417 @@
+/* The KV cache: validation, the dominant-dims tables, appends. */
+#include "backend.h"
+
+#include <math.h>
+#include <string.h>
+
+#define MAX_CAPACITY (1u << 30)
+#define STAGE_TOKENS 1024u       /* host appends on GPU backends go through this many tokens at a time */
+
+/* ------------------------------------------------------------------------ */
+/* Creation                                                                  */
+/* ------------------------------------------------------------------------ */
+
+static fasa_status check_calibration_match(fasa_context *ctx, const fasa_model_shape *s,
+                                           const fasa_calibration *cal)
+{
+    const fasa_model_shape *c = &cal->shape;
+    const char *field = NULL;
+    uint32_t have = 0, want = 0;
+    if (c->n_layers != s->n_layers) field = "n_layers", have = c->n_layers, want = s->n_layers;
+    else if (c->n_q_heads != s->n_q_heads) field = "n_q_heads", have = c->n_q_heads, want = s->n_q_heads;
+    else if (c->n_kv_heads != s->n_kv_heads) field = "n_kv_heads", have = c->n_kv_heads, want = s->n_kv_heads;
+    else if (c->head_dim != s->head_dim) field = "head_dim", have = c->head_dim, want = s->head_dim;
+    if (field)
+        return fasa__error(ctx, FASA_ERROR_MISMATCH,
+                           "desc.calibration: its %s is %u but desc.shape.%s is %u", field, have,
+                           field, want);
+    if (c->layout != s->layout)
+        return fasa__error(ctx, FASA_ERROR_MISMATCH,
+                           "desc.calibration: its layout differs from desc.shape.layout (remap it "
+                           "with fasa_calibration_remap_layout)");
+    return FASA_OK;
+}
+
+static fasa_status check_cache_desc(fasa_context *ctx, const fasa_kv_cache_desc *desc)
+{
+    fasa_status st = fasa__check_shape(ctx, &desc->shape, "desc.shape");
+    if (st != FASA_OK) return st;
+    if (desc->capacity == 0 || desc->capacity > MAX_CAPACITY)
+        return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "desc.capacity: %u not in 1..%u",
+                           desc->capacity, MAX_CAPACITY);
+    if ((unsigned)desc->dtype > FASA_DTYPE_F32)
+        return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "desc.dtype: unknown value %d", (int)desc->dtype);
+    if ((unsigned)desc->placement > FASA_PLACEMENT_OFFLOAD)
+        return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "desc.placement: unknown value %d",
+                           (int)desc->placement);
+    if (desc->flags & ~FASA_CACHE_NO_DENSE_LAYERS)
+        return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "desc.flags: unknown bits 0x%x", desc->flags);
+    if (desc->max_n_fac > FASA_MAX_N_FAC)
+        return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "desc.max_n_fac: %u is more than %u",
+                           desc->max_n_fac, FASA_MAX_N_FAC);
+    if (desc->n_dense_layers > 0 && !desc->dense_layers)
+        return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT,
+                           "desc.dense_layers is NULL but desc.n_dense_layers is %u", desc->n_dense_layers);
+    if (desc->n_dense_layers > 0 && (desc->flags & FASA_CACHE_NO_DENSE_LAYERS))
+        return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT,
+                           "desc.flags: FASA_CACHE_NO_DENSE_LAYERS contradicts desc.dense_layers");
+    for (uint32_t i = 0; i < desc->n_dense_layers; i++)
+        if (desc->dense_layers[i] >= desc->shape.n_layers)
+            return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT,
+                               "desc.dense_layers[%u]: layer %u out of range (n_layers %u)", i,
+                               desc->dense_layers[i], desc->shape.n_layers);
+    if (desc->calibration) return check_calibration_match(ctx, &desc->shape, desc->calibration);
+    return FASA_OK;
+}
+
+/* Union dims per KV head and, per query head, which q dim feeds each union
+ * slot: TIP then is a plain dot product of a masked q with the K_dom row,
+ * and adding the exact zeros of the masked slots leaves the sum unchanged. */
+static fasa_status build_dims_tables(fasa_kv_cache *c, const fasa_calibration *cal)
+{
+    const fasa_model_shape *s = &c->shape;
+    uint32_t u_max = 0;
+    for (uint32_t l = 0; l < s->n_layers; l++)
+        for (uint32_t g = 0; g < s->n_kv_heads; g++) {
+            uint32_t u = fasa__union_dims(cal, l, g, NULL);
+            if (u > u_max) u_max = u;
+        }
+    c->has_dims = true;
+    c->n_tip = cal->n_tip;
+    c->u_pad = (u_max + 7u) & ~7u;
+    size_t n_groups = (size_t)s->n_layers * s->n_kv_heads, n_heads = (size_t)s->n_layers * s->n_q_heads;
+    c->union_size = fasa__alloc(c->ctx, n_groups * sizeof(uint32_t));
+    c->union_dims = fasa__alloc(c->ctx, n_groups * c->u_pad * sizeof(uint16_t));
+    c->tip_map = fasa__alloc(c->ctx, n_heads * c->u_pad * sizeof(int16_t));
+    c->head_dims = fasa__alloc(c->ctx, n_heads * 2 * cal->n_tip * sizeof(uint16_t));
+    if (!c->union_size || !c->union_dims || !c->tip_map || !c->head_dims)
+        return fasa__error(c->ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "cache: out of host memory");
+    memcpy(c->head_dims, cal->dims, n_heads * 2 * cal->n_tip * sizeof(uint16_t));
+    for (uint32_t l = 0; l < s->n_layers; l++)
+        for (uint32_t g = 0; g < s->n_kv_heads; g++) {
+            size_t gi = (size_t)l * s->n_kv_heads + g;
+            uint16_t *u = c->union_dims + gi * c->u_pad;
+            c->union_size[gi] = fasa__union_dims(cal, l, g, u);
+            for (uint32_t h = g * c->group; h < (g + 1) * c->group; h++) {
+                size_t hi = (size_t)l * s->n_q_heads + h;
+                const uint16_t *dims = cal->dims + hi * 2 * cal->n_tip;
+                int16_t *map = c->tip_map + hi * c->u_pad;
+                for (uint32_t slot = 0; slot < c->u_pad; slot++) {
+                    map[slot] = -1;
+                    for (uint32_t i = 0; slot < c->union_size[gi] && i < 2 * cal->n_tip; i++)
+                        if (dims[i] == u[slot]) map[slot] = (int16_t)u[slot];
+                }
+            }
+        }
+    return FASA_OK;
+}
+
+static void free_tables(fasa_kv_cache *c)
+{
+    fasa__free(c->ctx, c->length);
+    fasa__free(c->ctx, c->dense_layer);
+    fasa__free(c->ctx, c->union_size);
+    fasa__free(c->ctx, c->union_dims);
+    fasa__free(c->ctx, c->tip_map);
+    fasa__free(c->ctx, c->head_dims);
+}
+
+static void destroy_locked(fasa_kv_cache *c)
+{
+    fasa_context *ctx = c->ctx;
+    if (c->impl) ctx->ops->cache_destroy(c);
+    fasa_buffer *stages[] = {c->q_stage, c->o_stage, c->kv_stage};
+    for (size_t i = 0; i < 3; i++)
+        if (stages[i]) {
+            ctx->ops->buffer_destroy(ctx, stages[i]);
+            fasa__free(ctx, stages[i]);
+        }
+    free_tables(c);
+    fasa__free(ctx, c);
+}
+
+static fasa_status make_stage(fasa_kv_cache *c, uint64_t size, fasa_buffer **out)
+{
+    fasa_buffer *buf = fasa__alloc(c->ctx, sizeof *buf);
+    if (!buf) return fasa__error(c->ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "cache: out of host memory");
+    buf->ctx = c->ctx;
+    buf->size = size;
+    fasa_status st = c->ctx->ops->buffer_create(c->ctx, buf);
+    if (st != FASA_OK) {
+        fasa__free(c->ctx, buf);
+        return st;
+    }
+    *out = buf;
+    return FASA_OK;
+}
+
+static fasa_status create_locked(fasa_context *ctx, const fasa_kv_cache_desc *desc, fasa_kv_cache **out)
+{
+    fasa_status st = check_cache_desc(ctx, desc);
+    if (st != FASA_OK) return st;
+    fasa_kv_cache *c = fasa__alloc(ctx, sizeof *c);
+    if (!c) return fasa__error(ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "cache: out of host memory");
+    const fasa_model_shape *s = &desc->shape;
+    c->ctx = ctx;
+    c->shape = *s;
+    c->group = s->n_q_heads / s->n_kv_heads;
+    c->capacity = desc->capacity;
+    c->dtype = desc->dtype;
+    c->elem_size = desc->dtype == FASA_DTYPE_F16 ? 2 : 4;
+    c->placement = desc->placement;
+    c->max_n_fac = desc->max_n_fac ? desc->max_n_fac : 2048;
+    c->length = fasa__alloc(ctx, s->n_layers * sizeof(uint32_t));
+    c->dense_layer = fasa__alloc(ctx, s->n_layers);
+    if (!c->length || !c->dense_layer) st = fasa__error(ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "cache: out of host memory");
+    if (st == FASA_OK) {
+        if (desc->n_dense_layers == 0 && !(desc->flags & FASA_CACHE_NO_DENSE_LAYERS))
+            c->dense_layer[0] = 1; /* FASA_SPEC §2 rule 2: layer 0 stays dense */
+        for (uint32_t i = 0; i < desc->n_dense_layers; i++) c->dense_layer[desc->dense_layers[i]] = 1;
+    }
+    if (st == FASA_OK && desc->calibration) st = build_dims_tables(c, desc->calibration);
+    if (st == FASA_OK) st = ctx->ops->cache_create(c);
+    if (st == FASA_OK) st = make_stage(c, (uint64_t)s->n_q_heads * s->head_dim * 4, &c->q_stage);
+    if (st == FASA_OK) st = make_stage(c, (uint64_t)s->n_q_heads * s->head_dim * 4, &c->o_stage);
+    if (st == FASA_OK && ctx->backend != FASA_BACKEND_CPU) {
+        c->kv_stage_tokens = desc->capacity < STAGE_TOKENS ? desc->capacity : STAGE_TOKENS;
+        st = make_stage(c, 2ull * c->kv_stage_tokens * s->n_kv_heads * s->head_dim * 4, &c->kv_stage);
+    }
+    if (st != FASA_OK) {
+        destroy_locked(c);
+        return st;
+    }
+    *out = c;
+    return FASA_OK;
+}
+
+fasa_status fasa_kv_cache_create(fasa_context *ctx, const fasa_kv_cache_desc *desc, fasa_kv_cache **out)
+{
+    if (!ctx) return FASA_ERROR_INVALID_ARGUMENT;
+    fasa__lock(ctx);
+    fasa_status st;
+    if (!out) st = fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "fasa_kv_cache_create: out is NULL");
+    else if (!desc) st = fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "fasa_kv_cache_create: desc is NULL");
+    else {
+        *out = NULL;
+        st = create_locked(ctx, desc, out);
+    }
+    fasa__unlock(ctx);
+    return st;
+}
+
+void fasa_kv_cache_destroy(fasa_kv_cache *cache)
+{
+    if (!cache) return;
+    fasa_context *ctx = cache->ctx;
+    fasa__lock(ctx);
+    destroy_locked(cache);
+    fasa__unlock(ctx);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Appends                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static fasa_status check_append(fasa_kv_cache *c, uint32_t layer, uint32_t n, const void *k,
+                                const void *v, fasa_dtype src, const char *fn)
+{
+    fasa_context *ctx = c->ctx;
+    if (layer >= c->shape.n_layers)
+        return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "%s: layer %u out of range (n_layers %u)",
+                           fn, layer, c->shape.n_layers);
+    if (n == 0) return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "%s: n is 0", fn);
+    if (!k) return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "%s: k is NULL", fn);
+    if (!v) return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "%s: v is NULL", fn);
+    if ((unsigned)src > FASA_DTYPE_F32)
+        return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "%s: src_dtype %d unknown", fn, (int)src);
+    if (n > c->capacity - c->length[layer])
+        return fasa__error(ctx, FASA_ERROR_CAPACITY,
+                           "%s: layer %u holds %u of %u tokens; %u more do not fit", fn, layer,
+                           c->length[layer], c->capacity, n);
+    return FASA_OK;
+}
+
+/* Names the first non-finite element as (token, head, dim). */
+static fasa_status scan_finite(fasa_kv_cache *c, const void *x, size_t n, fasa_dtype src,
+                               const char *what)
+{
+    for (size_t i = 0; i < n; i++) {
+        bool finite = src == FASA_DTYPE_F32 ? isfinite(((const float *)x)[i])
+                                            : (((const uint16_t *)x)[i] & 0x7c00u) != 0x7c00u;
+        if (!finite) {
+            uint32_t d = c->shape.head_dim, hkv = c->shape.n_kv_heads;
+            return fasa__error(c->ctx, FASA_ERROR_NON_FINITE,
+                               "fasa_kv_cache_append: %s[token %zu][head %zu][dim %zu] is not finite",
+                               what, i / d / hkv, i / d % hkv, i % d);
+        }
+    }
+    return FASA_OK;
+}
+
+static fasa_status run_append(fasa_kv_cache *c, uint32_t layer, uint32_t first, uint32_t n,
+                              fasa_buffer *k, uint64_t k_off, fasa_buffer *v, uint64_t v_off,
+                              fasa_dtype src)
+{
+    fasa_context *ctx = c->ctx;
+    fasa_exec *exec = NULL;
+    fasa_status st = ctx->ops->exec_begin(ctx, &exec);
+    if (st != FASA_OK) return st;
+    st = ctx->ops->append(exec, c, layer, first, n, k, k_off, v, v_off, src);
+    fasa_status end = ctx->ops->exec_end(ctx, exec, true);
+    return st != FASA_OK ? st : end;
+}
+
+/* GPU backends: copy host rows into the staging buffer chunk by chunk. */
+static fasa_status append_staged(fasa_kv_cache *c, uint32_t layer, uint32_t n, const void *k,
+                                 const void *v, fasa_dtype src)
+{
+    fasa_context *ctx = c->ctx;
+    size_t row = (size_t)c->shape.n_kv_heads * c->shape.head_dim * (src == FASA_DTYPE_F32 ? 4 : 2);
+    uint64_t half = c->kv_stage->size / 2;
+    for (uint32_t done = 0; done < n;) {
+        uint32_t chunk = n - done < c->kv_stage_tokens ? n - done : c->kv_stage_tokens;
+        const char *ks = (const char *)k + done * row, *vs = (const char *)v + done * row;
+        fasa_status st = ctx->ops->buffer_write(ctx, c->kv_stage, 0, ks, chunk * row);
+        if (st == FASA_OK) st = ctx->ops->buffer_write(ctx, c->kv_stage, half, vs, chunk * row);
+        if (st == FASA_OK)
+            st = run_append(c, layer, c->length[layer] + done, chunk, c->kv_stage, 0, c->kv_stage,
+                            half, src);
+        if (st != FASA_OK) return st; /* length unchanged: the partial rows stay invisible */
+        done += chunk;
+    }
+    return FASA_OK;
+}
+
+fasa_status fasa_kv_cache_append(fasa_kv_cache *cache, uint32_t layer, uint32_t n, const void *k,
+                                 const void *v, fasa_dtype src_dtype)
+{
+    if (!cache) return FASA_ERROR_INVALID_ARGUMENT;
+    fasa_context *ctx = cache->ctx;
+    fasa__lock(ctx);
+    fasa_status st = check_append(cache, layer, n, k, v, src_dtype, "fasa_kv_cache_append");
+    size_t count = (size_t)n * cache->shape.n_kv_heads * cache->shape.head_dim;
+    if (st == FASA_OK) st = scan_finite(cache, k, count, src_dtype, "k");
+    if (st == FASA_OK) st = scan_finite(cache, v, count, src_dtype, "v");
+    if (st == FASA_OK) {
+        if (ctx->backend == FASA_BACKEND_CPU) {
+            uint64_t bytes = count * (src_dtype == FASA_DTYPE_F32 ? 4 : 2);
+            fasa_buffer kb = {.ctx = ctx, .size = bytes, .host = (void *)k, .wrapped = true};
+            fasa_buffer vb = {.ctx = ctx, .size = bytes, .host = (void *)v, .wrapped = true};
+            st = run_append(cache, layer, cache->length[layer], n, &kb, 0, &vb, 0, src_dtype);
+        } else {
+            st = append_staged(cache, layer, n, k, v, src_dtype);
+        }
+    }
+    if (st == FASA_OK) cache->length[layer] += n;
+    fasa__unlock(ctx);
+    return st;
+}
+
+fasa_status fasa__append_check(fasa_kv_cache *c, uint32_t layer, uint32_t n, fasa_buffer *k,
+                               uint64_t k_off, fasa_buffer *v, uint64_t v_off, fasa_dtype src)
+{
+    const char *fn = "fasa_kv_cache_append_buffers";
+    fasa_status st = check_append(c, layer, n, k, v, src, fn);
+    if (st != FASA_OK) return st;
+    uint64_t bytes = (uint64_t)n * c->shape.n_kv_heads * c->shape.head_dim * (src == FASA_DTYPE_F32 ? 4 : 2);
+    fasa_buffer *bufs[2] = {k, v};
+    uint64_t offs[2] = {k_off, v_off};
+    for (int i = 0; i < 2; i++) {
+        if (bufs[i]->ctx != c->ctx)
+            return fasa__error(c->ctx, FASA_ERROR_INVALID_ARGUMENT, "%s: %s belongs to another context",
+                               fn, i ? "v" : "k");
+        if (offs[i] > bufs[i]->size || bytes > bufs[i]->size - offs[i])
+            return fasa__error(c->ctx, FASA_ERROR_INVALID_ARGUMENT,
+                               "%s: %s range [%llu, %llu) exceeds its buffer size %llu", fn,
+                               i ? "v" : "k", (unsigned long long)offs[i],
+                               (unsigned long long)(offs[i] + bytes), (unsigned long long)bufs[i]->size);
+        if (offs[i] % 4 != 0)
+            return fasa__error(c->ctx, FASA_ERROR_INVALID_ARGUMENT, "%s: %s_offset %llu is not a multiple of 4",
+                               fn, i ? "v" : "k", (unsigned long long)offs[i]);
+    }
+    return FASA_OK;
+}
+
+fasa_status fasa_kv_cache_append_buffers(fasa_kv_cache *cache, uint32_t layer, uint32_t n,
+                                         fasa_buffer *k, uint64_t k_offset, fasa_buffer *v,
+                                         uint64_t v_offset, fasa_dtype src_dtype)
+{
+    if (!cache) return FASA_ERROR_INVALID_ARGUMENT;
+    fasa__lock(cache->ctx);
+    fasa_status st = fasa__append_check(cache, layer, n, k, k_offset, v, v_offset, src_dtype);
+    if (st == FASA_OK)
+        st = run_append(cache, layer, cache->length[layer], n, k, k_offset, v, v_offset, src_dtype);
+    if (st == FASA_OK) cache->length[layer] += n;
+    fasa__unlock(cache->ctx);
+    return st;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Queries                                                                   */
+/* ------------------------------------------------------------------------ */
+
+fasa_status fasa_kv_cache_length(const fasa_kv_cache *cache, uint32_t layer, uint32_t *out)
+{
+    if (!cache) return FASA_ERROR_INVALID_ARGUMENT;
+    fasa__lock(cache->ctx);
+    fasa_status st = FASA_OK;
+    if (!out) st = fasa__error(cache->ctx, FASA_ERROR_INVALID_ARGUMENT, "fasa_kv_cache_length: out is NULL");
+    else if (layer >= cache->shape.n_layers)
+        st = fasa__error(cache->ctx, FASA_ERROR_INVALID_ARGUMENT,
+                         "fasa_kv_cache_length: layer %u out of range (n_layers %u)", layer,
+                         cache->shape.n_layers);
+    else *out = cache->length[layer];
+    fasa__unlock(cache->ctx);
+    return st;
+}
+
+fasa_status fasa_kv_cache_truncate(fasa_kv_cache *cache, uint32_t length)
+{
+    if (!cache) return FASA_ERROR_INVALID_ARGUMENT;
+    fasa__lock(cache->ctx);
+    for (uint32_t l = 0; l < cache->shape.n_layers; l++)
+        if (cache->length[l] > length) cache->length[l] = length;
+    fasa__unlock(cache->ctx);
+    return FASA_OK;
+}
+
+fasa_status fasa_kv_cache_read(fasa_kv_cache *cache, uint32_t layer, uint32_t first, uint32_t n,
+                               float *k, float *v)
+{
+    if (!cache) return FASA_ERROR_INVALID_ARGUMENT;
+    fasa_context *ctx = cache->ctx;
+    fasa__lock(ctx);
+    fasa_status st = FASA_OK;
+    const char *fn = "fasa_kv_cache_read";
+    if (layer >= cache->shape.n_layers)
+        st = fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "%s: layer %u out of range (n_layers %u)", fn,
+                         layer, cache->shape.n_layers);
+    else if (n == 0) st = fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "%s: n is 0", fn);
+    else if (!k && !v) st = fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "%s: k and v are both NULL", fn);
+    else if (first > cache->length[layer] || n > cache->length[layer] - first)
+        st = fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT,
+                         "%s: tokens [%u, %llu) exceed the %u tokens of layer %u", fn, first,
+                         (unsigned long long)first + n, cache->length[layer], layer);
+    if (st == FASA_OK) st = ctx->ops->cache_read(cache, layer, first, n, k, v);
+    fasa__unlock(ctx);
+    return st;
+}
+
+fasa_status fasa_kv_cache_memory(const fasa_kv_cache *cache, fasa_memory_report *out)
+{
+    if (!cache || !out) return FASA_ERROR_INVALID_ARGUMENT;
+    fasa__lock(cache->ctx);
+    uint32_t u_max = 0;
+    size_t n_groups = (size_t)cache->shape.n_layers * cache->shape.n_kv_heads;
+    for (size_t i = 0; cache->has_dims && i < n_groups; i++)
+        if (cache->union_size[i] > u_max) u_max = cache->union_size[i];
+    *out = (fasa_memory_report){
+        .device_bytes = cache->device_bytes,
+        .host_bytes = cache->host_bytes,
+        .scratch_bytes = cache->scratch_bytes,
+        .dense_equivalent = 2ull * cache->shape.n_layers * cache->shape.n_kv_heads * cache->capacity *
+                            cache->shape.head_dim * cache->elem_size,
+        .max_union_dims = u_max};
+    fasa__unlock(cache->ctx);
+    return FASA_OK;
+}

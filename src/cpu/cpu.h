@@ -1,0 +1,47 @@
+/* CPU backend internals shared by cpu_backend.c and cpu_kernels.c. */
+#ifndef FASA_CPU_H
+#define FASA_CPU_H
+
+#include "backend.h"
+#include "cpu_simd.h"
+
+#include <unistd.h>
+
+#define FASA_CPU_MAX_SPLITS 64   /* token splits of one dense step */
+
+/* The CPU runs kernels at once: an exec only carries the profiling clock. */
+struct fasa_exec {
+    fasa_context *ctx;
+    uint64_t t0;
+};
+
+typedef struct cpu_context {
+    const fasa_cpu_simd *simd;
+    struct fasa_exec exec;       /* calls are serialised by the context lock */
+} cpu_context;
+
+/* One layer: K and V as [Hkv][capacity][d], K_dom as [Hkv][capacity][u_pad],
+ * all in the cache dtype. */
+typedef struct cpu_layer {
+    void *k, *v, *kdom;
+} cpu_layer;
+
+typedef struct cpu_cache {
+    cpu_layer *layers;
+    float *scores;               /* [Hq][capacity] TIP scores (rows 0..n_rows) */
+    int32_t *selected;           /* [Hq][max_n_fac] */
+    float *partials;             /* [Hq][FASA_CPU_MAX_SPLITS][d + 2]: m, l, acc[d] */
+    float *qm;                   /* [Hq][max(d, u_pad)] masked queries */
+    uint32_t n_workers;
+    uint32_t **keys, **cand;     /* [worker][capacity] top-k scratch */
+} cpu_cache;
+
+fasa_status fasa__cpu_append(fasa_exec *exec, fasa_kv_cache *cache, uint32_t layer, uint32_t first,
+                             uint32_t n, fasa_buffer *k, uint64_t k_offset, fasa_buffer *v,
+                             uint64_t v_offset, fasa_dtype src_dtype);
+fasa_status fasa__cpu_tip(fasa_exec *exec, const fasa_step *step);
+fasa_status fasa__cpu_topk(fasa_exec *exec, const fasa_step *step);
+fasa_status fasa__cpu_fac(fasa_exec *exec, const fasa_step *step);
+fasa_status fasa__cpu_dense(fasa_exec *exec, const fasa_step *step);
+
+#endif

@@ -1,0 +1,389 @@
+/* CPU kernels: append, tip, topk, fac, dense.  fp32 arithmetic on fp16 or
+ * fp32 storage, threaded with the context's pool.  These are also the
+ * readable statement of what the GPU kernels compute. */
+#include "cpu.h"
+
+#include <float.h>
+#include <math.h>
+#include <string.h>
+
+#define BLOCK 16            /* tokens converted and scored together */
+#define TIP_CHUNK 2048u     /* tokens per TIP task */
+#define DENSE_CHUNK 2048u   /* minimum tokens per dense split */
+#define NEG_START (-FLT_MAX / 2) /* online-softmax start: finite, never -inf */
+
+static const fasa_cpu_simd *simd_of(const fasa_kv_cache *c)
+{
+    return ((const cpu_context *)c->ctx->impl)->simd;
+}
+
+static const float *host_floats(const fasa_buffer *buf, uint64_t offset)
+{
+    return (const float *)((const char *)buf->host + offset);
+}
+
+/* Returns row `row` (width elements) of a storage array as fp32: the row
+ * itself for fp32 storage, else converted into tmp. */
+static const float *load_row(const fasa_kv_cache *c, const void *base, size_t row, uint32_t width,
+                             float *tmp)
+{
+    if (c->dtype == FASA_DTYPE_F32) return (const float *)base + row * width;
+    simd_of(c)->half_to_float((const uint16_t *)base + row * width, tmp, width);
+    return tmp;
+}
+
+/* ------------------------------------------------------------------------ */
+/* append                                                                    */
+/* ------------------------------------------------------------------------ */
+
+typedef struct append_job {
+    fasa_kv_cache *cache;
+    cpu_layer *lay;
+    uint32_t layer, first, n;
+    const void *k, *v;
+    fasa_dtype src;
+} append_job;
+
+/* Converts one row of d elements from the source dtype into storage. */
+static void store_row(const fasa_kv_cache *c, const void *src, fasa_dtype src_dtype, void *dst, uint32_t d)
+{
+    if (src_dtype == c->dtype) memcpy(dst, src, (size_t)d * c->elem_size);
+    else if (c->dtype == FASA_DTYPE_F16) fasa__float_to_half_n(src, dst, d);
+    else fasa__half_to_float_n(src, dst, d);
+}
+
+/* Copies the union dims of a stored K row into its K_dom row (zero padded). */
+static void store_dom_row(const fasa_kv_cache *c, uint32_t layer, uint32_t g, const void *krow, void *drow)
+{
+    size_t gi = (size_t)layer * c->shape.n_kv_heads + g;
+    const uint16_t *dims = c->union_dims + gi * c->u_pad;
+    uint32_t u = c->union_size[gi];
+    memset(drow, 0, (size_t)c->u_pad * c->elem_size);
+    for (uint32_t s = 0; s < u; s++) {
+        if (c->dtype == FASA_DTYPE_F16) ((uint16_t *)drow)[s] = ((const uint16_t *)krow)[dims[s]];
+        else ((float *)drow)[s] = ((const float *)krow)[dims[s]];
+    }
+}
+
+static void append_token(void *arg, uint32_t t, uint32_t worker)
+{
+    (void)worker;
+    append_job *job = arg;
+    fasa_kv_cache *c = job->cache;
+    uint32_t d = c->shape.head_dim, hkv = c->shape.n_kv_heads;
+    size_t src_elem = job->src == FASA_DTYPE_F32 ? 4 : 2;
+    for (uint32_t g = 0; g < hkv; g++) {
+        size_t src_off = ((size_t)t * hkv + g) * d * src_elem;
+        size_t row = (size_t)g * c->capacity + job->first + t;
+        char *krow = (char *)job->lay->k + row * d * c->elem_size;
+        store_row(c, (const char *)job->k + src_off, job->src, krow, d);
+        store_row(c, (const char *)job->v + src_off, job->src, (char *)job->lay->v + row * d * c->elem_size, d);
+        if (c->has_dims)
+            store_dom_row(c, job->layer, g, krow, (char *)job->lay->kdom + row * c->u_pad * c->elem_size);
+    }
+}
+
+fasa_status fasa__cpu_append(fasa_exec *exec, fasa_kv_cache *cache, uint32_t layer, uint32_t first,
+                             uint32_t n, fasa_buffer *k, uint64_t k_offset, fasa_buffer *v,
+                             uint64_t v_offset, fasa_dtype src_dtype)
+{
+    cpu_cache *cc = cache->impl;
+    append_job job = {cache, &cc->layers[layer], layer, first, n,
+                      (const char *)k->host + k_offset, (const char *)v->host + v_offset, src_dtype};
+    fasa__pool_run(exec->ctx->pool, n, append_token, &job);
+    return FASA_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* tip: S[row][j] = sum over I_h of q[h][c] * K[g][j][c]                     */
+/* ------------------------------------------------------------------------ */
+
+typedef struct tip_job {
+    const fasa_step *step;
+    const void *rows;            /* K_dom, or K for the oracle */
+    uint32_t width;              /* u_pad, or d for the oracle */
+    const float *qm;             /* [Hq][width] masked queries */
+    float *scores;
+    uint32_t n_chunks;
+} tip_job;
+
+/* Masked queries: q[h][c] where union slot c belongs to I_h, else 0. */
+static void build_masked_q(const fasa_step *step, const float *q, float *qm, uint32_t width)
+{
+    const fasa_kv_cache *c = step->cache;
+    uint32_t d = c->shape.head_dim;
+    for (uint32_t h = 0; h < c->shape.n_q_heads; h++) {
+        float *dst = qm + (size_t)h * width;
+        if (step->oracle) {
+            memcpy(dst, q + (size_t)h * d, d * sizeof(float));
+            continue;
+        }
+        const int16_t *map = c->tip_map + ((size_t)step->layer * c->shape.n_q_heads + h) * c->u_pad;
+        for (uint32_t s = 0; s < width; s++) dst[s] = map[s] >= 0 ? q[(size_t)h * d + map[s]] : 0.0f;
+    }
+}
+
+static void tip_chunk(void *arg, uint32_t task, uint32_t worker)
+{
+    (void)worker;
+    tip_job *job = arg;
+    const fasa_step *step = job->step;
+    const fasa_kv_cache *c = step->cache;
+    const fasa_cpu_simd *simd = simd_of(c);
+    uint32_t G = c->group, g = task / job->n_chunks, chunk = task % job->n_chunks;
+    uint32_t j0 = chunk * TIP_CHUNK, j1 = j0 + TIP_CHUNK < step->L ? j0 + TIP_CHUNK : step->L;
+    float tmp[FASA_MAX_HEAD_DIM];
+    const float *qg = job->qm + (size_t)g * G * job->width;
+    bool per_group = step->select == FASA_GQA_PER_GROUP;
+    for (uint32_t j = j0; j < j1; j++) {
+        const float *row = load_row(c, job->rows, (size_t)g * c->capacity + j, job->width, tmp);
+        float group_sum = 0.0f;
+        for (uint32_t m = 0; m < G; m++) {
+            float s = simd->dot(qg + (size_t)m * job->width, row, job->width);
+            if (per_group) group_sum += s;
+            else job->scores[(size_t)(g * G + m) * c->capacity + j] = s;
+        }
+        if (per_group) job->scores[(size_t)g * c->capacity + j] = group_sum;
+    }
+}
+
+fasa_status fasa__cpu_tip(fasa_exec *exec, const fasa_step *step)
+{
+    fasa_kv_cache *c = step->cache;
+    cpu_cache *cc = c->impl;
+    const cpu_layer *lay = &cc->layers[step->layer];
+    tip_job job = {step, step->oracle ? lay->k : lay->kdom,
+                   step->oracle ? c->shape.head_dim : c->u_pad, cc->qm, cc->scores,
+                   (step->L + TIP_CHUNK - 1) / TIP_CHUNK};
+    build_masked_q(step, host_floats(step->q, step->q_offset), cc->qm, job.width);
+    fasa__pool_run(exec->ctx->pool, c->shape.n_kv_heads * job.n_chunks, tip_chunk, &job);
+    return FASA_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* topk: forced tokens, then the exact top-(n_fac - forced) of the rest      */
+/* ------------------------------------------------------------------------ */
+
+typedef struct topk_job {
+    const fasa_step *step;
+    cpu_cache *cc;
+} topk_job;
+
+static void topk_row(void *arg, uint32_t r, uint32_t worker)
+{
+    topk_job *job = arg;
+    const fasa_step *step = job->step;
+    const fasa_kv_cache *c = step->cache;
+    int32_t *out = job->cc->selected + (size_t)r * c->max_n_fac;
+    uint32_t L = step->L, w = 0;
+    for (uint32_t j = 0; j < step->n_sink; j++) out[w++] = (int32_t)j;
+    for (uint32_t j = L - step->n_recent; j < L; j++) out[w++] = (int32_t)j;
+    /* candidates are the contiguous window between the forced ranges */
+    uint32_t lo = step->n_sink, n_cand = L - step->n_sink - step->n_recent;
+    uint32_t k = step->n_fac - w;
+    uint32_t got = fasa__select_topk(job->cc->scores + (size_t)r * c->capacity + lo, n_cand, k,
+                                     job->cc->keys[worker], job->cc->cand[worker], out + w);
+    for (uint32_t i = 0; i < got; i++) out[w + i] += (int32_t)lo;
+}
+
+fasa_status fasa__cpu_topk(fasa_exec *exec, const fasa_step *step)
+{
+    topk_job job = {step, step->cache->impl};
+    fasa__pool_run(exec->ctx->pool, step->n_rows, topk_row, &job);
+    return FASA_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Attention core shared by fac and dense: online softmax over a token list */
+/* ------------------------------------------------------------------------ */
+
+/* A partial result: p[0] = running max m, p[1] = sum l, p[2..] = acc[d].
+ * Partials live in cpu_cache.partials at [query head][split]. */
+#define MAX_BATCH_HEADS 64u
+
+typedef struct attend_args {
+    const fasa_kv_cache *cache;
+    const cpu_layer *lay;
+    uint32_t g;                  /* KV head */
+    const float *q;              /* [nh][d] */
+    uint32_t nh;                 /* query heads sharing the tokens */
+    const int32_t *idx;          /* token list, or NULL for [first, first + count) */
+    uint32_t first, count;
+    float scale;
+    float *part;                 /* partial of the first head */
+    size_t part_stride;          /* floats between the partials of consecutive heads */
+} attend_args;
+
+static uint32_t token_at(const attend_args *a, uint32_t i)
+{
+    return a->idx ? (uint32_t)a->idx[i] : a->first + i;
+}
+
+/* Online softmax of up to MAX_BATCH_HEADS query rows over the tokens: each
+ * K/V row is converted once and used by every head of the batch. */
+static void attend_batch(const attend_args *a)
+{
+    const fasa_kv_cache *c = a->cache;
+    const fasa_cpu_simd *simd = simd_of(c);
+    uint32_t d = c->shape.head_dim, nh = a->nh;
+    float tmp[FASA_MAX_HEAD_DIM], s[MAX_BATCH_HEADS][BLOCK];
+    size_t base = (size_t)a->g * c->capacity;
+    for (uint32_t h = 0; h < nh; h++) {
+        float *p = a->part + h * a->part_stride;
+        p[0] = NEG_START;
+        p[1] = 0.0f;
+        memset(p + 2, 0, d * sizeof(float));
+    }
+    for (uint32_t b0 = 0; b0 < a->count; b0 += BLOCK) {
+        uint32_t nb = a->count - b0 < BLOCK ? a->count - b0 : BLOCK;
+        for (uint32_t t = 0; t < nb; t++) {
+            const float *k = load_row(c, a->lay->k, base + token_at(a, b0 + t), d, tmp);
+            for (uint32_t h = 0; h < nh; h++) s[h][t] = simd->dot(a->q + (size_t)h * d, k, d) * a->scale;
+        }
+        /* rescale each head's running sums once per block */
+        for (uint32_t h = 0; h < nh; h++) {
+            float *p = a->part + h * a->part_stride, m_new = p[0];
+            for (uint32_t t = 0; t < nb; t++) m_new = s[h][t] > m_new ? s[h][t] : m_new;
+            float corr = expf(p[0] - m_new);
+            p[0] = m_new;
+            p[1] *= corr;
+            simd->scale(p + 2, corr, d);
+            for (uint32_t t = 0; t < nb; t++) {
+                s[h][t] = expf(s[h][t] - m_new);
+                p[1] += s[h][t];
+            }
+        }
+        for (uint32_t t = 0; t < nb; t++) {
+            const float *v = load_row(c, a->lay->v, base + token_at(a, b0 + t), d, tmp);
+            for (uint32_t h = 0; h < nh; h++) simd->axpy(a->part + h * a->part_stride + 2, s[h][t], v, d);
+        }
+    }
+}
+
+static void attend(const attend_args *a)
+{
+    uint32_t d = a->cache->shape.head_dim;
+    for (uint32_t h0 = 0; h0 < a->nh; h0 += MAX_BATCH_HEADS) {
+        attend_args b = *a;
+        b.nh = a->nh - h0 < MAX_BATCH_HEADS ? a->nh - h0 : MAX_BATCH_HEADS;
+        b.q = a->q + (size_t)h0 * d;
+        b.part = a->part + h0 * a->part_stride;
+        attend_batch(&b);
+    }
+}
+
+/* o[d] from n partials of one head (the split-K reduce). */
+static void reduce_partials(const float *parts, uint32_t n, uint32_t d, float *o)
+{
+    float m = NEG_START;
+    for (uint32_t i = 0; i < n; i++) m = parts[(size_t)i * (d + 2)] > m ? parts[(size_t)i * (d + 2)] : m;
+    float l = 0.0f;
+    memset(o, 0, d * sizeof(float));
+    for (uint32_t i = 0; i < n; i++) {
+        const float *p = parts + (size_t)i * (d + 2);
+        float w = expf(p[0] - m);
+        l += p[1] * w;
+        for (uint32_t c = 0; c < d; c++) o[c] += p[2 + c] * w;
+    }
+    float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    for (uint32_t c = 0; c < d; c++) o[c] *= inv;
+}
+
+/* ------------------------------------------------------------------------ */
+/* fac: exact attention over each row's selected tokens                      */
+/* ------------------------------------------------------------------------ */
+
+typedef struct fac_job {
+    const fasa_step *step;
+    cpu_cache *cc;
+    const float *q;
+    float *o;
+} fac_job;
+
+static void fac_row(void *arg, uint32_t r, uint32_t worker)
+{
+    (void)worker;
+    fac_job *job = arg;
+    const fasa_step *step = job->step;
+    const fasa_kv_cache *c = step->cache;
+    uint32_t d = c->shape.head_dim;
+    size_t stride = (size_t)FASA_CPU_MAX_SPLITS * (d + 2);
+    bool per_group = step->select == FASA_GQA_PER_GROUP;
+    uint32_t nh = per_group ? c->group : 1, h0 = per_group ? r * c->group : r;
+    attend_args a = {c, &job->cc->layers[step->layer], h0 / c->group, job->q + (size_t)h0 * d, nh,
+                     job->cc->selected + (size_t)r * c->max_n_fac, 0, step->n_fac, step->scale,
+                     job->cc->partials + h0 * stride, stride};
+    attend(&a);
+    for (uint32_t h = 0; h < nh; h++)
+        reduce_partials(a.part + h * stride, 1, d, job->o + (size_t)(h0 + h) * d);
+}
+
+fasa_status fasa__cpu_fac(fasa_exec *exec, const fasa_step *step)
+{
+    fac_job job = {step, step->cache->impl, host_floats(step->q, step->q_offset),
+                   (float *)host_floats(step->o, step->o_offset)};
+    fasa__pool_run(exec->ctx->pool, step->n_rows, fac_row, &job);
+    return FASA_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* dense: exact attention over all L tokens, split over tokens, then reduced */
+/* ------------------------------------------------------------------------ */
+
+typedef struct dense_job {
+    const fasa_step *step;
+    cpu_cache *cc;
+    const float *q;
+    float *o;
+    uint32_t n_splits, split_len;
+} dense_job;
+
+/* Partials of split s for the G heads of group g, at [h][s]. */
+static float *dense_part(const dense_job *job, uint32_t h, uint32_t s)
+{
+    uint32_t d = job->step->cache->shape.head_dim;
+    return job->cc->partials + ((size_t)h * FASA_CPU_MAX_SPLITS + s) * (d + 2);
+}
+
+static void dense_split(void *arg, uint32_t task, uint32_t worker)
+{
+    (void)worker;
+    dense_job *job = arg;
+    const fasa_step *step = job->step;
+    const fasa_kv_cache *c = step->cache;
+    uint32_t d = c->shape.head_dim, G = c->group;
+    uint32_t g = task / job->n_splits, s = task % job->n_splits;
+    uint32_t first = s * job->split_len;
+    uint32_t count = first + job->split_len < step->L ? job->split_len : step->L - first;
+    attend_args a = {c, &job->cc->layers[step->layer], g, job->q + (size_t)g * G * d, G, NULL, first,
+                     count, step->scale, dense_part(job, g * G, s),
+                     (size_t)FASA_CPU_MAX_SPLITS * (d + 2)};
+    attend(&a);
+}
+
+static void dense_reduce(void *arg, uint32_t h, uint32_t worker)
+{
+    (void)worker;
+    dense_job *job = arg;
+    uint32_t d = job->step->cache->shape.head_dim;
+    reduce_partials(dense_part(job, h, 0), job->n_splits, d, job->o + (size_t)h * d);
+}
+
+fasa_status fasa__cpu_dense(fasa_exec *exec, const fasa_step *step)
+{
+    const fasa_kv_cache *c = step->cache;
+    uint32_t workers = fasa__pool_size(exec->ctx->pool);
+    /* enough splits to keep every worker busy, each at least DENSE_CHUNK tokens */
+    uint32_t want = (2 * workers + c->shape.n_kv_heads - 1) / c->shape.n_kv_heads;
+    uint32_t max_by_len = (step->L + DENSE_CHUNK - 1) / DENSE_CHUNK;
+    uint32_t n_splits = want < max_by_len ? want : max_by_len;
+    if (n_splits < 1) n_splits = 1;
+    if (n_splits > FASA_CPU_MAX_SPLITS) n_splits = FASA_CPU_MAX_SPLITS;
+    dense_job job = {step, c->impl, host_floats(step->q, step->q_offset),
+                     (float *)host_floats(step->o, step->o_offset), n_splits,
+                     (step->L + n_splits - 1) / n_splits};
+    job.n_splits = (step->L + job.split_len - 1) / job.split_len;
+    fasa__pool_run(exec->ctx->pool, c->shape.n_kv_heads * job.n_splits, dense_split, &job);
+    fasa__pool_run(exec->ctx->pool, c->shape.n_q_heads, dense_reduce, &job);
+    return FASA_OK;
+}

@@ -1,0 +1,189 @@
+/* The decode step shared by every backend: validation, path choice
+ * (FASA_SPEC §2) and the order of the kernels. */
+#include "backend.h"
+
+#include <math.h>
+#include <string.h>
+
+#define DEFAULT_N_FAC 256u
+
+static fasa_status check_io(fasa_kv_cache *c, fasa_buffer *buf, uint64_t off, const char *name)
+{
+    fasa_context *ctx = c->ctx;
+    uint64_t bytes = (uint64_t)c->shape.n_q_heads * c->shape.head_dim * 4;
+    if (!buf) return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "fasa_decode: %s is NULL", name);
+    if (buf->ctx != ctx)
+        return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "fasa_decode: %s belongs to another context", name);
+    if (off % 4 != 0)
+        return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "fasa_decode: %s_offset %llu is not a multiple of 4",
+                           name, (unsigned long long)off);
+    if (off > buf->size || bytes > buf->size - off)
+        return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT,
+                           "fasa_decode: %s needs %llu bytes at offset %llu but its buffer has %llu",
+                           name, (unsigned long long)bytes, (unsigned long long)off,
+                           (unsigned long long)buf->size);
+    return FASA_OK;
+}
+
+static fasa_status check_desc(fasa_kv_cache *c, const fasa_decode_desc *d, uint32_t n_fac)
+{
+    fasa_context *ctx = c->ctx;
+    if ((unsigned)d->mode > FASA_MODE_ORACLE)
+        return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "desc.mode: unknown value %d", (int)d->mode);
+    if ((unsigned)d->gqa_select > FASA_GQA_PER_GROUP)
+        return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "desc.gqa_select: unknown value %d",
+                           (int)d->gqa_select);
+    if (n_fac > c->max_n_fac)
+        return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT,
+                           "desc.n_fac: %u is more than the cache's max_n_fac (%u)", n_fac, c->max_n_fac);
+    if ((uint64_t)d->n_sink + d->n_recent > n_fac)
+        return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT,
+                           "desc.n_sink + desc.n_recent (%u + %u) exceeds desc.n_fac (%u): forced "
+                           "tokens must fit in the budget", d->n_sink, d->n_recent, n_fac);
+    if (d->mode == FASA_MODE_FASA && !c->has_dims)
+        return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT,
+                           "desc.mode: FASA needs a cache created with a calibration "
+                           "(fasa_kv_cache_desc.calibration)");
+    return FASA_OK;
+}
+
+static bool ranges_overlap(uint64_t a, uint64_t b, uint64_t n) { return a < b + n && b < a + n; }
+
+fasa_status fasa__step_resolve(fasa_kv_cache *c, uint32_t layer, const fasa_decode_desc *desc,
+                               fasa_buffer *q, uint64_t q_off, fasa_buffer *o, uint64_t o_off,
+                               fasa_step *step)
+{
+    fasa_context *ctx = c->ctx;
+    fasa_decode_desc d = {0};
+    if (desc) d = *desc;
+    uint32_t n_fac = d.n_fac ? d.n_fac : DEFAULT_N_FAC;
+    if (layer >= c->shape.n_layers)
+        return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "fasa_decode: layer %u out of range (n_layers %u)",
+                           layer, c->shape.n_layers);
+    fasa_status st = check_desc(c, &d, n_fac);
+    if (st == FASA_OK) st = check_io(c, q, q_off, "q");
+    if (st == FASA_OK) st = check_io(c, o, o_off, "o");
+    if (st != FASA_OK) return st;
+    uint64_t bytes = (uint64_t)c->shape.n_q_heads * c->shape.head_dim * 4;
+    if (q == o && ranges_overlap(q_off, o_off, bytes))
+        return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "fasa_decode: q and o overlap");
+    uint32_t L = c->length[layer];
+    if (L == 0)
+        return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT,
+                           "fasa_decode: layer %u holds no tokens (append the current k/v first)", layer);
+
+    memset(step, 0, sizeof *step);
+    step->cache = c;
+    step->layer = layer;
+    step->L = L;
+    step->scale = 1.0f / sqrtf((float)c->shape.head_dim);
+    step->q = q;
+    step->q_offset = q_off;
+    step->o = o;
+    step->o_offset = o_off;
+    step->select = d.gqa_select;
+    step->n_rows = d.gqa_select == FASA_GQA_PER_GROUP ? c->shape.n_kv_heads : c->shape.n_q_heads;
+    bool dense = d.mode == FASA_MODE_DENSE || c->dense_layer[layer] || L <= n_fac;
+    step->path = dense ? FASA_PATH_DENSE : FASA_PATH_SPARSE;
+    step->oracle = d.mode == FASA_MODE_ORACLE;
+    step->n_fac = n_fac;
+    step->n_sink = d.n_sink;
+    step->n_recent = d.n_recent; /* L > n_fac >= n_sink + n_recent on the sparse path */
+    return FASA_OK;
+}
+
+fasa_status fasa__step_record(fasa_exec *exec, const fasa_step *step)
+{
+    const fasa_backend_ops *ops = step->cache->ctx->ops;
+    if (step->path == FASA_PATH_DENSE) return ops->dense(exec, step);
+    fasa_status st = ops->tip(exec, step);
+    if (st == FASA_OK) st = ops->topk(exec, step);
+    if (st == FASA_OK) st = ops->fac(exec, step);
+    return st;
+}
+
+static fasa_status run_step(const fasa_step *step)
+{
+    fasa_context *ctx = step->cache->ctx;
+    fasa_exec *exec = NULL;
+    fasa_status st = ctx->ops->exec_begin(ctx, &exec);
+    if (st != FASA_OK) return st;
+    st = fasa__step_record(exec, step);
+    fasa_status end = ctx->ops->exec_end(ctx, exec, true);
+    return st != FASA_OK ? st : end;
+}
+
+fasa_status fasa_decode(fasa_kv_cache *cache, uint32_t layer, const fasa_decode_desc *desc,
+                        fasa_buffer *q, uint64_t q_offset, fasa_buffer *o, uint64_t o_offset)
+{
+    if (!cache) return FASA_ERROR_INVALID_ARGUMENT;
+    fasa__lock(cache->ctx);
+    fasa_step step;
+    fasa_status st = fasa__step_resolve(cache, layer, desc, q, q_offset, o, o_offset, &step);
+    if (st == FASA_OK) st = run_step(&step);
+    fasa__unlock(cache->ctx);
+    return st;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Host-pointer convenience                                                  */
+/* ------------------------------------------------------------------------ */
+
+static fasa_status check_host_args(fasa_kv_cache *c, uint32_t layer, const float *q, float *o,
+                                   const fasa_decode_outputs *out, const fasa_decode_desc *desc)
+{
+    fasa_context *ctx = c->ctx;
+    if (!q) return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "fasa_decode_host: q is NULL");
+    if (!o) return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "fasa_decode_host: o is NULL");
+    size_t n = (size_t)c->shape.n_q_heads * c->shape.head_dim;
+    if (q == o || ((const float *)o < q + n && q < (const float *)o + n))
+        return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "fasa_decode_host: q and o overlap");
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(q[i]))
+            return fasa__error(ctx, FASA_ERROR_NON_FINITE, "fasa_decode_host: q[head %zu][dim %zu] is %g",
+                               i / c->shape.head_dim, i % c->shape.head_dim, (double)q[i]);
+    if (!out || layer >= c->shape.n_layers) return FASA_OK;
+    uint32_t n_fac = desc && desc->n_fac ? desc->n_fac : DEFAULT_N_FAC;
+    if (out->selected && out->selected_stride < n_fac)
+        return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT,
+                           "outputs.selected_stride: %u is less than n_fac (%u)", out->selected_stride, n_fac);
+    if (out->scores && out->scores_stride < c->length[layer])
+        return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT,
+                           "outputs.scores_stride: %u is less than the %u cached tokens of layer %u",
+                           out->scores_stride, c->length[layer], layer);
+    return FASA_OK;
+}
+
+static fasa_status host_step(fasa_kv_cache *c, uint32_t layer, const fasa_decode_desc *desc,
+                             const float *q, float *o, fasa_decode_outputs *out)
+{
+    fasa_context *ctx = c->ctx;
+    fasa_step step;
+    uint64_t bytes = (uint64_t)c->shape.n_q_heads * c->shape.head_dim * 4;
+    fasa_status st = fasa__step_resolve(c, layer, desc, c->q_stage, 0, c->o_stage, 0, &step);
+    if (st == FASA_OK) st = ctx->ops->buffer_write(ctx, c->q_stage, 0, q, bytes);
+    if (st == FASA_OK) st = run_step(&step);
+    /* selection first, so o stays untouched if reading it back fails */
+    bool sparse = step.path == FASA_PATH_SPARSE;
+    if (st == FASA_OK && out && sparse && (out->selected || out->scores))
+        st = ctx->ops->read_selection(c, &step, out->selected, out->selected_stride, out->scores,
+                                      out->scores_stride);
+    if (st == FASA_OK) st = ctx->ops->buffer_read(ctx, c->o_stage, 0, o, bytes);
+    if (st == FASA_OK && out) {
+        out->path = step.path;
+        out->n_rows = sparse ? step.n_rows : 0;
+        out->n_selected = sparse ? step.n_fac : step.L;
+    }
+    return st;
+}
+
+fasa_status fasa_decode_host(fasa_kv_cache *cache, uint32_t layer, const fasa_decode_desc *desc,
+                             const float *q, float *o, fasa_decode_outputs *outputs)
+{
+    if (!cache) return FASA_ERROR_INVALID_ARGUMENT;
+    fasa__lock(cache->ctx);
+    fasa_status st = check_host_args(cache, layer, q, o, outputs, desc);
+    if (st == FASA_OK) st = host_step(cache, layer, desc, q, o, outputs);
+    fasa__unlock(cache->ctx);
+    return st;
+}

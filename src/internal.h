@@ -1,0 +1,175 @@
+/* Internal types shared by the common code and every backend. */
+#ifndef FASA_INTERNAL_H
+#define FASA_INTERNAL_H
+
+#include "fasa.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+
+typedef struct fasa_backend_ops fasa_backend_ops;
+typedef struct fasa_pool fasa_pool;
+typedef struct fasa_exec fasa_exec; /* backend-defined: a command stream being recorded */
+
+#define FASA_ERROR_MAX 1024
+
+struct fasa_context {
+    fasa_backend backend;
+    const fasa_backend_ops *ops;
+    void *impl;                  /* backend state */
+    fasa_device_info device;
+    fasa_allocator alloc;
+    fasa_logger logger;
+    uint32_t flags;
+    uint32_t n_threads;
+    char *cache_dir;             /* copy of desc.cache_dir or NULL */
+    fasa_pool *pool;             /* host worker threads (CPU kernels, calibration) */
+    pthread_mutex_t lock;        /* serialises every public call on the context */
+    char last_error[FASA_ERROR_MAX];
+    uint64_t last_step_ns;
+    bool has_step_ns;
+};
+
+struct fasa_buffer {
+    fasa_context *ctx;
+    uint64_t size;
+    void *host;                  /* CPU backend: the memory itself */
+    void *impl;                  /* GPU backends */
+    bool wrapped;                /* memory is owned by the caller */
+};
+
+struct fasa_calibration {
+    fasa_context *ctx;
+    fasa_model_shape shape;
+    uint32_t n_tip;
+    fasa_fc_convention convention;
+    uint32_t k_calib;
+    uint64_t n_samples, n_steps;
+    char *model_id;
+    char *source;
+    uint16_t *dims;              /* [n_layers][Hq][2*n_tip] ascending */
+    float *ca_mean;              /* [n_layers][Hq][d/2] or NULL */
+};
+
+/* Everything a backend needs to lay out and run a cache. */
+struct fasa_kv_cache {
+    fasa_context *ctx;
+    fasa_model_shape shape;
+    uint32_t group;              /* G = Hq / Hkv */
+    uint32_t capacity;
+    fasa_dtype dtype;
+    uint32_t elem_size;          /* bytes per stored element */
+    fasa_placement placement;
+    uint32_t max_n_fac;
+    uint32_t *length;            /* [n_layers] tokens held */
+    uint8_t *dense_layer;        /* [n_layers] 1 = always dense */
+    /* Dominant-dims side buffer (only with a calibration). */
+    bool has_dims;
+    uint32_t n_tip;
+    uint32_t u_pad;              /* K_dom row width: max union size rounded up to 8 */
+    uint32_t *union_size;        /* [n_layers][Hkv] u_g */
+    uint16_t *union_dims;        /* [n_layers][Hkv][u_pad] dims of U_g, padding = 0 */
+    int16_t *tip_map;            /* [n_layers][Hq][u_pad] q dim feeding union slot c,
+                                    or -1 when the slot is not in I_h (or padding) */
+    uint16_t *head_dims;         /* [n_layers][Hq][2*n_tip] I_h */
+    void *impl;                  /* backend storage */
+    fasa_buffer *q_stage;        /* [Hq][d] fp32, used by fasa_decode_host */
+    fasa_buffer *o_stage;
+    fasa_buffer *kv_stage;       /* host appends on GPU backends */
+    uint32_t kv_stage_tokens;
+    uint64_t scratch_bytes;      /* set by the backend */
+    uint64_t device_bytes, host_bytes; /* resident storage, set by the backend */
+};
+
+/* A resolved decode step, as handed to the kernels. */
+typedef struct fasa_step {
+    fasa_kv_cache *cache;
+    uint32_t layer;
+    uint32_t L;                  /* tokens attended to (cache length) */
+    fasa_path path;
+    bool oracle;                 /* sparse path scores by the full q.k */
+    fasa_gqa_select select;
+    uint32_t n_rows;             /* selection rows: Hq or Hkv */
+    uint32_t n_fac;              /* tokens per row on the sparse path (< L) */
+    uint32_t n_sink, n_recent;   /* forced ranges [0,n_sink) and [L-n_recent,L) */
+    float scale;                 /* 1/sqrt(d) */
+    fasa_buffer *q;
+    uint64_t q_offset;
+    fasa_buffer *o;
+    uint64_t o_offset;
+} fasa_step;
+
+/* --- errors and logging (context.c) ----------------------------------- */
+fasa_status fasa__error(fasa_context *ctx, fasa_status status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void fasa__log(fasa_context *ctx, fasa_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void fasa__lock(fasa_context *ctx);
+void fasa__unlock(fasa_context *ctx);
+
+/* --- host memory (context.c) ------------------------------------------ */
+void *fasa__alloc(fasa_context *ctx, size_t size);          /* 64-byte aligned, zeroed */
+void *fasa__alloc_aligned(fasa_context *ctx, size_t size, size_t align); /* not zeroed */
+void fasa__free(fasa_context *ctx, void *ptr);
+char *fasa__strdup(fasa_context *ctx, const char *s);
+
+/* --- fp16 (half.c) ------------------------------------------------------ */
+float fasa__half_to_float(uint16_t h);
+uint16_t fasa__float_to_half(float f);     /* round to nearest even */
+void fasa__half_to_float_n(const uint16_t *src, float *dst, size_t n);
+void fasa__float_to_half_n(const float *src, uint16_t *dst, size_t n);
+
+/* --- threads (pool.c) ---------------------------------------------------- */
+typedef void (*fasa_task_fn)(void *arg, uint32_t task, uint32_t worker);
+fasa_status fasa__pool_create(fasa_context *ctx, uint32_t n_threads, fasa_pool **out);
+void fasa__pool_destroy(fasa_context *ctx, fasa_pool *pool);
+/* Runs fn(arg, t, worker) for t in [0, n_tasks); returns when all are done. */
+void fasa__pool_run(fasa_pool *pool, uint32_t n_tasks, fasa_task_fn fn, void *arg);
+uint32_t fasa__pool_size(const fasa_pool *pool);
+uint32_t fasa__cpu_count(void);
+
+/* --- shapes and calibration helpers (calib.c) --------------------------- */
+fasa_status fasa__check_shape(fasa_context *ctx, const fasa_model_shape *s, const char *what);
+/* Runtime dims (a, b) of frequency chunk j for a layout and FC convention. */
+void fasa__fc_dims(fasa_rope_layout layout, fasa_fc_convention conv, uint32_t d, uint32_t j,
+                   uint16_t *a, uint16_t *b);
+/* Validates 2*n_tip ascending dims forming n_tip whole FCs; msg on failure. */
+bool fasa__dims_valid(const uint16_t *dims, uint32_t n_tip, uint32_t d, fasa_rope_layout layout,
+                      fasa_fc_convention conv, char *msg, size_t msg_size);
+
+/* Builds a calibration from a description after validating it (no locking). */
+fasa_status fasa__calibration_build(fasa_context *ctx, const fasa_calibration_desc *desc,
+                                    fasa_calibration **out);
+/* Top n_tip FCs of a mean-CA row (ties -> lower FC index) as ascending dims. */
+void fasa__select_dims(const float *ca, uint32_t d, uint32_t n_tip, fasa_rope_layout layout,
+                       fasa_fc_convention conv, uint16_t *dims_out);
+/* Union of the dim lists of KV group (layer, kv_head); returns its size and
+ * writes the ascending dims when dims_out is not NULL. */
+uint32_t fasa__union_dims(const fasa_calibration *cal, uint32_t layer, uint32_t kv_head,
+                          uint16_t *dims_out);
+
+/* --- exact top-k on the host (select.c) ------------------------------- */
+/* Order-preserving key: larger score -> larger key; NaN -> 0; -0 == +0. */
+uint32_t fasa__score_key(float f);
+/* Writes the indices of the k largest x[0..n) in ascending order (ties to
+ * the lower index) and returns min(k, n).  keys_tmp and cand_tmp hold n
+ * entries each. */
+uint32_t fasa__select_topk(const float *x, uint32_t n, uint32_t k, uint32_t *keys_tmp,
+                           uint32_t *cand_tmp, int32_t *out);
+
+/* --- decode (decode.c): the step shared by every backend ---------------- */
+/* Validates and resolves a step; does not run anything. */
+fasa_status fasa__step_resolve(fasa_kv_cache *cache, uint32_t layer,
+                               const fasa_decode_desc *desc, fasa_buffer *q, uint64_t q_offset,
+                               fasa_buffer *o, uint64_t o_offset, fasa_step *step);
+/* Records the kernels of a resolved step into exec. */
+fasa_status fasa__step_record(fasa_exec *exec, const fasa_step *step);
+/* Validates an append of n tokens from buffers and records it into exec. */
+fasa_status fasa__append_check(fasa_kv_cache *cache, uint32_t layer, uint32_t n,
+                               fasa_buffer *k, uint64_t k_offset, fasa_buffer *v,
+                               uint64_t v_offset, fasa_dtype src_dtype);
+
+/* --- backend registry (context.c) --------------------------------------- */
+const fasa_backend_ops *fasa__backend_ops(fasa_backend backend);
+
+#endif
