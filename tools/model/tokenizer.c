@@ -145,8 +145,11 @@ static fm_status load_token_bytes(fm_tokenizer *tok, const gguf_str *strs, const
     return FM_OK;
 }
 
-/* Every byte needs a one-character token, or some input could not be encoded. */
-static fm_status find_byte_tokens(fm_tokenizer *tok, const fm_strmap *vocab, fm_error *err)
+/* One-byte tokens.  SmolLM2's vocab lacks 21 of them (bytes that never occur
+ * in UTF-8 such as 0xC0 and 0xF5..0xFF, and a few C0 controls): those bytes
+ * get -1 and are dropped by the encoder, as HF's BPE without an unk token and
+ * llama.cpp do. */
+static void find_byte_tokens(fm_tokenizer *tok, const fm_strmap *vocab)
 {
     uint32_t b2c[256];
     int16_t c2b[324];
@@ -155,10 +158,8 @@ static fm_status find_byte_tokens(fm_tokenizer *tok, const fm_strmap *vocab, fm_
         char s[2];
         size_t n = utf8_encode(b2c[b], s);
         if (!fm_strmap_get(vocab, s, n, &tok->byte_token[b]))
-            return fm_fail(err, FM_ERR_PARSE,
-                           "tokenizer.ggml.tokens lacks the byte-level token for byte 0x%02x", b);
+            tok->byte_token[b] = -1;
     }
-    return FM_OK;
 }
 
 static fm_status add_merge(fm_tokenizer *tok, const fm_strmap *vocab, gguf_str m, uint32_t rank,
@@ -306,8 +307,7 @@ static fm_status load_vocab(fm_tokenizer *tok, const gguf_file *f, gguf_str *str
         }
     }
     fm_status st = load_token_bytes(tok, strs, types, err);
-    if (!st)
-        st = find_byte_tokens(tok, &vocab, err);
+    find_byte_tokens(tok, &vocab);
     if (!st)
         st = load_merges(tok, f, &vocab, err);
     if (!st)
@@ -469,8 +469,17 @@ static fm_status bpe_piece(const fm_tokenizer *tok, bpe_work *w, const unsigned 
     fm_status st = work_reserve(w, n, err);
     if (st)
         return st;
-    for (size_t i = 0; i < n; i++)
-        w->syms[i] = (bpe_sym){ tok->byte_token[p[i]], (int32_t)i - 1, i + 1 < n ? (int32_t)i + 1 : -1 };
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (tok->byte_token[p[i]] < 0)
+            continue;
+        w->syms[m] = (bpe_sym){ tok->byte_token[p[i]], (int32_t)m - 1, (int32_t)m + 1 };
+        m++;
+    }
+    if (m == 0)
+        return FM_OK;
+    w->syms[m - 1].next = -1;
+    n = m;
     w->heap_n = 0;
     for (size_t i = 0; i + 1 < n; i++)
         try_pair(tok, w, (int32_t)i);
