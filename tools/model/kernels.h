@@ -1,0 +1,30 @@
+/*
+ * f32 compute kernels for the forward pass.  Weights are row-major [out][in]
+ * (one GGUF row per output), activations token-major [n][in].  The inner
+ * loops use GCC vector extensions with 8 independent lanes so they vectorise
+ * without -ffast-math; on x86-64 an AVX2 clone is picked at run time.
+ */
+#ifndef FM_KERNELS_H
+#define FM_KERNELS_H
+
+#include <stdint.h>
+
+#include "pool.h"
+
+/* Y[t][r] = sum_c W[r][c] * X[t][c] for t < n, r < out_dim; threaded over
+ * blocks of rows.  Y rows have y_stride floats (>= out_dim). */
+void fm_matmul(fm_pool *pool, const float *W, uint32_t out_dim, uint32_t in_dim, const float *X,
+               uint32_t n, float *Y, uint32_t y_stride);
+
+float fm_dot(const float *a, const float *b, uint32_t n);
+/* y += a * x */
+void fm_axpy(float *y, float a, const float *x, uint32_t n);
+/* y = x / sqrt(mean(x^2) + eps) * w, sums in double. */
+void fm_rmsnorm(float *y, const float *x, const float *w, uint32_t n, float eps);
+/* gate = silu(gate) * up */
+void fm_swiglu(float *gate, const float *up, uint32_t n);
+/* RoPE NORM: rotates dims (2i, 2i+1) of each of n_heads heads of width d by
+ * the angle whose cos/sin are cs[i], sn[i] (d/2 entries). */
+void fm_rope_norm(float *x, uint32_t n_heads, uint32_t d, const float *cs, const float *sn);
+
+#endif
