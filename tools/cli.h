@@ -1,0 +1,65 @@
+/* Command-line plumbing shared by the fasa subcommands: a table-driven
+ * option parser (also a fuzz target), usage text, progress bar, helpers. */
+#ifndef FASA_CLI_H
+#define FASA_CLI_H
+
+#include "fasa.h"
+
+#include <stdio.h>
+
+#define CLI_MAX_LIST 64
+
+typedef struct cli_list {        /* comma-separated unsigned integers */
+    uint32_t n;
+    uint32_t v[CLI_MAX_LIST];
+} cli_list;
+
+typedef enum cli_type {
+    CLI_FLAG,                    /* bool, no value */
+    CLI_UINT,                    /* uint32_t */
+    CLI_U64,                     /* uint64_t */
+    CLI_DOUBLE,
+    CLI_STRING,                  /* const char * (points into argv) */
+    CLI_LIST                     /* cli_list */
+} cli_type;
+
+typedef struct cli_opt {
+    const char *name;            /* "L" for --L */
+    cli_type type;
+    void *target;
+    const char *meta;            /* value placeholder in --help, e.g. "N[,N...]" */
+    const char *help;
+} cli_opt;
+
+typedef enum cli_result { CLI_OK = 0, CLI_HELP = 1, CLI_ERROR = 2 } cli_result;
+
+/* Parses --name value / --name=value / -h / --help.  opts ends with a
+ * {NULL} entry.  No positional arguments are accepted. */
+cli_result cli_parse(const cli_opt *opts, int argc, char **argv, char *err, size_t err_size);
+void cli_usage(FILE *f, const char *synopsis, const char *description, const cli_opt *opts);
+
+/* Parses "a,b,c" into a list; false on a malformed entry. */
+bool cli_parse_list(const char *s, cli_list *out);
+/* True if the comma-separated list s contains word. */
+bool cli_list_has(const char *s, const char *word);
+
+/* Progress bar on stderr, drawn only when stdout and stderr are terminals. */
+typedef struct cli_progress {
+    const char *label;
+    uint64_t total, done;
+    bool active;
+    double last_draw;
+} cli_progress;
+void cli_progress_start(cli_progress *p, const char *label, uint64_t total);
+void cli_progress_step(cli_progress *p, uint64_t n);
+void cli_progress_end(cli_progress *p);
+
+double cli_now(void);            /* seconds, monotonic */
+/* The user's kernel cache directory: $XDG_CACHE_HOME/libfasa or ~/.cache/libfasa. */
+const char *cli_cache_dir(void);
+const char *cli_device_type_name(fasa_device_type t);
+/* Creates a context for --backend / --device; prints the reason on failure. */
+fasa_status cli_make_context(const char *backend, int device, uint32_t threads, uint32_t flags,
+                             fasa_context **out, char *err, size_t err_size);
+
+#endif

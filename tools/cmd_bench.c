@@ -1,0 +1,382 @@
+/* fasa bench: dense vs FASA decode steps on synthetic data, timed in one
+ * run on one backend, with the byte model of FASA_SPEC §7. */
+#include "cli.h"
+#include "commands.h"
+#include "synth.h"
+
+#include <cjson/cJSON.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FILL_CHUNK 4096u
+
+typedef struct bench_opts {
+    const char *backend, *variants, *dtype, *gqa;
+    uint32_t device, threads, hq, hkv, d, ntip, nfac, iters, warmup;
+    uint64_t seed;
+    cli_list L;
+    double bandwidth_gbs;
+    bool json, per_head_dims;
+} bench_opts;
+
+typedef struct bench_row {
+    const char *variant;
+    uint32_t L;
+    double us_median, us_min;
+    double bytes, floor_bytes;
+} bench_row;
+
+/* ------------------------------------------------------------------------ */
+/* Host read bandwidth (the CPU backend's floor)                             */
+/* ------------------------------------------------------------------------ */
+
+typedef struct bw_part { const float *p; size_t n; float sum; } bw_part;
+
+static void *bw_read(void *arg)
+{
+    bw_part *w = arg;
+    float s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0;
+    for (size_t i = 0; i + 8 <= w->n; i += 8) {
+        s0 += w->p[i]; s1 += w->p[i + 1]; s2 += w->p[i + 2]; s3 += w->p[i + 3];
+        s4 += w->p[i + 4]; s5 += w->p[i + 5]; s6 += w->p[i + 6]; s7 += w->p[i + 7];
+    }
+    w->sum = s0 + s1 + s2 + s3 + s4 + s5 + s6 + s7;
+    return NULL;
+}
+
+/* Best of a few parallel passes over 256 MiB, in GB/s. */
+static double host_read_bandwidth(uint32_t threads)
+{
+    size_t n = (256u << 20) / sizeof(float);
+    float *buf = malloc(n * sizeof(float));
+    if (!buf) return 0;
+    for (size_t i = 0; i < n; i++) buf[i] = (float)(i & 7);
+    if (threads == 0 || threads > 64) threads = 2;
+    double best = 0;
+    for (int rep = 0; rep < 5; rep++) {
+        pthread_t th[64];
+        bw_part parts[64];
+        double t0 = cli_now();
+        for (uint32_t t = 0; t < threads; t++) {
+            parts[t] = (bw_part){buf + n / threads * t, n / threads, 0};
+            pthread_create(&th[t], NULL, bw_read, &parts[t]);
+        }
+        for (uint32_t t = 0; t < threads; t++) pthread_join(th[t], NULL);
+        double gbs = (double)n * sizeof(float) / (cli_now() - t0) / 1e9;
+        if (gbs > best) best = gbs;
+    }
+    free(buf);
+    return best;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Setup                                                                     */
+/* ------------------------------------------------------------------------ */
+
+static synth_desc synth_of(const bench_opts *o)
+{
+    return (synth_desc){.n_q_heads = o->hq, .n_kv_heads = o->hkv, .head_dim = o->d, .n_tip = o->ntip,
+                        .per_head_dims = o->per_head_dims, .kind = SYNTH_PLANTED, .seed = o->seed};
+}
+
+static fasa_status make_cache(fasa_context *ctx, const bench_opts *o, uint32_t L, fasa_calibration **cal,
+                              fasa_kv_cache **cache)
+{
+    fasa_model_shape shape = {1, o->hq, o->hkv, o->d, FASA_ROPE_NORM};
+    synth_desc sd = synth_of(o);
+    uint16_t *dims = malloc((size_t)o->hq * 2 * o->ntip * sizeof(uint16_t));
+    if (!dims) return FASA_ERROR_OUT_OF_HOST_MEMORY;
+    synth_planted_dims(&sd, dims);
+    fasa_calibration_desc cd = {.shape = shape, .n_tip = o->ntip, .dims = dims, .source = "synthetic"};
+    fasa_status st = fasa_calibration_create(ctx, &cd, cal);
+    free(dims);
+    fasa_kv_cache_desc kd = {.shape = shape, .capacity = L,
+                             .dtype = strcmp(o->dtype, "f32") == 0 ? FASA_DTYPE_F32 : FASA_DTYPE_F16,
+                             .calibration = *cal, .flags = FASA_CACHE_NO_DENSE_LAYERS,
+                             .max_n_fac = o->nfac > 2048 ? o->nfac : 0};
+    if (st == FASA_OK) st = fasa_kv_cache_create(ctx, &kd, cache);
+    return st;
+}
+
+static fasa_status fill_cache(const bench_opts *o, fasa_kv_cache *cache, uint32_t L)
+{
+    synth_desc sd = synth_of(o);
+    size_t row = (size_t)o->hkv * o->d;
+    float *k = malloc(FILL_CHUNK * row * sizeof(float)), *v = malloc(FILL_CHUNK * row * sizeof(float));
+    fasa_status st = k && v ? FASA_OK : FASA_ERROR_OUT_OF_HOST_MEMORY;
+    cli_progress prog;
+    char label[64];
+    snprintf(label, sizeof label, "filling L=%u", L);
+    cli_progress_start(&prog, label, L);
+    for (uint32_t t = 0; st == FASA_OK && t < L; t += FILL_CHUNK) {
+        uint32_t n = L - t < FILL_CHUNK ? L - t : FILL_CHUNK;
+        synth_keys(&sd, t, n, k, v);
+        st = fasa_kv_cache_append(cache, 0, n, k, v, FASA_DTYPE_F32);
+        cli_progress_step(&prog, n);
+    }
+    cli_progress_end(&prog);
+    free(k);
+    free(v);
+    return st;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Byte model (FASA_SPEC §7)                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* Distinct rows FAC reads per step, from one selection readback. */
+static double fac_rows(fasa_kv_cache *cache, const bench_opts *o, const fasa_decode_desc *dd, uint32_t L,
+                       const float *q)
+{
+    uint32_t rows = dd->gqa_select == FASA_GQA_PER_GROUP ? o->hkv : o->hq, G = o->hq / o->hkv;
+    int32_t *sel = malloc((size_t)rows * o->nfac * sizeof(int32_t));
+    float *out = malloc((size_t)o->hq * o->d * sizeof(float));
+    uint8_t *seen = calloc(L, 1);
+    double distinct = 0;
+    fasa_decode_outputs outs = {.selected = sel, .selected_stride = o->nfac};
+    if (sel && out && seen && fasa_decode_host(cache, 0, dd, q, out, &outs) == FASA_OK) {
+        uint32_t per_group = dd->gqa_select == FASA_GQA_PER_GROUP ? 1 : G;
+        for (uint32_t g = 0; g < o->hkv; g++) {
+            memset(seen, 0, L);
+            for (uint32_t r = g * per_group; r < (g + 1) * per_group; r++)
+                for (uint32_t i = 0; i < o->nfac; i++) distinct += !seen[sel[(size_t)r * o->nfac + i]]++;
+        }
+    }
+    free(sel);
+    free(out);
+    free(seen);
+    return distinct;
+}
+
+static void fasa_bytes(fasa_kv_cache *cache, const fasa_calibration *cal, const bench_opts *o,
+                       const fasa_decode_desc *dd, uint32_t L, const float *q, double b, bench_row *row)
+{
+    uint32_t rows = dd->gqa_select == FASA_GQA_PER_GROUP ? o->hkv : o->hq;
+    double u_total = 0;
+    for (uint32_t g = 0; g < o->hkv; g++) {
+        uint32_t u = 0;
+        fasa_calibration_union_size(cal, 0, g, &u);
+        u_total += u;
+    }
+    double tip = (double)L * u_total * b, fac = fac_rows(cache, o, dd, L, q) * 2.0 * o->d * b;
+    double scores = (double)rows * L * 4.0 * 2.0; /* written once, read once */
+    row->floor_bytes = tip + fac;
+    row->bytes = tip + scores + fac;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Timing                                                                    */
+/* ------------------------------------------------------------------------ */
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static fasa_status time_variant(fasa_context *ctx, fasa_kv_cache *cache, const bench_opts *o,
+                                const fasa_decode_desc *dd, fasa_buffer *qb, fasa_buffer *ob, bench_row *row)
+{
+    for (uint32_t i = 0; i < o->warmup; i++) {
+        fasa_status st = fasa_decode(cache, 0, dd, qb, 0, ob, 0);
+        if (st != FASA_OK) return st;
+    }
+    uint32_t max_iters = o->iters ? o->iters : 200;
+    double samples[1000], start = cli_now();
+    uint32_t n = 0;
+    while (n < max_iters && n < 1000) {
+        fasa_status st = fasa_decode(cache, 0, dd, qb, 0, ob, 0);
+        uint64_t ns = 0;
+        if (st == FASA_OK) st = fasa_context_last_step_ns(ctx, &ns);
+        if (st != FASA_OK) return st;
+        samples[n++] = (double)ns / 1e3;
+        if (!o->iters && n >= 5 && cli_now() - start > 2.0) break; /* auto: about 2 s per variant */
+    }
+    qsort(samples, n, sizeof samples[0], cmp_double);
+    row->us_median = n % 2 ? samples[n / 2] : 0.5 * (samples[n / 2 - 1] + samples[n / 2]);
+    row->us_min = samples[0];
+    return FASA_OK;
+}
+
+static fasa_status bench_length(fasa_context *ctx, const bench_opts *o, uint32_t L, bench_row *rows,
+                                uint32_t *n_rows)
+{
+    fasa_calibration *cal = NULL;
+    fasa_kv_cache *cache = NULL;
+    fasa_buffer *qb = NULL, *ob = NULL;
+    size_t qn = (size_t)o->hq * o->d;
+    float *q = malloc(qn * sizeof(float));
+    fasa_status st = q ? make_cache(ctx, o, L, &cal, &cache) : FASA_ERROR_OUT_OF_HOST_MEMORY;
+    if (st == FASA_OK) st = fill_cache(o, cache, L);
+    if (st == FASA_OK) st = fasa_buffer_create(ctx, qn * 4, &qb);
+    if (st == FASA_OK) st = fasa_buffer_create(ctx, qn * 4, &ob);
+    if (st == FASA_OK) {
+        synth_desc sd = synth_of(o);
+        synth_query(&sd, L - 1, 0, q);
+        st = fasa_buffer_write(qb, 0, q, qn * 4);
+    }
+    double b = strcmp(o->dtype, "f32") == 0 ? 4 : 2;
+    const char *names[] = {"dense", "fasa"};
+    for (int v = 0; v < 2 && st == FASA_OK; v++) {
+        if (!cli_list_has(o->variants, names[v])) continue;
+        fasa_decode_desc dd = {.mode = v ? FASA_MODE_FASA : FASA_MODE_DENSE, .n_fac = o->nfac,
+                               .gqa_select = strcmp(o->gqa, "group") == 0 ? FASA_GQA_PER_GROUP : FASA_GQA_PER_HEAD};
+        bench_row *row = &rows[(*n_rows)];
+        *row = (bench_row){.variant = names[v], .L = L};
+        st = time_variant(ctx, cache, o, &dd, qb, ob, row);
+        if (v == 0) row->bytes = row->floor_bytes = 2.0 * o->hkv * L * o->d * b;
+        else if (st == FASA_OK) fasa_bytes(cache, cal, o, &dd, L, q, b, row);
+        if (st == FASA_OK) (*n_rows)++;
+    }
+    if (st != FASA_OK) fprintf(stderr, "fasa bench: L=%u: %s: %s\n", L, fasa_status_string(st), fasa_context_last_error(ctx));
+    fasa_buffer_destroy(qb);
+    fasa_buffer_destroy(ob);
+    fasa_kv_cache_destroy(cache);
+    fasa_calibration_destroy(cal);
+    free(q);
+    return st;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Output                                                                    */
+/* ------------------------------------------------------------------------ */
+
+static double dense_us(const bench_row *rows, uint32_t n, uint32_t L)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (rows[i].L == L && strcmp(rows[i].variant, "dense") == 0) return rows[i].us_median;
+    return 0;
+}
+
+static void print_table(const bench_opts *o, const fasa_device_info *dev, double bw, const bench_row *rows, uint32_t n)
+{
+    printf("fasa bench: backend %s, device %s\n", fasa_backend_name(dev->backend), dev->name);
+    printf("shape Hq %u / Hkv %u / d %u, %s storage, N_tip %u (%s), N_fac %u, selection per %s\n", o->hq, o->hkv,
+           o->d, o->dtype, o->ntip,
+           o->per_head_dims ? "dims per query head: u_g up to G*2*N_tip" : "dims shared inside each KV group: u_g = 2*N_tip",
+           o->nfac, strcmp(o->gqa, "group") == 0 ? "KV group" : "query head");
+    if (bw > 0) printf("read bandwidth for the floor: %.1f GB/s%s\n", bw, o->bandwidth_gbs > 0 ? " (given)" : " (measured in this run)");
+    printf("\n%8s %-7s %11s %11s %11s %10s %8s %8s\n", "L", "variant", "median_us", "min_us", "MB_moved", "floor_us",
+           "x_floor", "speedup");
+    for (uint32_t i = 0; i < n; i++) {
+        const bench_row *r = &rows[i];
+        double floor_us = bw > 0 ? r->floor_bytes / (bw * 1e3) : 0, du = dense_us(rows, n, r->L);
+        printf("%8u %-7s %11.1f %11.1f %11.2f ", r->L, r->variant, r->us_median, r->us_min, r->bytes / 1e6);
+        if (floor_us > 0) printf("%10.1f %8.2f ", floor_us, r->us_median / floor_us);
+        else printf("%10s %8s ", "-", "-");
+        if (du > 0) printf("%7.2fx\n", du / r->us_median);
+        else printf("%8s\n", "-");
+    }
+}
+
+static void print_json(const bench_opts *o, const fasa_device_info *dev, double bw, const bench_row *rows, uint32_t n)
+{
+    cJSON *arr = cJSON_CreateArray();
+    for (uint32_t i = 0; i < n; i++) {
+        const bench_row *r = &rows[i];
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "backend", fasa_backend_name(dev->backend));
+        cJSON_AddStringToObject(j, "device", dev->name);
+        cJSON_AddStringToObject(j, "variant", r->variant);
+        cJSON_AddNumberToObject(j, "L", r->L);
+        cJSON_AddNumberToObject(j, "us_median", r->us_median);
+        cJSON_AddNumberToObject(j, "us_min", r->us_min);
+        cJSON_AddNumberToObject(j, "bytes", r->bytes);
+        cJSON_AddNumberToObject(j, "floor_bytes", r->floor_bytes);
+        if (bw > 0) cJSON_AddNumberToObject(j, "floor_us", r->floor_bytes / (bw * 1e3));
+        double du = dense_us(rows, n, r->L);
+        if (du > 0) cJSON_AddNumberToObject(j, "speedup_vs_dense", du / r->us_median);
+        cJSON_AddNumberToObject(j, "hq", o->hq);
+        cJSON_AddNumberToObject(j, "hkv", o->hkv);
+        cJSON_AddNumberToObject(j, "d", o->d);
+        cJSON_AddNumberToObject(j, "ntip", o->ntip);
+        cJSON_AddNumberToObject(j, "nfac", o->nfac);
+        cJSON_AddStringToObject(j, "dtype", o->dtype);
+        cJSON_AddStringToObject(j, "gqa_select", o->gqa);
+        cJSON_AddItemToArray(arr, j);
+    }
+    char *text = cJSON_Print(arr);
+    printf("%s\n", text);
+    free(text);
+    cJSON_Delete(arr);
+}
+
+static bool check_opts(const bench_opts *o, char *err, size_t n)
+{
+    if (strcmp(o->dtype, "f16") && strcmp(o->dtype, "f32")) snprintf(err, n, "--dtype must be f16 or f32");
+    else if (strcmp(o->gqa, "head") && strcmp(o->gqa, "group")) snprintf(err, n, "--gqa-select must be head or group");
+    else if (!o->hkv || !o->hq || o->hq % o->hkv) snprintf(err, n, "--hq must be a positive multiple of --hkv");
+    else if (!o->d || o->d % 2 || o->d > FASA_MAX_HEAD_DIM) snprintf(err, n, "--d must be even and at most %d", FASA_MAX_HEAD_DIM);
+    else if (!o->ntip || o->ntip > o->d / 2) snprintf(err, n, "--ntip must be in 1..d/2");
+    else if (!o->nfac || o->nfac > FASA_MAX_N_FAC) snprintf(err, n, "--nfac must be in 1..%d", FASA_MAX_N_FAC);
+    else if (!cli_list_has(o->variants, "dense") && !cli_list_has(o->variants, "fasa"))
+        snprintf(err, n, "--variant must name dense and/or fasa");
+    else return true;
+    return false;
+}
+
+int cmd_bench(int argc, char **argv)
+{
+    bench_opts o = {.backend = "auto", .variants = "dense,fasa", .dtype = "f16", .gqa = "head",
+                    .hq = 32, .hkv = 8, .d = 128, .ntip = 16, .nfac = 256, .warmup = 2, .seed = 1,
+                    .L = {1, {32768}}};
+    uint32_t device = UINT32_MAX;
+    const cli_opt opts[] = {
+        {"backend", CLI_STRING, &o.backend, "B", "auto, cpu, vulkan, opencl, cuda (default auto)"},
+        {"device", CLI_UINT, &device, "N", "device index within the backend"},
+        {"variant", CLI_STRING, &o.variants, "V[,V]", "dense and/or fasa (default dense,fasa)"},
+        {"L", CLI_LIST, &o.L, "N[,N...]", "cached tokens, k/m suffixes allowed (default 32768)"},
+        {"hq", CLI_UINT, &o.hq, "N", "query heads (default 32)"},
+        {"hkv", CLI_UINT, &o.hkv, "N", "KV heads (default 8)"},
+        {"d", CLI_UINT, &o.d, "N", "head dimension (default 128)"},
+        {"ntip", CLI_UINT, &o.ntip, "N", "dominant frequency chunks per head (default 16)"},
+        {"nfac", CLI_UINT, &o.nfac, "N", "token budget (default 256)"},
+        {"dtype", CLI_STRING, &o.dtype, "f16|f32", "KV storage type (default f16)"},
+        {"gqa-select", CLI_STRING, &o.gqa, "head|group", "selection per query head or per KV group"},
+        {"per-head-dims", CLI_FLAG, &o.per_head_dims, NULL, "different dims per query head (u_g > 2*N_tip)"},
+        {"iters", CLI_UINT, &o.iters, "N", "timed steps per variant (default: about 2 s worth)"},
+        {"warmup", CLI_UINT, &o.warmup, "N", "untimed steps first (default 2)"},
+        {"threads", CLI_UINT, &o.threads, "N", "host threads (default: all cores)"},
+        {"bandwidth", CLI_DOUBLE, &o.bandwidth_gbs, "GB/s", "read bandwidth for the floor (cpu: measured)"},
+        {"seed", CLI_U64, &o.seed, "N", "synthetic data seed (default 1)"},
+        {"json", CLI_FLAG, &o.json, NULL, "print JSON rows"},
+        {NULL, 0, NULL, NULL, NULL}};
+    char err[512];
+    cli_result pr = cli_parse(opts, argc, argv, err, sizeof err);
+    if (pr == CLI_OK && !check_opts(&o, err, sizeof err)) pr = CLI_ERROR;
+    if (pr != CLI_OK) {
+        if (pr == CLI_ERROR) fprintf(stderr, "fasa bench: %s\n", err);
+        cli_usage(pr == CLI_HELP ? stdout : stderr, "fasa bench [--backend B] [--L N,...] [options]",
+                  "Times one decode step of one layer, dense and FASA, on the same backend in the same\n"
+                  "run (device timestamps on GPUs, wall clock on the CPU), on synthetic planted data.\n"
+                  "Reports median/min microseconds, bytes moved by the byte model of FASA_SPEC §7 and\n"
+                  "the time a kernel would take at the read bandwidth (the floor).", opts);
+        return pr == CLI_HELP ? 0 : 2;
+    }
+    fasa_context *ctx = NULL;
+    if (cli_make_context(o.backend, device == UINT32_MAX ? -1 : (int)device, o.threads, FASA_CONTEXT_PROFILE, &ctx,
+                         err, sizeof err) != FASA_OK) {
+        fprintf(stderr, "fasa bench: %s\n", err);
+        return 1;
+    }
+    fasa_device_info dev;
+    fasa_context_device(ctx, &dev);
+    double bw = o.bandwidth_gbs;
+    if (bw <= 0 && dev.backend == FASA_BACKEND_CPU) bw = host_read_bandwidth(dev.compute_units);
+    bench_row rows[2 * CLI_MAX_LIST];
+    uint32_t n = 0;
+    fasa_status st = FASA_OK;
+    for (uint32_t i = 0; i < o.L.n && st == FASA_OK; i++) {
+        if (o.L.v[i] == 0) {
+            fprintf(stderr, "fasa bench: --L must be positive\n");
+            st = FASA_ERROR_INVALID_ARGUMENT;
+            break;
+        }
+        st = bench_length(ctx, &o, o.L.v[i], rows, &n);
+    }
+    if (o.json) print_json(&o, &dev, bw, rows, n);
+    else print_table(&o, &dev, bw, rows, n);
+    fasa_context_destroy(ctx);
+    return st == FASA_OK ? 0 : 1;
+}

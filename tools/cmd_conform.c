@@ -1,0 +1,210 @@
+/* fasa conform: the seeded conformance matrix on one or all backends. */
+#include "cli.h"
+#include "commands.h"
+#include "conform.h"
+
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_CASES 1024
+#define EXIT_SKIP 77
+
+typedef struct conform_opts {
+    const char *backend, *filter;
+    uint32_t device, threads;
+    bool json, markdown, quick, list, verbose, no_validation;
+} conform_opts;
+
+typedef struct backend_summary {
+    char backend[16], device[256];
+    uint32_t run, passed, near_ties;
+    double max_nmse, max_score_err, seconds;
+    bool available;
+    char skip_reason[256];
+} backend_summary;
+
+static bool selected_case(const conform_opts *o, const conform_case *c)
+{
+    return !o->filter || strstr(c->name, o->filter) != NULL;
+}
+
+static void print_case(const conform_opts *o, const char *backend, const conform_case *c,
+                       const conform_result *r)
+{
+    if (o->json) return;
+    if (!r->pass || o->verbose)
+        printf("%-4s %-7s %-80s nmse %.2e score %.2e ties %u  %s\n", r->pass ? "ok" : "FAIL", backend,
+               c->name, r->nmse, r->score_err, r->near_ties, r->pass ? "" : r->why);
+}
+
+static cJSON *case_json(const char *backend, const char *device, const conform_case *c,
+                        const conform_result *r)
+{
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "backend", backend);
+    cJSON_AddStringToObject(j, "device", device);
+    cJSON_AddStringToObject(j, "case", c->name);
+    cJSON_AddNumberToObject(j, "seed", (double)c->seed);
+    cJSON_AddBoolToObject(j, "pass", r->pass);
+    cJSON_AddStringToObject(j, "path", conform_path_name(r->path));
+    cJSON_AddNumberToObject(j, "nmse", r->nmse);
+    cJSON_AddNumberToObject(j, "max_abs_err", r->max_abs_err);
+    cJSON_AddNumberToObject(j, "score_err", r->score_err);
+    cJSON_AddNumberToObject(j, "near_ties", r->near_ties);
+    cJSON_AddNumberToObject(j, "ms", r->seconds * 1e3);
+    if (!r->pass) cJSON_AddStringToObject(j, "why", r->why);
+    return j;
+}
+
+/* Runs every selected case on one backend; returns false on any failure. */
+static bool run_backend(const conform_opts *o, fasa_backend b, const conform_case *cases, uint32_t n,
+                        backend_summary *sum, cJSON *rows)
+{
+    snprintf(sum->backend, sizeof sum->backend, "%s", fasa_backend_name(b));
+    char err[1024] = "";
+    fasa_context *ctx = NULL;
+    uint32_t flags = o->no_validation ? 0 : FASA_CONTEXT_ENABLE_VALIDATION;
+    if (cli_make_context(fasa_backend_name(b), (int)o->device, o->threads, flags, &ctx, err, sizeof err) != FASA_OK) {
+        snprintf(sum->skip_reason, sizeof sum->skip_reason, "%s", err);
+        return true;
+    }
+    sum->available = true;
+    fasa_device_info info;
+    fasa_context_device(ctx, &info);
+    snprintf(sum->device, sizeof sum->device, "%s", info.name);
+    cli_progress prog;
+    cli_progress_start(&prog, sum->backend, n);
+    bool ok = true;
+    for (uint32_t i = 0; i < n; i++) {
+        cli_progress_step(&prog, 1);
+        if (!selected_case(o, &cases[i])) continue;
+        conform_result r;
+        conform_run(ctx, &cases[i], &r);
+        sum->run++;
+        sum->passed += r.pass;
+        sum->near_ties += r.near_ties;
+        sum->seconds += r.seconds;
+        if (r.nmse > sum->max_nmse) sum->max_nmse = r.nmse;
+        if (r.score_err > sum->max_score_err) sum->max_score_err = r.score_err;
+        ok &= r.pass;
+        if (!r.pass && prog.active) fprintf(stderr, "\n");
+        print_case(o, sum->backend, &cases[i], &r);
+        if (rows) cJSON_AddItemToArray(rows, case_json(sum->backend, sum->device, &cases[i], &r));
+    }
+    cli_progress_end(&prog);
+    fasa_context_destroy(ctx);
+    return ok;
+}
+
+static void print_summary(const conform_opts *o, const backend_summary *s, uint32_t n)
+{
+    if (o->markdown) {
+        printf("| backend | device | cases | passed | max NMSE | max score err | near-tie swaps | time s |\n");
+        printf("|---|---|---|---|---|---|---|---|\n");
+        for (uint32_t i = 0; i < n; i++) {
+            if (!s[i].available) {
+                printf("| %s | — | skipped: %s | | | | | |\n", s[i].backend, s[i].skip_reason);
+                continue;
+            }
+            printf("| %s | %s | %u | %u | %.2e | %.2e | %u | %.1f |\n", s[i].backend, s[i].device, s[i].run,
+                   s[i].passed, s[i].max_nmse, s[i].max_score_err, s[i].near_ties, s[i].seconds);
+        }
+        return;
+    }
+    printf("\n%-8s %-40s %7s %7s %10s %10s %6s\n", "backend", "device", "cases", "passed", "max_nmse",
+           "score_err", "ties");
+    for (uint32_t i = 0; i < n; i++) {
+        if (!s[i].available) {
+            printf("%-8s skipped: %s\n", s[i].backend, s[i].skip_reason);
+            continue;
+        }
+        printf("%-8s %-40.40s %7u %7u %10.2e %10.2e %6u\n", s[i].backend, s[i].device, s[i].run, s[i].passed,
+               s[i].max_nmse, s[i].max_score_err, s[i].near_ties);
+    }
+}
+
+int cmd_conform(int argc, char **argv)
+{
+    conform_opts o = {.backend = "all"};
+    const cli_opt opts[] = {
+        {"backend", CLI_STRING, &o.backend, "B", "cpu, vulkan, opencl, cuda or all (default all)"},
+        {"device", CLI_UINT, &o.device, "N", "device index within each backend (default 0)"},
+        {"threads", CLI_UINT, &o.threads, "N", "host threads (default: all cores)"},
+        {"filter", CLI_STRING, &o.filter, "TEXT", "run only cases whose name contains TEXT"},
+        {"quick", CLI_FLAG, &o.quick, NULL, "skip the 65536-token cases"},
+        {"list", CLI_FLAG, &o.list, NULL, "list the cases and exit"},
+        {"verbose", CLI_FLAG, &o.verbose, NULL, "print every case, not only failures"},
+        {"no-validation", CLI_FLAG, &o.no_validation, NULL, "do not enable GPU API validation layers"},
+        {"json", CLI_FLAG, &o.json, NULL, "print JSON (one row per case plus a summary)"},
+        {"markdown", CLI_FLAG, &o.markdown, NULL, "print the summary as a Markdown table"},
+        {NULL, 0, NULL, NULL, NULL}};
+    char err[256];
+    cli_result pr = cli_parse(opts, argc, argv, err, sizeof err);
+    if (pr != CLI_OK) {
+        if (pr == CLI_ERROR) fprintf(stderr, "fasa conform: %s\n", err);
+        cli_usage(pr == CLI_HELP ? stdout : stderr, "fasa conform [--backend B|all] [options]",
+                  "Runs the seeded conformance matrix (shapes, layouts, dtypes, GQA modes, modes, edge\n"
+                  "lengths, budgets, forced tokens) through the public API and compares every output,\n"
+                  "TIP score and selected set with an independent fp64 reference.  Exit status: 0 all\n"
+                  "passed, 1 a case failed, 77 the requested backend is unavailable.",
+                  opts);
+        return pr == CLI_HELP ? 0 : 2;
+    }
+    conform_case *cases = calloc(MAX_CASES, sizeof *cases);
+    if (!cases) return 1;
+    uint32_t n = conform_cases(cases, MAX_CASES, o.quick);
+    if (o.list) {
+        for (uint32_t i = 0; i < n; i++)
+            if (selected_case(&o, &cases[i])) printf("%s seed=%llu\n", cases[i].name, (unsigned long long)cases[i].seed);
+        free(cases);
+        return 0;
+    }
+    fasa_backend list[FASA_BACKEND_COUNT_];
+    uint32_t n_backends = 0;
+    if (strcmp(o.backend, "all") == 0) {
+        for (int b = FASA_BACKEND_CPU; b < FASA_BACKEND_COUNT_; b++) list[n_backends++] = (fasa_backend)b;
+    } else if (fasa_backend_from_name(o.backend, &list[0]) != FASA_OK || list[0] == FASA_BACKEND_AUTO) {
+        fprintf(stderr, "fasa conform: --backend: unknown backend '%s'\n", o.backend);
+        free(cases);
+        return 2;
+    } else {
+        n_backends = 1;
+    }
+    backend_summary sums[FASA_BACKEND_COUNT_] = {0};
+    cJSON *root = o.json ? cJSON_CreateObject() : NULL;
+    cJSON *rows = root ? cJSON_AddArrayToObject(root, "cases") : NULL;
+    bool ok = true;
+    for (uint32_t i = 0; i < n_backends; i++) {
+        if (!o.json) printf("fasa conform: backend %s ...\n", fasa_backend_name(list[i]));
+        ok &= run_backend(&o, list[i], cases, n, &sums[i], rows);
+    }
+    if (root) {
+        cJSON *summary = cJSON_AddArrayToObject(root, "summary");
+        for (uint32_t i = 0; i < n_backends; i++) {
+            cJSON *s = cJSON_CreateObject();
+            cJSON_AddStringToObject(s, "backend", sums[i].backend);
+            cJSON_AddBoolToObject(s, "available", sums[i].available);
+            if (!sums[i].available) cJSON_AddStringToObject(s, "skipped", sums[i].skip_reason);
+            cJSON_AddStringToObject(s, "device", sums[i].device);
+            cJSON_AddNumberToObject(s, "cases", sums[i].run);
+            cJSON_AddNumberToObject(s, "passed", sums[i].passed);
+            cJSON_AddNumberToObject(s, "max_nmse", sums[i].max_nmse);
+            cJSON_AddNumberToObject(s, "max_score_err", sums[i].max_score_err);
+            cJSON_AddNumberToObject(s, "near_ties", sums[i].near_ties);
+            cJSON_AddItemToArray(summary, s);
+        }
+        char *text = cJSON_Print(root);
+        printf("%s\n", text);
+        free(text);
+        cJSON_Delete(root);
+    } else {
+        print_summary(&o, sums, n_backends);
+    }
+    free(cases);
+    if (n_backends == 1 && !sums[0].available) {
+        fprintf(stderr, "fasa conform: backend %s unavailable: %s\n", sums[0].backend, sums[0].skip_reason);
+        return EXIT_SKIP;
+    }
+    return ok ? 0 : 1;
+}

@@ -1,0 +1,405 @@
+/* Conformance cases and their runner (see conform.h). */
+#include "conform.h"
+#include "cli.h"
+#include "ref64.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define GUARD 64                 /* poisoned elements before and after outputs */
+#define POISON_BITS 0x7fc0badu   /* a NaN with a payload nobody writes */
+#define POISON_INDEX (-777)
+
+const char *conform_path_name(fasa_path p) { return p == FASA_PATH_DENSE ? "dense" : "sparse"; }
+
+/* ------------------------------------------------------------------------ */
+/* The case matrix                                                           */
+/* ------------------------------------------------------------------------ */
+
+typedef struct shape3 { uint32_t hq, hkv, d; } shape3;
+
+static const char *mode_name(fasa_mode m)
+{
+    return m == FASA_MODE_DENSE ? "dense" : m == FASA_MODE_ORACLE ? "oracle" : "fasa";
+}
+
+static const char *data_name(synth_kind k)
+{
+    return k == SYNTH_GAUSSIAN ? "gauss" : k == SYNTH_INTEGER ? "ties" : "planted";
+}
+
+static void name_case(conform_case *c)
+{
+    snprintf(c->name, sizeof c->name, "hq%u-hkv%u-d%u/%s/%s/%s/%s/%s/L%u/nfac%u/ntip%u%s%s%s",
+             c->hq, c->hkv, c->d, c->layout == FASA_ROPE_NORM ? "norm" : "neox",
+             c->dtype == FASA_DTYPE_F16 ? "f16" : "f32", c->gqa == FASA_GQA_PER_HEAD ? "head" : "group",
+             mode_name(c->mode), data_name(c->data), c->L, c->n_fac, c->n_tip,
+             c->n_sink || c->n_recent ? "/forced" : "", c->per_head_dims ? "/headdims" : "",
+             c->on_dense_layer ? "/layer0" : "");
+    if (c->n_sink || c->n_recent) {
+        size_t n = strlen(c->name);
+        snprintf(c->name + n, sizeof c->name - n, "-s%u-r%u", c->n_sink, c->n_recent);
+    }
+}
+
+typedef struct case_list {
+    conform_case *v;
+    uint32_t n, max;
+    uint64_t seed;
+} case_list;
+
+static conform_case *add(case_list *l, shape3 s, fasa_rope_layout layout, fasa_dtype dtype,
+                         fasa_gqa_select gqa, fasa_mode mode, synth_kind data, uint32_t L,
+                         uint32_t n_fac)
+{
+    static conform_case dummy;
+    if (l->n >= l->max) return &dummy;
+    conform_case *c = &l->v[l->n++];
+    *c = (conform_case){.hq = s.hq, .hkv = s.hkv, .d = s.d, .layout = layout, .dtype = dtype,
+                        .gqa = gqa, .mode = mode, .data = data, .L = L, .n_fac = n_fac,
+                        .n_tip = s.d / 8, .n_appends = 1 + (L > 2 ? (uint32_t)(l->seed % 3) : 0),
+                        .seed = l->seed};
+    l->seed = l->seed * 6364136223846793005ull + 1442695040888963407ull;
+    return c;
+}
+
+uint32_t conform_cases(conform_case *cases, uint32_t max, bool quick)
+{
+    case_list l = {cases, 0, max, 20261128};
+    const shape3 shapes[] = {{8, 8, 64}, {9, 3, 64}, {16, 4, 128}, {16, 2, 128}, {8, 2, 256}};
+    const uint32_t n_fac = 64;
+    /* every shape x layout x dtype x GQA mode: the L edge cases, then each
+     * mode and data kind at a mid-size L */
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+        for (int lay = 0; lay < 2; lay++)
+            for (int dt = 0; dt < 2; dt++)
+                for (int gq = 0; gq < 2; gq++) {
+                    shape3 s = shapes[si];
+                    fasa_rope_layout layout = (fasa_rope_layout)lay;
+                    fasa_dtype dtype = (fasa_dtype)dt;
+                    fasa_gqa_select gqa = (fasa_gqa_select)gq;
+                    const uint32_t Ls[] = {1, n_fac - 1, n_fac, n_fac + 1, 1000};
+                    for (size_t i = 0; i < 5; i++)
+                        add(&l, s, layout, dtype, gqa, FASA_MODE_FASA, SYNTH_PLANTED, Ls[i], n_fac);
+                    add(&l, s, layout, dtype, gqa, FASA_MODE_ORACLE, SYNTH_GAUSSIAN, 1000, n_fac);
+                    add(&l, s, layout, dtype, gqa, FASA_MODE_DENSE, SYNTH_GAUSSIAN, 1000, n_fac);
+                    add(&l, s, layout, dtype, gqa, FASA_MODE_FASA, SYNTH_INTEGER, 1000, 100);
+                }
+    shape3 mid = {16, 4, 128}, llama = {32, 8, 128};
+    /* budgets around the top-k's interesting sizes */
+    const uint32_t budgets[] = {1, 7, 100, 256, 1023, 1024, 1025, 2047, 2048};
+    for (size_t i = 0; i < sizeof budgets / sizeof budgets[0]; i++) {
+        add(&l, mid, FASA_ROPE_NORM, FASA_DTYPE_F16, FASA_GQA_PER_HEAD, FASA_MODE_FASA, SYNTH_PLANTED,
+            4096 + 11, budgets[i]);
+        add(&l, mid, FASA_ROPE_NEOX, FASA_DTYPE_F32, FASA_GQA_PER_GROUP, FASA_MODE_FASA, SYNTH_INTEGER,
+            4096, budgets[i]);
+    }
+    /* forced sink / recent tokens, including a budget made only of them */
+    const uint32_t forced[][2] = {{4, 0}, {0, 16}, {4, 16}, {100, 156}};
+    for (size_t i = 0; i < 4; i++)
+        for (int gq = 0; gq < 2; gq++) {
+            conform_case *c = add(&l, mid, FASA_ROPE_NORM, FASA_DTYPE_F16, (fasa_gqa_select)gq,
+                                  FASA_MODE_FASA, SYNTH_PLANTED, 3000, 256);
+            c->n_sink = forced[i][0];
+            c->n_recent = forced[i][1];
+        }
+    /* per-head dims (u_g > 2 n_tip), extreme n_tip, the dense layer */
+    for (int gq = 0; gq < 2; gq++) {
+        add(&l, mid, FASA_ROPE_NEOX, FASA_DTYPE_F16, (fasa_gqa_select)gq, FASA_MODE_FASA, SYNTH_PLANTED,
+            2000, 128)->per_head_dims = true;
+        add(&l, mid, FASA_ROPE_NORM, FASA_DTYPE_F32, (fasa_gqa_select)gq, FASA_MODE_FASA, SYNTH_PLANTED,
+            2000, 128)->n_tip = 1;
+        add(&l, mid, FASA_ROPE_NORM, FASA_DTYPE_F16, (fasa_gqa_select)gq, FASA_MODE_FASA, SYNTH_GAUSSIAN,
+            2000, 128)->n_tip = 64;
+        add(&l, mid, FASA_ROPE_NORM, FASA_DTYPE_F16, (fasa_gqa_select)gq, FASA_MODE_FASA, SYNTH_PLANTED,
+            2000, 128)->on_dense_layer = true;
+    }
+    /* long contexts in the Llama shape */
+    if (!quick)
+        for (int gq = 0; gq < 2; gq++)
+            add(&l, llama, FASA_ROPE_NORM, FASA_DTYPE_F16, (fasa_gqa_select)gq, FASA_MODE_FASA,
+                SYNTH_PLANTED, 65536, 256);
+    for (uint32_t i = 0; i < l.n; i++) name_case(&cases[i]);
+    return l.n;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Running a case                                                            */
+/* ------------------------------------------------------------------------ */
+
+typedef struct case_data {
+    float *q, *k, *v;            /* fp32 inputs: q [Hq][d], k/v [L][Hkv][d] */
+    double *qd, *kd, *vd;        /* reference copies, k/v as stored */
+    uint16_t *dims;              /* [Hq][2 n_tip] */
+    float *o_buf, *score_buf;    /* poisoned, with guards */
+    int32_t *sel_buf;
+} case_data;
+
+static void free_data(case_data *cd)
+{
+    free(cd->q); free(cd->k); free(cd->v);
+    free(cd->qd); free(cd->kd); free(cd->vd);
+    free(cd->dims); free(cd->o_buf); free(cd->score_buf); free(cd->sel_buf);
+}
+
+static float poison_float(void)
+{
+    uint32_t u = POISON_BITS;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static bool is_poison(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u == POISON_BITS;
+}
+
+/* The value the cache stores, rounded by the compiler's own binary16. */
+static double stored(float x, fasa_dtype dtype)
+{
+    return dtype == FASA_DTYPE_F16 ? (double)(float)(_Float16)x : (double)x;
+}
+
+static size_t rows_of(const conform_case *c) { return c->gqa == FASA_GQA_PER_GROUP ? c->hkv : c->hq; }
+
+static synth_desc synth_of(const conform_case *c)
+{
+    return (synth_desc){.n_q_heads = c->hq, .n_kv_heads = c->hkv, .head_dim = c->d,
+                        .layout = c->layout, .n_tip = c->n_tip, .per_head_dims = c->per_head_dims,
+                        .kind = c->data, .seed = c->seed};
+}
+
+static bool make_data(const conform_case *c, case_data *cd)
+{
+    size_t nq = (size_t)c->hq * c->d, nkv = (size_t)c->L * c->hkv * c->d;
+    size_t n_rows = rows_of(c), nd = (size_t)c->hq * 2 * c->n_tip;
+    memset(cd, 0, sizeof *cd);
+    cd->q = malloc(nq * sizeof(float));
+    cd->k = malloc(nkv * sizeof(float));
+    cd->v = malloc(nkv * sizeof(float));
+    cd->qd = malloc(nq * sizeof(double));
+    cd->kd = malloc(nkv * sizeof(double));
+    cd->vd = malloc(nkv * sizeof(double));
+    cd->dims = malloc(nd * sizeof(uint16_t));
+    cd->o_buf = malloc((nq + 2 * GUARD) * sizeof(float));
+    cd->score_buf = malloc((n_rows * c->L + 2 * GUARD) * sizeof(float));
+    cd->sel_buf = malloc((n_rows * c->n_fac + 2 * GUARD) * sizeof(int32_t));
+    if (!cd->q || !cd->k || !cd->v || !cd->qd || !cd->kd || !cd->vd || !cd->dims || !cd->o_buf ||
+        !cd->score_buf || !cd->sel_buf)
+        return false;
+    synth_desc sd = synth_of(c);
+    synth_keys(&sd, 0, c->L, cd->k, cd->v);
+    synth_query(&sd, c->L - 1, 0, cd->q);
+    synth_planted_dims(&sd, cd->dims);
+    for (size_t i = 0; i < nq; i++) cd->qd[i] = cd->q[i];
+    for (size_t i = 0; i < nkv; i++) {
+        cd->kd[i] = stored(cd->k[i], c->dtype);
+        cd->vd[i] = stored(cd->v[i], c->dtype);
+    }
+    float p = poison_float();
+    for (size_t i = 0; i < nq + 2 * GUARD; i++) cd->o_buf[i] = p;
+    for (size_t i = 0; i < n_rows * c->L + 2 * GUARD; i++) cd->score_buf[i] = p;
+    for (size_t i = 0; i < n_rows * c->n_fac + 2 * GUARD; i++) cd->sel_buf[i] = POISON_INDEX;
+    return true;
+}
+
+static bool fail(conform_result *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static bool fail(conform_result *r, const char *fmt, ...)
+{
+    if (r->pass) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(r->why, sizeof r->why, fmt, ap);
+        va_end(ap);
+    }
+    r->pass = false;
+    return true;
+}
+
+/* Builds calibration + cache, appends, decodes with outputs. */
+static fasa_status run_library(fasa_context *ctx, const conform_case *c, case_data *cd,
+                               fasa_decode_outputs *out, conform_result *r)
+{
+    fasa_model_shape shape = {2, c->hq, c->hkv, c->d, c->layout};
+    uint16_t *dims2 = malloc((size_t)2 * c->hq * 2 * c->n_tip * sizeof(uint16_t));
+    if (!dims2) return FASA_ERROR_OUT_OF_HOST_MEMORY;
+    memcpy(dims2, cd->dims, (size_t)c->hq * 2 * c->n_tip * sizeof(uint16_t));
+    memcpy(dims2 + (size_t)c->hq * 2 * c->n_tip, cd->dims, (size_t)c->hq * 2 * c->n_tip * sizeof(uint16_t));
+    fasa_calibration_desc cal_desc = {.shape = shape, .n_tip = c->n_tip, .dims = dims2};
+    fasa_calibration *cal = NULL;
+    fasa_kv_cache *cache = NULL;
+    fasa_status st = fasa_calibration_create(ctx, &cal_desc, &cal);
+    free(dims2);
+    uint32_t max_n_fac = c->n_fac > 2048 ? c->n_fac : 0;
+    fasa_kv_cache_desc kd = {.shape = shape, .capacity = c->L, .dtype = c->dtype,
+                             .calibration = cal, .max_n_fac = max_n_fac};
+    if (st == FASA_OK) st = fasa_kv_cache_create(ctx, &kd, &cache);
+    uint32_t layer = c->on_dense_layer ? 0 : 1;
+    size_t row = (size_t)c->hkv * c->d;
+    for (uint32_t a = 0, done = 0; st == FASA_OK && a < c->n_appends; a++) {
+        uint32_t n = a + 1 == c->n_appends ? c->L - done : c->L / c->n_appends;
+        if (n) st = fasa_kv_cache_append(cache, layer, n, cd->k + done * row, cd->v + done * row, FASA_DTYPE_F32);
+        done += n;
+    }
+    fasa_decode_desc dd = {.mode = c->mode, .n_fac = c->n_fac, .n_sink = c->n_sink,
+                           .n_recent = c->n_recent, .gqa_select = c->gqa};
+    double t0 = cli_now();
+    if (st == FASA_OK) st = fasa_decode_host(cache, layer, &dd, cd->q, cd->o_buf + GUARD, out);
+    r->seconds = cli_now() - t0;
+    if (st != FASA_OK) fail(r, "library call failed: %s: %s", fasa_status_string(st), fasa_context_last_error(ctx));
+    fasa_kv_cache_destroy(cache);
+    fasa_calibration_destroy(cal);
+    return st;
+}
+
+static void check_guards(const conform_case *c, const case_data *cd, conform_result *r)
+{
+    size_t nq = (size_t)c->hq * c->d, n_rows = rows_of(c);
+    for (size_t i = 0; i < GUARD; i++) {
+        if (!is_poison(cd->o_buf[i]) || !is_poison(cd->o_buf[GUARD + nq + i]))
+            fail(r, "output guard overwritten (element %zu of a guard)", i);
+        if (!is_poison(cd->score_buf[i]) || !is_poison(cd->score_buf[GUARD + n_rows * c->L + i]))
+            fail(r, "scores guard overwritten");
+        if (cd->sel_buf[i] != POISON_INDEX || cd->sel_buf[GUARD + n_rows * c->n_fac + i] != POISON_INDEX)
+            fail(r, "selection guard overwritten");
+    }
+    for (size_t i = 0; i < nq; i++)
+        if (!isfinite(cd->o_buf[GUARD + i])) {
+            fail(r, "o[%zu] is not finite (never written or NaN)", i);
+            break;
+        }
+}
+
+static void check_scores(const ref_step *rs, const float *got, const double *want, const double *mag,
+                         conform_result *r)
+{
+    uint32_t rows = ref_rows(rs);
+    for (size_t i = 0; i < (size_t)rows * rs->L; i++) {
+        double err = fabs((double)got[i] - want[i]), rel = err / (mag[i] > 1e-30 ? mag[i] : 1e-30);
+        if (rel > r->score_err) r->score_err = rel;
+        if (!(rel <= CONFORM_SCORE_REL)) {
+            fail(r, "score row %zu token %zu: got %.9g, fp64 %.9g (err %.3g of sum|qk| %.3g)",
+                 i / rs->L, i % rs->L, (double)got[i], want[i], err, mag[i]);
+            return;
+        }
+    }
+}
+
+/* The backend's set must equal the reference's except for swaps whose
+ * reference scores both sit within the near-tie band of the threshold. */
+static void check_selection(const ref_step *rs, const int32_t *got, const int32_t *want,
+                            const double *scores, const double *mag, bool exact, conform_result *r)
+{
+    uint32_t L = rs->L, k = rs->n_fac;
+    uint8_t *in_got = calloc(L, 1), *in_want = calloc(L, 1);
+    for (uint32_t row = 0; row < ref_rows(rs) && r->pass; row++) {
+        const int32_t *g = got + (size_t)row * k, *w = want + (size_t)row * k;
+        memset(in_got, 0, L);
+        memset(in_want, 0, L);
+        for (uint32_t i = 0; i < k && r->pass; i++) {
+            if (g[i] < 0 || (uint32_t)g[i] >= L) fail(r, "row %u entry %u: index %d out of range", row, i, g[i]);
+            else if (in_got[g[i]]++) fail(r, "row %u: index %d selected twice", row, g[i]);
+            in_want[w[i]] = 1;
+        }
+        if (!r->pass) break;
+        /* the reference threshold and its magnitude */
+        double tau = INFINITY, tau_mag = 0;
+        for (uint32_t i = 0; i < k; i++) {
+            uint32_t j = (uint32_t)w[i];
+            bool forced = j < rs->n_sink || j >= L - rs->n_recent;
+            if (!forced && scores[(size_t)row * L + j] < tau) {
+                tau = scores[(size_t)row * L + j];
+                tau_mag = mag[(size_t)row * L + j];
+            }
+        }
+        for (uint32_t j = 0; j < L && r->pass; j++) {
+            if (in_got[j] == in_want[j]) continue;
+            bool forced = j < rs->n_sink || j >= L - rs->n_recent;
+            double s = scores[(size_t)row * L + j];
+            /* a swap is a near-tie only if fp64 tells the two apart by less than
+             * fp32 rounding can; exact fp64 ties must follow the lowest-index rule */
+            double band = exact ? 0.0 : CONFORM_TIE_REL * (mag[(size_t)row * L + j] + tau_mag);
+            if (s == tau && !forced)
+                fail(r, "row %u: token %u breaks a tie at score %.9g against the lowest-index rule", row, j, s);
+            else if (forced || !(fabs(s - tau) <= band))
+                fail(r, "row %u: token %u %s (fp64 score %.9g, threshold %.9g)", row, j,
+                     in_got[j] ? "selected but not in the reference set" : "missing from the selection",
+                     s, tau);
+            else r->near_ties++;
+        }
+    }
+    free(in_got);
+    free(in_want);
+}
+
+static void check_output(const ref_step *rs, const int32_t *sel, const float *o, conform_result *r)
+{
+    size_t n = (size_t)rs->n_q_heads * rs->head_dim;
+    double *want = malloc(n * sizeof(double)), num = 0, den = 0;
+    ref_attend(rs, sel, rs->n_fac, want);
+    for (size_t i = 0; i < n; i++) {
+        double e = (double)o[i] - want[i];
+        num += e * e;
+        den += want[i] * want[i];
+        if (fabs(e) > r->max_abs_err) r->max_abs_err = fabs(e);
+    }
+    r->nmse = den > 0 ? num / den : num;
+    if (!(r->nmse <= CONFORM_NMSE_MAX)) fail(r, "output NMSE %.3g above %.0e", r->nmse, CONFORM_NMSE_MAX);
+    free(want);
+}
+
+static void compare(const conform_case *c, case_data *cd, const fasa_decode_outputs *out, conform_result *r)
+{
+    bool dense = c->mode == FASA_MODE_DENSE || c->on_dense_layer || c->L <= c->n_fac;
+    r->path = out->path;
+    if (out->path != (dense ? FASA_PATH_DENSE : FASA_PATH_SPARSE))
+        fail(r, "took the %s path, expected %s", conform_path_name(out->path), dense ? "dense" : "sparse");
+    check_guards(c, cd, r);
+    ref_step rs = {c->hq, c->hkv, c->d, c->L, cd->qd, cd->kd, cd->vd,
+                   c->mode == FASA_MODE_ORACLE ? NULL : cd->dims, c->n_tip,
+                   c->gqa == FASA_GQA_PER_GROUP, c->n_fac, c->n_sink, c->n_recent};
+    if (!r->pass) return;
+    if (dense) {
+        /* the selection outputs must stay untouched on the dense path */
+        if (cd->sel_buf[GUARD] != POISON_INDEX || !is_poison(cd->score_buf[GUARD]))
+            fail(r, "the dense path wrote the selection or score outputs");
+        rs.n_fac = c->L;
+        check_output(&rs, NULL, cd->o_buf + GUARD, r);
+        return;
+    }
+    size_t rows = ref_rows(&rs);
+    double *scores = malloc(rows * c->L * sizeof(double)), *mag = malloc(rows * c->L * sizeof(double));
+    int32_t *want = malloc(rows * c->n_fac * sizeof(int32_t));
+    ref_scores(&rs, scores, mag);
+    ref_select(&rs, scores, want);
+    check_scores(&rs, cd->score_buf + GUARD, scores, mag, r);
+    /* integer data is exact in fp32 too: no swap at all is acceptable there */
+    if (r->pass) check_selection(&rs, cd->sel_buf + GUARD, want, scores, mag, c->data == SYNTH_INTEGER, r);
+    if (r->pass) check_output(&rs, cd->sel_buf + GUARD, cd->o_buf + GUARD, r);
+    free(scores);
+    free(mag);
+    free(want);
+}
+
+bool conform_run(fasa_context *ctx, const conform_case *c, conform_result *r)
+{
+    memset(r, 0, sizeof *r);
+    r->pass = true;
+    case_data cd;
+    if (!make_data(c, &cd)) {
+        free_data(&cd);
+        fail(r, "out of host memory for the case data");
+        return false;
+    }
+    fasa_decode_outputs out = {.selected = cd.sel_buf + GUARD, .selected_stride = c->n_fac,
+                               .scores = cd.score_buf + GUARD, .scores_stride = c->L};
+    if (run_library(ctx, c, &cd, &out, r) == FASA_OK) compare(c, &cd, &out, r);
+    free_data(&cd);
+    return true;
+}

@@ -1,0 +1,49 @@
+/* Conformance: seeded decode cases run through the public API of a backend
+ * and compared with the fp64 reference (tools/ref64.c). */
+#ifndef FASA_CONFORM_H
+#define FASA_CONFORM_H
+
+#include "fasa.h"
+#include "synth.h"
+
+typedef struct conform_case {
+    char name[160];
+    uint32_t hq, hkv, d;
+    fasa_rope_layout layout;
+    fasa_dtype dtype;
+    fasa_gqa_select gqa;
+    fasa_mode mode;
+    synth_kind data;
+    uint32_t L, n_fac, n_tip, n_sink, n_recent;
+    bool per_head_dims;          /* different planted dims per query head */
+    bool on_dense_layer;         /* decode layer 0, which is dense by default */
+    uint32_t n_appends;          /* append the tokens in this many calls */
+    uint64_t seed;
+} conform_case;
+
+typedef struct conform_result {
+    bool pass;
+    char why[256];               /* first failure */
+    fasa_path path;
+    double nmse, max_abs_err;    /* output vs fp64 over the backend's selection */
+    double score_err;            /* max |S - S_ref| / (sum |q_c k_c|) */
+    uint32_t near_ties;          /* selection swaps inside the near-tie band */
+    double seconds;
+} conform_result;
+
+/* Thresholds (docs/CONFORMANCE.md).  The reference uses the values as
+ * stored (fp16-rounded when the cache is fp16), so only fp32 arithmetic
+ * error remains and one threshold serves both dtypes.  It is 100x stricter
+ * than ggml's 1e-7 because that one hides e.g. a 1e-4 error in the softmax
+ * scale (NMSE 7e-8, found by mutation); the CPU backend measures ~2e-12. */
+#define CONFORM_NMSE_MAX 1e-9
+#define CONFORM_SCORE_REL 1e-5    /* FASA_SPEC §9 invariant 9 */
+#define CONFORM_TIE_REL 2e-5      /* near-tie band for selection swaps */
+
+/* Fills up to max cases; returns the count.  quick drops the largest L. */
+uint32_t conform_cases(conform_case *cases, uint32_t max, bool quick);
+/* Runs one case on ctx; false only if the harness itself failed. */
+bool conform_run(fasa_context *ctx, const conform_case *c, conform_result *r);
+const char *conform_path_name(fasa_path p);
+
+#endif

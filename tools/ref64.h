@@ -1,0 +1,32 @@
+/* An independent fp64 reference of one FASA decode step (FASA_SPEC §2),
+ * written for clarity: plain loops, a full sort for top-k, a two-pass
+ * softmax.  It shares no code with the library. */
+#ifndef FASA_REF64_H
+#define FASA_REF64_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct ref_step {
+    uint32_t n_q_heads, n_kv_heads, head_dim, L;
+    const double *q;          /* [Hq][d] */
+    const double *k, *v;      /* [L][Hkv][d]: the values as stored (fp16-rounded if so) */
+    const uint16_t *dims;     /* [Hq][2*n_tip] I_h, or NULL for the oracle (all dims) */
+    uint32_t n_tip;
+    bool per_group;           /* one selection per KV group from summed scores */
+    uint32_t n_fac, n_sink, n_recent;
+} ref_step;
+
+uint32_t ref_rows(const ref_step *s);               /* Hq or Hkv */
+/* S[row][j]; also the magnitude bound sum |q_c k_c| per score (for tolerances). */
+void ref_scores(const ref_step *s, double *scores, double *magnitude);
+/* Sorted selection per row: forced tokens, then the top of the rest, ties to
+ * the lower index (NaN never occurs here).  sel is [rows][n_fac]. */
+void ref_select(const ref_step *s, const double *scores, int32_t *sel);
+/* The k-th largest non-forced score of a row (the selection threshold). */
+double ref_threshold(const ref_step *s, const double *scores, uint32_t row);
+/* Attention of every query head over the tokens of its row's list
+ * (idx [rows][count]) or over all L tokens when idx is NULL. */
+void ref_attend(const ref_step *s, const int32_t *idx, uint32_t count, double *o);
+
+#endif
