@@ -2,7 +2,9 @@
 """Compares the C engine's logits with the numpy reference (ref_numpy.py).
 
 Usage: compare_logits.py SMOLLM_CLI [MODEL]
-MODEL defaults to $FASA_MODEL.  Exits 77 (skip) when the model file or the
+       compare_logits.py SMOLLM_CLI --synthetic TEST_MODEL_ENGINE
+MODEL defaults to $FASA_MODEL.  With --synthetic the tiny random model
+written by `test_model_engine --write-synthetic` is used instead.  Exits 77 (skip) when the model file or the
 test-only Python packages (numpy, gguf) are missing.
 
 For each fixed prompt the C engine runs twice, as one dense prefill and as
@@ -54,7 +56,16 @@ def main(argv):
         sys.stderr.write(__doc__)
         return 2
     cli = argv[1]
+    synthetic = len(argv) > 3 and argv[2] == "--synthetic"
     model = argv[2] if len(argv) > 2 else os.environ.get("FASA_MODEL", "")
+    with tempfile.TemporaryDirectory() as tmp:
+        if synthetic:
+            model = os.path.join(tmp, "synthetic.gguf")
+            run([argv[3], "--write-synthetic", model])
+        return compare(cli, model, tmp)
+
+
+def compare(cli, model, tmp):
     if not model or not os.path.isfile(model):
         print(f"SKIP: model file not found (set FASA_MODEL; got {model!r}); run tools/get-model.sh")
         return SKIP
@@ -68,13 +79,12 @@ def main(argv):
     ref = Reference(model)
     vocab = ref.emb.shape[0]
     ok = True
-    with tempfile.TemporaryDirectory() as tmp:
-        for text in PROMPTS:
-            ids = [int(x) for x in run([cli, "tokenize", model, "--text", text]).split()]
-            print(f"prompt {text!r}: {len(ids)} tokens")
-            want = ref.logits(ids)
-            ok &= check("prefill", c_logits(cli, model, ids, [], vocab, tmp), want)
-            ok &= check("decode ", c_logits(cli, model, ids, ["--decode-each"], vocab, tmp), want)
+    for text in PROMPTS:
+        ids = [int(x) for x in run([cli, "tokenize", model, "--text", text]).split()]
+        print(f"prompt {text!r}: {len(ids)} tokens")
+        want = ref.logits(ids)
+        ok &= check("prefill", c_logits(cli, model, ids, [], vocab, tmp), want)
+        ok &= check("decode ", c_logits(cli, model, ids, ["--decode-each"], vocab, tmp), want)
     print("PASS" if ok else f"FAIL (tolerance {ABS_TOL})")
     return 0 if ok else 1
 

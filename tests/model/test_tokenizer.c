@@ -5,7 +5,8 @@
  *                                       round trips, load errors
  *   test_model_tokenizer FIXTURES       + with FASA_MODEL: exact ids against
  *                                       the HF fixtures, round trips on the
- *                                       fixtures, GPL-3 and $FASA_TEXTS/*.txt
+ *                                       fixtures, GPL-3 and every .txt file
+ *                                       in the directory $FASA_TEXTS
  * Exits 77 (skip) when FIXTURES is given but FASA_MODEL is unset/missing.
  */
 #ifndef _GNU_SOURCE
