@@ -138,17 +138,12 @@ static void decode_task(void *ctx, uint32_t task, uint32_t thread)
         const float *q = j->q + (uint64_t)(g * group + h) * d;
         float *s = j->r->scores + ((uint64_t)task * group + h) * DECODE_CHUNK;
         float *p = j->r->partial + ((uint64_t)task * group + h) * (d + 2);
-        float m = -INFINITY, l = 0.0f;
-        for (uint32_t t = k0; t < k1; t++) {
-            s[t - k0] = fm_dot(q, j->k + t * row + (uint64_t)g * d, d) * scale;
-            m = s[t - k0] > m ? s[t - k0] : m;
-        }
-        memset(p + 2, 0, d * sizeof(float));
-        for (uint32_t t = k0; t < k1; t++) {
-            float e = expf(s[t - k0] - m);
-            l += e;
-            fm_axpy(p + 2, e, j->v + t * row + (uint64_t)g * d, d);
-        }
+        float m = -INFINITY;
+        fm_scores(q, j->k + k0 * row + (uint64_t)g * d, row, k1 - k0, d, scale, s);
+        for (uint32_t t = 0; t < k1 - k0; t++)
+            m = s[t] > m ? s[t] : m;
+        float l = fm_softmax_exp(s, k1 - k0, m);
+        fm_weighted_sum(s, j->v + k0 * row + (uint64_t)g * d, row, k1 - k0, d, p + 2);
         p[0] = m;
         p[1] = l;
     }
@@ -226,17 +221,12 @@ static void dense_row(const dense_job *j, uint32_t head, uint32_t t, float *s)
     uint32_t n_keys = j->p0 + t + 1;
     const float *q = j->q + t * qrow + (uint64_t)head * d;
     float *o = j->o + t * qrow + (uint64_t)head * d;
-    float scale = 1.0f / sqrtf((float)d), m = -INFINITY, l = 0.0f;
-    for (uint32_t i = 0; i < n_keys; i++) {
-        s[i] = fm_dot(q, j->k + i * row + (uint64_t)g * d, d) * scale;
+    float scale = 1.0f / sqrtf((float)d), m = -INFINITY;
+    fm_scores(q, j->k + (uint64_t)g * d, row, n_keys, d, scale, s);
+    for (uint32_t i = 0; i < n_keys; i++)
         m = s[i] > m ? s[i] : m;
-    }
-    memset(o, 0, d * sizeof(float));
-    for (uint32_t i = 0; i < n_keys; i++) {
-        float e = expf(s[i] - m);
-        l += e;
-        fm_axpy(o, e, j->v + i * row + (uint64_t)g * d, d);
-    }
+    float l = fm_softmax_exp(s, n_keys, m);
+    fm_weighted_sum(s, j->v + (uint64_t)g * d, row, n_keys, d, o);
     for (uint32_t i = 0; i < d; i++)
         o[i] /= l;
 }

@@ -81,6 +81,8 @@ const gguf_kv *gguf_find_kv(const gguf_file *f, const char *key);
 const gguf_tensor *gguf_find_tensor(const gguf_file *f, const char *name);
 
 const char *gguf_vtype_name(uint32_t type);
+/* Elements and bytes per block of a tensor type; false for unknown ids. */
+bool gguf_type_block(uint32_t type, uint32_t *block, uint32_t *bytes);
 /* "Q4_1" etc.; "unknown" for ids without a known block size. */
 const char *gguf_ttype_name(uint32_t type);
 

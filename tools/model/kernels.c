@@ -184,6 +184,45 @@ FM_CLONES void fm_axpy(float *y, float a, const float *x, uint32_t n)
         y[c] += a * x[c];
 }
 
+FM_CLONES void fm_scores(const float *q, const float *k, uint64_t stride, uint32_t n, uint32_t d,
+                         float scale, float *s)
+{
+    for (uint32_t i = 0; i < n; i++)
+        s[i] = dot_1(q, k + i * stride, d) * scale;
+}
+
+float fm_softmax_exp(float *s, uint32_t n, float max)
+{
+    float sum = 0.0f;
+    for (uint32_t i = 0; i < n; i++) {
+        float x = s[i] - max;
+        s[i] = x < -80.0f ? 0.0f : expf(x);
+        sum += s[i];
+    }
+    return sum;
+}
+
+FM_CLONES void fm_weighted_sum(const float *w, const float *v, uint64_t stride, uint32_t n,
+                               uint32_t d, float *o)
+{
+    memset(o, 0, d * sizeof(float));
+    for (uint32_t i = 0; i < n; i++) {
+        if (w[i] == 0.0f)
+            continue;
+        const float *row = v + i * stride;
+        uint32_t c = 0;
+        for (; c + 8 <= d; c += 8) {
+            v8f a, b;
+            LOAD8(a, o + c);
+            LOAD8(b, row + c);
+            a += b * w[i];
+            memcpy(o + c, &a, sizeof a);
+        }
+        for (; c < d; c++)
+            o[c] += w[i] * row[c];
+    }
+}
+
 void fm_rmsnorm(float *y, const float *x, const float *w, uint32_t n, float eps)
 {
     double ss = 0.0;

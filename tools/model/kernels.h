@@ -19,6 +19,17 @@ void fm_matmul(fm_pool *pool, const float *W, uint32_t out_dim, uint32_t in_dim,
 float fm_dot(const float *a, const float *b, uint32_t n);
 /* y += a * x */
 void fm_axpy(float *y, float a, const float *x, uint32_t n);
+/* Attention helpers (keys/values are rows of `stride` floats):
+ * s[i] = scale * dot(q, k + i*stride) over d dims, for i < n. */
+void fm_scores(const float *q, const float *k, uint64_t stride, uint32_t n, uint32_t d, float scale,
+               float *s);
+/* s[i] = exp(s[i] - max) in place; returns the sum.  Weights below e^-80
+ * become exactly 0: they cannot change an f32 sum that includes 1, and
+ * denormal products would slow the weighted sum by an order of magnitude. */
+float fm_softmax_exp(float *s, uint32_t n, float max);
+/* o[0..d) = sum_i w[i] * (v + i*stride)[0..d), skipping zero weights. */
+void fm_weighted_sum(const float *w, const float *v, uint64_t stride, uint32_t n, uint32_t d,
+                     float *o);
 /* y = x / sqrt(mean(x^2) + eps) * w, sums in double. */
 void fm_rmsnorm(float *y, const float *x, const float *w, uint32_t n, float eps);
 /* gate = silu(gate) * up */

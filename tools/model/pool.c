@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#define SPIN_ITERATIONS 20000  /* ~tens of microseconds before sleeping */
+#define SPIN_ITERATIONS 2000   /* ~50 microseconds of pause before sleeping */
 
 struct fm_pool {
     uint32_t n_threads;
