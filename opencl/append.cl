@@ -1,0 +1,72 @@
+/*
+ * append: writes the K and V rows of new tokens into one storage chunk of a
+ * layer, plus the K_dom row (the union dims U_g of the stored K row, zero
+ * padded to u_pad), exactly as fasa__cpu_append does.
+ *
+ * Source rows: k/v [n][Hkv][d] in the source dtype (src_f16), starting at
+ * element offsets k_off/v_off.  Storage chunk: heads [gk0, ...) with tpb
+ * tokens each, first token t0: row (g - gk0) * tpb + (t - t0).
+ * Grid: (tokens [tok_lo, tok_lo + n_tok), KV heads [g_lo, g_lo + n_g)).
+ * udims/usize are the tables of every layer; this layer's start at tab_off
+ * (= layer * Hkv).
+ */
+__kernel __attribute__((reqd_work_group_size(WG_APPEND, 1, 1)))
+void fasa_append(__global const void *ksrc, ulong k_off, __global const void *vsrc, ulong v_off,
+                 uint src_f16, uint first, uint hkv, uint d,
+                 __global store_t *kdst, __global store_t *vdst, __global store_t *ddst,
+                 uint tpb, uint gk0, uint t0, uint tok_lo, uint n_tok, uint g_lo,
+                 uint has_dims, uint u_pad, __global const ushort *udims, __global const uint *usize,
+                 uint tab_off)
+{
+    uint i = get_global_id(0);
+    if (i >= n_tok) return;
+    uint t = tok_lo + i, g = g_lo + get_global_id(1);
+    size_t src = ((size_t)(t - first) * hkv + g) * d;
+    size_t row = (size_t)(g - gk0) * tpb + (t - t0);
+    __global store_t *kr = kdst + row * d;
+    __global store_t *vr = vdst + row * d;
+#if FASA_F16
+    if (src_f16) { /* same dtype: copy the bits, like the CPU's memcpy */
+        __global const ushort *ks = (__global const ushort *)ksrc + k_off + src;
+        __global const ushort *vs = (__global const ushort *)vsrc + v_off + src;
+        for (uint c = 0; c < d; c++) {
+            kr[c] = ks[c];
+            vr[c] = vs[c];
+        }
+    } else {
+        __global const float *ks = (__global const float *)ksrc + k_off + src;
+        __global const float *vs = (__global const float *)vsrc + v_off + src;
+        for (uint c = 0; c < d; c++) {
+            st1(kr, c, ks[c]);
+            st1(vr, c, vs[c]);
+        }
+    }
+#else
+    if (src_f16) {
+        __global const half *ks = (__global const half *)ksrc + k_off + src;
+        __global const half *vs = (__global const half *)vsrc + v_off + src;
+        for (uint c = 0; c < d; c++) {
+            kr[c] = vload_half(c, ks);
+            vr[c] = vload_half(c, vs);
+        }
+    } else {
+        __global const float *ks = (__global const float *)ksrc + k_off + src;
+        __global const float *vs = (__global const float *)vsrc + v_off + src;
+        for (uint c = 0; c < d; c++) {
+            kr[c] = ks[c];
+            vr[c] = vs[c];
+        }
+    }
+#endif
+    if (!has_dims) return;
+    __global store_t *dr = ddst + row * u_pad;
+    __global const ushort *dims = udims + ((size_t)tab_off + g) * u_pad;
+    uint u = usize[tab_off + g];
+    for (uint s = 0; s < u_pad; s++) {
+#if FASA_F16
+        dr[s] = s < u ? kr[dims[s]] : (ushort)0;
+#else
+        dr[s] = s < u ? kr[dims[s]] : 0.0f;
+#endif
+    }
+}

@@ -1,0 +1,203 @@
+/*
+ * fac and dense: exact softmax attention (scale 1/sqrt(d), fp32) as
+ * flash-decoding: the tokens are split over work-groups, each writes a
+ * partial (m, l, acc[d]) per query head, and fasa_attn_reduce combines the
+ * partials of a head.  The online softmax starts from NEG_START (finite);
+ * tokens outside the storage chunk get an explicit zero weight.
+ *
+ * One work-group serves nh query heads that share a token list (the G
+ * heads of a group for dense and per-group FAC, in batches of hb_size;
+ * one head for per-head FAC), so every K/V row it reads is used by all of
+ * them.  Per block of WG_ATTN tokens:
+ *   1. each work-item scores one token for the nh heads (q in local memory)
+ *   2. a tree reduction gives the block maximum per head; weights
+ *      p = exp(s - m_new) go to local memory
+ *   3. each work-item owns (head, dim) pairs and accumulates p * V[token][dim]
+ *      (consecutive work-items read consecutive dims of a V row)
+ *
+ * Partials: part[(h * pmax + slot) * (d + 2) + {0: m, 1: l, 2..: acc}].
+ */
+
+#define ATT_PPT (ATT_QL / WG_ATTN) /* (head, dim) pairs per work-item */
+
+static inline void attend(__global const store_t *kbuf, __global const store_t *vbuf, uint d,
+                          uint tpb, uint gk0, uint t0, uint g, uint h0, uint nh,
+                          __global const float *q, __global const int *list, uint first,
+                          uint count, uint t_lo, uint t_hi, float scale,
+                          __global float *part, uint head_stride, __local float *ql,
+                          __local float *s_l, __local float *red, __local int *tok_l,
+                          __local float *mrun, __local float *lrun)
+{
+    uint lid = get_local_id(0);
+    for (uint i = lid; i < nh * d; i += WG_ATTN) ql[i] = q[(size_t)h0 * d + i];
+    if (lid < ATT_HB) {
+        mrun[lid] = NEG_START;
+        lrun[lid] = 0.0f;
+    }
+    float acc[ATT_PPT];
+    for (uint p = 0; p < ATT_PPT; p++) acc[p] = 0.0f;
+    __global const store_t *kb = kbuf + (size_t)(g - gk0) * tpb * d;
+    __global const store_t *vb = vbuf + (size_t)(g - gk0) * tpb * d;
+    barrier(CLK_LOCAL_MEM_FENCE);
+
+    for (uint b0 = 0; b0 < count; b0 += WG_ATTN) {
+        /* 1. scores of this work-item's token */
+        uint i = b0 + lid;
+        int j = -1;
+        if (i < count) {
+            uint jj = list ? (uint)list[i] : first + i;
+            if (jj >= t_lo && jj < t_hi) j = (int)jj;
+        }
+        tok_l[lid] = j;
+        float sacc[ATT_HB];
+        for (uint m = 0; m < ATT_HB; m++) sacc[m] = 0.0f;
+        if (j >= 0) {
+            __global const store_t *row = kb + (size_t)((uint)j - t0) * d;
+            if ((d & 7u) == 0u) {
+                for (uint c = 0; c < d; c += 8) {
+                    float8 k8 = ld8(row, c);
+                    for (uint m = 0; m < ATT_HB; m++)
+                        if (m < nh) sacc[m] += dot8(vload8(0, ql + m * d + c), k8);
+                }
+            } else {
+                for (uint c = 0; c < d; c++) {
+                    float k = ld1(row, c);
+                    for (uint m = 0; m < ATT_HB; m++)
+                        if (m < nh) sacc[m] += ql[m * d + c] * k;
+                }
+            }
+        }
+        for (uint m = 0; m < ATT_HB; m++) {
+            if (m >= nh) continue;
+            float v = j >= 0 ? sacc[m] * scale : NEG_START;
+            s_l[m * WG_ATTN + lid] = v;
+            red[m * WG_ATTN + lid] = v;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        /* 2. block maximum per head, then the weights */
+        for (uint off = WG_ATTN / 2; off > 0; off >>= 1) {
+            if (lid < off)
+                for (uint m = 0; m < nh; m++)
+                    red[m * WG_ATTN + lid] = fmax(red[m * WG_ATTN + lid], red[m * WG_ATTN + lid + off]);
+            barrier(CLK_LOCAL_MEM_FENCE);
+        }
+        for (uint m = 0; m < nh; m++) {
+            float mn = fmax(mrun[m], red[m * WG_ATTN]);
+            s_l[m * WG_ATTN + lid] = j >= 0 ? exp(s_l[m * WG_ATTN + lid] - mn) : 0.0f;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        /* 3. rescale and accumulate the V rows */
+        uint nb = min((uint)WG_ATTN, count - b0);
+        for (uint p = 0; p < ATT_PPT; p++) {
+            uint pair = lid + p * WG_ATTN;
+            if (pair >= nh * d) break;
+            uint m = pair / d, c = pair - m * d;
+            float mn = fmax(mrun[m], red[m * WG_ATTN]);
+            float corr = exp(mrun[m] - mn);
+            float a = acc[p] * corr, ps = 0.0f;
+            __local const float *w = s_l + m * WG_ATTN;
+            for (uint t = 0; t < nb; t++) {
+                int jt = tok_l[t];
+                if (jt < 0) continue;
+                a += w[t] * ld1(vb, (size_t)((uint)jt - t0) * d + c);
+                ps += w[t];
+            }
+            acc[p] = a;
+            if (c == 0) lrun[m] = lrun[m] * corr + ps;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (lid < nh) mrun[lid] = fmax(mrun[lid], red[lid * WG_ATTN]);
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    for (uint p = 0; p < ATT_PPT; p++) {
+        uint pair = lid + p * WG_ATTN;
+        if (pair >= nh * d) break;
+        uint m = pair / d, c = pair - m * d;
+        part[(size_t)m * head_stride + 2 + c] = acc[p];
+    }
+    if (lid < nh) {
+        part[(size_t)lid * head_stride] = mrun[lid];
+        part[(size_t)lid * head_stride + 1] = lrun[lid];
+    }
+}
+
+/* dense: tokens [tok_lo, tok_lo + n_tok) of one storage chunk, split into
+ * runs of split_len.  Grid: dim 0 = splits, dim 1 = (g - g_lo) * nhb + head
+ * batch.  The partial slot is part_base + split. */
+__kernel __attribute__((reqd_work_group_size(WG_ATTN, 1, 1)))
+void fasa_dense(__global const store_t *kbuf, __global const store_t *vbuf, uint d, uint tpb,
+                uint gk0, uint t0, uint g_lo, uint nhb, uint hb_size, __global const float *q,
+                ulong q_off, uint G, uint tok_lo, uint n_tok, uint split_len,
+                __global float *part, uint pmax, uint part_base, float scale)
+{
+    __local float ql[ATT_QL];
+    __local float s_l[ATT_HB * WG_ATTN], red[ATT_HB * WG_ATTN];
+    __local int tok_l[WG_ATTN];
+    __local float mrun[ATT_HB], lrun[ATT_HB];
+    uint s = get_group_id(0), u = get_group_id(1);
+    uint g = g_lo + u / nhb, hb = u % nhb;
+    uint h0 = g * G + hb * hb_size, nh = min(hb_size, G - hb * hb_size);
+    uint first = tok_lo + s * split_len, count = min(split_len, n_tok - s * split_len);
+    uint head_stride = pmax * (d + 2);
+    attend(kbuf, vbuf, d, tpb, gk0, t0, g, h0, nh, q + q_off, 0, first, count, first,
+           first + count, scale, part + ((size_t)h0 * pmax + part_base + s) * (d + 2),
+           head_stride, ql, s_l, red, tok_l, mrun, lrun);
+}
+
+/* fac: the selected tokens of row r (sel[r][0..n_fac)), split into runs of
+ * split_len; tokens outside this chunk's [t0, t_end) are skipped.
+ * Per-head selection: dim 1 = h - g_lo * G (one head per work-group);
+ * per-group: dim 1 = (g - g_lo) * nhb + head batch. */
+__kernel __attribute__((reqd_work_group_size(WG_ATTN, 1, 1)))
+void fasa_fac(__global const store_t *kbuf, __global const store_t *vbuf, uint d, uint tpb,
+              uint gk0, uint t0, uint t_end, uint g_lo, uint nhb, uint hb_size,
+              __global const float *q, ulong q_off, uint G, uint per_group,
+              __global const int *sel, uint sel_stride, uint n_fac, uint split_len,
+              __global float *part, uint pmax, uint part_base, float scale)
+{
+    __local float ql[ATT_QL];
+    __local float s_l[ATT_HB * WG_ATTN], red[ATT_HB * WG_ATTN];
+    __local int tok_l[WG_ATTN];
+    __local float mrun[ATT_HB], lrun[ATT_HB];
+    uint s = get_group_id(0), u = get_group_id(1);
+    uint g, h0, nh, r;
+    if (per_group) {
+        uint hb = u % nhb;
+        g = g_lo + u / nhb;
+        h0 = g * G + hb * hb_size;
+        nh = min(hb_size, G - hb * hb_size);
+        r = g;
+    } else {
+        h0 = g_lo * G + u;
+        g = h0 / G;
+        nh = 1;
+        r = h0;
+    }
+    uint first = s * split_len, count = min(split_len, n_fac - first);
+    uint head_stride = pmax * (d + 2);
+    attend(kbuf, vbuf, d, tpb, gk0, t0, g, h0, nh, q + q_off, sel + (size_t)r * sel_stride + first,
+           0, count, t0, t_end, scale, part + ((size_t)h0 * pmax + part_base + s) * (d + 2),
+           head_stride, ql, s_l, red, tok_l, mrun, lrun);
+}
+
+/* o[h] from the n_parts partials of head h (one work-group per head). */
+__kernel __attribute__((reqd_work_group_size(WG_RED, 1, 1)))
+void fasa_attn_reduce(__global const float *part, uint pmax, uint n_parts, uint d,
+                      __global float *o, ulong o_off)
+{
+    __local float wl[RED_PMAX];
+    uint h = get_group_id(0), lid = get_local_id(0);
+    __global const float *base = part + (size_t)h * pmax * (d + 2);
+    float m = NEG_START;
+    for (uint i = 0; i < n_parts; i++) m = fmax(m, base[(size_t)i * (d + 2)]);
+    for (uint i = lid; i < n_parts; i += WG_RED) wl[i] = exp(base[(size_t)i * (d + 2)] - m);
+    barrier(CLK_LOCAL_MEM_FENCE);
+    float l = 0.0f;
+    for (uint i = 0; i < n_parts; i++) l += base[(size_t)i * (d + 2) + 1] * wl[i];
+    float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    for (uint c = lid; c < d; c += WG_RED) {
+        float a = 0.0f;
+        for (uint i = 0; i < n_parts; i++) a += base[(size_t)i * (d + 2) + 2 + c] * wl[i];
+        o[o_off + (size_t)h * d + c] = a * inv;
+    }
+}

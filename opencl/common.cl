@@ -1,0 +1,125 @@
+/*
+ * libfasa OpenCL kernels: shared definitions (OpenCL C 1.2).
+ *
+ * The host concatenates common.cl, append.cl, tip.cl, topk.cl and attn.cl
+ * into one program and builds it once per storage dtype with these macros:
+ *
+ *   FASA_F16          1: K/V/K_dom hold IEEE binary16 bits, 0: fp32
+ *   FASA_HALF_LOAD    fp16 load path: 0 = vload_half/vload_half8,
+ *                     1 = 16-byte uint4 loads with manual half->float
+ *                     conversion (GPU_NOTES §2: measure both on NVIDIA)
+ *   WG_APPEND, WG_TIP, TIP_TPT (tokens per TIP work-item), TIP_HB (query
+ *   heads per TIP work-group), WG_TOPK, TOPK_TILE (keys per top-k pass
+ *   work-group), WG_ATTN, ATT_QL (floats of q held in local memory by one
+ *   attention work-group), ATT_HB (max heads per attention work-group),
+ *   WG_RED, RED_PMAX (max partials per head)
+ *
+ * Arithmetic and accumulation are fp32 everywhere (no cl_khr_fp16 needed).
+ * Nothing relies on -inf: the online softmax starts from NEG_START and
+ * excluded tokens get an explicit zero weight.  Never build with
+ * -cl-finite-math-only or -cl-fast-relaxed-math (GPU_NOTES §4 rule 6).
+ */
+
+#define NEG_START (-FLT_MAX / 2)
+
+#if FASA_F16
+typedef ushort store_t;
+#else
+typedef float store_t;
+#endif
+
+/* ---- fp16 conversion ---------------------------------------------------- */
+
+/* Exact binary16 -> binary32, subnormals, Inf and NaN included; integer
+ * arithmetic only, so it does not depend on fp32 denormal support. */
+static inline float h2f(uint h)
+{
+    uint sign = (h & 0x8000u) << 16;
+    uint ex = (h >> 10) & 0x1fu;
+    uint man = h & 0x3ffu;
+    if (ex == 0u) {
+        float v = (float)man * 0x1.0p-24f;
+        return sign ? -v : v;
+    }
+    uint bits = ex == 0x1fu ? (sign | 0x7f800000u | (man << 13))
+                            : (sign | ((ex + 112u) << 23) | (man << 13));
+    return as_float(bits);
+}
+
+static inline float8 h2f8(uint4 w)
+{
+    return (float8)(h2f(w.x & 0xffffu), h2f(w.x >> 16), h2f(w.y & 0xffffu), h2f(w.y >> 16),
+                    h2f(w.z & 0xffffu), h2f(w.z >> 16), h2f(w.w & 0xffffu), h2f(w.w >> 16));
+}
+
+/* ---- storage loads: element i of an array in the cache dtype ----------- */
+
+static inline float ld1(__global const store_t *p, size_t i)
+{
+#if FASA_F16
+#if FASA_HALF_LOAD == 1
+    return h2f(p[i]);
+#else
+    return vload_half(i, (__global const half *)p);
+#endif
+#else
+    return p[i];
+#endif
+}
+
+/* Eight elements starting at i; i and the row start are multiples of 8, so
+ * the address is 16-byte aligned for fp16 and 32-byte aligned for fp32. */
+static inline float8 ld8(__global const store_t *p, size_t i)
+{
+#if FASA_F16
+#if FASA_HALF_LOAD == 1
+    return h2f8(*(__global const uint4 *)(p + i));
+#else
+    return vload_half8(0, (__global const half *)(p + i));
+#endif
+#else
+#if FASA_HALF_LOAD == 1
+    __global const float4 *v = (__global const float4 *)(p + i);
+    return (float8)(v[0], v[1]);
+#else
+    return vload8(0, p + i);
+#endif
+#endif
+}
+
+static inline void st1(__global store_t *p, size_t i, float x)
+{
+#if FASA_F16
+    vstore_half_rte(x, i, (__global half *)p); /* round to nearest even, like the CPU */
+#else
+    p[i] = x;
+#endif
+}
+
+static inline float dot8(float8 a, float8 b)
+{
+    return dot(a.lo, b.lo) + dot(a.hi, b.hi);
+}
+
+/* ---- order-preserving key (src/select.c): larger score -> larger key --- */
+
+static inline uint score_key(float f)
+{
+    uint u = as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return 0u; /* NaN ranks lowest */
+    if (u == 0x80000000u) u = 0u;                   /* -0 equals +0 */
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+/* ---- per-row top-k state (topk.cl), 16 uints per selection row -------- */
+
+#define ST_PREFIX 0   /* key bits fixed so far */
+#define ST_MASK 1     /* which bits of the key are fixed */
+#define ST_ABOVE 2    /* candidates known to rank above the prefix */
+#define ST_NEED 3     /* how many of the prefix-matching candidates to take */
+#define ST_SRC 4      /* next pass reads: 0 the score window, 1 list 0, 2 list 1 */
+#define ST_SRC_N 5    /* keys in the source list */
+#define ST_DST 6      /* next pass writes its matching keys to: 0 none, 1 list 0, 2 list 1 */
+#define ST_DST_N 7    /* keys written so far (atomic counter) */
+#define ST_DONE 8     /* threshold found: later passes do nothing */
+#define ST_WORDS 16

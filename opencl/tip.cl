@@ -1,0 +1,114 @@
+/*
+ * tip: S[row][j] = sum over I_h of q[h][c] * K[g][j][c]   (FASA_SPEC §2)
+ *
+ * As on the CPU, TIP is the dot product of a masked query (q[h][c] where
+ * union slot c of U_g belongs to I_h, else 0) with the K_dom row; the
+ * oracle uses the full q and the full K row.  Per-group selection sums the
+ * G head scores in head order.  The first radix pass of the top-k (a
+ * histogram of the top key byte over the candidate window [lo, hi)) is
+ * fused into the epilogue, so the scores are not read again for it.
+ */
+
+/* qm[h][s] for s < width: the masked (or, for the oracle, plain) query. */
+__kernel void fasa_tip_prep(__global const float *q, ulong q_off, uint d, uint width, uint oracle,
+                            __global const short *tip_map, ulong map_off, uint u_pad,
+                            __global float *qm)
+{
+    uint s = get_global_id(0), h = get_global_id(1);
+    if (s >= width) return;
+    __global const float *qh = q + q_off + (size_t)h * d;
+    float v;
+    if (oracle) {
+        v = qh[s];
+    } else {
+        short m = tip_map[map_off + (size_t)h * u_pad + s];
+        v = m >= 0 ? qh[m] : 0.0f;
+    }
+    qm[(size_t)h * width + s] = v;
+}
+
+/*
+ * Grid: dim 0 covers tokens [tok_lo, tok_lo + n_tok) in tiles of
+ * WG_TIP * TIP_TPT; dim 1 = (KV head g - g_lo) * nhb + head block.  A
+ * work-group scores TIP_HB query heads (per-head selection) or all G heads
+ * of the group (per-group selection, then nhb = 1).
+ * rows: the storage chunk (K_dom, or K for the oracle), width elements per
+ * row, heads [gk0, ...) of tpb tokens from token t0.
+ * scores/hist: the score block whose first KV head is sg0 (row stride cap).
+ */
+__kernel __attribute__((reqd_work_group_size(WG_TIP, 1, 1)))
+void fasa_tip(__global const store_t *rows, uint width, uint tpb, uint gk0, uint t0,
+              uint tok_lo, uint n_tok, uint g_lo, uint nhb, __global const float *qm, uint G,
+              uint per_group, __global float *scores, uint cap, uint sg0,
+              __global uint *hist, uint do_hist, uint lo, uint hi)
+{
+    __local float ql[TIP_HB * 512];
+    __local uint lh[TIP_HB * 256];
+    uint lid = get_local_id(0);
+    uint g = g_lo + get_group_id(1) / nhb;
+    uint hb_first = per_group ? 0u : get_group_id(1) % nhb;
+    uint hb_end = per_group ? (G + TIP_HB - 1) / TIP_HB : hb_first + 1;
+    uint tile = get_group_id(0) * (WG_TIP * TIP_TPT);
+    uint n_rows_wg = per_group ? 1u : min((uint)TIP_HB, G - hb_first * TIP_HB);
+
+    if (do_hist)
+        for (uint i = lid; i < n_rows_wg * 256u; i += WG_TIP) lh[i] = 0u;
+    float gs[TIP_TPT];
+    for (uint tt = 0; tt < TIP_TPT; tt++) gs[tt] = 0.0f;
+
+    for (uint hb = hb_first; hb < hb_end; hb++) {
+        uint h0 = g * G + hb * TIP_HB;
+        uint nb = min((uint)TIP_HB, G - hb * TIP_HB);
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (uint i = lid; i < nb * width; i += WG_TIP) ql[i] = qm[(size_t)h0 * width + i];
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (uint tt = 0; tt < TIP_TPT; tt++) {
+            uint i = tile + tt * WG_TIP + lid;
+            if (i >= n_tok) continue;
+            uint j = tok_lo + i;
+            __global const store_t *row = rows + ((size_t)(g - gk0) * tpb + (j - t0)) * width;
+            float s[TIP_HB];
+            for (uint m = 0; m < TIP_HB; m++) s[m] = 0.0f;
+            if ((width & 7u) == 0u) {
+                for (uint c = 0; c < width; c += 8) {
+                    float8 k8 = ld8(row, c);
+                    for (uint m = 0; m < TIP_HB; m++)
+                        if (m < nb) s[m] += dot8(vload8(0, ql + m * width + c), k8);
+                }
+            } else {
+                for (uint c = 0; c < width; c++) {
+                    float k = ld1(row, c);
+                    for (uint m = 0; m < TIP_HB; m++)
+                        if (m < nb) s[m] += ql[m * width + c] * k;
+                }
+            }
+            if (per_group) {
+                for (uint m = 0; m < TIP_HB; m++)
+                    if (m < nb) gs[tt] += s[m];
+            } else {
+                bool cand = do_hist && j >= lo && j < hi;
+                for (uint m = 0; m < TIP_HB; m++) {
+                    if (m >= nb) continue;
+                    scores[(size_t)(h0 + m - sg0 * G) * cap + j] = s[m];
+                    if (cand) atomic_inc(&lh[m * 256u + (score_key(s[m]) >> 24)]);
+                }
+            }
+        }
+    }
+    if (per_group) {
+        for (uint tt = 0; tt < TIP_TPT; tt++) {
+            uint i = tile + tt * WG_TIP + lid;
+            if (i >= n_tok) continue;
+            uint j = tok_lo + i;
+            scores[(size_t)(g - sg0) * cap + j] = gs[tt];
+            if (do_hist && j >= lo && j < hi) atomic_inc(&lh[score_key(gs[tt]) >> 24]);
+        }
+    }
+    if (!do_hist) return;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    uint row0 = per_group ? g - sg0 : g * G + hb_first * TIP_HB - sg0 * G;
+    for (uint i = lid; i < n_rows_wg * 256u; i += WG_TIP) {
+        uint c = lh[i];
+        if (c) atomic_add(&hist[(size_t)(row0 + i / 256u) * 256u + (i & 255u)], c);
+    }
+}

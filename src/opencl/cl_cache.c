@@ -1,0 +1,291 @@
+/* OpenCL cache storage: K, V and K_dom of every layer as a table of chunks
+ * (KV heads x token ranges, each chunk one cl_mem per array) sized so that
+ * no allocation exceeds CL_DEVICE_MAX_MEM_ALLOC_SIZE (nor 1 GiB, GPU_NOTES
+ * §4 rule 7), plus the per-step scratch, likewise split into blocks of KV
+ * heads.  In the common case a layer is one chunk and the scratch is one
+ * block, so every kernel is one dispatch. */
+#include "cl_internal.h"
+
+#include <string.h>
+
+#define CHUNK_CAP (1ull << 30)
+#define PART_CAP (64ull << 20)
+#define MAX_TILES 1024u
+
+static uint64_t alloc_limit(const cl_ctx *cc)
+{
+    uint64_t lim = cc->max_alloc < CHUNK_CAP ? cc->max_alloc : CHUNK_CAP;
+    if (cc->alloc_limit && cc->alloc_limit < lim) lim = cc->alloc_limit;
+    return lim;
+}
+
+static fasa_status new_mem(fasa_kv_cache *c, cl_mem_flags flags, uint64_t size, const char *what,
+                           cl_mem *out)
+{
+    cl_ctx *cc = c->ctx->impl;
+    cl_int err = CL_SUCCESS;
+    if (size == 0) size = 4;
+    *out = clCreateBuffer(cc->context, CL_MEM_READ_WRITE | flags, size, NULL, &err);
+    if (!*out)
+        return fasa__error(c->ctx, FASA_ERROR_OUT_OF_DEVICE_MEMORY,
+                           "opencl: cannot allocate %s (%llu bytes): clCreateBuffer: %s", what,
+                           (unsigned long long)size, fasa__cl_error_name(err));
+    cl_uchar zero = 0; /* deterministic contents; makes lazy drivers allocate now */
+    err = clEnqueueFillBuffer(cc->queue, *out, &zero, 1, 0, size, 0, NULL, NULL);
+    if (err != CL_SUCCESS)
+        return fasa__error(c->ctx, FASA_ERROR_OUT_OF_DEVICE_MEMORY,
+                           "opencl: cannot initialise %s (%llu bytes): clEnqueueFillBuffer: %s", what,
+                           (unsigned long long)size, fasa__cl_error_name(err));
+    return FASA_OK;
+}
+
+static fasa_status upload(fasa_kv_cache *c, cl_mem m, const void *src, size_t size)
+{
+    cl_ctx *cc = c->ctx->impl;
+    cl_int err = clEnqueueWriteBuffer(cc->queue, m, CL_TRUE, 0, size, src, 0, NULL, NULL);
+    return err == CL_SUCCESS ? FASA_OK : fasa__cl_fail(c->ctx, err, "clEnqueueWriteBuffer (dims tables)");
+}
+
+static void release(cl_mem *m)
+{
+    if (*m) clReleaseMemObject(*m);
+    *m = NULL;
+}
+
+void fasa__cl_cache_destroy(fasa_kv_cache *cache)
+{
+    cl_cache *cl = cache->impl;
+    if (!cl) return;
+    fasa_context *ctx = cache->ctx;
+    cl_ctx *cc = ctx->impl;
+    clFinish(cc->queue); /* nothing may still use the memory */
+    size_t n = (size_t)cache->shape.n_layers * cl->n_chunks;
+    for (size_t i = 0; cl->chunks && i < n; i++) {
+        release(&cl->chunks[i].k);
+        release(&cl->chunks[i].v);
+        release(&cl->chunks[i].kdom);
+    }
+    for (uint32_t b = 0; cl->sblocks && b < cl->n_sblocks; b++) {
+        cl_sblock *sb = &cl->sblocks[b];
+        release(&sb->scores);
+        release(&sb->hist);
+        release(&sb->state);
+        release(&sb->lists);
+        release(&sb->tiles);
+    }
+    cl_mem *single[] = {&cl->usize, &cl->udims, &cl->tip_map, &cl->qm, &cl->sel, &cl->part, &cl->dummy};
+    for (size_t i = 0; i < sizeof single / sizeof single[0]; i++) release(single[i]);
+    fasa__free(ctx, cl->chunks);
+    fasa__free(ctx, cl->sblocks);
+    fasa__free(ctx, cl);
+    cache->impl = NULL;
+}
+
+/* Chunk geometry: all KV heads of a layer in one chunk when they fit, else
+ * groups of heads, else one head split into token ranges. */
+static fasa_status plan_chunks(fasa_kv_cache *c, cl_cache *cl, uint32_t *hpc)
+{
+    const fasa_model_shape *s = &c->shape;
+    cl_ctx *cc = c->ctx->impl;
+    uint64_t lim = alloc_limit(cc);
+    uint32_t width = s->head_dim > c->u_pad ? s->head_dim : c->u_pad;
+    uint64_t row = (uint64_t)width * c->elem_size, per_head = row * c->capacity;
+    uint32_t tpc = c->capacity;
+    if (row > lim)
+        return fasa__error(c->ctx, FASA_ERROR_UNSUPPORTED,
+                           "opencl: one %llu-byte cache row exceeds the allocation limit (%llu bytes)",
+                           (unsigned long long)row, (unsigned long long)lim);
+    if ((uint64_t)s->n_kv_heads * per_head <= lim) *hpc = s->n_kv_heads;
+    else if (per_head <= lim) *hpc = (uint32_t)(lim / per_head);
+    else {
+        *hpc = 1;
+        tpc = (uint32_t)(lim / row);
+    }
+    uint32_t n_h = (s->n_kv_heads + *hpc - 1) / *hpc;
+    cl->n_tchunks = (c->capacity + tpc - 1) / tpc;
+    cl->tokens_per_chunk = tpc;
+    cl->n_chunks = n_h * cl->n_tchunks;
+    return FASA_OK;
+}
+
+static fasa_status alloc_storage(fasa_kv_cache *c, cl_cache *cl, uint32_t hpc)
+{
+    const fasa_model_shape *s = &c->shape;
+    uint32_t n_h = (s->n_kv_heads + hpc - 1) / hpc;
+    cl->chunks = fasa__alloc(c->ctx, (size_t)s->n_layers * cl->n_chunks * sizeof(cl_chunk));
+    if (!cl->chunks) return fasa__error(c->ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "opencl: out of host memory");
+    cl_mem_flags kv_flags = c->placement == FASA_PLACEMENT_OFFLOAD ? CL_MEM_ALLOC_HOST_PTR : 0;
+    uint64_t kv_bytes = 0, dom_bytes = 0;
+    for (uint32_t l = 0; l < s->n_layers; l++)
+        for (uint32_t tc = 0; tc < cl->n_tchunks; tc++)
+            for (uint32_t hc = 0; hc < n_h; hc++) {
+                cl_chunk *ch = &cl->chunks[(size_t)l * cl->n_chunks + tc * n_h + hc];
+                ch->g0 = hc * hpc;
+                ch->ng = s->n_kv_heads - ch->g0 < hpc ? s->n_kv_heads - ch->g0 : hpc;
+                ch->t0 = tc * cl->tokens_per_chunk;
+                ch->nt = c->capacity - ch->t0 < cl->tokens_per_chunk ? c->capacity - ch->t0 : cl->tokens_per_chunk;
+                ch->tc = tc;
+                uint64_t rows = (uint64_t)ch->ng * ch->nt;
+                uint64_t kv = rows * s->head_dim * c->elem_size, dom = rows * c->u_pad * c->elem_size;
+                fasa_status st = new_mem(c, kv_flags, kv, "cache K", &ch->k);
+                if (st == FASA_OK) st = new_mem(c, kv_flags, kv, "cache V", &ch->v);
+                if (st == FASA_OK && c->has_dims) st = new_mem(c, 0, dom, "cache K_dom", &ch->kdom);
+                if (st != FASA_OK) return st;
+                kv_bytes += 2 * kv;
+                dom_bytes += c->has_dims ? dom : 0;
+            }
+    if (c->placement == FASA_PLACEMENT_OFFLOAD) {
+        c->device_bytes = dom_bytes;
+        c->host_bytes = kv_bytes;
+        fasa__log(c->ctx, FASA_LOG_INFO,
+                  "opencl: FASA-M places K and V in CL_MEM_ALLOC_HOST_PTR buffers; some drivers (NVIDIA) "
+                  "keep those in device memory anyway (GPU_NOTES §2)");
+    } else {
+        c->device_bytes = kv_bytes + dom_bytes;
+        c->host_bytes = 0;
+    }
+    return FASA_OK;
+}
+
+static fasa_status alloc_scratch(fasa_kv_cache *c, cl_cache *cl)
+{
+    const fasa_model_shape *s = &c->shape;
+    cl_ctx *cc = c->ctx->impl;
+    uint64_t lim = alloc_limit(cc);
+    uint32_t G = c->group, cap = c->capacity, d = s->head_dim;
+    cl->list_cap = cap < 4096u ? cap : ((cap + 3) / 4 > 4096u ? (cap + 3) / 4 : 4096u);
+    cl->max_tiles = MAX_TILES;
+    uint64_t per_head = (uint64_t)G * cap * 4, lists_per_head = (uint64_t)G * 2 * cl->list_cap * 4;
+    uint64_t worst = per_head > lists_per_head ? per_head : lists_per_head;
+    uint32_t hpb = worst <= lim ? (uint32_t)(lim / worst) : 0;
+    if (hpb == 0)
+        return fasa__error(c->ctx, FASA_ERROR_UNSUPPORTED,
+                           "opencl: capacity %u: the %u score rows of one KV head need %llu bytes, more "
+                           "than the allocation limit (%llu bytes)", cap, G,
+                           (unsigned long long)worst, (unsigned long long)lim);
+    if (hpb > s->n_kv_heads) hpb = s->n_kv_heads;
+    cl->n_sblocks = (s->n_kv_heads + hpb - 1) / hpb;
+    cl->sblocks = fasa__alloc(c->ctx, cl->n_sblocks * sizeof(cl_sblock));
+    if (!cl->sblocks) return fasa__error(c->ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "opencl: out of host memory");
+    uint64_t scratch = 0;
+    for (uint32_t b = 0; b < cl->n_sblocks; b++) {
+        cl_sblock *sb = &cl->sblocks[b];
+        sb->g0 = b * hpb;
+        sb->ng = s->n_kv_heads - sb->g0 < hpb ? s->n_kv_heads - sb->g0 : hpb;
+        uint64_t rows = (uint64_t)sb->ng * G;
+        uint64_t sizes[5] = {rows * cap * 4, rows * 256 * 4, rows * 16 * 4, rows * 2 * cl->list_cap * 4,
+                             rows * cl->max_tiles * 2 * 4};
+        cl_mem *mems[5] = {&sb->scores, &sb->hist, &sb->state, &sb->lists, &sb->tiles};
+        for (int i = 0; i < 5; i++) {
+            fasa_status st = new_mem(c, 0, sizes[i], "top-k scratch", mems[i]);
+            if (st != FASA_OK) return st;
+            scratch += sizes[i];
+        }
+    }
+    /* partials: every token chunk needs at least one slot per head */
+    uint64_t per_slot = (uint64_t)s->n_q_heads * (d + 2) * 4;
+    uint64_t part_lim = lim < PART_CAP ? lim : PART_CAP;
+    uint64_t pmax = part_lim / per_slot;
+    if (pmax > cc->tune.red_pmax) pmax = cc->tune.red_pmax;
+    if (pmax < cl->n_tchunks)
+        return fasa__error(c->ctx, FASA_ERROR_UNSUPPORTED,
+                           "opencl: the cache needs %u token chunks per head but the attention "
+                           "partials hold only %llu", cl->n_tchunks, (unsigned long long)pmax);
+    cl->pmax = (uint32_t)pmax;
+    uint32_t width = d > c->u_pad ? d : c->u_pad;
+    uint64_t qm = (uint64_t)s->n_q_heads * width * 4, sel = (uint64_t)s->n_q_heads * c->max_n_fac * 4;
+    uint64_t part = per_slot * cl->pmax;
+    fasa_status st = new_mem(c, 0, qm, "masked queries", &cl->qm);
+    if (st == FASA_OK) st = new_mem(c, 0, sel, "selection", &cl->sel);
+    if (st == FASA_OK) st = new_mem(c, 0, part, "attention partials", &cl->part);
+    if (st == FASA_OK) st = new_mem(c, 0, 64, "placeholder", &cl->dummy);
+    c->scratch_bytes = scratch + qm + sel + part;
+    return st;
+}
+
+static fasa_status upload_tables(fasa_kv_cache *c, cl_cache *cl)
+{
+    if (!c->has_dims) return FASA_OK;
+    const fasa_model_shape *s = &c->shape;
+    size_t n_groups = (size_t)s->n_layers * s->n_kv_heads, n_heads = (size_t)s->n_layers * s->n_q_heads;
+    size_t sizes[3] = {n_groups * 4, n_groups * c->u_pad * 2, n_heads * c->u_pad * 2};
+    uint64_t lim = alloc_limit(c->ctx->impl);
+    for (int i = 0; i < 3; i++)
+        if (sizes[i] > lim)
+            return fasa__error(c->ctx, FASA_ERROR_UNSUPPORTED,
+                               "opencl: the dims tables (%zu bytes) exceed the allocation limit", sizes[i]);
+    fasa_status st = new_mem(c, 0, sizes[0], "dims table", &cl->usize);
+    if (st == FASA_OK) st = new_mem(c, 0, sizes[1], "dims table", &cl->udims);
+    if (st == FASA_OK) st = new_mem(c, 0, sizes[2], "dims table", &cl->tip_map);
+    if (st == FASA_OK) st = upload(c, cl->usize, c->union_size, sizes[0]);
+    if (st == FASA_OK) st = upload(c, cl->udims, c->union_dims, sizes[1]);
+    if (st == FASA_OK) st = upload(c, cl->tip_map, c->tip_map, sizes[2]);
+    return st;
+}
+
+fasa_status fasa__cl_cache_create(fasa_kv_cache *cache)
+{
+    fasa_context *ctx = cache->ctx;
+    cl_ctx *cc = ctx->impl;
+    cl_cache *cl = fasa__alloc(ctx, sizeof *cl);
+    if (!cl) return fasa__error(ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "opencl: out of host memory");
+    cache->impl = cl;
+    uint32_t hpc = 1;
+    fasa_status st = plan_chunks(cache, cl, &hpc);
+    if (st == FASA_OK) st = alloc_storage(cache, cl, hpc);
+    if (st == FASA_OK) st = alloc_scratch(cache, cl);
+    if (st == FASA_OK) st = upload_tables(cache, cl);
+    if (st == FASA_OK) {
+        cl_int err = clFinish(cc->queue);
+        if (err != CL_SUCCESS) st = fasa__cl_fail(ctx, err, "clFinish (cache allocation)");
+    }
+    if (st != FASA_OK) {
+        fasa__cl_cache_destroy(cache);
+        return st;
+    }
+    if (cl->n_chunks > 1 || cl->n_sblocks > 1)
+        fasa__log(ctx, FASA_LOG_INFO, "opencl: cache split into %u chunks per layer (%u token chunks of %u) "
+                  "and %u scratch blocks", cl->n_chunks, cl->n_tchunks, cl->tokens_per_chunk, cl->n_sblocks);
+    return FASA_OK;
+}
+
+/* Tokens [first, first+n) of one layer as fp32 [n][Hkv][d]. */
+fasa_status fasa__cl_cache_read(fasa_kv_cache *cache, uint32_t layer, uint32_t first, uint32_t n,
+                                float *k, float *v)
+{
+    fasa_context *ctx = cache->ctx;
+    cl_ctx *cc = ctx->impl;
+    cl_cache *cl = cache->impl;
+    uint32_t d = cache->shape.head_dim, hkv = cache->shape.n_kv_heads;
+    size_t row = (size_t)d * cache->elem_size;
+    uint32_t span = n < cl->tokens_per_chunk ? n : cl->tokens_per_chunk;
+    unsigned char *tmp = fasa__alloc_aligned(ctx, (size_t)span * row, 64);
+    if (!tmp) return fasa__error(ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "opencl: out of host memory");
+    fasa_status st = FASA_OK;
+    for (uint32_t i = 0; st == FASA_OK && i < cl->n_chunks; i++) {
+        const cl_chunk *ch = &cl->chunks[(size_t)layer * cl->n_chunks + i];
+        uint32_t a = first > ch->t0 ? first : ch->t0;
+        uint32_t b = first + n < ch->t0 + ch->nt ? first + n : ch->t0 + ch->nt;
+        if (a >= b) continue;
+        for (uint32_t g = ch->g0; st == FASA_OK && g < ch->g0 + ch->ng; g++)
+            for (int which = 0; which < 2 && st == FASA_OK; which++) {
+                float *out = which ? v : k;
+                if (!out) continue;
+                size_t off = ((size_t)(g - ch->g0) * ch->nt + (a - ch->t0)) * row;
+                cl_int err = clEnqueueReadBuffer(cc->queue, which ? ch->v : ch->k, CL_TRUE, off,
+                                                 (size_t)(b - a) * row, tmp, 0, NULL, NULL);
+                if (err != CL_SUCCESS) {
+                    st = fasa__cl_fail(ctx, err, "clEnqueueReadBuffer (cache read)");
+                    break;
+                }
+                for (uint32_t t = a; t < b; t++) {
+                    float *dst = out + ((size_t)(t - first) * hkv + g) * d;
+                    const unsigned char *src = tmp + (size_t)(t - a) * row;
+                    if (cache->dtype == FASA_DTYPE_F32) memcpy(dst, src, d * sizeof(float));
+                    else fasa__half_to_float_n((const uint16_t *)src, dst, d);
+                }
+            }
+    }
+    fasa__free(ctx, tmp);
+    return st;
+}

@@ -1,0 +1,193 @@
+/* OpenCL backend internals shared by the files of src/opencl. */
+#ifndef FASA_CL_INTERNAL_H
+#define FASA_CL_INTERNAL_H
+
+#include "backend.h"
+#include "fasa_opencl.h"
+
+/* Kernels of one program (one program per storage dtype). */
+enum {
+    CLK_APPEND,
+    CLK_TIP_PREP,
+    CLK_TIP,
+    CLK_TOPK_INIT,
+    CLK_TOPK_PASS,
+    CLK_TOPK_SCAN,
+    CLK_TOPK_COUNT,
+    CLK_TOPK_EMIT,
+    CLK_DENSE,
+    CLK_FAC,
+    CLK_REDUCE,
+    CLK_COUNT
+};
+
+extern const char *const fasa__cl_kernel_names[CLK_COUNT];
+
+/* Build-time tunables of the kernels (the -D macros of common.cl). */
+typedef struct cl_tuning {
+    uint32_t wg_append, wg_tip, tip_tpt, tip_hb, wg_topk, topk_tile;
+    uint32_t wg_attn, att_ql, att_hb, wg_red, red_pmax;
+    uint32_t half_load;           /* FASA_HALF_LOAD: 0 vload_half, 1 uint4 + manual */
+    uint32_t target_groups;       /* work-groups a split-K dispatch aims for */
+} cl_tuning;
+
+/* The fp16 load path compiled into the kernels by default.  Override at
+ * library build time with -Dc_args=-DFASA_CL_HALF_LOAD_DEFAULT=1. */
+#ifndef FASA_CL_HALF_LOAD_DEFAULT
+#define FASA_CL_HALF_LOAD_DEFAULT 0
+#endif
+
+#define FASA_CL_MAX_EVENTS 96
+
+/* An exec is the context's in-order queue; with profiling it keeps the
+ * events of the kernels it enqueued. */
+struct fasa_exec {
+    fasa_context *ctx;
+    cl_command_queue queue;
+    bool profile;
+    uint32_t n_events;
+    cl_event events[FASA_CL_MAX_EVENTS];
+    uint8_t kinds[FASA_CL_MAX_EVENTS];
+    cl_event last;                /* the last kernel's event when events[] is full */
+};
+
+typedef struct fasa_cl_stats {
+    uint32_t cache_hits;          /* programs loaded from the binary cache */
+    uint32_t cache_misses;        /* no usable entry: built from source */
+    uint32_t cache_rejects;       /* entries found corrupt, stale or unloadable */
+    uint32_t cache_writes;        /* entries written */
+    uint64_t kernel_ns[CLK_COUNT];/* device time per kernel in the last profiled exec */
+    uint32_t kernel_launches[CLK_COUNT];
+} fasa_cl_stats;
+
+typedef struct cl_program_set {
+    cl_program program;
+    cl_kernel kernels[CLK_COUNT];
+} cl_program_set;
+
+typedef struct cl_ctx {
+    cl_platform_id platform;
+    cl_device_id device;
+    cl_context context;
+    cl_command_queue queue;
+    bool embedded;
+    bool queue_profiling;
+    bool is_cpu;
+    char platform_name[128], platform_version[128];
+    char device_name[256], device_version[128], driver_version[128];
+    uint64_t max_alloc;
+    uint64_t alloc_limit;         /* test override of max_alloc, 0 = none */
+    uint64_t local_mem;
+    uint32_t compute_units;
+    size_t max_wg;
+    cl_tuning tune;
+    cl_program_set progs[2];      /* [0] fp16 storage, [1] fp32 storage */
+    struct fasa_exec exec;        /* calls are serialised by the context lock */
+    fasa_cl_stats stats;
+} cl_ctx;
+
+/* A buffer: a cl_mem and the byte offset of the fasa_buffer in it. */
+typedef struct cl_buf {
+    cl_mem mem;
+    uint64_t offset;
+} cl_buf;
+
+/* One storage chunk of a layer: KV heads [g0, g0 + ng) and tokens
+ * [t0, t0 + nt); each array is [ng][nt][width] in the cache dtype. */
+typedef struct cl_chunk {
+    uint32_t g0, ng, t0, nt;
+    uint32_t tc;                  /* token-chunk index (t0 / tokens per chunk) */
+    cl_mem k, v, kdom;
+} cl_chunk;
+
+/* One block of per-step selection scratch: KV heads [g0, g0 + ng), i.e.
+ * rows [g0*G, (g0+ng)*G) per head or [g0, g0+ng) per group. */
+typedef struct cl_sblock {
+    uint32_t g0, ng;
+    cl_mem scores;                /* [ng*G][capacity] fp32 */
+    cl_mem hist;                  /* [ng*G][256] */
+    cl_mem state;                 /* [ng*G][16] */
+    cl_mem lists;                 /* [ng*G][2][list_cap] */
+    cl_mem tiles;                 /* [ng*G][max_tiles][2] */
+} cl_sblock;
+
+typedef struct cl_cache {
+    uint32_t n_chunks;            /* per layer */
+    uint32_t n_tchunks;           /* token chunks per head */
+    uint32_t tokens_per_chunk;
+    cl_chunk *chunks;             /* [n_layers][n_chunks], ordered by token chunk */
+    uint32_t n_sblocks;
+    cl_sblock *sblocks;
+    uint32_t list_cap, max_tiles, pmax;
+    cl_mem usize, udims, tip_map; /* dims tables of every layer */
+    cl_mem qm;                    /* [Hq][max(d, u_pad)] fp32 */
+    cl_mem sel;                   /* [Hq][max_n_fac] int32 */
+    cl_mem part;                  /* [Hq][pmax][d + 2] fp32 */
+    cl_mem dummy;                 /* bound where an array is absent */
+} cl_cache;
+
+/* --- cl_backend.c ---------------------------------------------------------- */
+fasa_status fasa__cl_fail(fasa_context *ctx, cl_int err, const char *what);
+const char *fasa__cl_error_name(cl_int err);
+/* Enqueues a kernel into exec, keeping its event when profiling. */
+fasa_status fasa__cl_launch(fasa_exec *exec, int kind, cl_kernel k, cl_uint dims,
+                            const size_t *gws, const size_t *lws);
+
+/* Sequential kernel-argument setter: the first error sticks. */
+typedef struct cl_args {
+    cl_kernel k;
+    cl_uint i;
+    cl_int err;
+} cl_args;
+void fasa__cl_arg(cl_args *a, size_t size, const void *value);
+void fasa__cl_arg_mem(cl_args *a, cl_mem m);
+void fasa__cl_arg_u32(cl_args *a, uint32_t v);
+void fasa__cl_arg_u64(cl_args *a, uint64_t v);
+void fasa__cl_arg_f32(cl_args *a, float v);
+
+/* --- cl_program.c ----------------------------------------------------------- */
+/* Builds (or loads from ctx->cache_dir) the program for one storage dtype
+ * and creates its kernels. */
+fasa_status fasa__cl_build_programs(fasa_context *ctx, cl_ctx *cc);
+void fasa__cl_release_programs(cl_ctx *cc);
+/* The build options used for a storage dtype (for tests and the bench). */
+void fasa__cl_build_options(const cl_ctx *cc, bool f16, uint32_t half_load, char *out,
+                            size_t size);
+
+/* Binary cache entry format (docs/OPENCL.md): a 64-byte header, then the
+ * program binary.  All integers little-endian. */
+#define FASA_CL_CACHE_MAGIC "FASACLB1"
+#define FASA_CL_CACHE_VERSION 1u
+#define FASA_CL_CACHE_HEADER 64u
+uint64_t fasa__cl_hash64(const void *data, size_t n, uint64_t seed);
+
+/* --- cl_cache.c ------------------------------------------------------------- */
+fasa_status fasa__cl_cache_create(fasa_kv_cache *cache);
+void fasa__cl_cache_destroy(fasa_kv_cache *cache);
+fasa_status fasa__cl_cache_read(fasa_kv_cache *cache, uint32_t layer, uint32_t first, uint32_t n,
+                                float *k, float *v);
+
+/* --- cl_kernels.c ------------------------------------------------------------ */
+fasa_status fasa__cl_append(fasa_exec *exec, fasa_kv_cache *cache, uint32_t layer, uint32_t first,
+                            uint32_t n, fasa_buffer *k, uint64_t k_offset, fasa_buffer *v,
+                            uint64_t v_offset, fasa_dtype src_dtype);
+fasa_status fasa__cl_tip(fasa_exec *exec, const fasa_step *step);
+fasa_status fasa__cl_topk(fasa_exec *exec, const fasa_step *step);
+fasa_status fasa__cl_fac(fasa_exec *exec, const fasa_step *step);
+fasa_status fasa__cl_dense(fasa_exec *exec, const fasa_step *step);
+fasa_status fasa__cl_read_selection(fasa_kv_cache *cache, const fasa_step *step, int32_t *selected,
+                                    uint32_t selected_stride, float *scores,
+                                    uint32_t scores_stride);
+
+/* --- test hooks (internal; used by tests/opencl through fasa_internal) ----- */
+/* Lowers the per-allocation limit used to lay out caches created later on
+ * this context (0 restores CL_DEVICE_MAX_MEM_ALLOC_SIZE), so tests can force
+ * chunked storage on small shapes. */
+fasa_status fasa__cl_set_alloc_limit(fasa_context *ctx, uint64_t bytes);
+/* Binary-cache counters and the per-kernel times of the last profiled exec. */
+fasa_status fasa__cl_get_stats(fasa_context *ctx, fasa_cl_stats *out);
+/* The embedded kernel source (generated from the opencl/ kernel files). */
+extern const char fasa__cl_source[];
+extern const size_t fasa__cl_source_len;
+
+#endif

@@ -1,0 +1,447 @@
+/* OpenCL kernel dispatch: append, tip, topk, fac, dense.  What each kernel
+ * computes is stated by the CPU backend (src/cpu/cpu_kernels.c); the
+ * OpenCL C is in opencl/.  Every kernel is dispatched once per storage
+ * chunk (and per scratch block): one dispatch each in the common case. */
+#include "cl_internal.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static cl_ctx *ctx_of(const fasa_kv_cache *c) { return c->ctx->impl; }
+
+static cl_kernel kern(const fasa_kv_cache *c, int id)
+{
+    return ctx_of(c)->progs[c->dtype == FASA_DTYPE_F16 ? 0 : 1].kernels[id];
+}
+
+static size_t round_up(size_t x, size_t m) { return (x + m - 1) / m * m; }
+static uint32_t ceil_div(uint32_t a, uint32_t b) { return (a + b - 1) / b; }
+static uint32_t min_u32(uint32_t a, uint32_t b) { return a < b ? a : b; }
+static uint32_t max_u32(uint32_t a, uint32_t b) { return a > b ? a : b; }
+
+static fasa_status args_done(fasa_context *ctx, const cl_args *a, int kind)
+{
+    if (a->err == CL_SUCCESS) return FASA_OK;
+    char what[96];
+    snprintf(what, sizeof what, "clSetKernelArg(%s, arg %u)", fasa__cl_kernel_names[kind], a->i - 1);
+    return fasa__cl_fail(ctx, a->err, what);
+}
+
+static const cl_chunk *chunk_at(const cl_cache *cl, uint32_t layer, uint32_t i)
+{
+    return &cl->chunks[(size_t)layer * cl->n_chunks + i];
+}
+
+/* Element offset of a byte offset into a buffer (the buffer's own offset
+ * inside its cl_mem included). */
+static uint64_t elems(const fasa_buffer *b, uint64_t offset, uint32_t size)
+{
+    return (((const cl_buf *)b->impl)->offset + offset) / size;
+}
+
+static cl_mem mem_of(const fasa_buffer *b) { return ((const cl_buf *)b->impl)->mem; }
+
+/* ------------------------------------------------------------------------ */
+/* append                                                                    */
+/* ------------------------------------------------------------------------ */
+
+fasa_status fasa__cl_append(fasa_exec *exec, fasa_kv_cache *c, uint32_t layer, uint32_t first,
+                            uint32_t n, fasa_buffer *k, uint64_t k_offset, fasa_buffer *v,
+                            uint64_t v_offset, fasa_dtype src_dtype)
+{
+    cl_cache *cl = c->impl;
+    const cl_tuning *t = &ctx_of(c)->tune;
+    uint32_t es = src_dtype == FASA_DTYPE_F32 ? 4 : 2;
+    for (uint32_t i = 0; i < cl->n_chunks; i++) {
+        const cl_chunk *ch = chunk_at(cl, layer, i);
+        uint32_t a = max_u32(first, ch->t0), b = min_u32(first + n, ch->t0 + ch->nt);
+        if (a >= b) continue;
+        cl_args x = {kern(c, CLK_APPEND), 0, CL_SUCCESS};
+        fasa__cl_arg_mem(&x, mem_of(k));
+        fasa__cl_arg_u64(&x, elems(k, k_offset, es));
+        fasa__cl_arg_mem(&x, mem_of(v));
+        fasa__cl_arg_u64(&x, elems(v, v_offset, es));
+        fasa__cl_arg_u32(&x, src_dtype == FASA_DTYPE_F16);
+        fasa__cl_arg_u32(&x, first);
+        fasa__cl_arg_u32(&x, c->shape.n_kv_heads);
+        fasa__cl_arg_u32(&x, c->shape.head_dim);
+        fasa__cl_arg_mem(&x, ch->k);
+        fasa__cl_arg_mem(&x, ch->v);
+        fasa__cl_arg_mem(&x, c->has_dims ? ch->kdom : cl->dummy);
+        fasa__cl_arg_u32(&x, ch->nt);
+        fasa__cl_arg_u32(&x, ch->g0);
+        fasa__cl_arg_u32(&x, ch->t0);
+        fasa__cl_arg_u32(&x, a);
+        fasa__cl_arg_u32(&x, b - a);
+        fasa__cl_arg_u32(&x, ch->g0);
+        fasa__cl_arg_u32(&x, c->has_dims);
+        fasa__cl_arg_u32(&x, c->u_pad);
+        fasa__cl_arg_mem(&x, c->has_dims ? cl->udims : cl->dummy);
+        fasa__cl_arg_mem(&x, c->has_dims ? cl->usize : cl->dummy);
+        fasa__cl_arg_u32(&x, layer * c->shape.n_kv_heads);
+        fasa_status st = args_done(c->ctx, &x, CLK_APPEND);
+        size_t gws[2] = {round_up(b - a, t->wg_append), ch->ng}, lws[2] = {t->wg_append, 1};
+        if (st == FASA_OK) st = fasa__cl_launch(exec, CLK_APPEND, x.k, 2, gws, lws);
+        if (st != FASA_OK) return st;
+    }
+    return FASA_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* tip (+ the top-k state reset and the fused first histogram pass)          */
+/* ------------------------------------------------------------------------ */
+
+/* Selection rows of a scratch block and the first one's global index. */
+static uint32_t block_rows(const fasa_step *s, const cl_sblock *sb)
+{
+    return s->select == FASA_GQA_PER_GROUP ? sb->ng : sb->ng * s->cache->group;
+}
+
+static uint32_t block_row0(const fasa_step *s, const cl_sblock *sb)
+{
+    return s->select == FASA_GQA_PER_GROUP ? sb->g0 : sb->g0 * s->cache->group;
+}
+
+static uint32_t topk_k(const fasa_step *s) { return s->n_fac - s->n_sink - s->n_recent; }
+
+static fasa_status tip_prep(fasa_exec *exec, const fasa_step *s, uint32_t width)
+{
+    fasa_kv_cache *c = s->cache;
+    cl_cache *cl = c->impl;
+    cl_args x = {kern(c, CLK_TIP_PREP), 0, CL_SUCCESS};
+    fasa__cl_arg_mem(&x, mem_of(s->q));
+    fasa__cl_arg_u64(&x, elems(s->q, s->q_offset, 4));
+    fasa__cl_arg_u32(&x, c->shape.head_dim);
+    fasa__cl_arg_u32(&x, width);
+    fasa__cl_arg_u32(&x, s->oracle);
+    fasa__cl_arg_mem(&x, c->has_dims ? cl->tip_map : cl->dummy);
+    fasa__cl_arg_u64(&x, (uint64_t)s->layer * c->shape.n_q_heads * c->u_pad);
+    fasa__cl_arg_u32(&x, c->u_pad);
+    fasa__cl_arg_mem(&x, cl->qm);
+    fasa_status st = args_done(c->ctx, &x, CLK_TIP_PREP);
+    size_t gws[2] = {round_up(width, 64), c->shape.n_q_heads}, lws[2] = {64, 1};
+    return st == FASA_OK ? fasa__cl_launch(exec, CLK_TIP_PREP, x.k, 2, gws, lws) : st;
+}
+
+static fasa_status topk_init(fasa_exec *exec, const fasa_step *s, const cl_sblock *sb)
+{
+    fasa_kv_cache *c = s->cache;
+    cl_cache *cl = c->impl;
+    const cl_tuning *t = &ctx_of(c)->tune;
+    cl_args x = {kern(c, CLK_TOPK_INIT), 0, CL_SUCCESS};
+    fasa__cl_arg_mem(&x, sb->state);
+    fasa__cl_arg_mem(&x, sb->hist);
+    fasa__cl_arg_mem(&x, cl->sel);
+    fasa__cl_arg_u32(&x, c->max_n_fac);
+    fasa__cl_arg_u32(&x, block_row0(s, sb));
+    fasa__cl_arg_u32(&x, topk_k(s));
+    fasa__cl_arg_u32(&x, s->n_sink);
+    fasa__cl_arg_u32(&x, s->n_recent);
+    fasa__cl_arg_u32(&x, s->L);
+    fasa_status st = args_done(c->ctx, &x, CLK_TOPK_INIT);
+    size_t gws[1] = {(size_t)block_rows(s, sb) * t->wg_topk}, lws[1] = {t->wg_topk};
+    return st == FASA_OK ? fasa__cl_launch(exec, CLK_TOPK_INIT, x.k, 1, gws, lws) : st;
+}
+
+static fasa_status tip_dispatch(fasa_exec *exec, const fasa_step *s, const cl_chunk *ch,
+                                const cl_sblock *sb, uint32_t width)
+{
+    fasa_kv_cache *c = s->cache;
+    cl_cache *cl = c->impl;
+    const cl_tuning *t = &ctx_of(c)->tune;
+    uint32_t ga = max_u32(ch->g0, sb->g0), gb = min_u32(ch->g0 + ch->ng, sb->g0 + sb->ng);
+    uint32_t end = min_u32(ch->t0 + ch->nt, s->L);
+    if (ga >= gb || ch->t0 >= end) return FASA_OK;
+    bool per_group = s->select == FASA_GQA_PER_GROUP;
+    uint32_t nhb = per_group ? 1 : ceil_div(c->group, t->tip_hb);
+    cl_args x = {kern(c, CLK_TIP), 0, CL_SUCCESS};
+    fasa__cl_arg_mem(&x, s->oracle ? ch->k : ch->kdom);
+    fasa__cl_arg_u32(&x, width);
+    fasa__cl_arg_u32(&x, ch->nt);
+    fasa__cl_arg_u32(&x, ch->g0);
+    fasa__cl_arg_u32(&x, ch->t0);
+    fasa__cl_arg_u32(&x, ch->t0);
+    fasa__cl_arg_u32(&x, end - ch->t0);
+    fasa__cl_arg_u32(&x, ga);
+    fasa__cl_arg_u32(&x, nhb);
+    fasa__cl_arg_mem(&x, cl->qm);
+    fasa__cl_arg_u32(&x, c->group);
+    fasa__cl_arg_u32(&x, per_group);
+    fasa__cl_arg_mem(&x, sb->scores);
+    fasa__cl_arg_u32(&x, c->capacity);
+    fasa__cl_arg_u32(&x, sb->g0);
+    fasa__cl_arg_mem(&x, sb->hist);
+    fasa__cl_arg_u32(&x, topk_k(s) > 0);
+    fasa__cl_arg_u32(&x, s->n_sink);
+    fasa__cl_arg_u32(&x, s->L - s->n_recent);
+    fasa_status st = args_done(c->ctx, &x, CLK_TIP);
+    size_t per_wg = (size_t)t->wg_tip * t->tip_tpt;
+    size_t gws[2] = {(end - ch->t0 + per_wg - 1) / per_wg * t->wg_tip, (size_t)(gb - ga) * nhb};
+    size_t lws[2] = {t->wg_tip, 1};
+    return st == FASA_OK ? fasa__cl_launch(exec, CLK_TIP, x.k, 2, gws, lws) : st;
+}
+
+fasa_status fasa__cl_tip(fasa_exec *exec, const fasa_step *s)
+{
+    fasa_kv_cache *c = s->cache;
+    cl_cache *cl = c->impl;
+    uint32_t width = s->oracle ? c->shape.head_dim : c->u_pad;
+    fasa_status st = tip_prep(exec, s, width);
+    for (uint32_t b = 0; st == FASA_OK && b < cl->n_sblocks; b++) st = topk_init(exec, s, &cl->sblocks[b]);
+    for (uint32_t i = 0; st == FASA_OK && i < cl->n_chunks; i++)
+        for (uint32_t b = 0; st == FASA_OK && b < cl->n_sblocks; b++)
+            st = tip_dispatch(exec, s, chunk_at(cl, s->layer, i), &cl->sblocks[b], width);
+    return st;
+}
+
+/* ------------------------------------------------------------------------ */
+/* topk: scan / pass x3 / scan, count, emit (see opencl/topk.cl)             */
+/* ------------------------------------------------------------------------ */
+
+static fasa_status topk_scan(fasa_exec *exec, const fasa_step *s, const cl_sblock *sb, uint32_t shift)
+{
+    fasa_kv_cache *c = s->cache;
+    const cl_tuning *t = &ctx_of(c)->tune;
+    cl_args x = {kern(c, CLK_TOPK_SCAN), 0, CL_SUCCESS};
+    fasa__cl_arg_mem(&x, sb->state);
+    fasa__cl_arg_mem(&x, sb->hist);
+    fasa__cl_arg_u32(&x, shift);
+    fasa__cl_arg_u32(&x, ((cl_cache *)c->impl)->list_cap);
+    fasa_status st = args_done(c->ctx, &x, CLK_TOPK_SCAN);
+    size_t gws[1] = {(size_t)block_rows(s, sb) * t->wg_topk}, lws[1] = {t->wg_topk};
+    return st == FASA_OK ? fasa__cl_launch(exec, CLK_TOPK_SCAN, x.k, 1, gws, lws) : st;
+}
+
+static fasa_status topk_pass(fasa_exec *exec, const fasa_step *s, const cl_sblock *sb, uint32_t shift)
+{
+    fasa_kv_cache *c = s->cache;
+    cl_cache *cl = c->impl;
+    const cl_tuning *t = &ctx_of(c)->tune;
+    uint32_t n_cand = s->L - s->n_sink - s->n_recent;
+    cl_args x = {kern(c, CLK_TOPK_PASS), 0, CL_SUCCESS};
+    fasa__cl_arg_mem(&x, sb->scores);
+    fasa__cl_arg_u32(&x, c->capacity);
+    fasa__cl_arg_u32(&x, s->n_sink);
+    fasa__cl_arg_u32(&x, n_cand);
+    fasa__cl_arg_mem(&x, sb->state);
+    fasa__cl_arg_mem(&x, sb->hist);
+    fasa__cl_arg_mem(&x, sb->lists);
+    fasa__cl_arg_u32(&x, cl->list_cap);
+    fasa__cl_arg_u32(&x, shift);
+    fasa_status st = args_done(c->ctx, &x, CLK_TOPK_PASS);
+    size_t gws[2] = {(size_t)ceil_div(n_cand, t->topk_tile) * t->wg_topk, block_rows(s, sb)};
+    size_t lws[2] = {t->wg_topk, 1};
+    return st == FASA_OK ? fasa__cl_launch(exec, CLK_TOPK_PASS, x.k, 2, gws, lws) : st;
+}
+
+static fasa_status topk_out(fasa_exec *exec, const fasa_step *s, const cl_sblock *sb, int kind,
+                            uint32_t te)
+{
+    fasa_kv_cache *c = s->cache;
+    cl_cache *cl = c->impl;
+    const cl_tuning *t = &ctx_of(c)->tune;
+    uint32_t n_cand = s->L - s->n_sink - s->n_recent;
+    cl_args x = {kern(c, kind), 0, CL_SUCCESS};
+    fasa__cl_arg_mem(&x, sb->scores);
+    fasa__cl_arg_u32(&x, c->capacity);
+    fasa__cl_arg_u32(&x, s->n_sink);
+    fasa__cl_arg_u32(&x, n_cand);
+    fasa__cl_arg_mem(&x, sb->state);
+    fasa__cl_arg_mem(&x, sb->tiles);
+    fasa__cl_arg_u32(&x, cl->max_tiles);
+    fasa__cl_arg_u32(&x, te);
+    if (kind == CLK_TOPK_EMIT) {
+        fasa__cl_arg_mem(&x, cl->sel);
+        fasa__cl_arg_u32(&x, c->max_n_fac);
+        fasa__cl_arg_u32(&x, block_row0(s, sb));
+        fasa__cl_arg_u32(&x, s->n_sink + s->n_recent);
+    }
+    fasa_status st = args_done(c->ctx, &x, kind);
+    size_t gws[2] = {(size_t)ceil_div(n_cand, te) * t->wg_topk, block_rows(s, sb)};
+    size_t lws[2] = {t->wg_topk, 1};
+    return st == FASA_OK ? fasa__cl_launch(exec, kind, x.k, 2, gws, lws) : st;
+}
+
+fasa_status fasa__cl_topk(fasa_exec *exec, const fasa_step *s)
+{
+    fasa_kv_cache *c = s->cache;
+    cl_cache *cl = c->impl;
+    const cl_tuning *t = &ctx_of(c)->tune;
+    if (topk_k(s) == 0) return FASA_OK; /* the forced tokens fill the budget */
+    uint32_t n_cand = s->L - s->n_sink - s->n_recent;
+    /* output tiles: at most max_tiles per row, each a multiple of the group */
+    uint32_t te = max_u32(t->wg_topk * 8, ceil_div(n_cand, cl->max_tiles));
+    te = (uint32_t)round_up(te, t->wg_topk);
+    fasa_status st = FASA_OK;
+    for (uint32_t b = 0; st == FASA_OK && b < cl->n_sblocks; b++) {
+        const cl_sblock *sb = &cl->sblocks[b];
+        st = topk_scan(exec, s, sb, 24);
+        for (int shift = 16; st == FASA_OK && shift >= 0; shift -= 8) {
+            st = topk_pass(exec, s, sb, (uint32_t)shift);
+            if (st == FASA_OK) st = topk_scan(exec, s, sb, (uint32_t)shift);
+        }
+        if (st == FASA_OK) st = topk_out(exec, s, sb, CLK_TOPK_COUNT, te);
+        if (st == FASA_OK) st = topk_out(exec, s, sb, CLK_TOPK_EMIT, te);
+    }
+    return st;
+}
+
+/* ------------------------------------------------------------------------ */
+/* fac / dense: split-K attention partials, then the reduce                  */
+/* ------------------------------------------------------------------------ */
+
+/* Query heads one attention work-group serves (their q must fit ATT_QL). */
+static uint32_t heads_per_group(const fasa_kv_cache *c)
+{
+    const cl_tuning *t = &ctx_of(c)->tune;
+    uint32_t hb = t->att_ql / c->shape.head_dim;
+    hb = min_u32(hb, t->att_hb);
+    return min_u32(max_u32(hb, 1), c->group);
+}
+
+static uint32_t tchunks_used(const cl_cache *cl, uint32_t L) { return ceil_div(L, cl->tokens_per_chunk); }
+
+static fasa_status reduce(fasa_exec *exec, const fasa_step *s, uint32_t n_parts)
+{
+    fasa_kv_cache *c = s->cache;
+    cl_cache *cl = c->impl;
+    const cl_tuning *t = &ctx_of(c)->tune;
+    cl_args x = {kern(c, CLK_REDUCE), 0, CL_SUCCESS};
+    fasa__cl_arg_mem(&x, cl->part);
+    fasa__cl_arg_u32(&x, cl->pmax);
+    fasa__cl_arg_u32(&x, n_parts);
+    fasa__cl_arg_u32(&x, c->shape.head_dim);
+    fasa__cl_arg_mem(&x, mem_of(s->o));
+    fasa__cl_arg_u64(&x, elems(s->o, s->o_offset, 4));
+    fasa_status st = args_done(c->ctx, &x, CLK_REDUCE);
+    size_t gws[1] = {(size_t)c->shape.n_q_heads * t->wg_red}, lws[1] = {t->wg_red};
+    return st == FASA_OK ? fasa__cl_launch(exec, CLK_REDUCE, x.k, 1, gws, lws) : st;
+}
+
+/* Common leading arguments of fasa_dense and fasa_fac. */
+static void attn_head_args(cl_args *x, const fasa_kv_cache *c, const cl_chunk *ch)
+{
+    fasa__cl_arg_mem(x, ch->k);
+    fasa__cl_arg_mem(x, ch->v);
+    fasa__cl_arg_u32(x, c->shape.head_dim);
+    fasa__cl_arg_u32(x, ch->nt);
+    fasa__cl_arg_u32(x, ch->g0);
+    fasa__cl_arg_u32(x, ch->t0);
+}
+
+fasa_status fasa__cl_fac(fasa_exec *exec, const fasa_step *s)
+{
+    fasa_kv_cache *c = s->cache;
+    cl_cache *cl = c->impl;
+    const cl_tuning *t = &ctx_of(c)->tune;
+    bool per_group = s->select == FASA_GQA_PER_GROUP;
+    uint32_t hb = heads_per_group(c), nhb = per_group ? ceil_div(c->group, hb) : 1;
+    uint32_t units = per_group ? c->shape.n_kv_heads * nhb : c->shape.n_q_heads;
+    uint32_t n_tc = tchunks_used(cl, s->L);
+    uint32_t splits = min_u32(max_u32(ceil_div(t->target_groups, units), 1), ceil_div(s->n_fac, t->wg_attn));
+    splits = min_u32(splits, max_u32(cl->pmax / n_tc, 1));
+    uint32_t split_len = (uint32_t)round_up(ceil_div(s->n_fac, splits), t->wg_attn);
+    splits = ceil_div(s->n_fac, split_len);
+    for (uint32_t i = 0; i < cl->n_chunks; i++) {
+        const cl_chunk *ch = chunk_at(cl, s->layer, i);
+        if (ch->t0 >= s->L) continue;
+        cl_args x = {kern(c, CLK_FAC), 0, CL_SUCCESS};
+        attn_head_args(&x, c, ch);
+        fasa__cl_arg_u32(&x, ch->t0 + ch->nt);
+        fasa__cl_arg_u32(&x, ch->g0);
+        fasa__cl_arg_u32(&x, nhb);
+        fasa__cl_arg_u32(&x, hb);
+        fasa__cl_arg_mem(&x, mem_of(s->q));
+        fasa__cl_arg_u64(&x, elems(s->q, s->q_offset, 4));
+        fasa__cl_arg_u32(&x, c->group);
+        fasa__cl_arg_u32(&x, per_group);
+        fasa__cl_arg_mem(&x, cl->sel);
+        fasa__cl_arg_u32(&x, c->max_n_fac);
+        fasa__cl_arg_u32(&x, s->n_fac);
+        fasa__cl_arg_u32(&x, split_len);
+        fasa__cl_arg_mem(&x, cl->part);
+        fasa__cl_arg_u32(&x, cl->pmax);
+        fasa__cl_arg_u32(&x, ch->tc * splits);
+        fasa__cl_arg_f32(&x, s->scale);
+        fasa_status st = args_done(c->ctx, &x, CLK_FAC);
+        size_t gws[2] = {(size_t)splits * t->wg_attn, (size_t)ch->ng * (per_group ? nhb : c->group)};
+        size_t lws[2] = {t->wg_attn, 1};
+        if (st == FASA_OK) st = fasa__cl_launch(exec, CLK_FAC, x.k, 2, gws, lws);
+        if (st != FASA_OK) return st;
+    }
+    return reduce(exec, s, n_tc * splits);
+}
+
+fasa_status fasa__cl_dense(fasa_exec *exec, const fasa_step *s)
+{
+    fasa_kv_cache *c = s->cache;
+    cl_cache *cl = c->impl;
+    const cl_tuning *t = &ctx_of(c)->tune;
+    uint32_t hb = heads_per_group(c), nhb = ceil_div(c->group, hb);
+    uint32_t units = c->shape.n_kv_heads * nhb;
+    uint32_t want = max_u32(ceil_div(t->target_groups, units), 1);
+    uint32_t split_len = (uint32_t)round_up(max_u32(ceil_div(s->L, want), t->wg_attn), t->wg_attn);
+    uint32_t tpc = cl->tokens_per_chunk, n_tc = tchunks_used(cl, s->L), n_parts;
+    for (;;) { /* every token chunk's splits must fit the partial slots */
+        uint32_t last = s->L - (n_tc - 1) * tpc;
+        n_parts = (n_tc - 1) * ceil_div(tpc, split_len) + ceil_div(last, split_len);
+        if (n_parts <= cl->pmax) break;
+        split_len *= 2;
+    }
+    uint32_t per_chunk = ceil_div(tpc, split_len);
+    for (uint32_t i = 0; i < cl->n_chunks; i++) {
+        const cl_chunk *ch = chunk_at(cl, s->layer, i);
+        if (ch->t0 >= s->L) continue;
+        uint32_t n_tok = min_u32(ch->nt, s->L - ch->t0);
+        cl_args x = {kern(c, CLK_DENSE), 0, CL_SUCCESS};
+        attn_head_args(&x, c, ch);
+        fasa__cl_arg_u32(&x, ch->g0);
+        fasa__cl_arg_u32(&x, nhb);
+        fasa__cl_arg_u32(&x, hb);
+        fasa__cl_arg_mem(&x, mem_of(s->q));
+        fasa__cl_arg_u64(&x, elems(s->q, s->q_offset, 4));
+        fasa__cl_arg_u32(&x, c->group);
+        fasa__cl_arg_u32(&x, ch->t0);
+        fasa__cl_arg_u32(&x, n_tok);
+        fasa__cl_arg_u32(&x, split_len);
+        fasa__cl_arg_mem(&x, cl->part);
+        fasa__cl_arg_u32(&x, cl->pmax);
+        fasa__cl_arg_u32(&x, ch->tc * per_chunk);
+        fasa__cl_arg_f32(&x, s->scale);
+        fasa_status st = args_done(c->ctx, &x, CLK_DENSE);
+        size_t gws[2] = {(size_t)ceil_div(n_tok, split_len) * t->wg_attn, (size_t)ch->ng * nhb};
+        size_t lws[2] = {t->wg_attn, 1};
+        if (st == FASA_OK) st = fasa__cl_launch(exec, CLK_DENSE, x.k, 2, gws, lws);
+        if (st != FASA_OK) return st;
+    }
+    return reduce(exec, s, n_parts);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Selection read-back                                                       */
+/* ------------------------------------------------------------------------ */
+
+fasa_status fasa__cl_read_selection(fasa_kv_cache *c, const fasa_step *s, int32_t *selected,
+                                    uint32_t selected_stride, float *scores, uint32_t scores_stride)
+{
+    cl_ctx *cc = ctx_of(c);
+    cl_cache *cl = c->impl;
+    cl_int err = CL_SUCCESS;
+    size_t zero[3] = {0, 0, 0};
+    if (selected) {
+        size_t region[3] = {(size_t)s->n_fac * 4, s->n_rows, 1};
+        err = clEnqueueReadBufferRect(cc->queue, cl->sel, CL_TRUE, zero, zero, region,
+                                      (size_t)c->max_n_fac * 4, 0, (size_t)selected_stride * 4, 0,
+                                      selected, 0, NULL, NULL);
+        if (err != CL_SUCCESS) return fasa__cl_fail(c->ctx, err, "clEnqueueReadBufferRect (selection)");
+    }
+    for (uint32_t b = 0; scores && b < cl->n_sblocks; b++) {
+        const cl_sblock *sb = &cl->sblocks[b];
+        size_t region[3] = {(size_t)s->L * 4, block_rows(s, sb), 1};
+        err = clEnqueueReadBufferRect(cc->queue, sb->scores, CL_TRUE, zero, zero, region,
+                                      (size_t)c->capacity * 4, 0, (size_t)scores_stride * 4, 0,
+                                      scores + (size_t)block_row0(s, sb) * scores_stride, 0, NULL, NULL);
+        if (err != CL_SUCCESS) return fasa__cl_fail(c->ctx, err, "clEnqueueReadBufferRect (scores)");
+    }
+    return FASA_OK;
+}
