@@ -392,6 +392,7 @@ static int bench_one(const options *o, const fm_model *m, uint32_t ctx)
     if (!rc)
         printf("ctx %5u: prefill %.2f s (%.1f tok/s), decode %.1f ms/token (%.2f tok/s)\n", ctx,
                t1 - t0, ctx / (t1 - t0), 1e3 * (t2 - t1) / o->n_decode, o->n_decode / (t2 - t1));
+    fflush(stdout);
     fm_state_destroy(s);
     free(ids);
     free(logits);
