@@ -19,7 +19,7 @@ struct fasa_calibrator {
     /* per-worker scratch, grown on demand */
     uint32_t scratch_keys;       /* capacity in keys */
     float **scores;              /* [workers] n_keys */
-    uint32_t **keys, **cand;
+    uint32_t **keys;             /* [workers] 3 * n_keys top-k scratch */
     int32_t **sel_full, **sel_fc;
     uint8_t **in_full;
 };
@@ -27,7 +27,7 @@ struct fasa_calibrator {
 static void free_scratch(fasa_calibrator *cal)
 {
     uint32_t workers = fasa__pool_size(cal->ctx->pool);
-    void **arrays[] = {(void **)cal->scores, (void **)cal->keys, (void **)cal->cand,
+    void **arrays[] = {(void **)cal->scores, (void **)cal->keys,
                        (void **)cal->sel_full, (void **)cal->sel_fc, (void **)cal->in_full};
     for (size_t a = 0; a < sizeof arrays / sizeof arrays[0]; a++) {
         if (!arrays[a]) continue;
@@ -43,12 +43,11 @@ static fasa_status grow_scratch(fasa_calibrator *cal, uint32_t n_keys)
     uint32_t workers = fasa__pool_size(cal->ctx->pool);
     for (uint32_t w = 0; w < workers; w++) {
         cal->scores[w] = fasa__alloc(cal->ctx, n_keys * sizeof(float));
-        cal->keys[w] = fasa__alloc(cal->ctx, n_keys * sizeof(uint32_t));
-        cal->cand[w] = fasa__alloc(cal->ctx, n_keys * sizeof(uint32_t));
+        cal->keys[w] = fasa__alloc(cal->ctx, 3 * (size_t)n_keys * sizeof(uint32_t));
         cal->sel_full[w] = fasa__alloc(cal->ctx, n_keys * sizeof(int32_t));
         cal->sel_fc[w] = fasa__alloc(cal->ctx, n_keys * sizeof(int32_t));
         cal->in_full[w] = fasa__alloc(cal->ctx, n_keys);
-        if (!cal->scores[w] || !cal->keys[w] || !cal->cand[w] || !cal->sel_full[w] ||
+        if (!cal->scores[w] || !cal->keys[w] || !cal->sel_full[w] ||
             !cal->sel_fc[w] || !cal->in_full[w]) {
             cal->scratch_keys = n_keys; /* so free_scratch walks every worker */
             free_scratch(cal);
@@ -66,7 +65,6 @@ void fasa_calibrator_destroy(fasa_calibrator *cal)
     free_scratch(cal);
     fasa__free(ctx, cal->scores);
     fasa__free(ctx, cal->keys);
-    fasa__free(ctx, cal->cand);
     fasa__free(ctx, cal->sel_full);
     fasa__free(ctx, cal->sel_fc);
     fasa__free(ctx, cal->in_full);
@@ -124,12 +122,11 @@ fasa_status fasa_calibrator_create(fasa_context *ctx, const fasa_calibrator_desc
         cal->steps = fasa__alloc(ctx, d.shape.n_layers * sizeof(uint64_t));
         cal->scores = fasa__alloc(ctx, workers * sizeof(float *));
         cal->keys = fasa__alloc(ctx, workers * sizeof(uint32_t *));
-        cal->cand = fasa__alloc(ctx, workers * sizeof(uint32_t *));
         cal->sel_full = fasa__alloc(ctx, workers * sizeof(int32_t *));
         cal->sel_fc = fasa__alloc(ctx, workers * sizeof(int32_t *));
         cal->in_full = fasa__alloc(ctx, workers * sizeof(uint8_t *));
         if (!cal->model_id || !cal->source || !cal->ca_sum || !cal->steps || !cal->scores ||
-            !cal->keys || !cal->cand || !cal->sel_full || !cal->sel_fc || !cal->in_full) {
+            !cal->keys || !cal->sel_full || !cal->sel_fc || !cal->in_full) {
             fasa_calibrator_destroy(cal);
             cal = NULL;
             st = fasa__error(ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "calibrator: out of host memory");
@@ -167,8 +164,7 @@ static void ca_head(void *arg, uint32_t h, uint32_t worker)
         scores[j] = acc;
     }
     memset(in_full, 0, job->n_keys);
-    uint32_t n_sel = fasa__select_topk(scores, job->n_keys, job->k, cal->keys[worker],
-                                       cal->cand[worker], sel);
+    uint32_t n_sel = fasa__select_topk(scores, job->n_keys, job->k, cal->keys[worker], sel);
     for (uint32_t i = 0; i < n_sel; i++) in_full[sel[i]] = 1;
 
     double *ca = cal->ca_sum + ((size_t)job->layer * s->n_q_heads + h) * (d / 2);
@@ -180,7 +176,7 @@ static void ca_head(void *arg, uint32_t h, uint32_t worker)
             scores[j] = q[a] * k[a] + q[b] * k[b];
         }
         uint32_t n_fc = fasa__select_topk(scores, job->n_keys, job->k, cal->keys[worker],
-                                          cal->cand[worker], cal->sel_fc[worker]);
+                                          cal->sel_fc[worker]);
         uint32_t overlap = 0;
         for (uint32_t i = 0; i < n_fc; i++) overlap += in_full[cal->sel_fc[worker][i]];
         ca[fc] += (double)overlap / (double)n_sel;

@@ -152,10 +152,8 @@ uint32_t fasa__union_dims(const fasa_calibration *cal, uint32_t layer, uint32_t 
 /* Order-preserving key: larger score -> larger key; NaN -> 0; -0 == +0. */
 uint32_t fasa__score_key(float f);
 /* Writes the indices of the k largest x[0..n) in ascending order (ties to
- * the lower index) and returns min(k, n).  keys_tmp and cand_tmp hold n
- * entries each. */
-uint32_t fasa__select_topk(const float *x, uint32_t n, uint32_t k, uint32_t *keys_tmp,
-                           uint32_t *cand_tmp, int32_t *out);
+ * the lower index) and returns min(k, n).  scratch holds 3*n entries. */
+uint32_t fasa__select_topk(const float *x, uint32_t n, uint32_t k, uint32_t *scratch, int32_t *out);
 
 /* --- decode (decode.c): the step shared by every backend ---------------- */
 /* Validates and resolves a step; does not run anything. */

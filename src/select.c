@@ -3,6 +3,7 @@
  * Used by the CPU backend's topk kernel and by the calibrator. */
 #include "internal.h"
 
+#include <math.h>
 #include <string.h>
 
 uint32_t fasa__score_key(float f)
@@ -56,25 +57,61 @@ static uint32_t radix_threshold(const uint32_t *keys, uint32_t n, uint32_t k, ui
     return prefix;
 }
 
-uint32_t fasa__select_topk(const float *x, uint32_t n, uint32_t k, uint32_t *keys_tmp,
-                           uint32_t *cand_tmp, int32_t *out)
+/* Emits, in ascending index order, the k largest of the keys (their
+ * indices are idx[i], or i when idx is NULL): all above the threshold, then
+ * the lowest-index keys equal to it. */
+static uint32_t emit(const uint32_t *keys, const uint32_t *idx, uint32_t n, uint32_t k, uint32_t *tmp,
+                     int32_t *out)
+{
+    uint32_t n_greater = 0;
+    uint32_t tau = radix_threshold(keys, n, k, tmp, &n_greater);
+    uint32_t ties_left = k - n_greater, w = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t key = keys[i];
+        if (key > tau || (key == tau && ties_left > 0)) {
+            if (key == tau) ties_left--;
+            out[w++] = (int32_t)(idx ? idx[i] : i);
+        }
+    }
+    return w;
+}
+
+#define SAMPLES 1024u
+
+/* A key that at least k of the n scores probably reach: the right rank of
+ * an evenly spaced sample, with a safety margin.  Only a guess: the caller
+ * checks that enough candidates pass and falls back otherwise. */
+static uint32_t sampled_floor(const float *x, uint32_t n, uint32_t k, uint32_t *sample, uint32_t *tmp)
+{
+    for (uint32_t i = 0; i < SAMPLES; i++) sample[i] = fasa__score_key(x[(uint64_t)i * n / SAMPLES]);
+    double expect = (double)k * SAMPLES / n;
+    uint32_t rank = (uint32_t)(expect * 1.25 + 3.0 * sqrt(expect)) + 4;
+    if (rank > SAMPLES) rank = SAMPLES;
+    uint32_t n_greater;
+    return radix_threshold(sample, SAMPLES, rank, tmp, &n_greater);
+}
+
+uint32_t fasa__select_topk(const float *x, uint32_t n, uint32_t k, uint32_t *scratch, int32_t *out)
 {
     if (k >= n) { /* everything is selected */
         for (uint32_t j = 0; j < n; j++) out[j] = (int32_t)j;
         return n;
     }
     if (k == 0) return 0;
-    for (uint32_t j = 0; j < n; j++) keys_tmp[j] = fasa__score_key(x[j]);
-    uint32_t n_greater = 0;
-    uint32_t tau = radix_threshold(keys_tmp, n, k, cand_tmp, &n_greater);
-    /* emit everything above tau and the lowest-index keys equal to it */
-    uint32_t ties_left = k - n_greater, w = 0;
-    for (uint32_t j = 0; j < n; j++) {
-        uint32_t key = keys_tmp[j];
-        if (key > tau || (key == tau && ties_left > 0)) {
-            if (key == tau) ties_left--;
-            out[w++] = (int32_t)j;
+    uint32_t *keys = scratch, *idx = scratch + n, *tmp = scratch + 2 * (size_t)n;
+    if (n >= 8 * SAMPLES && (uint64_t)k * 16 <= n) {
+        /* one pass keeps only the candidates at or above a sampled floor;
+         * if at least k pass, the exact top-k is among them */
+        uint32_t floor_key = sampled_floor(x, n, k, keys, tmp), c = 0;
+        for (uint32_t j = 0; j < n; j++) {
+            uint32_t key = fasa__score_key(x[j]);
+            if (key >= floor_key) {
+                keys[c] = key;
+                idx[c++] = j;
+            }
         }
+        if (c >= k) return emit(keys, idx, c, k, tmp, out);
     }
-    return w;
+    for (uint32_t j = 0; j < n; j++) keys[j] = fasa__score_key(x[j]);
+    return emit(keys, NULL, n, k, tmp, out);
 }

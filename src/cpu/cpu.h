@@ -33,7 +33,7 @@ typedef struct cpu_cache {
     float *partials;             /* [Hq][FASA_CPU_MAX_SPLITS][d + 2]: m, l, acc[d] */
     float *qm;                   /* [Hq][max(d, u_pad)] masked queries */
     uint32_t n_workers;
-    uint32_t **keys, **cand;     /* [worker][capacity] top-k scratch */
+    uint32_t **topk_scratch;     /* [worker][3 * capacity] */
 } cpu_cache;
 
 fasa_status fasa__cpu_append(fasa_exec *exec, fasa_kv_cache *cache, uint32_t layer, uint32_t first,

@@ -133,12 +133,8 @@ static void cpu_cache_destroy(fasa_kv_cache *cache)
         fasa__free(ctx, cc->layers[l].v);
         fasa__free(ctx, cc->layers[l].kdom);
     }
-    for (uint32_t w = 0; cc->keys && w < cc->n_workers; w++) {
-        fasa__free(ctx, cc->keys[w]);
-        fasa__free(ctx, cc->cand[w]);
-    }
-    fasa__free(ctx, cc->keys);
-    fasa__free(ctx, cc->cand);
+    for (uint32_t w = 0; cc->topk_scratch && w < cc->n_workers; w++) fasa__free(ctx, cc->topk_scratch[w]);
+    fasa__free(ctx, cc->topk_scratch);
     fasa__free(ctx, cc->layers);
     fasa__free(ctx, cc->scores);
     fasa__free(ctx, cc->selected);
@@ -178,18 +174,16 @@ static fasa_status alloc_scratch(fasa_kv_cache *cache, cpu_cache *cc)
     cc->selected = fasa__alloc(ctx, (size_t)s->n_q_heads * cache->max_n_fac * sizeof(int32_t));
     cc->partials = fasa__alloc(ctx, (size_t)s->n_q_heads * FASA_CPU_MAX_SPLITS * (s->head_dim + 2) * sizeof(float));
     cc->qm = fasa__alloc(ctx, (size_t)s->n_q_heads * (s->head_dim > cache->u_pad ? s->head_dim : cache->u_pad) * sizeof(float));
-    cc->keys = fasa__alloc(ctx, cc->n_workers * sizeof(uint32_t *));
-    cc->cand = fasa__alloc(ctx, cc->n_workers * sizeof(uint32_t *));
-    bool ok = cc->scores && cc->selected && cc->partials && cc->qm && cc->keys && cc->cand;
+    cc->topk_scratch = fasa__alloc(ctx, cc->n_workers * sizeof(uint32_t *));
+    bool ok = cc->scores && cc->selected && cc->partials && cc->qm && cc->topk_scratch;
     for (uint32_t w = 0; ok && w < cc->n_workers; w++) {
-        cc->keys[w] = fasa__alloc_aligned(ctx, (size_t)cache->capacity * sizeof(uint32_t), 64);
-        cc->cand[w] = fasa__alloc_aligned(ctx, (size_t)cache->capacity * sizeof(uint32_t), 64);
-        ok = cc->keys[w] && cc->cand[w];
+        cc->topk_scratch[w] = fasa__alloc_aligned(ctx, 3 * (size_t)cache->capacity * sizeof(uint32_t), 64);
+        ok = cc->topk_scratch[w] != NULL;
     }
     if (!ok) return fasa__error(ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "cpu: cannot allocate the step scratch");
     cache->scratch_bytes = (uint64_t)s->n_q_heads * cache->capacity * 4 +
                            (uint64_t)s->n_q_heads * cache->max_n_fac * 4 +
-                           2ull * cc->n_workers * cache->capacity * 4;
+                           3ull * cc->n_workers * cache->capacity * 4;
     return FASA_OK;
 }
 

@@ -11,6 +11,7 @@
 #define TIP_CHUNK 2048u     /* tokens per TIP task */
 #define DENSE_CHUNK 2048u   /* minimum tokens per dense split */
 #define NEG_START (-FLT_MAX / 2) /* online-softmax start: finite, never -inf */
+#define MAX_TIP_GROUP 16u   /* query heads scored per pass over a block of rows */
 
 static const fasa_cpu_simd *simd_of(const fasa_kv_cache *c)
 {
@@ -123,28 +124,47 @@ static void build_masked_q(const fasa_step *step, const float *q, float *qm, uin
     }
 }
 
+/* Scores 8 tokens starting at j of KV group g into the rows' score arrays.
+ * Every score goes through dot8, the tail included (zero-padded), so a
+ * token's score does not depend on where a chunk boundary falls. */
+static void tip_block8(const tip_job *job, uint32_t g, uint32_t j, uint32_t n_valid)
+{
+    const fasa_step *step = job->step;
+    const fasa_kv_cache *c = step->cache;
+    uint32_t G = c->group, width = job->width;
+    size_t row_bytes = (size_t)width * c->elem_size;
+    const char *rows = (const char *)job->rows + ((size_t)g * c->capacity + j) * row_bytes;
+    char pad[8 * FASA_MAX_HEAD_DIM * 4] __attribute__((aligned(32)));
+    if (n_valid < 8) {
+        memset(pad, 0, 8 * row_bytes);
+        memcpy(pad, rows, n_valid * row_bytes);
+        rows = pad;
+    }
+    float s[MAX_TIP_GROUP][8];
+    const float *qg = job->qm + (size_t)g * G * width;
+    bool per_group = step->select == FASA_GQA_PER_GROUP;
+    bool half = c->dtype == FASA_DTYPE_F16;
+    for (uint32_t m0 = 0; m0 < G; m0 += MAX_TIP_GROUP) {
+        uint32_t nm = G - m0 < MAX_TIP_GROUP ? G - m0 : MAX_TIP_GROUP;
+        simd_of(c)->dot8(rows, half, width, qg + (size_t)m0 * width, nm, &s[0][0], 8);
+        for (uint32_t m = 0; m < nm && !per_group; m++)
+            for (uint32_t t = 0; t < n_valid; t++) job->scores[(size_t)(g * G + m0 + m) * c->capacity + j + t] = s[m][t];
+        for (uint32_t t = 0; per_group && t < n_valid; t++) { /* head order, as the spec sums */
+            float sum = m0 ? job->scores[(size_t)g * c->capacity + j + t] : 0.0f;
+            for (uint32_t m = 0; m < nm; m++) sum += s[m][t];
+            job->scores[(size_t)g * c->capacity + j + t] = sum;
+        }
+    }
+}
+
 static void tip_chunk(void *arg, uint32_t task, uint32_t worker)
 {
     (void)worker;
     tip_job *job = arg;
     const fasa_step *step = job->step;
-    const fasa_kv_cache *c = step->cache;
-    const fasa_cpu_simd *simd = simd_of(c);
-    uint32_t G = c->group, g = task / job->n_chunks, chunk = task % job->n_chunks;
+    uint32_t g = task / job->n_chunks, chunk = task % job->n_chunks;
     uint32_t j0 = chunk * TIP_CHUNK, j1 = j0 + TIP_CHUNK < step->L ? j0 + TIP_CHUNK : step->L;
-    float tmp[FASA_MAX_HEAD_DIM];
-    const float *qg = job->qm + (size_t)g * G * job->width;
-    bool per_group = step->select == FASA_GQA_PER_GROUP;
-    for (uint32_t j = j0; j < j1; j++) {
-        const float *row = load_row(c, job->rows, (size_t)g * c->capacity + j, job->width, tmp);
-        float group_sum = 0.0f;
-        for (uint32_t m = 0; m < G; m++) {
-            float s = simd->dot(qg + (size_t)m * job->width, row, job->width);
-            if (per_group) group_sum += s;
-            else job->scores[(size_t)(g * G + m) * c->capacity + j] = s;
-        }
-        if (per_group) job->scores[(size_t)g * c->capacity + j] = group_sum;
-    }
+    for (uint32_t j = j0; j < j1; j += 8) tip_block8(job, g, j, j1 - j < 8 ? j1 - j : 8);
 }
 
 fasa_status fasa__cpu_tip(fasa_exec *exec, const fasa_step *step)
@@ -182,7 +202,7 @@ static void topk_row(void *arg, uint32_t r, uint32_t worker)
     uint32_t lo = step->n_sink, n_cand = L - step->n_sink - step->n_recent;
     uint32_t k = step->n_fac - w;
     uint32_t got = fasa__select_topk(job->cc->scores + (size_t)r * c->capacity + lo, n_cand, k,
-                                     job->cc->keys[worker], job->cc->cand[worker], out + w);
+                                     job->cc->topk_scratch[worker], out + w);
     for (uint32_t i = 0; i < got; i++) out[w + i] += (int32_t)lo;
 }
 
@@ -219,6 +239,21 @@ static uint32_t token_at(const attend_args *a, uint32_t i)
     return a->idx ? (uint32_t)a->idx[i] : a->first + i;
 }
 
+/* Starts fetching the K and V rows of tokens [b0, b0 + n): gathered rows
+ * are scattered in memory, so without this FAC waits on every row. */
+static void prefetch_rows(const attend_args *a, uint32_t b0, uint32_t n)
+{
+    const fasa_kv_cache *c = a->cache;
+    size_t row_bytes = (size_t)c->shape.head_dim * c->elem_size, base = (size_t)a->g * c->capacity;
+    for (uint32_t t = b0; t < b0 + n && t < a->count; t++) {
+        size_t off = (base + token_at(a, t)) * row_bytes;
+        for (size_t line = 0; line < row_bytes; line += 64) {
+            __builtin_prefetch((const char *)a->lay->k + off + line);
+            __builtin_prefetch((const char *)a->lay->v + off + line);
+        }
+    }
+}
+
 /* Online softmax of up to MAX_BATCH_HEADS query rows over the tokens: each
  * K/V row is converted once and used by every head of the batch. */
 static void attend_batch(const attend_args *a)
@@ -234,8 +269,10 @@ static void attend_batch(const attend_args *a)
         p[1] = 0.0f;
         memset(p + 2, 0, d * sizeof(float));
     }
+    if (a->idx) prefetch_rows(a, 0, BLOCK);
     for (uint32_t b0 = 0; b0 < a->count; b0 += BLOCK) {
         uint32_t nb = a->count - b0 < BLOCK ? a->count - b0 : BLOCK;
+        if (a->idx) prefetch_rows(a, b0 + BLOCK, BLOCK);
         for (uint32_t t = 0; t < nb; t++) {
             const float *k = load_row(c, a->lay->k, base + token_at(a, b0 + t), d, tmp);
             for (uint32_t h = 0; h < nh; h++) s[h][t] = simd->dot(a->q + (size_t)h * d, k, d) * a->scale;

@@ -34,7 +34,21 @@ static void scale_c(float *y, float a, size_t n)
     for (size_t i = 0; i < n; i++) y[i] *= a;
 }
 
-static const fasa_cpu_simd simd_c = {"portable", half_to_float_c, dot_c, axpy_c, scale_c};
+static void dot8_c(const void *rows, bool half_rows, uint32_t width, const float *q, uint32_t n_q,
+                   float *out, size_t out_stride)
+{
+    float tmp[FASA_MAX_HEAD_DIM];
+    for (uint32_t t = 0; t < 8; t++) {
+        const float *row = (const float *)rows + (size_t)t * width;
+        if (half_rows) {
+            fasa__half_to_float_n((const uint16_t *)rows + (size_t)t * width, tmp, width);
+            row = tmp;
+        }
+        for (uint32_t m = 0; m < n_q; m++) out[m * out_stride + t] = dot_c(q + (size_t)m * width, row, width);
+    }
+}
+
+static const fasa_cpu_simd simd_c = {"portable", half_to_float_c, dot_c, axpy_c, scale_c, dot8_c};
 
 /* ---- x86-64 AVX2 + FMA + F16C ------------------------------------------- */
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -90,8 +104,44 @@ AVX2 static void scale_avx2(float *y, float a, size_t n)
     for (; i < n; i++) y[i] *= a;
 }
 
+/* Eight horizontal sums at once: lane t of the result is the sum of v[t]. */
+AVX2 static __m256 hsum8(const __m256 v[8])
+{
+    __m256 a = _mm256_hadd_ps(v[0], v[1]), b = _mm256_hadd_ps(v[2], v[3]);
+    __m256 c = _mm256_hadd_ps(v[4], v[5]), d = _mm256_hadd_ps(v[6], v[7]);
+    __m256 ab = _mm256_hadd_ps(a, b), cd = _mm256_hadd_ps(c, d);
+    /* ab holds (0,1,2,3 | 0,1,2,3) halves; cd the same for 4..7 */
+    __m256 lo = _mm256_permute2f128_ps(ab, cd, 0x20), hi = _mm256_permute2f128_ps(ab, cd, 0x31);
+    return _mm256_add_ps(lo, hi);
+}
+
+AVX2 static void dot8_avx2(const void *rows, bool half_rows, uint32_t width, const float *q, uint32_t n_q,
+                           float *out, size_t out_stride)
+{
+    float buf[8 * FASA_MAX_HEAD_DIM] __attribute__((aligned(32)));
+    const float *r = rows;
+    if (half_rows) { /* convert the 8 rows once for all heads */
+        const uint16_t *h = rows;
+        for (uint32_t i = 0; i < 8 * width; i += 8)
+            _mm256_store_ps(buf + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))));
+        r = buf;
+    }
+    for (uint32_t m = 0; m < n_q; m++) {
+        const float *qm = q + (size_t)m * width;
+        __m256 acc[8];
+        for (int t = 0; t < 8; t++) acc[t] = _mm256_setzero_ps();
+        for (uint32_t c = 0; c < width; c += 8) {
+            __m256 qv = _mm256_loadu_ps(qm + c);
+            for (int t = 0; t < 8; t++) acc[t] = _mm256_fmadd_ps(_mm256_loadu_ps(r + (size_t)t * width + c), qv, acc[t]);
+        }
+        float sums[8];
+        _mm256_storeu_ps(sums, hsum8(acc));
+        for (int t = 0; t < 8; t++) out[m * out_stride + t] = sums[t];
+    }
+}
+
 static const fasa_cpu_simd simd_avx2 = {"avx2+fma+f16c", half_to_float_avx2, dot_avx2, axpy_avx2,
-                                        scale_avx2};
+                                        scale_avx2, dot8_avx2};
 
 const fasa_cpu_simd *fasa__cpu_simd(void)
 {

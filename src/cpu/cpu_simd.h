@@ -4,6 +4,7 @@
 #define FASA_CPU_SIMD_H
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 typedef struct fasa_cpu_simd {
@@ -15,6 +16,12 @@ typedef struct fasa_cpu_simd {
     void (*axpy)(float *y, float a, const float *x, size_t n);
     /* y[i] *= a */
     void (*scale)(float *y, float a, size_t n);
+    /* TIP block: out[m * out_stride + t] = dot(q[m], row t) for 8 rows of
+     * `width` elements (a multiple of 8) in the cache dtype (f16 when
+     * half_rows), m < n_q.  The sum of each dot runs over width in order of
+     * 8-lane partial sums, like dot(). */
+    void (*dot8)(const void *rows, bool half_rows, uint32_t width, const float *q, uint32_t n_q,
+                 float *out, size_t out_stride);
 } fasa_cpu_simd;
 
 /* The fastest version this CPU supports. */

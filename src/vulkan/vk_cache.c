@@ -1,0 +1,317 @@
+/* Vulkan backend: KV cache storage (chunked K, V, K_dom per layer), the
+ * per-step scratch (scores and candidates as chunked arrays; q, o, selection,
+ * histograms, partials and the append stage in one buffer), the tables
+ * (chunk addresses, tip_map, union dims), and host read-backs. */
+#include "vk_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define STAGE_MAX_TOKENS 1024u
+#define STAGE_MAX_BYTES (32u << 20)
+
+static uint32_t round_up(uint32_t x, uint32_t m) { return (x + m - 1) / m * m; }
+
+/* ------------------------------------------------------------------------ */
+/* Geometry                                                                  */
+/* ------------------------------------------------------------------------ */
+
+static fasa_status check_geometry(fasa_kv_cache *c, vk_context *vk)
+{
+    const fasa_model_shape *s = &c->shape;
+    uint64_t sc_stride = ((uint64_t)c->capacity + VK_TOPK_TILE - 1) / VK_TOPK_TILE * VK_TOPK_TILE;
+    uint32_t max_groups = vk->props.limits.maxComputeWorkGroupCount[0];
+    if ((uint64_t)s->n_kv_heads * c->capacity >= (1ull << 32) || (uint64_t)s->n_q_heads * sc_stride >= (1ull << 32))
+        return fasa__error(c->ctx, FASA_ERROR_UNSUPPORTED,
+                           "desc.capacity: %u tokens x %u heads exceed the 2^32 rows the vulkan backend indexes",
+                           c->capacity, s->n_q_heads);
+    if ((c->capacity + VK_WG_TIP - 1) / VK_WG_TIP > max_groups)
+        return fasa__error(c->ctx, FASA_ERROR_UNSUPPORTED,
+                           "desc.capacity: %u tokens need more than the %u workgroups per dispatch this device allows "
+                           "(at most %llu tokens)", c->capacity, max_groups,
+                           (unsigned long long)max_groups * VK_WG_TIP);
+    return FASA_OK;
+}
+
+static void plan_arrays(fasa_kv_cache *c, vk_context *vk, vk_cache *vc)
+{
+    const fasa_model_shape *s = &c->shape;
+    uint32_t epw = c->dtype == FASA_DTYPE_F16 ? 2 : 1;
+    uint64_t rows = (uint64_t)s->n_kv_heads * c->capacity;
+    vc->kv_stride = c->capacity;
+    vc->sc_stride = round_up(c->capacity, VK_TOPK_TILE);
+    vc->n_tiles = vc->sc_stride / VK_TOPK_TILE;
+    for (uint32_t l = 0; l < s->n_layers; l++) {
+        fasa__vk_array_plan(vk, &vc->layers[l].k, rows, s->head_dim / epw);
+        fasa__vk_array_plan(vk, &vc->layers[l].v, rows, s->head_dim / epw);
+        if (c->has_dims) fasa__vk_array_plan(vk, &vc->layers[l].kd, rows, c->u_pad / epw);
+    }
+    fasa__vk_array_plan(vk, &vc->scores, (uint64_t)s->n_q_heads * vc->sc_stride, 1);
+    fasa__vk_array_plan(vk, &vc->cand, (uint64_t)s->n_q_heads * vc->sc_stride, 1);
+}
+
+/* Scratch words: q, o, selection, partials, append stage, then the region
+ * cleared at every step (histograms [4][Hq][256], row states [Hq][8]), then
+ * the per-tile counters. */
+static uint64_t plan_scratch(fasa_kv_cache *c, vk_cache *vc)
+{
+    const fasa_model_shape *s = &c->shape;
+    uint64_t hq = s->n_q_heads, d = s->head_dim;
+    uint64_t row_words = (uint64_t)s->n_kv_heads * d;
+    uint64_t stage = STAGE_MAX_BYTES / (row_words * 8);
+    if (stage > STAGE_MAX_TOKENS) stage = STAGE_MAX_TOKENS;
+    if (stage > c->capacity) stage = c->capacity;
+    if (stage < 1) stage = 1;
+    vc->stage_tokens = (uint32_t)stage;
+    uint64_t at = 0;
+    vc->q_off = (uint32_t)at, at += hq * d;
+    vc->o_off = (uint32_t)at, at += hq * d;
+    vc->sel_off = (uint32_t)at, at += hq * c->max_n_fac;
+    vc->part_off = (uint32_t)at, at += hq * VK_MAX_SPLITS * (d + 2);
+    vc->stage_half = (uint32_t)(stage * row_words);
+    vc->stage_off = (uint32_t)at, at += 2ull * vc->stage_half;
+    vc->zero_off = (uint32_t)at;
+    vc->hist_off = (uint32_t)at, at += 4 * hq * 256;
+    vc->state_off = (uint32_t)at, at += hq * 8;
+    vc->zero_words = (uint32_t)(at - vc->zero_off);
+    vc->tcnt_off = (uint32_t)at, at += hq * vc->n_tiles;
+    vc->ttie_off = (uint32_t)at, at += hq * vc->n_tiles;
+    return at * 4;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Tables: chunk addresses, tip_map, union dims                              */
+/* ------------------------------------------------------------------------ */
+
+static vk_array *table_array(vk_cache *vc, fasa_kv_cache *c, uint32_t i)
+{
+    uint32_t per_layer = 3, n_layer_arrays = c->shape.n_layers * per_layer;
+    if (i < n_layer_arrays) {
+        vk_layer *lay = &vc->layers[i / per_layer];
+        return i % per_layer == 0 ? &lay->k : i % per_layer == 1 ? &lay->v : &lay->kd;
+    }
+    return i == n_layer_arrays ? &vc->scores : &vc->cand;
+}
+
+static uint64_t plan_tables(fasa_kv_cache *c, vk_cache *vc, uint32_t n_arrays)
+{
+    uint64_t at = 0;
+    for (uint32_t i = 0; i < n_arrays; i++) {
+        vk_array *a = table_array(vc, c, i);
+        a->table_at = at;
+        at += (uint64_t)a->n_chunks * 8;
+    }
+    at = (at + 15) & ~15ull;
+    vc->map_at = at;
+    if (c->has_dims) at += (uint64_t)c->shape.n_layers * c->shape.n_q_heads * c->u_pad * 4;
+    vc->dims_at = at;
+    if (c->has_dims) at += (uint64_t)c->shape.n_layers * c->shape.n_kv_heads * c->u_pad * 4;
+    return at < 16 ? 16 : at;
+}
+
+static void fill_tables(fasa_kv_cache *c, vk_cache *vc, uint32_t n_arrays, uint8_t *host)
+{
+    for (uint32_t i = 0; i < n_arrays; i++) {
+        vk_array *a = table_array(vc, c, i);
+        uint64_t *t = (uint64_t *)(host + a->table_at);
+        for (uint32_t k = 0; k < a->n_chunks; k++) t[k] = a->chunks[k].addr;
+        a->table = vc->tables.addr + a->table_at;
+    }
+    if (!c->has_dims) return;
+    const fasa_model_shape *s = &c->shape;
+    int32_t *map = (int32_t *)(host + vc->map_at);
+    size_t n_map = (size_t)s->n_layers * s->n_q_heads * c->u_pad;
+    for (size_t i = 0; i < n_map; i++) map[i] = c->tip_map[i];
+    uint32_t *dims = (uint32_t *)(host + vc->dims_at);
+    for (uint32_t l = 0; l < s->n_layers; l++)
+        for (uint32_t g = 0; g < s->n_kv_heads; g++) {
+            size_t gi = (size_t)l * s->n_kv_heads + g;
+            for (uint32_t slot = 0; slot < c->u_pad; slot++)
+                dims[gi * c->u_pad + slot] = slot < c->union_size[gi] ? c->union_dims[gi * c->u_pad + slot] : 0xffffffffu;
+        }
+}
+
+static fasa_status create_tables(fasa_kv_cache *c, vk_context *vk, vk_cache *vc)
+{
+    uint32_t n_arrays = c->shape.n_layers * 3 + 2;
+    uint64_t bytes = plan_tables(c, vc, n_arrays);
+    fasa_status st = fasa__vk_buf_create(vk, bytes, false, &vc->tables);
+    if (st != FASA_OK) return st;
+    uint8_t *host = fasa__alloc(c->ctx, bytes);
+    if (!host) return fasa__error(c->ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "vulkan: out of host memory");
+    fill_tables(c, vc, n_arrays, host);
+    st = fasa__vk_upload(vk, &vc->tables, 0, host, bytes);
+    fasa__free(c->ctx, host);
+    return st;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Creation and destruction                                                  */
+/* ------------------------------------------------------------------------ */
+
+static uint64_t array_bytes(const vk_array *a) { return a->n_rows * a->row_words * 4; }
+
+static fasa_status create_storage(fasa_kv_cache *c, vk_context *vk, vk_cache *vc)
+{
+    uint32_t nl = c->shape.n_layers;
+    fasa_status st = FASA_OK;
+    for (uint32_t l = 0; st == FASA_OK && l < nl; l++) {
+        st = fasa__vk_array_create(vk, &vc->layers[l].k, "K");
+        if (st == FASA_OK) st = fasa__vk_array_create(vk, &vc->layers[l].v, "V");
+        if (st == FASA_OK && c->has_dims) st = fasa__vk_array_create(vk, &vc->layers[l].kd, "K_dom");
+    }
+    if (st == FASA_OK) st = fasa__vk_array_create(vk, &vc->scores, "scores");
+    if (st == FASA_OK) st = fasa__vk_array_create(vk, &vc->cand, "top-k candidates");
+    if (st != FASA_OK) return st;
+    bool offload = c->placement == FASA_PLACEMENT_OFFLOAD;
+    vk_array **dev = fasa__alloc(c->ctx, (3 * nl + 2) * sizeof(vk_array *));
+    vk_array **host = fasa__alloc(c->ctx, (2 * nl + 1) * sizeof(vk_array *));
+    if (!dev || !host) st = fasa__error(c->ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "vulkan: out of host memory");
+    uint32_t nd = 0, nh = 0;
+    for (uint32_t l = 0; st == FASA_OK && l < nl; l++) {
+        vk_array **kv = offload ? host : dev;
+        uint32_t *n = offload ? &nh : &nd;
+        kv[(*n)++] = &vc->layers[l].k;
+        kv[(*n)++] = &vc->layers[l].v;
+        if (c->has_dims) dev[nd++] = &vc->layers[l].kd;
+    }
+    if (st == FASA_OK) {
+        dev[nd++] = &vc->scores;
+        dev[nd++] = &vc->cand;
+        st = fasa__vk_arena_bind(vk, &vc->arena_dev, dev, nd, false, "the KV cache (device memory)");
+    }
+    if (st == FASA_OK && nh) st = fasa__vk_arena_bind(vk, &vc->arena_host, host, nh, true, "the offloaded K and V");
+    fasa__free(c->ctx, dev);
+    fasa__free(c->ctx, host);
+    return st;
+}
+
+static void account(fasa_kv_cache *c, vk_cache *vc)
+{
+    uint64_t kv = 0, kd = 0;
+    for (uint32_t l = 0; l < c->shape.n_layers; l++) {
+        kv += array_bytes(&vc->layers[l].k) + array_bytes(&vc->layers[l].v);
+        if (c->has_dims) kd += array_bytes(&vc->layers[l].kd);
+    }
+    bool offload = c->placement == FASA_PLACEMENT_OFFLOAD;
+    c->device_bytes = kd + (offload ? 0 : kv);
+    c->host_bytes = offload ? kv : 0;
+    c->scratch_bytes = array_bytes(&vc->scores) + array_bytes(&vc->cand) + vc->scratch.size + vc->tables.size;
+}
+
+void fasa__vk_cache_destroy(fasa_kv_cache *c)
+{
+    vk_cache *vc = c->impl;
+    if (!vc) return;
+    vk_context *vk = fasa__vk(c->ctx);
+    for (uint32_t l = 0; vc->layers && l < c->shape.n_layers; l++) {
+        fasa__vk_array_destroy(vk, &vc->layers[l].k);
+        fasa__vk_array_destroy(vk, &vc->layers[l].v);
+        fasa__vk_array_destroy(vk, &vc->layers[l].kd);
+    }
+    fasa__vk_array_destroy(vk, &vc->scores);
+    fasa__vk_array_destroy(vk, &vc->cand);
+    fasa__vk_arena_free(vk, &vc->arena_dev);
+    fasa__vk_arena_free(vk, &vc->arena_host);
+    fasa__vk_buf_destroy(vk, &vc->scratch);
+    fasa__vk_buf_destroy(vk, &vc->tables);
+    fasa__free(c->ctx, vc->layers);
+    fasa__free(c->ctx, vc);
+    c->impl = NULL;
+}
+
+fasa_status fasa__vk_cache_create(fasa_kv_cache *c)
+{
+    vk_context *vk = fasa__vk(c->ctx);
+    if (vk->lost) return fasa__error(c->ctx, FASA_ERROR_DEVICE_LOST, "vulkan: the device was lost");
+    fasa_status st = check_geometry(c, vk);
+    if (st == FASA_OK) st = fasa__vk_pipelines_ensure(vk, fasa__vk_dtype(c));
+    if (st != FASA_OK) return st;
+    vk_cache *vc = fasa__alloc(c->ctx, sizeof *vc);
+    if (!vc) return fasa__error(c->ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "vulkan: out of host memory");
+    c->impl = vc;
+    vc->layers = fasa__alloc(c->ctx, c->shape.n_layers * sizeof(vk_layer));
+    if (!vc->layers) st = fasa__error(c->ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "vulkan: out of host memory");
+    if (st == FASA_OK) {
+        plan_arrays(c, vk, vc);
+        st = create_storage(c, vk, vc);
+    }
+    if (st == FASA_OK) st = fasa__vk_buf_create(vk, plan_scratch(c, vc), false, &vc->scratch);
+    if (st == FASA_OK) st = create_tables(c, vk, vc);
+    st = fasa__vk_check(vk, st);
+    if (st != FASA_OK) {
+        fasa__vk_cache_destroy(c);
+        return st;
+    }
+    account(c, vc);
+    if (c->placement == FASA_PLACEMENT_OFFLOAD && vk->mem.memoryTypeCount == 1)
+        fasa__log(c->ctx, FASA_LOG_INFO, "vulkan: FASA-M placement on a one-memory device saves nothing");
+    return FASA_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Host read-backs                                                           */
+/* ------------------------------------------------------------------------ */
+
+#define READ_PIECE 1024u
+
+static fasa_status read_rows(fasa_kv_cache *c, const vk_array *a, uint32_t first, uint32_t n, float *out,
+                             uint32_t *tmp)
+{
+    vk_context *vk = fasa__vk(c->ctx);
+    uint32_t d = c->shape.head_dim, hkv = c->shape.n_kv_heads;
+    for (uint32_t g = 0; g < hkv; g++)
+        for (uint32_t t0 = 0; t0 < n; t0 += READ_PIECE) {
+            uint32_t m = n - t0 < READ_PIECE ? n - t0 : READ_PIECE;
+            fasa_status st = fasa__vk_array_read(vk, a, (uint64_t)g * c->capacity + first + t0, m, tmp);
+            if (st != FASA_OK) return st;
+            for (uint32_t t = 0; t < m; t++) {
+                float *dst = out + ((size_t)(t0 + t) * hkv + g) * d;
+                if (c->dtype == FASA_DTYPE_F32) memcpy(dst, tmp + (size_t)t * d, d * sizeof(float));
+                else fasa__half_to_float_n((const uint16_t *)(tmp + (size_t)t * (d / 2)), dst, d);
+            }
+        }
+    return FASA_OK;
+}
+
+fasa_status fasa__vk_cache_read(fasa_kv_cache *c, uint32_t layer, uint32_t first, uint32_t n, float *k,
+                                float *v)
+{
+    vk_cache *vc = c->impl;
+    vk_context *vk = fasa__vk(c->ctx);
+    uint32_t *tmp = fasa__alloc_aligned(c->ctx, (size_t)READ_PIECE * c->shape.head_dim * 4, 64);
+    if (!tmp) return fasa__error(c->ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "vulkan: out of host memory");
+    fasa_status st = FASA_OK;
+    if (k) st = read_rows(c, &vc->layers[layer].k, first, n, k, tmp);
+    if (st == FASA_OK && v) st = read_rows(c, &vc->layers[layer].v, first, n, v, tmp);
+    fasa__free(c->ctx, tmp);
+    return fasa__vk_check(vk, st);
+}
+
+static int cmp_i32(const void *a, const void *b)
+{
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+fasa_status fasa__vk_read_selection(fasa_kv_cache *c, const fasa_step *step, int32_t *selected,
+                                    uint32_t selected_stride, float *scores, uint32_t scores_stride)
+{
+    vk_cache *vc = c->impl;
+    vk_context *vk = fasa__vk(c->ctx);
+    uint32_t forced = step->n_sink + step->n_recent;
+    fasa_status st = FASA_OK;
+    for (uint32_t r = 0; st == FASA_OK && r < step->n_rows; r++) {
+        if (selected) {
+            int32_t *row = selected + (size_t)r * selected_stride;
+            st = fasa__vk_download(vk, &vc->scratch, ((uint64_t)vc->sel_off + (uint64_t)r * c->max_n_fac) * 4, row,
+                                   (uint64_t)step->n_fac * 4);
+            /* the GPU emits the top-k in any order; give it the CPU's (ascending) */
+            if (st == FASA_OK) qsort(row + forced, step->n_fac - forced, sizeof(int32_t), cmp_i32);
+        }
+        if (st == FASA_OK && scores)
+            st = fasa__vk_array_read(vk, &vc->scores, (uint64_t)r * vc->sc_stride, step->L,
+                                     scores + (size_t)r * scores_stride);
+    }
+    return fasa__vk_check(vk, st);
+}

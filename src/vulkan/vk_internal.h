@@ -1,0 +1,229 @@
+/* Vulkan backend internals shared by the files of src/vulkan. */
+#ifndef FASA_VK_INTERNAL_H
+#define FASA_VK_INTERNAL_H
+
+#include "vk_loader.h"
+
+#include "backend.h"
+#include "fasa_vulkan.h"
+
+/* ---- kernels and their tunables ---------------------------------------- */
+
+typedef enum vk_kernel {
+    VK_K_APPEND = 0,
+    VK_K_TIP,
+    VK_K_TOPK_SCAN,
+    VK_K_TOPK_PASS,
+    VK_K_FAC,
+    VK_K_DENSE,
+    VK_K_REDUCE,
+    VK_K_COUNT
+} vk_kernel;
+
+#define VK_DT_F16 0
+#define VK_DT_F32 1
+
+#define VK_WG_APPEND 64u
+#define VK_WG_TIP 256u     /* tokens per TIP workgroup */
+#define VK_WG_TOPK 256u
+#define VK_TOPK_EPT 16u
+#define VK_TOPK_TILE (VK_WG_TOPK * VK_TOPK_EPT) /* scores per top-k workgroup */
+#define VK_WG_ATTEND 128u  /* tokens per attention block; >= 128 (attend.glsl) */
+#define VK_WG_REDUCE 128u
+#define VK_MAX_SPLITS 256u /* split-K partials per head */
+#define VK_PUSH_MAX 128u
+
+typedef struct vk_tunables {
+    uint32_t nhmax;          /* query heads per batch (registers) in tip/attend */
+    uint32_t qmax;           /* floats of masked q in tip's shared memory */
+} vk_tunables;
+
+/* ---- memory ------------------------------------------------------------ */
+
+/* A VkBuffer with its device address and (when host-visible) mapping. */
+typedef struct vk_buf {
+    VkBuffer buffer;
+    VkDeviceMemory memory;       /* owned memory, or VK_NULL_HANDLE (arena/wrapped) */
+    VkDeviceSize offset;         /* byte offset of the data inside buffer (wraps) */
+    VkDeviceSize size;
+    VkDeviceAddress addr;        /* 0 for wrapped buffers */
+    uint8_t *map;                /* host pointer to the data, or NULL */
+    bool coherent;
+    bool wrapped;
+} vk_buf;
+
+/* A large array as a table of chunks: row r lives in chunk r >> shift at
+ * word (r & (2^shift - 1)) * row_words (shaders/common.glsl). */
+typedef struct vk_array {
+    uint64_t n_rows;
+    uint32_t row_words;
+    uint32_t shift;
+    uint32_t n_chunks;
+    vk_buf *chunks;
+    VkDeviceAddress table;       /* address of the chunk table (uvec2 per chunk) */
+    uint64_t table_at;           /* byte offset of the table in the tables buffer */
+} vk_array;
+
+/* Device memory blocks backing the chunks of one cache. */
+typedef struct vk_arena {
+    VkDeviceMemory *blocks;
+    uint8_t **maps;
+    uint32_t n_blocks;
+} vk_arena;
+
+/* ---- context ----------------------------------------------------------- */
+
+typedef struct vk_context vk_context;
+
+/* A command stream: the context's own command buffer or a caller's. */
+struct fasa_exec {
+    vk_context *vk;
+    fasa_context *ctx;
+    VkCommandBuffer cmd;
+    bool embedded;
+    bool is_step;                /* a decode step was recorded (timestamps) */
+    bool failed;                 /* recording failed: do not submit */
+};
+
+
+struct vk_context {
+    vk_fns fn;
+    fasa_context *ctx;
+    VkInstance instance;
+    VkPhysicalDevice phys;
+    VkDevice device;
+    VkQueue queue;
+    uint32_t queue_family;
+    uint32_t api_version;
+    bool owns_device;            /* standalone: instance and device are ours */
+    bool bda_khr;
+    VkDebugUtilsMessengerEXT messenger;
+    const VkAllocationCallbacks *vk_alloc;
+    VkPhysicalDeviceProperties props;
+    VkPhysicalDeviceMemoryProperties mem;
+    uint32_t subgroup_size;
+    vk_tunables tun;
+    VkPipelineCache pcache;
+    bool owns_pcache;
+    VkPipelineLayout layout;
+    VkPipeline pipes[VK_K_COUNT][2];
+    VkCommandPool pool;
+    VkCommandBuffer cmd;
+    VkFence fence;
+    VkQueryPool qpool;           /* 2 timestamps, with FASA_CONTEXT_PROFILE */
+    uint64_t ts_mask;
+    vk_buf staging;              /* host-visible bounce buffer */
+    uint64_t chunk_limit;        /* bytes per chunk of a large array */
+    bool force_staging;          /* tests: never map device memory */
+    bool lost;
+    char vmsg[FASA_ERROR_MAX - 64]; /* first validation message since the last check */
+    uint32_t n_vmsg;
+    struct fasa_exec own_exec;   /* the exec of standalone calls */
+};
+
+/* ---- cache ------------------------------------------------------------- */
+
+typedef struct vk_layer {
+    vk_array k, v, kd;
+} vk_layer;
+
+typedef struct vk_cache {
+    vk_layer *layers;
+    vk_array scores, cand;       /* [rows][sc_stride] fp32 / uint32 */
+    vk_arena arena_dev, arena_host;
+    vk_buf scratch;              /* per-step data, offsets below in words */
+    vk_buf tables;               /* chunk tables, tip_map, union dims */
+    uint32_t kv_stride;          /* tokens per KV head in K, V, K_dom */
+    uint32_t sc_stride;          /* scores per row, a multiple of VK_TOPK_TILE */
+    uint32_t n_tiles;            /* sc_stride / VK_TOPK_TILE */
+    uint32_t stage_tokens;
+    uint32_t q_off, o_off, sel_off, hist_off, state_off, tcnt_off, ttie_off, part_off;
+    uint32_t stage_off, stage_half;
+    uint32_t zero_off, zero_words; /* cleared at the start of every step */
+    uint64_t map_at, dims_at;    /* byte offsets in tables: tip_map, union dims */
+} vk_cache;
+
+/* ---- functions --------------------------------------------------------- */
+
+/* vk_device.c */
+fasa_status fasa__vk_list_devices(fasa_device_info *devices, uint32_t *count, char *msg,
+                                  size_t msg_size);
+fasa_status fasa__vk_context_init(fasa_context *ctx, uint32_t device_index, const void *embed);
+void fasa__vk_context_destroy(fasa_context *ctx);
+void fasa__vk_describe(vk_context *vk, const VkPhysicalDeviceProperties *props,
+                       fasa_device_info *info);
+/* Maps a VkResult to a status with a message naming `what`. */
+fasa_status fasa__vk_result(vk_context *vk, VkResult r, const char *what);
+/* Turns pending validation messages into FASA_ERROR_BACKEND. */
+fasa_status fasa__vk_check(vk_context *vk, fasa_status st);
+
+/* vk_memory.c */
+int fasa__vk_memory_type(const vk_context *vk, uint32_t type_bits, VkMemoryPropertyFlags want,
+                         VkMemoryPropertyFlags avoid);
+fasa_status fasa__vk_buf_create(vk_context *vk, VkDeviceSize size, bool host, vk_buf *out);
+void fasa__vk_buf_destroy(vk_context *vk, vk_buf *b);
+fasa_status fasa__vk_upload(vk_context *vk, const vk_buf *b, VkDeviceSize offset, const void *src,
+                            VkDeviceSize size);
+fasa_status fasa__vk_download(vk_context *vk, const vk_buf *b, VkDeviceSize offset, void *dst,
+                              VkDeviceSize size);
+/* Plans the chunks of an array: row_words words per row, n_rows rows. */
+void fasa__vk_array_plan(const vk_context *vk, vk_array *a, uint64_t n_rows, uint32_t row_words);
+fasa_status fasa__vk_array_create(vk_context *vk, vk_array *a, const char *what);
+void fasa__vk_array_destroy(vk_context *vk, vk_array *a);
+/* Places the chunks of arrays in blocks of memory (host: host-visible). */
+fasa_status fasa__vk_arena_bind(vk_context *vk, vk_arena *arena, vk_array **arrays, uint32_t n,
+                                bool host, const char *what);
+void fasa__vk_arena_free(vk_context *vk, vk_arena *arena);
+/* Reads rows [row0, row0 + n) of an array into dst (row_words words each). */
+fasa_status fasa__vk_array_read(vk_context *vk, const vk_array *a, uint64_t row0, uint64_t n,
+                                void *dst);
+
+/* vk_pipelines.c */
+fasa_status fasa__vk_pipelines_init(vk_context *vk);
+fasa_status fasa__vk_pipelines_ensure(vk_context *vk, int dtype);
+void fasa__vk_pipelines_destroy(vk_context *vk);
+/* Creates one pipeline; required_subgroup_size 0 = the driver's choice. */
+VkResult fasa__vk_pipeline_create(vk_context *vk, vk_kernel k, int dtype,
+                                  uint32_t required_subgroup_size, VkPipelineCreateFlags flags,
+                                  VkPipeline *out);
+const char *fasa__vk_kernel_name(vk_kernel k, int dtype);
+bool fasa__vk_kernel_has_dtype(vk_kernel k);
+
+/* vk_backend.c: command streams */
+fasa_status fasa__vk_exec_begin(fasa_context *ctx, fasa_exec **exec);
+fasa_status fasa__vk_exec_end(fasa_context *ctx, fasa_exec *exec, bool wait);
+/* Records, submits and waits on the context's command buffer. */
+fasa_status fasa__vk_submit_wait(vk_context *vk);
+void fasa__vk_barrier(fasa_exec *e);       /* compute -> compute */
+void fasa__vk_barrier_all(fasa_exec *e);   /* compute|transfer -> compute|transfer */
+void fasa__vk_dispatch(fasa_exec *e, vk_kernel k, int dtype, const void *push, uint32_t push_size,
+                       uint32_t gx, uint32_t gy);
+
+/* vk_cache.c */
+fasa_status fasa__vk_cache_create(fasa_kv_cache *cache);
+void fasa__vk_cache_destroy(fasa_kv_cache *cache);
+fasa_status fasa__vk_cache_read(fasa_kv_cache *cache, uint32_t layer, uint32_t first, uint32_t n,
+                                float *k, float *v);
+fasa_status fasa__vk_read_selection(fasa_kv_cache *cache, const fasa_step *step, int32_t *selected,
+                                    uint32_t selected_stride, float *scores, uint32_t scores_stride);
+
+/* vk_kernels.c, vk_topk.c */
+fasa_status fasa__vk_append(fasa_exec *exec, fasa_kv_cache *cache, uint32_t layer, uint32_t first,
+                            uint32_t n, fasa_buffer *k, uint64_t k_offset, fasa_buffer *v,
+                            uint64_t v_offset, fasa_dtype src_dtype);
+fasa_status fasa__vk_tip(fasa_exec *exec, const fasa_step *step);
+fasa_status fasa__vk_topk(fasa_exec *exec, const fasa_step *step);
+fasa_status fasa__vk_fac(fasa_exec *exec, const fasa_step *step);
+fasa_status fasa__vk_dense(fasa_exec *exec, const fasa_step *step);
+
+static inline vk_context *fasa__vk(const fasa_context *ctx) { return (vk_context *)ctx->impl; }
+static inline int fasa__vk_dtype(const fasa_kv_cache *c)
+{
+    return c->dtype == FASA_DTYPE_F16 ? VK_DT_F16 : VK_DT_F32;
+}
+
+/* Test hooks (internal, used by tests/vulkan through the static library). */
+void fasa__vk_test_set_chunk_limit(fasa_context *ctx, uint64_t bytes);
+void fasa__vk_test_force_staging(fasa_context *ctx, bool on);
+
+#endif

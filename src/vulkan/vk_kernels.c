@@ -1,0 +1,240 @@
+/* Vulkan backend kernels: append, tip, fac, dense (top-k is in vk_topk.c).
+ * Each records dispatches with push constants mirroring the shaders' push
+ * blocks (the .comp files in shaders/) and the barriers between dependent work.
+ *
+ * Step layout in one command buffer:
+ *   barrier(all) | copy q -> scratch, clear histograms/states | barrier
+ *   tip | barrier | top-k passes (vk_topk.c) | fac | barrier | reduce
+ *   | barrier | copy scratch o -> o
+ * or, on the dense path: ... | dense | barrier | reduce | barrier | copy o. */
+#include "vk_internal.h"
+
+#include <string.h>
+
+/* ------------------------------------------------------------------------ */
+/* Push constant blocks (std430 push_constant layout: uvec2 = uint64_t)      */
+/* ------------------------------------------------------------------------ */
+
+typedef struct push_append {
+    uint64_t k_tab, v_tab, kd_tab, stage, dims;
+    uint32_t first, n, hkv, kv_stride;
+    uint32_t kv_shift, kd_shift, d, u_pad;
+    uint32_t v_off, src_f32, has_dom, pad0;
+} push_append;
+
+typedef struct push_tip {
+    uint64_t rows_tab, sc_tab, scratch, map;
+    uint32_t L, lo, hi, G;
+    uint32_t width, kv_stride, kv_shift, sc_stride;
+    uint32_t sc_shift, q_off, hist_off, flags;
+    uint32_t d, u_pad, pad0, pad1;
+} push_tip;
+
+typedef struct push_attend {
+    uint64_t k_tab, v_tab, scratch;
+    uint32_t q_off, part_off, sel_off, kv_stride;
+    uint32_t kv_shift, d, G, flags;
+    uint32_t count, split_len, max_n_fac, maxs;
+    float scale;
+    uint32_t pad0;
+} push_attend;
+
+typedef struct push_reduce {
+    uint64_t scratch;
+    uint32_t part_off, o_off, d, n_splits;
+    uint32_t maxs, pad0;
+} push_reduce;
+
+_Static_assert(sizeof(push_append) <= VK_PUSH_MAX, "push_append");
+_Static_assert(sizeof(push_tip) <= VK_PUSH_MAX, "push_tip");
+_Static_assert(sizeof(push_attend) <= VK_PUSH_MAX, "push_attend");
+_Static_assert(sizeof(push_reduce) <= VK_PUSH_MAX, "push_reduce");
+
+static const vk_buf *vkbuf(const fasa_buffer *b) { return b->impl; }
+
+static void copy(fasa_exec *e, const vk_buf *src, uint64_t src_off, const vk_buf *dst, uint64_t dst_off,
+                 uint64_t size)
+{
+    VkBufferCopy region = {src->offset + src_off, dst->offset + dst_off, size};
+    e->vk->fn.vkCmdCopyBuffer(e->cmd, src->buffer, dst->buffer, 1, &region);
+}
+
+/* ------------------------------------------------------------------------ */
+/* append                                                                    */
+/* ------------------------------------------------------------------------ */
+
+static push_append append_push(const fasa_kv_cache *c, const vk_cache *vc, uint32_t layer)
+{
+    const vk_layer *lay = &vc->layers[layer];
+    push_append p;
+    memset(&p, 0, sizeof p);
+    p.k_tab = lay->k.table;
+    p.v_tab = lay->v.table;
+    p.kd_tab = c->has_dims ? lay->kd.table : 0;
+    p.stage = vc->scratch.addr + (uint64_t)vc->stage_off * 4;
+    p.dims = c->has_dims ? vc->tables.addr + vc->dims_at + (uint64_t)layer * c->shape.n_kv_heads * c->u_pad * 4 : 0;
+    p.hkv = c->shape.n_kv_heads;
+    p.kv_stride = vc->kv_stride;
+    p.kv_shift = lay->k.shift;
+    p.kd_shift = c->has_dims ? lay->kd.shift : 0;
+    p.d = c->shape.head_dim;
+    p.u_pad = c->u_pad;
+    p.v_off = vc->stage_half;
+    p.has_dom = c->has_dims;
+    return p;
+}
+
+fasa_status fasa__vk_append(fasa_exec *e, fasa_kv_cache *c, uint32_t layer, uint32_t first, uint32_t n,
+                            fasa_buffer *k, uint64_t k_offset, fasa_buffer *v, uint64_t v_offset,
+                            fasa_dtype src_dtype)
+{
+    vk_cache *vc = c->impl;
+    uint64_t row_bytes = (uint64_t)c->shape.n_kv_heads * c->shape.head_dim * (src_dtype == FASA_DTYPE_F32 ? 4 : 2);
+    push_append p = append_push(c, vc, layer);
+    p.src_f32 = src_dtype == FASA_DTYPE_F32;
+    for (uint32_t done = 0; done < n; done += vc->stage_tokens) {
+        uint32_t piece = n - done < vc->stage_tokens ? n - done : vc->stage_tokens;
+        fasa__vk_barrier_all(e); /* the previous piece or step is done with the stage */
+        copy(e, vkbuf(k), k_offset + done * row_bytes, &vc->scratch, (uint64_t)vc->stage_off * 4, piece * row_bytes);
+        copy(e, vkbuf(v), v_offset + done * row_bytes, &vc->scratch,
+             ((uint64_t)vc->stage_off + vc->stage_half) * 4, piece * row_bytes);
+        fasa__vk_barrier_all(e);
+        p.first = first + done;
+        p.n = piece;
+        fasa__vk_dispatch(e, VK_K_APPEND, fasa__vk_dtype(c), &p, sizeof p, piece < 65535 ? piece : 65535,
+                          c->shape.n_kv_heads);
+    }
+    fasa__vk_barrier_all(e);
+    return FASA_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Step prologue / epilogue                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* Orders the step after earlier work, brings q into scratch and clears the
+ * histograms and row states. */
+static void step_prologue(fasa_exec *e, const fasa_step *step, bool clear)
+{
+    fasa_kv_cache *c = step->cache;
+    vk_cache *vc = c->impl;
+    fasa__vk_barrier_all(e);
+    copy(e, vkbuf(step->q), step->q_offset, &vc->scratch, (uint64_t)vc->q_off * 4,
+         (uint64_t)c->shape.n_q_heads * c->shape.head_dim * 4);
+    if (clear)
+        e->vk->fn.vkCmdFillBuffer(e->cmd, vc->scratch.buffer, vc->scratch.offset + (uint64_t)vc->zero_off * 4,
+                                  (uint64_t)vc->zero_words * 4, 0);
+    fasa__vk_barrier_all(e);
+    e->is_step = true;
+}
+
+/* Reduces the split partials into o (scratch) and copies o out. */
+static void step_epilogue(fasa_exec *e, const fasa_step *step, uint32_t n_splits)
+{
+    fasa_kv_cache *c = step->cache;
+    vk_cache *vc = c->impl;
+    push_reduce p = {vc->scratch.addr, vc->part_off, vc->o_off, c->shape.head_dim, n_splits, VK_MAX_SPLITS, 0};
+    fasa__vk_barrier(e);
+    fasa__vk_dispatch(e, VK_K_REDUCE, 0, &p, sizeof p, c->shape.n_q_heads, 1);
+    fasa__vk_barrier_all(e);
+    copy(e, &vc->scratch, (uint64_t)vc->o_off * 4, vkbuf(step->o), step->o_offset,
+         (uint64_t)c->shape.n_q_heads * c->shape.head_dim * 4);
+}
+
+/* ------------------------------------------------------------------------ */
+/* tip                                                                       */
+/* ------------------------------------------------------------------------ */
+
+fasa_status fasa__vk_tip(fasa_exec *e, const fasa_step *step)
+{
+    fasa_kv_cache *c = step->cache;
+    vk_cache *vc = c->impl;
+    const vk_layer *lay = &vc->layers[step->layer];
+    const vk_array *rows = step->oracle ? &lay->k : &lay->kd;
+    push_tip p;
+    memset(&p, 0, sizeof p);
+    p.rows_tab = rows->table;
+    p.sc_tab = vc->scores.table;
+    p.scratch = vc->scratch.addr;
+    p.map = c->has_dims ? vc->tables.addr + vc->map_at + (uint64_t)step->layer * c->shape.n_q_heads * c->u_pad * 4 : 0;
+    p.L = step->L;
+    p.lo = step->n_sink;
+    p.hi = step->L - step->n_recent;
+    p.G = c->group;
+    p.width = step->oracle ? c->shape.head_dim : c->u_pad;
+    p.kv_stride = vc->kv_stride;
+    p.kv_shift = rows->shift;
+    p.sc_stride = vc->sc_stride;
+    p.sc_shift = vc->scores.shift;
+    p.q_off = vc->q_off;
+    p.hist_off = vc->hist_off;
+    p.flags = (step->select == FASA_GQA_PER_GROUP ? 1u : 0u) | (step->oracle ? 2u : 0u);
+    p.d = c->shape.head_dim;
+    p.u_pad = c->u_pad;
+    step_prologue(e, step, true);
+    fasa__vk_dispatch(e, VK_K_TIP, fasa__vk_dtype(c), &p, sizeof p, (step->L + VK_WG_TIP - 1) / VK_WG_TIP,
+                      c->shape.n_kv_heads);
+    return FASA_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* fac and dense                                                             */
+/* ------------------------------------------------------------------------ */
+
+static push_attend attend_push(const fasa_step *step)
+{
+    fasa_kv_cache *c = step->cache;
+    vk_cache *vc = c->impl;
+    const vk_layer *lay = &vc->layers[step->layer];
+    push_attend p;
+    memset(&p, 0, sizeof p);
+    p.k_tab = lay->k.table;
+    p.v_tab = lay->v.table;
+    p.scratch = vc->scratch.addr;
+    p.q_off = vc->q_off;
+    p.part_off = vc->part_off;
+    p.sel_off = vc->sel_off;
+    p.kv_stride = vc->kv_stride;
+    p.kv_shift = lay->k.shift;
+    p.d = c->shape.head_dim;
+    p.G = c->group;
+    p.max_n_fac = c->max_n_fac;
+    p.maxs = VK_MAX_SPLITS;
+    p.scale = step->scale;
+    return p;
+}
+
+fasa_status fasa__vk_fac(fasa_exec *e, const fasa_step *step)
+{
+    push_attend p = attend_push(step);
+    p.flags = step->select == FASA_GQA_PER_GROUP ? 1u : 0u;
+    p.count = step->n_fac;
+    p.split_len = VK_WG_ATTEND;
+    uint32_t n_splits = (step->n_fac + p.split_len - 1) / p.split_len;
+    fasa__vk_barrier(e);
+    fasa__vk_dispatch(e, VK_K_FAC, fasa__vk_dtype(step->cache), &p, sizeof p, n_splits, step->n_rows);
+    step_epilogue(e, step, n_splits);
+    return FASA_OK;
+}
+
+/* Tokens per dense split: a multiple of the block, at least 256, so that a
+ * head has at most VK_MAX_SPLITS partials. */
+static uint32_t dense_split_len(uint32_t L)
+{
+    uint32_t per = (L + VK_MAX_SPLITS - 1) / VK_MAX_SPLITS;
+    per = (per + VK_WG_ATTEND - 1) / VK_WG_ATTEND * VK_WG_ATTEND;
+    return per < 2 * VK_WG_ATTEND ? 2 * VK_WG_ATTEND : per;
+}
+
+fasa_status fasa__vk_dense(fasa_exec *e, const fasa_step *step)
+{
+    push_attend p = attend_push(step);
+    p.count = step->L;
+    p.split_len = dense_split_len(step->L);
+    uint32_t n_splits = (step->L + p.split_len - 1) / p.split_len;
+    step_prologue(e, step, false);
+    fasa__vk_dispatch(e, VK_K_DENSE, fasa__vk_dtype(step->cache), &p, sizeof p, n_splits,
+                      step->cache->shape.n_kv_heads);
+    step_epilogue(e, step, n_splits);
+    return FASA_OK;
+}

@@ -1,0 +1,110 @@
+/* Per-context Vulkan function table, loaded with vkGetInstanceProcAddr and
+ * vkGetDeviceProcAddr (no global state, no global vk* symbols: the host's
+ * loader may be another one than ours in embedding mode). */
+#ifndef FASA_VK_LOADER_H
+#define FASA_VK_LOADER_H
+
+#ifndef VK_NO_PROTOTYPES
+#define VK_NO_PROTOTYPES
+#endif
+#include <vulkan/vulkan.h>
+
+#include <stdbool.h>
+
+/* Loaded from vkGetInstanceProcAddr(NULL, ...). */
+#define FASA_VK_GLOBAL_FNS(X)                                                                      \
+    X(vkCreateInstance)                                                                            \
+    X(vkEnumerateInstanceExtensionProperties)                                                      \
+    X(vkEnumerateInstanceLayerProperties)
+
+#define FASA_VK_INSTANCE_FNS(X)                                                                    \
+    X(vkDestroyInstance)                                                                           \
+    X(vkEnumeratePhysicalDevices)                                                                  \
+    X(vkGetPhysicalDeviceProperties)                                                               \
+    X(vkGetPhysicalDeviceProperties2)                                                              \
+    X(vkGetPhysicalDeviceFeatures2)                                                                \
+    X(vkGetPhysicalDeviceMemoryProperties)                                                         \
+    X(vkGetPhysicalDeviceQueueFamilyProperties)                                                    \
+    X(vkEnumerateDeviceExtensionProperties)                                                        \
+    X(vkCreateDevice)                                                                              \
+    X(vkGetDeviceProcAddr)
+
+/* Optional instance functions (extensions). */
+#define FASA_VK_INSTANCE_OPT_FNS(X)                                                                \
+    X(vkCreateDebugUtilsMessengerEXT)                                                              \
+    X(vkDestroyDebugUtilsMessengerEXT)
+
+#define FASA_VK_DEVICE_FNS(X)                                                                      \
+    X(vkDestroyDevice)                                                                             \
+    X(vkGetDeviceQueue)                                                                            \
+    X(vkCreateBuffer)                                                                              \
+    X(vkDestroyBuffer)                                                                             \
+    X(vkGetBufferMemoryRequirements)                                                               \
+    X(vkAllocateMemory)                                                                            \
+    X(vkFreeMemory)                                                                                \
+    X(vkBindBufferMemory)                                                                          \
+    X(vkMapMemory)                                                                                 \
+    X(vkUnmapMemory)                                                                               \
+    X(vkFlushMappedMemoryRanges)                                                                   \
+    X(vkInvalidateMappedMemoryRanges)                                                              \
+    X(vkCreateShaderModule)                                                                        \
+    X(vkDestroyShaderModule)                                                                       \
+    X(vkCreatePipelineLayout)                                                                      \
+    X(vkDestroyPipelineLayout)                                                                     \
+    X(vkCreateComputePipelines)                                                                    \
+    X(vkDestroyPipeline)                                                                           \
+    X(vkCreatePipelineCache)                                                                       \
+    X(vkDestroyPipelineCache)                                                                      \
+    X(vkGetPipelineCacheData)                                                                      \
+    X(vkCreateCommandPool)                                                                         \
+    X(vkDestroyCommandPool)                                                                        \
+    X(vkAllocateCommandBuffers)                                                                    \
+    X(vkFreeCommandBuffers)                                                                        \
+    X(vkBeginCommandBuffer)                                                                        \
+    X(vkEndCommandBuffer)                                                                          \
+    X(vkResetCommandBuffer)                                                                        \
+    X(vkCmdBindPipeline)                                                                           \
+    X(vkCmdPushConstants)                                                                          \
+    X(vkCmdDispatch)                                                                               \
+    X(vkCmdPipelineBarrier)                                                                        \
+    X(vkCmdCopyBuffer)                                                                             \
+    X(vkCmdFillBuffer)                                                                             \
+    X(vkCmdWriteTimestamp)                                                                         \
+    X(vkCmdResetQueryPool)                                                                         \
+    X(vkCreateQueryPool)                                                                           \
+    X(vkDestroyQueryPool)                                                                          \
+    X(vkGetQueryPoolResults)                                                                       \
+    X(vkQueueSubmit)                                                                               \
+    X(vkCreateFence)                                                                               \
+    X(vkDestroyFence)                                                                              \
+    X(vkResetFences)                                                                               \
+    X(vkWaitForFences)                                                                             \
+    X(vkDeviceWaitIdle)
+
+/* Optional device functions (extensions). */
+#define FASA_VK_DEVICE_OPT_FNS(X)                                                                  \
+    X(vkGetPipelineExecutablePropertiesKHR)                                                        \
+    X(vkGetPipelineExecutableStatisticsKHR)
+
+#define FASA_VK_DECLARE(name) PFN_##name name;
+
+typedef struct vk_fns {
+    PFN_vkGetInstanceProcAddr vkGetInstanceProcAddr;
+    FASA_VK_GLOBAL_FNS(FASA_VK_DECLARE)
+    FASA_VK_INSTANCE_FNS(FASA_VK_DECLARE)
+    FASA_VK_INSTANCE_OPT_FNS(FASA_VK_DECLARE)
+    FASA_VK_DEVICE_FNS(FASA_VK_DECLARE)
+    FASA_VK_DEVICE_OPT_FNS(FASA_VK_DECLARE)
+    /* vkGetBufferDeviceAddress (1.2) or vkGetBufferDeviceAddressKHR */
+    PFN_vkGetBufferDeviceAddress vkGetBufferDeviceAddress;
+} vk_fns;
+
+/* The loader's own vkGetInstanceProcAddr (standalone mode). */
+PFN_vkGetInstanceProcAddr fasa__vk_loader_gipa(void);
+/* Global functions; false names the first missing one in *missing. */
+bool fasa__vk_load_global(vk_fns *fn, PFN_vkGetInstanceProcAddr gipa, const char **missing);
+bool fasa__vk_load_instance(vk_fns *fn, VkInstance instance, const char **missing);
+/* Device functions; bda_khr: use the KHR name of vkGetBufferDeviceAddress. */
+bool fasa__vk_load_device(vk_fns *fn, VkDevice device, bool bda_khr, const char **missing);
+
+#endif

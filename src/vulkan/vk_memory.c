@@ -1,0 +1,357 @@
+/* Vulkan backend memory: memory types, buffers with device addresses,
+ * host transfers (mapped or through the staging buffer), chunked arrays and
+ * the block sub-allocator that backs them. */
+#include "vk_internal.h"
+
+#include <string.h>
+
+#define BUF_USAGE                                                                                  \
+    (VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |                        \
+     VK_BUFFER_USAGE_TRANSFER_DST_BIT | VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT)
+#define HOST_MAPPABLE (VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT)
+
+int fasa__vk_memory_type(const vk_context *vk, uint32_t type_bits, VkMemoryPropertyFlags want,
+                         VkMemoryPropertyFlags avoid)
+{
+    int fallback = -1;
+    for (uint32_t t = 0; t < vk->mem.memoryTypeCount; t++) {
+        VkMemoryPropertyFlags f = vk->mem.memoryTypes[t].propertyFlags;
+        if (!(type_bits & (1u << t)) || (f & want) != want) continue;
+        if (!(f & avoid)) return (int)t;
+        if (fallback < 0) fallback = (int)t;
+    }
+    return fallback;
+}
+
+static bool mappable(const vk_context *vk, uint32_t type)
+{
+    return (vk->mem.memoryTypes[type].propertyFlags & HOST_MAPPABLE) == HOST_MAPPABLE;
+}
+
+static VkResult allocate(vk_context *vk, VkDeviceSize size, uint32_t type, VkDeviceMemory *out)
+{
+    VkMemoryAllocateFlagsInfo fi = {.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_FLAGS_INFO};
+    fi.flags = VK_MEMORY_ALLOCATE_DEVICE_ADDRESS_BIT;
+    VkMemoryAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO, .pNext = &fi};
+    ai.allocationSize = size;
+    ai.memoryTypeIndex = type;
+    return vk->fn.vkAllocateMemory(vk->device, &ai, vk->vk_alloc, out);
+}
+
+static VkDeviceAddress buffer_address(vk_context *vk, VkBuffer b)
+{
+    VkBufferDeviceAddressInfo ai = {.sType = VK_STRUCTURE_TYPE_BUFFER_DEVICE_ADDRESS_INFO};
+    ai.buffer = b;
+    return vk->fn.vkGetBufferDeviceAddress(vk->device, &ai);
+}
+
+static VkResult create_buffer(vk_context *vk, VkDeviceSize size, VkBuffer *out)
+{
+    VkBufferCreateInfo bi = {.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO};
+    bi.size = size;
+    bi.usage = BUF_USAGE;
+    bi.sharingMode = VK_SHARING_MODE_EXCLUSIVE;
+    return vk->fn.vkCreateBuffer(vk->device, &bi, vk->vk_alloc, out);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Single buffers with their own memory                                      */
+/* ------------------------------------------------------------------------ */
+
+fasa_status fasa__vk_buf_create(vk_context *vk, VkDeviceSize size, bool host, vk_buf *out)
+{
+    memset(out, 0, sizeof *out);
+    out->size = size;
+    VkResult r = create_buffer(vk, size, &out->buffer);
+    if (r != VK_SUCCESS) return fasa__vk_result(vk, r, "vkCreateBuffer");
+    VkMemoryRequirements req;
+    vk->fn.vkGetBufferMemoryRequirements(vk->device, out->buffer, &req);
+    int type = host ? fasa__vk_memory_type(vk, req.memoryTypeBits, HOST_MAPPABLE, 0)
+                    : fasa__vk_memory_type(vk, req.memoryTypeBits, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT, 0);
+    if (type < 0 && !host) type = fasa__vk_memory_type(vk, req.memoryTypeBits, 0, 0);
+    if (type < 0) {
+        fasa__vk_buf_destroy(vk, out);
+        return fasa__error(vk->ctx, FASA_ERROR_UNSUPPORTED, "vulkan: no %s memory type for a buffer",
+                           host ? "host-visible coherent" : "usable");
+    }
+    r = allocate(vk, req.size, (uint32_t)type, &out->memory);
+    if (r == VK_SUCCESS) r = vk->fn.vkBindBufferMemory(vk->device, out->buffer, out->memory, 0);
+    if (r == VK_SUCCESS && mappable(vk, (uint32_t)type) && (host || !vk->force_staging)) {
+        void *p = NULL;
+        r = vk->fn.vkMapMemory(vk->device, out->memory, 0, VK_WHOLE_SIZE, 0, &p);
+        out->map = p;
+        out->coherent = true;
+    }
+    if (r != VK_SUCCESS) {
+        fasa_status st = fasa__vk_result(vk, r, "allocating a buffer");
+        fasa__vk_buf_destroy(vk, out);
+        return st;
+    }
+    out->addr = buffer_address(vk, out->buffer);
+    return FASA_OK;
+}
+
+void fasa__vk_buf_destroy(vk_context *vk, vk_buf *b)
+{
+    if (!b->wrapped && b->buffer) vk->fn.vkDestroyBuffer(vk->device, b->buffer, vk->vk_alloc);
+    if (b->memory) vk->fn.vkFreeMemory(vk->device, b->memory, vk->vk_alloc);
+    memset(b, 0, sizeof *b);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Host transfers                                                            */
+/* ------------------------------------------------------------------------ */
+
+static fasa_status staged_copy(vk_context *vk, const vk_buf *b, VkDeviceSize offset, VkDeviceSize size,
+                               bool upload)
+{
+    VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+    bi.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
+    VkResult r = vk->fn.vkBeginCommandBuffer(vk->cmd, &bi);
+    if (r != VK_SUCCESS) return fasa__vk_result(vk, r, "vkBeginCommandBuffer");
+    VkBufferCopy region = {0, b->offset + offset, size};
+    if (upload) {
+        vk->fn.vkCmdCopyBuffer(vk->cmd, vk->staging.buffer, b->buffer, 1, &region);
+    } else {
+        region.srcOffset = b->offset + offset;
+        region.dstOffset = 0;
+        vk->fn.vkCmdCopyBuffer(vk->cmd, b->buffer, vk->staging.buffer, 1, &region);
+    }
+    VkMemoryBarrier mb = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER};
+    mb.srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT;
+    mb.dstAccessMask = VK_ACCESS_HOST_READ_BIT | VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_TRANSFER_READ_BIT;
+    vk->fn.vkCmdPipelineBarrier(vk->cmd, VK_PIPELINE_STAGE_TRANSFER_BIT,
+                                VK_PIPELINE_STAGE_HOST_BIT | VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT |
+                                    VK_PIPELINE_STAGE_TRANSFER_BIT,
+                                0, 1, &mb, 0, NULL, 0, NULL);
+    r = vk->fn.vkEndCommandBuffer(vk->cmd);
+    if (r != VK_SUCCESS) return fasa__vk_result(vk, r, "vkEndCommandBuffer");
+    return fasa__vk_submit_wait(vk);
+}
+
+fasa_status fasa__vk_upload(vk_context *vk, const vk_buf *b, VkDeviceSize offset, const void *src,
+                            VkDeviceSize size)
+{
+    if (vk->lost) return fasa__error(vk->ctx, FASA_ERROR_DEVICE_LOST, "vulkan: the device was lost");
+    if (b->map) {
+        memcpy(b->map + offset, src, size);
+        return FASA_OK;
+    }
+    for (VkDeviceSize done = 0; done < size;) {
+        VkDeviceSize piece = size - done < vk->staging.size ? size - done : vk->staging.size;
+        memcpy(vk->staging.map, (const uint8_t *)src + done, piece);
+        fasa_status st = staged_copy(vk, b, offset + done, piece, true);
+        if (st != FASA_OK) return st;
+        done += piece;
+    }
+    return FASA_OK;
+}
+
+fasa_status fasa__vk_download(vk_context *vk, const vk_buf *b, VkDeviceSize offset, void *dst,
+                              VkDeviceSize size)
+{
+    if (vk->lost) return fasa__error(vk->ctx, FASA_ERROR_DEVICE_LOST, "vulkan: the device was lost");
+    if (b->map) {
+        memcpy(dst, b->map + offset, size);
+        return FASA_OK;
+    }
+    for (VkDeviceSize done = 0; done < size;) {
+        VkDeviceSize piece = size - done < vk->staging.size ? size - done : vk->staging.size;
+        fasa_status st = staged_copy(vk, b, offset + done, piece, false);
+        if (st != FASA_OK) return st;
+        memcpy((uint8_t *)dst + done, vk->staging.map, piece);
+        done += piece;
+    }
+    return FASA_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Chunked arrays                                                            */
+/* ------------------------------------------------------------------------ */
+
+void fasa__vk_array_plan(const vk_context *vk, vk_array *a, uint64_t n_rows, uint32_t row_words)
+{
+    memset(a, 0, sizeof *a);
+    a->n_rows = n_rows;
+    a->row_words = row_words;
+    uint64_t row_bytes = (uint64_t)row_words * 4;
+    uint32_t shift = 0;
+    while (shift < 31 && (2ull << shift) * row_bytes <= vk->chunk_limit && (1ull << shift) < n_rows) shift++;
+    a->shift = shift;
+    a->n_chunks = (uint32_t)((n_rows + (1ull << shift) - 1) >> shift);
+}
+
+static uint64_t chunk_rows(const vk_array *a, uint32_t c)
+{
+    uint64_t first = (uint64_t)c << a->shift, per = 1ull << a->shift;
+    return a->n_rows - first < per ? a->n_rows - first : per;
+}
+
+fasa_status fasa__vk_array_create(vk_context *vk, vk_array *a, const char *what)
+{
+    a->chunks = fasa__alloc(vk->ctx, a->n_chunks * sizeof(vk_buf));
+    if (!a->chunks) return fasa__error(vk->ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "vulkan: out of host memory");
+    for (uint32_t c = 0; c < a->n_chunks; c++) {
+        vk_buf *b = &a->chunks[c];
+        b->size = chunk_rows(a, c) * a->row_words * 4;
+        VkResult r = create_buffer(vk, b->size, &b->buffer);
+        if (r != VK_SUCCESS) {
+            fasa__vk_result(vk, r, "vkCreateBuffer");
+            return fasa__error(vk->ctx, r == VK_ERROR_OUT_OF_DEVICE_MEMORY ? FASA_ERROR_OUT_OF_DEVICE_MEMORY
+                                                                            : FASA_ERROR_BACKEND,
+                               "vulkan: creating chunk %u of %s failed (%s)", c, what, vk->ctx->last_error);
+        }
+    }
+    return FASA_OK;
+}
+
+void fasa__vk_array_destroy(vk_context *vk, vk_array *a)
+{
+    for (uint32_t c = 0; a->chunks && c < a->n_chunks; c++)
+        if (a->chunks[c].buffer) vk->fn.vkDestroyBuffer(vk->device, a->chunks[c].buffer, vk->vk_alloc);
+    fasa__free(vk->ctx, a->chunks);
+    a->chunks = NULL;
+}
+
+fasa_status fasa__vk_array_read(vk_context *vk, const vk_array *a, uint64_t row0, uint64_t n, void *dst)
+{
+    uint64_t row_bytes = (uint64_t)a->row_words * 4;
+    for (uint64_t r = row0; r < row0 + n;) {
+        uint32_t c = (uint32_t)(r >> a->shift);
+        uint64_t in_chunk = r - ((uint64_t)c << a->shift);
+        uint64_t end = ((uint64_t)c << a->shift) + chunk_rows(a, c);
+        uint64_t take = (row0 + n < end ? row0 + n : end) - r;
+        fasa_status st = fasa__vk_download(vk, &a->chunks[c], in_chunk * row_bytes,
+                                           (uint8_t *)dst + (r - row0) * row_bytes, take * row_bytes);
+        if (st != FASA_OK) return st;
+        r += take;
+    }
+    return FASA_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Arena: the chunks of several arrays packed into blocks of memory          */
+/* ------------------------------------------------------------------------ */
+
+typedef struct placement {
+    vk_buf *buf;
+    uint32_t block;
+    VkDeviceSize offset;
+} placement;
+
+static uint64_t block_limit(const vk_context *vk)
+{
+    VkPhysicalDeviceMaintenance3Properties m3 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES};
+    VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &m3};
+    vk->fn.vkGetPhysicalDeviceProperties2(vk->phys, &p2);
+    uint64_t lim = 1ull << 30;
+    if (m3.maxMemoryAllocationSize && m3.maxMemoryAllocationSize < lim) lim = m3.maxMemoryAllocationSize;
+    return lim < vk->chunk_limit ? vk->chunk_limit : lim;
+}
+
+/* Packs the chunks in order; fills place[] and the size of each block. */
+static uint32_t pack(vk_context *vk, placement *place, uint32_t n, uint64_t limit, uint64_t *block_size,
+                     uint32_t *type_bits)
+{
+    uint32_t n_blocks = 0;
+    VkDeviceSize cur = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        VkMemoryRequirements req;
+        vk->fn.vkGetBufferMemoryRequirements(vk->device, place[i].buf->buffer, &req);
+        *type_bits &= req.memoryTypeBits;
+        VkDeviceSize at = (cur + req.alignment - 1) / req.alignment * req.alignment;
+        if (n_blocks == 0 || at + req.size > limit) {
+            n_blocks++;
+            at = 0;
+        }
+        place[i].block = n_blocks - 1;
+        place[i].offset = at;
+        cur = at + req.size;
+        block_size[n_blocks - 1] = cur;
+    }
+    return n_blocks;
+}
+
+static fasa_status check_heap(vk_context *vk, int type, const uint64_t *block_size, uint32_t n_blocks,
+                              const char *what)
+{
+    uint64_t total = 0;
+    for (uint32_t b = 0; b < n_blocks; b++) total += block_size[b];
+    uint32_t heap = vk->mem.memoryTypes[type].heapIndex;
+    uint64_t have = vk->mem.memoryHeaps[heap].size;
+    if (total > have)
+        return fasa__error(vk->ctx, FASA_ERROR_OUT_OF_DEVICE_MEMORY,
+                           "vulkan: %s needs %llu MiB but memory heap %u has %llu MiB", what,
+                           (unsigned long long)(total >> 20), heap, (unsigned long long)(have >> 20));
+    return FASA_OK;
+}
+
+static fasa_status alloc_blocks(vk_context *vk, vk_arena *arena, const uint64_t *block_size, uint32_t type,
+                                const char *what)
+{
+    arena->blocks = fasa__alloc(vk->ctx, arena->n_blocks * sizeof(VkDeviceMemory));
+    arena->maps = fasa__alloc(vk->ctx, arena->n_blocks * sizeof(uint8_t *));
+    if (!arena->blocks || !arena->maps) return fasa__error(vk->ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "vulkan: out of host memory");
+    for (uint32_t b = 0; b < arena->n_blocks; b++) {
+        VkResult r = allocate(vk, block_size[b], type, &arena->blocks[b]);
+        if (r == VK_SUCCESS && mappable(vk, type) && !vk->force_staging) {
+            void *p = NULL;
+            r = vk->fn.vkMapMemory(vk->device, arena->blocks[b], 0, VK_WHOLE_SIZE, 0, &p);
+            arena->maps[b] = p;
+        }
+        if (r != VK_SUCCESS) {
+            fasa__vk_result(vk, r, "vkAllocateMemory");
+            return fasa__error(vk->ctx, r == VK_ERROR_OUT_OF_DEVICE_MEMORY ? FASA_ERROR_OUT_OF_DEVICE_MEMORY : FASA_ERROR_BACKEND,
+                               "vulkan: allocating block %u (%llu MiB) of %s failed: %s", b,
+                               (unsigned long long)(block_size[b] >> 20), what, vk->ctx->last_error);
+        }
+    }
+    return FASA_OK;
+}
+
+fasa_status fasa__vk_arena_bind(vk_context *vk, vk_arena *arena, vk_array **arrays, uint32_t n_arrays,
+                                bool host, const char *what)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < n_arrays; i++) n += arrays[i]->n_chunks;
+    if (n == 0) return FASA_OK;
+    placement *place = fasa__alloc(vk->ctx, n * sizeof *place);
+    uint64_t *block_size = fasa__alloc(vk->ctx, n * sizeof *block_size);
+    fasa_status st = FASA_OK;
+    if (!place || !block_size) st = fasa__error(vk->ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "vulkan: out of host memory");
+    for (uint32_t i = 0, k = 0; st == FASA_OK && i < n_arrays; i++)
+        for (uint32_t c = 0; c < arrays[i]->n_chunks; c++) place[k++].buf = &arrays[i]->chunks[c];
+    uint32_t type_bits = ~0u;
+    if (st == FASA_OK) arena->n_blocks = pack(vk, place, n, block_limit(vk), block_size, &type_bits);
+    int type = -1;
+    if (st == FASA_OK) {
+        type = host ? fasa__vk_memory_type(vk, type_bits, HOST_MAPPABLE, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT)
+                    : fasa__vk_memory_type(vk, type_bits, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT, 0);
+        if (type < 0 && !host) type = fasa__vk_memory_type(vk, type_bits, 0, 0);
+        if (type < 0)
+            st = fasa__error(vk->ctx, FASA_ERROR_UNSUPPORTED, "vulkan: no %s memory type for %s",
+                             host ? "host-visible" : "device", what);
+    }
+    if (st == FASA_OK) st = check_heap(vk, type, block_size, arena->n_blocks, what);
+    if (st == FASA_OK) st = alloc_blocks(vk, arena, block_size, (uint32_t)type, what);
+    for (uint32_t i = 0; st == FASA_OK && i < n; i++) {
+        vk_buf *b = place[i].buf;
+        VkResult r = vk->fn.vkBindBufferMemory(vk->device, b->buffer, arena->blocks[place[i].block], place[i].offset);
+        if (r != VK_SUCCESS) st = fasa__vk_result(vk, r, "vkBindBufferMemory");
+        b->addr = buffer_address(vk, b->buffer);
+        b->map = arena->maps[place[i].block] ? arena->maps[place[i].block] + place[i].offset : NULL;
+        b->coherent = b->map != NULL;
+    }
+    fasa__free(vk->ctx, place);
+    fasa__free(vk->ctx, block_size);
+    return st;
+}
+
+void fasa__vk_arena_free(vk_context *vk, vk_arena *arena)
+{
+    for (uint32_t b = 0; arena->blocks && b < arena->n_blocks; b++)
+        if (arena->blocks[b]) vk->fn.vkFreeMemory(vk->device, arena->blocks[b], vk->vk_alloc);
+    fasa__free(vk->ctx, arena->blocks);
+    fasa__free(vk->ctx, arena->maps);
+    memset(arena, 0, sizeof *arena);
+}

@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""The fasa tool's contract: JSON shapes, exit codes, error messages."""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+FASA = sys.argv[1]
+passed = failed = 0
+
+
+def check(cond, what):
+    global passed, failed
+    if cond:
+        passed += 1
+    else:
+        failed += 1
+        print(f"FAIL: {what}", file=sys.stderr)
+
+
+def run(*args):
+    p = subprocess.run([FASA, *args], capture_output=True, text=True, timeout=600)
+    return p.returncode, p.stdout, p.stderr
+
+
+# info --json
+rc, out, _ = run("info", "--json")
+info = json.loads(out)
+names = [b["name"] for b in info["backends"]]
+check(rc == 0 and names == ["cpu", "vulkan", "opencl", "cuda"], f"info backends {names}")
+cpu = info["backends"][0]
+check(cpu["available"] and cpu["devices"][0]["type"] == "cpu", "cpu device listed")
+check(all("reason" in b for b in info["backends"] if not b["available"]), "unavailable backends say why")
+check("backend" in info["auto"], "auto pick reported")
+
+# bench --json: both variants with the documented fields
+rc, out, err = run("bench", "--backend", "cpu", "--L", "2048,4k", "--hq", "8", "--hkv", "2",
+                   "--iters", "3", "--json")
+check(rc == 0, f"bench exit {rc}: {err}")
+rows = json.loads(out) if rc == 0 else []
+check(len(rows) == 4, f"bench rows {len(rows)}")
+for r in rows:
+    check({"backend", "device", "variant", "L", "us_median", "us_min", "bytes"} <= set(r), f"bench fields {r}")
+    check(r["us_min"] <= r["us_median"] and r["bytes"] > 0, f"bench values {r}")
+check(sorted({r["L"] for r in rows}) == [2048, 4096], "k suffix parsed")
+dense = [r for r in rows if r["variant"] == "dense"]
+fasa = [r for r in rows if r["variant"] == "fasa"]
+check(all(f["bytes"] < d["bytes"] for f, d in zip(fasa, dense)), "FASA moves fewer bytes than dense")
+
+# calibrate on planted data recovers every planted chunk and writes a loadable file
+with tempfile.TemporaryDirectory() as tmp:
+    path = os.path.join(tmp, "cal.json")
+    rc, out, err = run("calibrate", "--synthetic", "--layers", "1", "--hq", "4", "--hkv", "2", "--d", "64",
+                       "--ntip", "4", "--L", "2048", "--steps", "8", "--output", path, "--json")
+    rep = json.loads(out) if rc == 0 else {}
+    check(rc == 0 and rep.get("planted_dims_recovered") == 1.0, f"calibrate: {rc} {out} {err}")
+    cal = json.load(open(path)) if os.path.exists(path) else {}
+    check(cal.get("format") == "fasa-calibration" and len(cal.get("dims", [])) == 1, "calibration file")
+
+# errors: exit 2 with a message naming the problem
+for args, needle in [(["bench", "--bogus"], "--bogus"), (["bench", "--L", "12x"], "--L"),
+                     (["bench", "--dtype", "f8"], "--dtype"), (["conform", "--backend", "metal"], "metal"),
+                     (["nosuch"], "nosuch"), (["bench", "--hq", "5"], "--hq")]:
+    rc, out, err = run(*args)
+    check(rc == 2 and needle in err, f"{args}: rc {rc} err {err!r}")
+rc, out, _ = run("bench", "--help")
+check(rc == 0 and "--gqa-select" in out, "bench --help")
+rc, out, _ = run("--help")
+check(rc == 0 and "conform" in out, "top-level help")
+rc, out, _ = run("conform", "--list", "--quick")
+check(rc == 0 and len(out.splitlines()) > 300, "conform --list")
+
+print(f"test_cli: {passed} passed, {failed} failed")
+sys.exit(1 if failed else 0)
