@@ -134,12 +134,13 @@ static void decode_task(void *ctx, uint32_t task, uint32_t thread)
     uint64_t row = row_floats(hp);
     float scale = 1.0f / sqrtf((float)d);
     (void)thread;
-    for (uint32_t h = 0; h < group; h++) {
-        const float *q = j->q + (uint64_t)(g * group + h) * d;
-        float *s = j->r->scores + ((uint64_t)task * group + h) * DECODE_CHUNK;
+    float *s = j->r->scores + (uint64_t)task * group * DECODE_CHUNK;
+    /* All query heads of the KV group against this chunk of keys at once. */
+    fm_scores(j->q + (uint64_t)g * group * d, d, group, j->k + k0 * row + (uint64_t)g * d, row,
+              k1 - k0, d, scale, s, DECODE_CHUNK);
+    for (uint32_t h = 0; h < group; h++, s += DECODE_CHUNK) {
         float *p = j->r->partial + ((uint64_t)task * group + h) * (d + 2);
         float m = -INFINITY;
-        fm_scores(q, j->k + k0 * row + (uint64_t)g * d, row, k1 - k0, d, scale, s);
         for (uint32_t t = 0; t < k1 - k0; t++)
             m = s[t] > m ? s[t] : m;
         float l = fm_softmax_exp(s, k1 - k0, m);
@@ -207,40 +208,48 @@ typedef struct dense_job {
     uint32_t p0, n, n_blocks, capacity;
 } dense_job;
 
-uint64_t fm_dense_scratch_floats(uint32_t capacity)
+static uint64_t score_stride(uint32_t capacity)
 {
     return (uint64_t)capacity + 16;
 }
 
-/* One query row: two passes (scores and max, then exp-weighted sum of V). */
-static void dense_row(const dense_job *j, uint32_t head, uint32_t t, float *s)
+uint64_t fm_dense_scratch_floats(uint32_t capacity)
 {
-    const fm_hparams *hp = j->hp;
-    uint32_t d = hp->head_dim, g = head / (hp->n_head / hp->n_head_kv);
-    uint64_t row = row_floats(hp), qrow = (uint64_t)hp->n_head * d;
-    uint32_t n_keys = j->p0 + t + 1;
-    const float *q = j->q + t * qrow + (uint64_t)head * d;
-    float *o = j->o + t * qrow + (uint64_t)head * d;
-    float scale = 1.0f / sqrtf((float)d), m = -INFINITY;
-    fm_scores(q, j->k + (uint64_t)g * d, row, n_keys, d, scale, s);
+    return QUERY_BLOCK * score_stride(capacity);
+}
+
+/* Softmax-weighted sum of V for one query row whose scores are in s. */
+static void dense_row(const dense_job *j, uint32_t g, uint32_t n_keys, float *s, float *o)
+{
+    uint32_t d = j->hp->head_dim;
+    float m = -INFINITY;
     for (uint32_t i = 0; i < n_keys; i++)
         m = s[i] > m ? s[i] : m;
     float l = fm_softmax_exp(s, n_keys, m);
-    fm_weighted_sum(s, j->v + (uint64_t)g * d, row, n_keys, d, o);
+    fm_weighted_sum(s, j->v + (uint64_t)g * d, row_floats(j->hp), n_keys, d, o);
     for (uint32_t i = 0; i < d; i++)
         o[i] /= l;
 }
 
+/* One (head, block of query rows): scores of every row against the keys the
+ * last row may see (earlier rows ignore their masked tail), then each row's
+ * softmax and weighted sum. */
 static void dense_task(void *ctx, uint32_t task, uint32_t thread)
 {
     const dense_job *j = ctx;
+    const fm_hparams *hp = j->hp;
     /* Blocks are numbered last-first so the long causal rows start early
      * and the dynamic scheduler fills in with short ones. */
-    uint32_t head = task % j->hp->n_head, block = j->n_blocks - 1 - task / j->hp->n_head;
+    uint32_t head = task % hp->n_head, block = j->n_blocks - 1 - task / hp->n_head;
+    uint32_t d = hp->head_dim, g = head / (hp->n_head / hp->n_head_kv);
+    uint32_t t0 = block * QUERY_BLOCK, t1 = t0 + QUERY_BLOCK < j->n ? t0 + QUERY_BLOCK : j->n;
+    uint64_t qrow = (uint64_t)hp->n_head * d, stride = score_stride(j->capacity);
     float *s = j->scratch + (uint64_t)thread * fm_dense_scratch_floats(j->capacity);
-    uint32_t t1 = (block + 1) * QUERY_BLOCK < j->n ? (block + 1) * QUERY_BLOCK : j->n;
-    for (uint32_t t = block * QUERY_BLOCK; t < t1; t++)
-        dense_row(j, head, t, s);
+    const float *q = j->q + t0 * qrow + (uint64_t)head * d;
+    fm_scores(q, qrow, t1 - t0, j->k + (uint64_t)g * d, row_floats(hp), j->p0 + t1, d,
+              1.0f / sqrtf((float)d), s, stride);
+    for (uint32_t t = t0; t < t1; t++)
+        dense_row(j, g, j->p0 + t + 1, s + (t - t0) * stride, j->o + t * qrow + (uint64_t)head * d);
 }
 
 void fm_dense_causal(fm_pool *pool, const fm_hparams *hp, const float *q, const float *k,

@@ -27,13 +27,14 @@ ALWAYS_INLINE float hsum8(const v8f *v)
     return (((*v)[0] + (*v)[4]) + ((*v)[1] + (*v)[5])) + (((*v)[2] + (*v)[6]) + ((*v)[3] + (*v)[7]));
 }
 
-/* Four weight rows against two activation rows: 8 accumulators. */
-ALWAYS_INLINE void dot_4x2(const float *w, uint32_t in, const float *x0, const float *x1,
-                           float *y0, float *y1)
+/* Four weight rows (ws floats apart) against two activation rows over `in`
+ * elements: 8 accumulators. */
+ALWAYS_INLINE void dot_4x2(const float *w, uint64_t ws, uint32_t in, const float *x0,
+                           const float *x1, float *y0, float *y1)
 {
     v8f a00 = { 0 }, a01 = { 0 }, a10 = { 0 }, a11 = { 0 };
     v8f a20 = { 0 }, a21 = { 0 }, a30 = { 0 }, a31 = { 0 };
-    const float *w1 = w + in, *w2 = w1 + in, *w3 = w2 + in;
+    const float *w1 = w + ws, *w2 = w1 + ws, *w3 = w2 + ws;
     uint32_t c = 0;
     for (; c + 8 <= in; c += 8) {
         v8f u, v, r0, r1, r2, r3;
@@ -52,8 +53,8 @@ ALWAYS_INLINE void dot_4x2(const float *w, uint32_t in, const float *x0, const f
                    hsum8(&a01), hsum8(&a11), hsum8(&a21), hsum8(&a31) };
     for (; c < in; c++) {
         for (int r = 0; r < 4; r++) {
-            s[r] += w[r * in + c] * x0[c];
-            s[4 + r] += w[r * in + c] * x1[c];
+            s[r] += w[r * ws + c] * x0[c];
+            s[4 + r] += w[r * ws + c] * x1[c];
         }
     }
     memcpy(y0, s, 4 * sizeof(float));
@@ -61,10 +62,10 @@ ALWAYS_INLINE void dot_4x2(const float *w, uint32_t in, const float *x0, const f
 }
 
 /* Four weight rows against one activation row (decode). */
-ALWAYS_INLINE void dot_4x1(const float *w, uint32_t in, const float *x, float *y)
+ALWAYS_INLINE void dot_4x1(const float *w, uint64_t ws, uint32_t in, const float *x, float *y)
 {
     v8f a0 = { 0 }, a1 = { 0 }, a2 = { 0 }, a3 = { 0 };
-    const float *w1 = w + in, *w2 = w1 + in, *w3 = w2 + in;
+    const float *w1 = w + ws, *w2 = w1 + ws, *w3 = w2 + ws;
     uint32_t c = 0;
     for (; c + 8 <= in; c += 8) {
         v8f u, r0, r1, r2, r3;
@@ -81,7 +82,7 @@ ALWAYS_INLINE void dot_4x1(const float *w, uint32_t in, const float *x, float *y
     float s[4] = { hsum8(&a0), hsum8(&a1), hsum8(&a2), hsum8(&a3) };
     for (; c < in; c++)
         for (int r = 0; r < 4; r++)
-            s[r] += w[r * in + c] * x[c];
+            s[r] += w[r * ws + c] * x[c];
     memcpy(y, s, sizeof s);
 }
 
@@ -122,13 +123,13 @@ FM_CLONES static void matmul_rows(const matmul_job *j, uint32_t r0, uint32_t r1)
             uint32_t t = t0;
             for (; t + 2 <= t1; t += 2) {
                 float y0[4], y1[4];
-                dot_4x2(w, in, j->X + (uint64_t)t * in, j->X + (uint64_t)(t + 1) * in, y0, y1);
+                dot_4x2(w, in, in, j->X + (uint64_t)t * in, j->X + (uint64_t)(t + 1) * in, y0, y1);
                 memcpy(j->Y + (uint64_t)t * j->y_stride + r, y0, sizeof y0);
                 memcpy(j->Y + (uint64_t)(t + 1) * j->y_stride + r, y1, sizeof y1);
             }
             if (t < t1) {
                 float y0[4];
-                dot_4x1(w, in, j->X + (uint64_t)t * in, y0);
+                dot_4x1(w, in, in, j->X + (uint64_t)t * in, y0);
                 memcpy(j->Y + (uint64_t)t * j->y_stride + r, y0, sizeof y0);
             }
         }
@@ -184,11 +185,35 @@ FM_CLONES void fm_axpy(float *y, float a, const float *x, uint32_t n)
         y[c] += a * x[c];
 }
 
-FM_CLONES void fm_scores(const float *q, const float *k, uint64_t stride, uint32_t n, uint32_t d,
-                         float scale, float *s)
+/* Four keys against two queries per step (the matmul micro-kernel with a
+ * key stride), so each key load serves two queries and each query load four
+ * keys. */
+FM_CLONES void fm_scores(const float *q, uint64_t q_stride, uint32_t n_q, const float *k,
+                         uint64_t k_stride, uint32_t n_k, uint32_t d, float scale, float *s,
+                         uint64_t s_stride)
 {
-    for (uint32_t i = 0; i < n; i++)
-        s[i] = dot_1(q, k + i * stride, d) * scale;
+    uint32_t j = 0;
+    for (; j + 4 <= n_k; j += 4) {
+        const float *kj = k + j * k_stride;
+        uint32_t i = 0;
+        for (; i + 2 <= n_q; i += 2) {
+            float y0[4], y1[4];
+            dot_4x2(kj, k_stride, d, q + i * q_stride, q + (i + 1) * q_stride, y0, y1);
+            for (int r = 0; r < 4; r++) {
+                s[i * s_stride + j + r] = y0[r] * scale;
+                s[(i + 1) * s_stride + j + r] = y1[r] * scale;
+            }
+        }
+        if (i < n_q) {
+            float y0[4];
+            dot_4x1(kj, k_stride, d, q + i * q_stride, y0);
+            for (int r = 0; r < 4; r++)
+                s[i * s_stride + j + r] = y0[r] * scale;
+        }
+    }
+    for (; j < n_k; j++)
+        for (uint32_t i = 0; i < n_q; i++)
+            s[i * s_stride + j] = dot_1(q + i * q_stride, k + j * k_stride, d) * scale;
 }
 
 float fm_softmax_exp(float *s, uint32_t n, float max)
@@ -202,24 +227,37 @@ float fm_softmax_exp(float *s, uint32_t n, float max)
     return sum;
 }
 
+/* Accumulators stay in registers: 32 output dims per pass over the keys. */
 FM_CLONES void fm_weighted_sum(const float *w, const float *v, uint64_t stride, uint32_t n,
                                uint32_t d, float *o)
 {
-    memset(o, 0, d * sizeof(float));
-    for (uint32_t i = 0; i < n; i++) {
-        if (w[i] == 0.0f)
-            continue;
-        const float *row = v + i * stride;
-        uint32_t c = 0;
-        for (; c + 8 <= d; c += 8) {
-            v8f a, b;
-            LOAD8(a, o + c);
-            LOAD8(b, row + c);
-            a += b * w[i];
-            memcpy(o + c, &a, sizeof a);
+    uint32_t c = 0;
+    for (; c + 32 <= d; c += 32) {
+        v8f a0 = { 0 }, a1 = { 0 }, a2 = { 0 }, a3 = { 0 };
+        for (uint32_t i = 0; i < n; i++) {
+            if (w[i] == 0.0f)
+                continue;
+            const float *row = v + i * stride + c;
+            v8f b0, b1, b2, b3;
+            LOAD8(b0, row);
+            LOAD8(b1, row + 8);
+            LOAD8(b2, row + 16);
+            LOAD8(b3, row + 24);
+            a0 += b0 * w[i];
+            a1 += b1 * w[i];
+            a2 += b2 * w[i];
+            a3 += b3 * w[i];
         }
-        for (; c < d; c++)
-            o[c] += w[i] * row[c];
+        memcpy(o + c, &a0, sizeof a0);
+        memcpy(o + c + 8, &a1, sizeof a1);
+        memcpy(o + c + 16, &a2, sizeof a2);
+        memcpy(o + c + 24, &a3, sizeof a3);
+    }
+    for (; c < d; c++) {
+        float a = 0.0f;
+        for (uint32_t i = 0; i < n; i++)
+            a += w[i] * v[i * stride + c];
+        o[c] = a;
     }
 }
 

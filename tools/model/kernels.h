@@ -19,10 +19,10 @@ void fm_matmul(fm_pool *pool, const float *W, uint32_t out_dim, uint32_t in_dim,
 float fm_dot(const float *a, const float *b, uint32_t n);
 /* y += a * x */
 void fm_axpy(float *y, float a, const float *x, uint32_t n);
-/* Attention helpers (keys/values are rows of `stride` floats):
- * s[i] = scale * dot(q, k + i*stride) over d dims, for i < n. */
-void fm_scores(const float *q, const float *k, uint64_t stride, uint32_t n, uint32_t d, float scale,
-               float *s);
+/* Attention helpers (rows of q, k, v and s are *_stride floats apart):
+ * s[i][j] = scale * dot(q_i, k_j) over d dims, for i < n_q, j < n_k. */
+void fm_scores(const float *q, uint64_t q_stride, uint32_t n_q, const float *k, uint64_t k_stride,
+               uint32_t n_k, uint32_t d, float scale, float *s, uint64_t s_stride);
 /* s[i] = exp(s[i] - max) in place; returns the sum.  Weights below e^-80
  * become exactly 0: they cannot change an f32 sum that includes 1, and
  * denormal products would slow the weighted sum by an order of magnitude. */
