@@ -1,6 +1,7 @@
 /* FASA_SPEC §9 invariants on the CPU backend, through the public API. */
 #include "check.h"
 #include "fasa.h"
+#include "ref64.h"
 #include "synth.h"
 
 #include <math.h>
@@ -54,6 +55,17 @@ static fasa_kv_cache *build(const setup *s, fasa_dtype dtype, uint32_t flags, fa
     for (uint32_t l = 0; l < 2; l++)
         if (fasa_kv_cache_append(c, l, s->L, s->k, s->v, FASA_DTYPE_F32) != FASA_OK) return NULL;
     return c;
+}
+
+/* fp16 bits of x, built from the reference's arithmetic rounding. */
+static uint16_t half_bits(float x)
+{
+    double r = ref_round_half(x), a = fabs(r);
+    uint16_t sign = signbit(r) ? 0x8000 : 0;
+    if (a < ldexp(1.0, -14)) return sign | (uint16_t)(a * ldexp(1.0, 24)); /* subnormal or zero */
+    int e;
+    double m = frexp(a, &e); /* a = m 2^e, m in [0.5, 1): half exponent e - 1 */
+    return sign | (uint16_t)((e - 1 + 15) << 10) | (uint16_t)((m * 2 - 1) * 1024);
 }
 
 static double nmse(const float *a, const float *b, size_t n)
@@ -280,9 +292,8 @@ static void test_append_paths(fasa_context *ctx)
     size_t row = 2 * 64;
     uint16_t *kh = malloc(s.L * row * 2), *vh = malloc(s.L * row * 2);
     for (size_t i = 0; i < s.L * row; i++) {
-        _Float16 x = (_Float16)s.k[i], y = (_Float16)s.v[i];
-        memcpy(kh + i, &x, 2);
-        memcpy(vh + i, &y, 2);
+        kh[i] = half_bits(s.k[i]);
+        vh[i] = half_bits(s.v[i]);
     }
     bool ok = fasa_kv_cache_create(ctx, &kd, &b) == FASA_OK;
     /* junk first, truncated away, then the real tokens in uneven f16 chunks */
@@ -298,7 +309,7 @@ static void test_append_paths(fasa_context *ctx)
               memcmp(oa, ob, sizeof oa) == 0 && memcmp(sa, sb, sizeof sa) == 0,
           "chunked f16 appends after a truncate differ from one f32 append");
     float kr[2 * 64];
-    CHECK(fasa_kv_cache_read(b, 1, 999, 1, kr, NULL) == FASA_OK && kr[5] == (float)(_Float16)s.k[999 * row + 5],
+    CHECK(fasa_kv_cache_read(b, 1, 999, 1, kr, NULL) == FASA_OK && kr[5] == (float)ref_round_half(s.k[999 * row + 5]),
           "read back the stored fp16 value");
     /* one worker thread: the sparse path is bit-identical */
     fasa_context *one = NULL;

@@ -160,10 +160,10 @@ static bool is_poison(float f)
     return u == POISON_BITS;
 }
 
-/* The value the cache stores, rounded by the compiler's own binary16. */
+/* The value the cache stores. */
 static double stored(float x, fasa_dtype dtype)
 {
-    return dtype == FASA_DTYPE_F16 ? (double)(float)(_Float16)x : (double)x;
+    return dtype == FASA_DTYPE_F16 ? ref_round_half(x) : (double)x;
 }
 
 static size_t rows_of(const conform_case *c) { return c->gqa == FASA_GQA_PER_GROUP ? c->hkv : c->hq; }

@@ -5,6 +5,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+double ref_round_half(double x)
+{
+    if (x == 0 || !isfinite(x)) return x;
+    double ax = fabs(x);
+    if (ax >= 65520.0) return copysign(INFINITY, x); /* halfway to 2^16 and up */
+    int e;
+    frexp(ax, &e); /* ax = m * 2^e, m in [0.5, 1) */
+    /* 11 significant bits for normals; a fixed 2^-24 step below 2^-14 */
+    int ulp_exp = e - 11 < -24 ? -24 : e - 11;
+    return copysign(ldexp(nearbyint(ldexp(ax, -ulp_exp)), ulp_exp), x);
+}
+
 uint32_t ref_rows(const ref_step *s) { return s->per_group ? s->n_kv_heads : s->n_q_heads; }
 
 static double head_score(const ref_step *s, uint32_t h, uint32_t j, double *mag)

@@ -17,6 +17,10 @@ typedef struct ref_step {
     uint32_t n_fac, n_sink, n_recent;
 } ref_step;
 
+/* x rounded to IEEE binary16 (nearest even, subnormals, overflow to Inf),
+ * by arithmetic on the value rather than on bit patterns. */
+double ref_round_half(double x);
+
 uint32_t ref_rows(const ref_step *s);               /* Hq or Hkv */
 /* S[row][j]; also the magnitude bound sum |q_c k_c| per score (for tolerances). */
 void ref_scores(const ref_step *s, double *scores, double *magnitude);

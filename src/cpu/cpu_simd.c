@@ -52,6 +52,7 @@ static const fasa_cpu_simd simd_c = {"portable", half_to_float_c, dot_c, axpy_c,
 
 /* ---- x86-64 AVX2 + FMA + F16C ------------------------------------------- */
 #if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
 #include <immintrin.h>
 
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
@@ -143,12 +144,18 @@ AVX2 static void dot8_avx2(const void *rows, bool half_rows, uint32_t width, con
 static const fasa_cpu_simd simd_avx2 = {"avx2+fma+f16c", half_to_float_avx2, dot_avx2, axpy_avx2,
                                         scale_avx2, dot8_avx2};
 
+/* F16C is CPUID leaf 1 ECX bit 29 (not every compiler's
+ * __builtin_cpu_supports knows its name). */
+static bool has_f16c(void)
+{
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+}
+
 const fasa_cpu_simd *fasa__cpu_simd(void)
 {
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-        __builtin_cpu_supports("f16c"))
-        return &simd_avx2;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c()) return &simd_avx2;
     return &simd_c;
 }
 #else
