@@ -12,13 +12,26 @@
  *   1. each work-item scores one token for the nh heads (q in local memory)
  *   2. a tree reduction gives the block maximum per head; weights
  *      p = exp(s - m_new) go to local memory
- *   3. each work-item owns (head, dim) pairs and accumulates p * V[token][dim]
- *      (consecutive work-items read consecutive dims of a V row)
+ *   3. work-items form token lanes of W2 = min(WG, d/8) items; an item owns
+ *      8-dim chunks and accumulates p * V[token][chunk] (16-byte loads) over
+ *      its lane's tokens; the lanes are summed once at the end of the split
  *
  * Partials: part[(h * pmax + slot) * (d + 2) + {0: m, 1: l, 2..: acc}].
  */
 
-#define ATT_PPT (ATT_QL / WG_ATTN) /* (head, dim) pairs per work-item */
+#define DC_MAX 64 /* chunks of 8 dims in the largest head (d <= 512) */
+#define ATT_DCPT ((DC_MAX + WG_ATTN - 1) / WG_ATTN) /* dim chunks per work-item */
+#define ATT_REDV (WG_ATTN * 8 > 512 ? WG_ATTN * 8 : 512)
+
+/* Eight elements of a row from element c; rows with d % 8 != 0 are not
+ * 16-byte aligned, so they are read element by element (zero past d). */
+static inline float8 ld8g(__global const store_t *row, uint c, uint d)
+{
+    if ((d & 7u) == 0u) return ld8(row, c);
+    float t[8];
+    for (uint j = 0; j < 8; j++) t[j] = c + j < d ? ld1(row, c + j) : 0.0f;
+    return vload8(0, t);
+}
 
 static inline void attend(__global const store_t *kbuf, __global const store_t *vbuf, uint d,
                           uint tpb, uint gk0, uint t0, uint g, uint h0, uint nh,
@@ -26,16 +39,22 @@ static inline void attend(__global const store_t *kbuf, __global const store_t *
                           uint count, uint t_lo, uint t_hi, float scale,
                           __global float *part, uint head_stride, __local float *ql,
                           __local float *s_l, __local float *red, __local int *tok_l,
-                          __local float *mrun, __local float *lrun)
+                          __local float *mrun, __local float *redv)
 {
     uint lid = get_local_id(0);
+    /* phase-3 layout: W2 work-items per token lane, each owning dim chunks
+     * dc = lid % W2 + i * W2 (8 dims each); lanes walk the block's tokens */
+    uint DC = (d + 7) / 8, W2 = min((uint)WG_ATTN, DC), lanes = WG_ATTN / W2;
+    uint lane = lid / W2, dc0 = lid % W2;
+    bool active = lane < lanes;
     for (uint i = lid; i < nh * d; i += WG_ATTN) ql[i] = q[(size_t)h0 * d + i];
-    if (lid < ATT_HB) {
-        mrun[lid] = NEG_START;
-        lrun[lid] = 0.0f;
+    if (lid < ATT_HB) mrun[lid] = NEG_START;
+    float8 acc[ATT_HB][ATT_DCPT];
+    float lpart[ATT_HB];
+    for (uint m = 0; m < ATT_HB; m++) {
+        lpart[m] = 0.0f;
+        for (uint i = 0; i < ATT_DCPT; i++) acc[m][i] = (float8)(0.0f);
     }
-    float acc[ATT_PPT];
-    for (uint p = 0; p < ATT_PPT; p++) acc[p] = 0.0f;
     __global const store_t *kb = kbuf + (size_t)(g - gk0) * tpb * d;
     __global const store_t *vb = vbuf + (size_t)(g - gk0) * tpb * d;
     barrier(CLK_LOCAL_MEM_FENCE);
@@ -86,38 +105,58 @@ static inline void attend(__global const store_t *kbuf, __global const store_t *
             s_l[m * WG_ATTN + lid] = j >= 0 ? exp(s_l[m * WG_ATTN + lid] - mn) : 0.0f;
         }
         barrier(CLK_LOCAL_MEM_FENCE);
-        /* 3. rescale and accumulate the V rows */
-        uint nb = min((uint)WG_ATTN, count - b0);
-        for (uint p = 0; p < ATT_PPT; p++) {
-            uint pair = lid + p * WG_ATTN;
-            if (pair >= nh * d) break;
-            uint m = pair / d, c = pair - m * d;
-            float mn = fmax(mrun[m], red[m * WG_ATTN]);
-            float corr = exp(mrun[m] - mn);
-            float a = acc[p] * corr, ps = 0.0f;
-            __local const float *w = s_l + m * WG_ATTN;
-            for (uint t = 0; t < nb; t++) {
+        /* 3. rescale, then accumulate p * V over this lane's tokens */
+        if (active) {
+            uint nb = min((uint)WG_ATTN, count - b0);
+            for (uint m = 0; m < ATT_HB; m++) {
+                if (m >= nh) continue;
+                float corr = exp(mrun[m] - fmax(mrun[m], red[m * WG_ATTN]));
+                lpart[m] *= corr;
+                for (uint ii = 0; ii < ATT_DCPT; ii++) acc[m][ii] *= corr;
+            }
+            for (uint t = lane; t < nb; t += lanes) {
                 int jt = tok_l[t];
                 if (jt < 0) continue;
-                a += w[t] * ld1(vb, (size_t)((uint)jt - t0) * d + c);
-                ps += w[t];
+                __global const store_t *vrow = vb + (size_t)((uint)jt - t0) * d;
+                for (uint ii = 0; ii < ATT_DCPT; ii++) {
+                    uint dc = dc0 + ii * W2;
+                    if (dc >= DC) break;
+                    float8 v8 = ld8g(vrow, dc * 8, d);
+                    for (uint m = 0; m < ATT_HB; m++)
+                        if (m < nh) acc[m][ii] += s_l[m * WG_ATTN + t] * v8;
+                }
+                if (dc0 == 0)
+                    for (uint m = 0; m < ATT_HB; m++)
+                        if (m < nh) lpart[m] += s_l[m * WG_ATTN + t];
             }
-            acc[p] = a;
-            if (c == 0) lrun[m] = lrun[m] * corr + ps;
         }
         barrier(CLK_LOCAL_MEM_FENCE);
         if (lid < nh) mrun[lid] = fmax(mrun[lid], red[lid * WG_ATTN]);
         barrier(CLK_LOCAL_MEM_FENCE);
     }
-    for (uint p = 0; p < ATT_PPT; p++) {
-        uint pair = lid + p * WG_ATTN;
-        if (pair >= nh * d) break;
-        uint m = pair / d, c = pair - m * d;
-        part[(size_t)m * head_stride + 2 + c] = acc[p];
-    }
-    if (lid < nh) {
-        part[(size_t)lid * head_stride] = mrun[lid];
-        part[(size_t)lid * head_stride + 1] = lrun[lid];
+    /* sum the lanes' accumulators, one head at a time */
+    for (uint m = 0; m < nh; m++) {
+        if (active) {
+            for (uint ii = 0; ii < ATT_DCPT; ii++) {
+                uint dc = dc0 + ii * W2;
+                if (dc < DC) vstore8(acc[m][ii], 0, redv + lane * DC * 8 + dc * 8);
+            }
+            if (dc0 == 0) red[lane] = lpart[m];
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        __global float *pm = part + (size_t)m * head_stride;
+        for (uint c = lid; c < d; c += WG_ATTN) {
+            float a = 0.0f;
+            for (uint ln = 0; ln < lanes; ln++) a += redv[ln * DC * 8 + c];
+            pm[2 + c] = a;
+        }
+        if (lid == 0) {
+            float l = 0.0f;
+            for (uint ln = 0; ln < lanes; ln++) l += red[ln];
+            pm[0] = mrun[m];
+            pm[1] = l;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
     }
 }
 
@@ -133,7 +172,7 @@ void fasa_dense(__global const store_t *kbuf, __global const store_t *vbuf, uint
     __local float ql[ATT_QL];
     __local float s_l[ATT_HB * WG_ATTN], red[ATT_HB * WG_ATTN];
     __local int tok_l[WG_ATTN];
-    __local float mrun[ATT_HB], lrun[ATT_HB];
+    __local float mrun[ATT_HB], redv[ATT_REDV];
     uint s = get_group_id(0), u = get_group_id(1);
     uint g = g_lo + u / nhb, hb = u % nhb;
     uint h0 = g * G + hb * hb_size, nh = min(hb_size, G - hb * hb_size);
@@ -141,7 +180,7 @@ void fasa_dense(__global const store_t *kbuf, __global const store_t *vbuf, uint
     uint head_stride = pmax * (d + 2);
     attend(kbuf, vbuf, d, tpb, gk0, t0, g, h0, nh, q + q_off, 0, first, count, first,
            first + count, scale, part + ((size_t)h0 * pmax + part_base + s) * (d + 2),
-           head_stride, ql, s_l, red, tok_l, mrun, lrun);
+           head_stride, ql, s_l, red, tok_l, mrun, redv);
 }
 
 /* fac: the selected tokens of row r (sel[r][0..n_fac)), split into runs of
@@ -158,7 +197,7 @@ void fasa_fac(__global const store_t *kbuf, __global const store_t *vbuf, uint d
     __local float ql[ATT_QL];
     __local float s_l[ATT_HB * WG_ATTN], red[ATT_HB * WG_ATTN];
     __local int tok_l[WG_ATTN];
-    __local float mrun[ATT_HB], lrun[ATT_HB];
+    __local float mrun[ATT_HB], redv[ATT_REDV];
     uint s = get_group_id(0), u = get_group_id(1);
     uint g, h0, nh, r;
     if (per_group) {
@@ -177,7 +216,7 @@ void fasa_fac(__global const store_t *kbuf, __global const store_t *vbuf, uint d
     uint head_stride = pmax * (d + 2);
     attend(kbuf, vbuf, d, tpb, gk0, t0, g, h0, nh, q + q_off, sel + (size_t)r * sel_stride + first,
            0, count, t0, t_end, scale, part + ((size_t)h0 * pmax + part_base + s) * (d + 2),
-           head_stride, ql, s_l, red, tok_l, mrun, lrun);
+           head_stride, ql, s_l, red, tok_l, mrun, redv);
 }
 
 /* o[h] from the n_parts partials of head h (one work-group per head). */

@@ -123,3 +123,16 @@ static inline uint score_key(float f)
 #define ST_DST_N 7    /* keys written so far (atomic counter) */
 #define ST_DONE 8     /* threshold found: later passes do nothing */
 #define ST_WORDS 16
+
+/* Local-memory counters: a work-group of one work-item (CPU runtimes)
+ * needs no atomics. */
+#if WG_TIP == 1
+#define TIP_INC(p) (*(p) += 1u)
+#else
+#define TIP_INC(p) atomic_inc(p)
+#endif
+#if WG_TOPK == 1
+#define TOPK_INC(p) ((*(p))++)
+#else
+#define TOPK_INC(p) atomic_inc(p)
+#endif

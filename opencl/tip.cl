@@ -90,7 +90,7 @@ void fasa_tip(__global const store_t *rows, uint width, uint tpb, uint gk0, uint
                 for (uint m = 0; m < TIP_HB; m++) {
                     if (m >= nb) continue;
                     scores[(size_t)(h0 + m - sg0 * G) * cap + j] = s[m];
-                    if (cand) atomic_inc(&lh[m * 256u + (score_key(s[m]) >> 24)]);
+                    if (cand) TIP_INC(&lh[m * 256u + (score_key(s[m]) >> 24)]);
                 }
             }
         }
@@ -101,7 +101,7 @@ void fasa_tip(__global const store_t *rows, uint width, uint tpb, uint gk0, uint
             if (i >= n_tok) continue;
             uint j = tok_lo + i;
             scores[(size_t)(g - sg0) * cap + j] = gs[tt];
-            if (do_hist && j >= lo && j < hi) atomic_inc(&lh[score_key(gs[tt]) >> 24]);
+            if (do_hist && j >= lo && j < hi) TIP_INC(&lh[score_key(gs[tt]) >> 24]);
         }
     }
     if (!do_hist) return;

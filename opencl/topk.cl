@@ -34,12 +34,8 @@ void fasa_topk_init(__global uint *state, __global uint *hist, __global int *sel
 {
     uint r = get_group_id(0), lid = get_local_id(0);
     for (uint b = lid; b < 256u; b += WG_TOPK) hist[(size_t)r * 256u + b] = 0u;
-    if (lid < ST_WORDS) {
-        uint v = 0u;
-        if (lid == ST_NEED) v = k;
-        if (lid == ST_DONE) v = k == 0u;
-        state[(size_t)r * ST_WORDS + lid] = v;
-    }
+    for (uint w = lid; w < ST_WORDS; w += WG_TOPK)
+        state[(size_t)r * ST_WORDS + w] = w == ST_NEED ? k : w == ST_DONE ? (uint)(k == 0u) : 0u;
     __global int *out = sel + (size_t)(row_base + r) * sel_stride;
     for (uint i = lid; i < n_sink + n_recent; i += WG_TOPK)
         out[i] = (int)(i < n_sink ? i : L - n_recent + (i - n_sink));
@@ -70,8 +66,8 @@ void fasa_topk_pass(__global const float *scores, uint cap, uint lo, uint n_cand
         for (uint i = lid; i < tn; i += WG_TOPK) {
             uint key = sl[i];
             if ((key & mask) == prefix) {
-                atomic_inc(&lh[(key >> shift) & 255u]);
-                if (dst) lk[atomic_inc(&lcnt)] = key;
+                TOPK_INC(&lh[(key >> shift) & 255u]);
+                if (dst) lk[TOPK_INC(&lcnt)] = key;
             }
         }
     } else {
@@ -79,8 +75,8 @@ void fasa_topk_pass(__global const float *scores, uint cap, uint lo, uint n_cand
         for (uint i = lid; i < tn; i += WG_TOPK) {
             uint key = score_key(row[i]);
             if ((key & mask) == prefix) {
-                atomic_inc(&lh[(key >> shift) & 255u]);
-                if (dst) lk[atomic_inc(&lcnt)] = key;
+                TOPK_INC(&lh[(key >> shift) & 255u]);
+                if (dst) lk[TOPK_INC(&lcnt)] = key;
             }
         }
     }

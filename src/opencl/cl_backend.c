@@ -264,18 +264,18 @@ static void choose_tuning(cl_ctx *cc)
 {
     cl_tuning t = {
         .wg_append = 64, .wg_tip = 128, .tip_tpt = 4, .tip_hb = 8, .wg_topk = 256,
-        .topk_tile = 4096, .wg_attn = 128, .att_ql = 4096, .att_hb = 16, .wg_red = 128,
+        .topk_tile = 4096, .wg_attn = 128, .att_ql = 4096, .att_hb = 8, .wg_red = 128,
         .red_pmax = 256, .half_load = FASA_CL_HALF_LOAD_DEFAULT,
         .target_groups = 4 * (cc->compute_units ? cc->compute_units : 1)};
     if (cc->is_cpu) {
         t.wg_append = 16;
-        t.wg_tip = 16;
-        t.tip_tpt = 8;
-        t.wg_topk = 16;
+        t.wg_tip = 64;
+        t.tip_tpt = 4;
+        t.wg_topk = 1;
         t.topk_tile = 4096;
-        t.wg_attn = 32;
+        t.wg_attn = 64;
         t.att_ql = 4096;
-        t.att_hb = 16;
+        t.att_hb = 8;
         t.wg_red = 32;
         t.target_groups = 8 * (cc->compute_units ? cc->compute_units : 1);
     }
