@@ -4,6 +4,7 @@
 #include "conform.h"
 
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,7 +12,7 @@
 #define EXIT_SKIP 77
 
 typedef struct conform_opts {
-    const char *backend, *filter;
+    const char *backend, *filter, *replay;
     uint32_t device, threads;
     bool json, markdown, quick, list, verbose, no_validation;
 } conform_opts;
@@ -58,8 +59,8 @@ static cJSON *case_json(const char *backend, const char *device, const conform_c
 }
 
 /* Runs every selected case on one backend; returns false on any failure. */
-static bool run_backend(const conform_opts *o, fasa_backend b, const conform_case *cases, uint32_t n,
-                        backend_summary *sum, cJSON *rows)
+static bool run_backend(const conform_opts *o, fasa_backend b, const conform_case *cases,
+                        const conform_data *const *data, uint32_t n, backend_summary *sum, cJSON *rows)
 {
     snprintf(sum->backend, sizeof sum->backend, "%s", fasa_backend_name(b));
     char err[1024] = "";
@@ -80,7 +81,7 @@ static bool run_backend(const conform_opts *o, fasa_backend b, const conform_cas
         cli_progress_step(&prog, 1);
         if (!selected_case(o, &cases[i])) continue;
         conform_result r;
-        conform_run(ctx, &cases[i], &r);
+        conform_run(ctx, &cases[i], data ? data[i] : NULL, &r);
         sum->run++;
         sum->passed += r.pass;
         sum->near_ties += r.near_ties;
@@ -124,6 +125,51 @@ static void print_summary(const conform_opts *o, const backend_summary *s, uint3
     }
 }
 
+/* Real decode cases from 'fasa eval --dump': each file in four variants
+ * (fp16/fp32 storage, per-head/per-group selection). */
+static uint32_t load_replay(const char *dir, conform_case *cases, conform_data **data, uint32_t max)
+{
+    DIR *dp = opendir(dir);
+    if (!dp) {
+        fprintf(stderr, "fasa conform: --replay %s: cannot open the directory\n", dir);
+        return 0;
+    }
+    uint32_t n = 0;
+    for (struct dirent *e; (e = readdir(dp)) && n + 4 <= max;) {
+        size_t len = strlen(e->d_name);
+        if (len < 9 || strcmp(e->d_name + len - 9, ".fasacase") != 0) continue;
+        char path[4096], err[512];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        conform_data *d = calloc(1, sizeof *d);
+        conform_case c;
+        if (!d || !conform_read_case_file(path, &c, d, err, sizeof err)) {
+            fprintf(stderr, "fasa conform: %s\n", err);
+            free(d);
+            continue;
+        }
+        for (int v = 0; v < 4; v++) {
+            cases[n] = c;
+            cases[n].dtype = v & 1 ? FASA_DTYPE_F32 : FASA_DTYPE_F16;
+            cases[n].gqa = v & 2 ? FASA_GQA_PER_GROUP : FASA_GQA_PER_HEAD;
+            snprintf(cases[n].name, sizeof cases[n].name, "%.120s/%s/%s", c.name, v & 1 ? "f32" : "f16",
+                     v & 2 ? "group" : "head");
+            data[n++] = d; /* the four variants share one data block, owned by the first */
+        }
+    }
+    closedir(dp);
+    if (n == 0) fprintf(stderr, "fasa conform: --replay %s: no readable .fasacase files\n", dir);
+    return n;
+}
+
+static void free_replay(conform_data **data, uint32_t n)
+{
+    for (uint32_t i = 0; data && i < n; i += 4) {
+        conform_free_data(data[i]);
+        free(data[i]);
+    }
+    free(data);
+}
+
 int cmd_conform(int argc, char **argv)
 {
     conform_opts o = {.backend = "all"};
@@ -132,6 +178,7 @@ int cmd_conform(int argc, char **argv)
         {"device", CLI_UINT, &o.device, "N", "device index within each backend (default 0)"},
         {"threads", CLI_UINT, &o.threads, "N", "host threads (default: all cores)"},
         {"filter", CLI_STRING, &o.filter, "TEXT", "run only cases whose name contains TEXT"},
+        {"replay", CLI_STRING, &o.replay, "DIR", "run the real decode cases in DIR (fasa eval --dump)"},
         {"quick", CLI_FLAG, &o.quick, NULL, "skip the 65536-token cases"},
         {"list", CLI_FLAG, &o.list, NULL, "list the cases and exit"},
         {"verbose", CLI_FLAG, &o.verbose, NULL, "print every case, not only failures"},
@@ -152,12 +199,19 @@ int cmd_conform(int argc, char **argv)
         return pr == CLI_HELP ? 0 : 2;
     }
     conform_case *cases = calloc(MAX_CASES, sizeof *cases);
-    if (!cases) return 1;
-    uint32_t n = conform_cases(cases, MAX_CASES, o.quick);
+    conform_data **data = o.replay ? calloc(MAX_CASES, sizeof *data) : NULL;
+    if (!cases || (o.replay && !data)) return 1;
+    uint32_t n = o.replay ? load_replay(o.replay, cases, data, MAX_CASES) : conform_cases(cases, MAX_CASES, o.quick);
+    if (n == 0) {
+        free(cases);
+        free_replay(data, 0);
+        return 2;
+    }
     if (o.list) {
         for (uint32_t i = 0; i < n; i++)
             if (selected_case(&o, &cases[i])) printf("%s seed=%llu\n", cases[i].name, (unsigned long long)cases[i].seed);
         free(cases);
+        free_replay(data, n);
         return 0;
     }
     fasa_backend list[FASA_BACKEND_COUNT_];
@@ -177,7 +231,7 @@ int cmd_conform(int argc, char **argv)
     bool ok = true;
     for (uint32_t i = 0; i < n_backends; i++) {
         if (!o.json) printf("fasa conform: backend %s ...\n", fasa_backend_name(list[i]));
-        ok &= run_backend(&o, list[i], cases, n, &sums[i], rows);
+        ok &= run_backend(&o, list[i], cases, (const conform_data *const *)data, n, &sums[i], rows);
     }
     if (root) {
         cJSON *summary = cJSON_AddArrayToObject(root, "summary");
@@ -202,6 +256,7 @@ int cmd_conform(int argc, char **argv)
         print_summary(&o, sums, n_backends);
     }
     free(cases);
+    free_replay(data, n);
     if (n_backends == 1 && !sums[0].available) {
         fprintf(stderr, "fasa conform: backend %s unavailable: %s\n", sums[0].backend, sums[0].skip_reason);
         return EXIT_SKIP;

@@ -175,7 +175,7 @@ static synth_desc synth_of(const conform_case *c)
                         .kind = c->data, .seed = c->seed};
 }
 
-static bool make_data(const conform_case *c, case_data *cd)
+static bool make_data(const conform_case *c, const conform_data *given, case_data *cd)
 {
     size_t nq = (size_t)c->hq * c->d, nkv = (size_t)c->L * c->hkv * c->d;
     size_t n_rows = rows_of(c), nd = (size_t)c->hq * 2 * c->n_tip;
@@ -193,10 +193,17 @@ static bool make_data(const conform_case *c, case_data *cd)
     if (!cd->q || !cd->k || !cd->v || !cd->qd || !cd->kd || !cd->vd || !cd->dims || !cd->o_buf ||
         !cd->score_buf || !cd->sel_buf)
         return false;
-    synth_desc sd = synth_of(c);
-    synth_keys(&sd, 0, c->L, cd->k, cd->v);
-    synth_query(&sd, c->L - 1, 0, cd->q);
-    synth_planted_dims(&sd, cd->dims);
+    if (given) {
+        memcpy(cd->q, given->q, nq * sizeof(float));
+        memcpy(cd->k, given->k, nkv * sizeof(float));
+        memcpy(cd->v, given->v, nkv * sizeof(float));
+        memcpy(cd->dims, given->dims, nd * sizeof(uint16_t));
+    } else {
+        synth_desc sd = synth_of(c);
+        synth_keys(&sd, 0, c->L, cd->k, cd->v);
+        synth_query(&sd, c->L - 1, 0, cd->q);
+        synth_planted_dims(&sd, cd->dims);
+    }
     for (size_t i = 0; i < nq; i++) cd->qd[i] = cd->q[i];
     for (size_t i = 0; i < nkv; i++) {
         cd->kd[i] = stored(cd->k[i], c->dtype);
@@ -387,12 +394,12 @@ static void compare(const conform_case *c, case_data *cd, const fasa_decode_outp
     free(want);
 }
 
-bool conform_run(fasa_context *ctx, const conform_case *c, conform_result *r)
+bool conform_run(fasa_context *ctx, const conform_case *c, const conform_data *data, conform_result *r)
 {
     memset(r, 0, sizeof *r);
     r->pass = true;
     case_data cd;
-    if (!make_data(c, &cd)) {
+    if (!make_data(c, data, &cd)) {
         free_data(&cd);
         fail(r, "out of host memory for the case data");
         return false;
@@ -401,5 +408,88 @@ bool conform_run(fasa_context *ctx, const conform_case *c, conform_result *r)
                                .scores = cd.score_buf + GUARD, .scores_stride = c->L};
     if (run_library(ctx, c, &cd, &out, r) == FASA_OK) compare(c, &cd, &out, r);
     free_data(&cd);
+    return true;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Case files                                                                */
+/* ------------------------------------------------------------------------ */
+
+#define CASE_MAGIC "FASACASE 1\n"
+
+bool conform_write_case_file(const char *path, uint32_t hq, uint32_t hkv, uint32_t d, uint32_t L,
+                             uint32_t n_tip, const float *q, const float *k, const float *v,
+                             const uint16_t *dims, const char *origin)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f) return false;
+    fputs(CASE_MAGIC, f);
+    fprintf(f, "{\"hq\": %u, \"hkv\": %u, \"d\": %u, \"L\": %u, \"n_tip\": %u, \"layout\": \"NORM\", \"origin\": \"",
+            hq, hkv, d, L, n_tip);
+    for (const char *p = origin; p && *p; p++) fputc(*p == '"' || *p == '\\' || *p < 0x20 ? '_' : *p, f);
+    fputs("\"}\n", f);
+    size_t nkv = (size_t)L * hkv * d;
+    bool ok = fwrite(q, sizeof(float), (size_t)hq * d, f) == (size_t)hq * d && fwrite(k, sizeof(float), nkv, f) == nkv &&
+              fwrite(v, sizeof(float), nkv, f) == nkv &&
+              fwrite(dims, sizeof(uint16_t), (size_t)hq * 2 * n_tip, f) == (size_t)hq * 2 * n_tip;
+    return fclose(f) == 0 && ok;
+}
+
+void conform_free_data(conform_data *data)
+{
+    free(data->q);
+    free(data->k);
+    free(data->v);
+    free(data->dims);
+    memset(data, 0, sizeof *data);
+}
+
+static bool header_uint(const char *json, const char *key, uint32_t max, uint32_t *out)
+{
+    char pat[32];
+    snprintf(pat, sizeof pat, "\"%s\": ", key);
+    const char *at = strstr(json, pat);
+    if (!at) return false;
+    char *end = NULL;
+    unsigned long v = strtoul(at + strlen(pat), &end, 10);
+    if (end == at + strlen(pat) || v == 0 || v > max) return false;
+    *out = (uint32_t)v;
+    return true;
+}
+
+bool conform_read_case_file(const char *path, conform_case *c, conform_data *data, char *err, size_t err_size)
+{
+    memset(data, 0, sizeof *data);
+    FILE *f = fopen(path, "rb");
+    char magic[16] = "", header[1024] = "";
+    if (!f) return snprintf(err, err_size, "%s: cannot open", path), false;
+    bool ok = fgets(magic, sizeof magic, f) && strcmp(magic, CASE_MAGIC) == 0 && fgets(header, sizeof header, f);
+    uint32_t hq = 0, hkv = 0, d = 0, L = 0, n_tip = 0;
+    ok = ok && header_uint(header, "hq", 1024, &hq) && header_uint(header, "hkv", hq, &hkv) &&
+         header_uint(header, "d", FASA_MAX_HEAD_DIM, &d) && header_uint(header, "L", 1u << 24, &L) &&
+         header_uint(header, "n_tip", d / 2, &n_tip) && hq % hkv == 0 && d % 2 == 0;
+    if (!ok) {
+        fclose(f);
+        snprintf(err, err_size, "%s: not a FASACASE 1 file or a bad header", path);
+        return false;
+    }
+    size_t nq = (size_t)hq * d, nkv = (size_t)L * hkv * d, nd = (size_t)hq * 2 * n_tip;
+    data->q = malloc(nq * sizeof(float));
+    data->k = malloc(nkv * sizeof(float));
+    data->v = malloc(nkv * sizeof(float));
+    data->dims = malloc(nd * sizeof(uint16_t));
+    ok = data->q && data->k && data->v && data->dims && fread(data->q, sizeof(float), nq, f) == nq &&
+         fread(data->k, sizeof(float), nkv, f) == nkv && fread(data->v, sizeof(float), nkv, f) == nkv &&
+         fread(data->dims, sizeof(uint16_t), nd, f) == nd;
+    fclose(f);
+    if (!ok) {
+        conform_free_data(data);
+        snprintf(err, err_size, "%s: truncated", path);
+        return false;
+    }
+    *c = (conform_case){.hq = hq, .hkv = hkv, .d = d, .L = L, .n_tip = n_tip, .layout = FASA_ROPE_NORM,
+                        .mode = FASA_MODE_FASA, .n_fac = 256, .n_appends = 1, .data = SYNTH_PLANTED};
+    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    snprintf(c->name, sizeof c->name, "replay/%s", base);
     return true;
 }

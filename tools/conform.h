@@ -40,10 +40,28 @@ typedef struct conform_result {
 #define CONFORM_SCORE_REL 1e-5    /* FASA_SPEC §9 invariant 9 */
 #define CONFORM_TIE_REL 2e-5      /* near-tie band for selection swaps */
 
+/* Decode inputs given instead of synthesised (real-model cases). */
+typedef struct conform_data {
+    float *q;                    /* [Hq][d] */
+    float *k, *v;                /* [L][Hkv][d] */
+    uint16_t *dims;              /* [Hq][2 n_tip] */
+} conform_data;
+
 /* Fills up to max cases; returns the count.  quick drops the largest L. */
 uint32_t conform_cases(conform_case *cases, uint32_t max, bool quick);
-/* Runs one case on ctx; false only if the harness itself failed. */
-bool conform_run(fasa_context *ctx, const conform_case *c, conform_result *r);
+/* Runs one case on ctx (data NULL: synthesised from the case's seed);
+ * false only if the harness itself failed. */
+bool conform_run(fasa_context *ctx, const conform_case *c, const conform_data *data, conform_result *r);
+
+/* Real decode cases on disk ("FASACASE 1" + a JSON header line + binary
+ * q, k, v, dims), written by 'fasa eval --dump', replayed by
+ * 'fasa conform --replay'. */
+bool conform_write_case_file(const char *path, uint32_t hq, uint32_t hkv, uint32_t d, uint32_t L,
+                             uint32_t n_tip, const float *q, const float *k, const float *v,
+                             const uint16_t *dims, const char *origin);
+/* Reads a case file into c (shape, L, n_tip, name) and data (malloc'ed). */
+bool conform_read_case_file(const char *path, conform_case *c, conform_data *data, char *err, size_t err_size);
+void conform_free_data(conform_data *data);
 const char *conform_path_name(fasa_path p);
 
 #endif

@@ -16,6 +16,8 @@ static const command commands[] = {
     {"bench", cmd_bench, "time dense vs FASA decode steps on synthetic data"},
     {"conform", cmd_conform, "run the conformance matrix against the fp64 reference"},
     {"calibrate", cmd_calibrate, "compute dominant frequency chunks (Contextual Agreement)"},
+    {"run", cmd_run, "generate text with a GGUF model, attention through libfasa"},
+    {"eval", cmd_eval, "model quality of FASA vs dense and baselines (perplexity, KL, recall)"},
 };
 
 static void usage(FILE *f)
