@@ -31,7 +31,10 @@ static void free_scratch(fasa_calibrator *cal)
                        (void **)cal->sel_full, (void **)cal->sel_fc, (void **)cal->in_full};
     for (size_t a = 0; a < sizeof arrays / sizeof arrays[0]; a++) {
         if (!arrays[a]) continue;
-        for (uint32_t w = 0; w < workers; w++) fasa__free(cal->ctx, arrays[a][w]);
+        for (uint32_t w = 0; w < workers; w++) {
+            fasa__free(cal->ctx, arrays[a][w]);
+            arrays[a][w] = NULL; /* grow_scratch may fail half way and free again */
+        }
     }
     cal->scratch_keys = 0;
 }

@@ -115,9 +115,33 @@ const char *fasa_context_last_error(const fasa_context *ctx)
 /* Host memory                                                               */
 /* ------------------------------------------------------------------------ */
 
+bool fasa__fault(fasa_context *ctx, fasa_fault kind)
+{
+    if (!ctx || (unsigned)kind >= FASA_FAULT_COUNT_) return false;
+    ctx->fault_seen[kind]++;
+    return ctx->fault_at[kind] != 0 && ctx->fault_seen[kind] == ctx->fault_at[kind];
+}
+
+fasa_status fasa_debug_fault(fasa_context *ctx, fasa_fault kind, uint32_t n)
+{
+    if (!ctx || (unsigned)kind >= FASA_FAULT_COUNT_) return FASA_ERROR_INVALID_ARGUMENT;
+    fasa__lock(ctx);
+    ctx->fault_at[kind] = n;
+    ctx->fault_seen[kind] = 0;
+    fasa__unlock(ctx);
+    return FASA_OK;
+}
+
+uint32_t fasa_debug_fault_count(const fasa_context *ctx, fasa_fault kind)
+{
+    if (!ctx || (unsigned)kind >= FASA_FAULT_COUNT_) return 0;
+    return ctx->fault_seen[kind];
+}
+
 void *fasa__alloc_aligned(fasa_context *ctx, size_t size, size_t align)
 {
     if (size == 0) size = 1;
+    if (fasa__fault(ctx, FASA_FAULT_HOST_ALLOC)) return NULL;
     if (ctx && ctx->alloc.alloc) return ctx->alloc.alloc(ctx->alloc.user, size, align);
     void *p = NULL;
     if (posix_memalign(&p, align < sizeof(void *) ? sizeof(void *) : align, size) != 0) return NULL;

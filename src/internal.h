@@ -3,6 +3,7 @@
 #define FASA_INTERNAL_H
 
 #include "fasa.h"
+#include "fasa_debug.h"
 
 #include <pthread.h>
 #include <stdarg.h>
@@ -28,6 +29,8 @@ struct fasa_context {
     char last_error[FASA_ERROR_MAX];
     uint64_t last_step_ns;
     bool has_step_ns;
+    uint32_t fault_at[FASA_FAULT_COUNT_];   /* test hook: fail the n-th event, 0 = off */
+    uint32_t fault_seen[FASA_FAULT_COUNT_];
 };
 
 struct fasa_buffer {
@@ -106,6 +109,11 @@ void fasa__log(fasa_context *ctx, fasa_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void fasa__lock(fasa_context *ctx);
 void fasa__unlock(fasa_context *ctx);
+
+/* --- fault injection (context.c) --------------------------------------- */
+/* True when the armed fault of this kind fires now: the caller then fails
+ * exactly as it would on a real failure of that operation. */
+bool fasa__fault(fasa_context *ctx, fasa_fault kind);
 
 /* --- host memory (context.c) ------------------------------------------ */
 void *fasa__alloc(fasa_context *ctx, size_t size);          /* 64-byte aligned, zeroed */

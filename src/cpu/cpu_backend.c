@@ -90,7 +90,8 @@ static fasa_status cpu_finish(fasa_context *ctx)
 
 static fasa_status cpu_buffer_create(fasa_context *ctx, fasa_buffer *buf)
 {
-    buf->host = fasa__alloc_aligned(ctx, buf->size, 64);
+    /* CPU "device" memory is host memory: both fault kinds apply */
+    buf->host = fasa__fault(ctx, FASA_FAULT_DEVICE_ALLOC) ? NULL : fasa__alloc_aligned(ctx, buf->size, 64);
     if (!buf->host)
         return fasa__error(ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "cpu: cannot allocate a %llu-byte buffer",
                            (unsigned long long)buf->size);
@@ -152,6 +153,8 @@ static fasa_status alloc_layers(fasa_kv_cache *cache, cpu_cache *cc)
     uint64_t dom = (uint64_t)s->n_kv_heads * cache->capacity * cache->u_pad * cache->elem_size;
     for (uint32_t l = 0; l < s->n_layers; l++) {
         cpu_layer *lay = &cc->layers[l];
+        if (fasa__fault(ctx, FASA_FAULT_DEVICE_ALLOC))
+            return fasa__error(ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "cpu: cannot allocate layer %u of the cache", l);
         lay->k = fasa__alloc_aligned(ctx, kv, 64);
         lay->v = fasa__alloc_aligned(ctx, kv, 64);
         if (cache->has_dims) lay->kdom = fasa__alloc_aligned(ctx, dom, 64);

@@ -1,0 +1,32 @@
+/* libfasa test hooks.  Not for production use: they exist so tests can
+ * prove that every public call fails cleanly (right status, nothing
+ * leaked, context still usable) when a resource acquisition fails. */
+#ifndef FASA_DEBUG_H
+#define FASA_DEBUG_H
+
+#include "fasa.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum fasa_fault {
+    FASA_FAULT_HOST_ALLOC = 0,   /* library host allocations (any backend) */
+    FASA_FAULT_DEVICE_ALLOC,     /* device memory / buffer objects */
+    FASA_FAULT_MAP,              /* mapping device memory to the host */
+    FASA_FAULT_BUILD,            /* kernel / pipeline / program creation */
+    FASA_FAULT_SUBMIT,           /* command submission / kernel launch */
+    FASA_FAULT_COUNT_
+} fasa_fault;
+
+/* Arms a fault: the n-th event of `kind` from now on fails as the real
+ * failure would (n = 0 disarms).  Counting restarts at every call. */
+FASA_API fasa_status fasa_debug_fault(fasa_context *ctx, fasa_fault kind, uint32_t n);
+/* Events of `kind` seen since the last fasa_debug_fault call for it. */
+FASA_API uint32_t fasa_debug_fault_count(const fasa_context *ctx, fasa_fault kind);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
