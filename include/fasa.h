@@ -389,7 +389,9 @@ FASA_API void fasa_calibrator_destroy(fasa_calibrator *cal);
 typedef struct fasa_kv_cache_desc {
     fasa_model_shape shape;
     uint32_t capacity;            /* tokens per layer, > 0 */
-    fasa_dtype dtype;             /* storage, 0 = F16 */
+    fasa_dtype dtype;             /* storage, 0 = F16 (FASA_SPEC default; half the
+                                     bytes of F32, outputs differ from an F32
+                                     cache by fp16 rounding of K and V) */
     const fasa_calibration *calibration; /* needed for FASA_MODE_FASA; copied */
     const uint32_t *dense_layers; /* layers always decoded densely; with
                                      n_dense_layers = 0 the default is {0} */
@@ -404,10 +406,14 @@ typedef struct fasa_kv_cache_desc {
 FASA_API fasa_status fasa_kv_cache_create(fasa_context *ctx, const fasa_kv_cache_desc *desc,
                                           fasa_kv_cache **out);
 FASA_API void fasa_kv_cache_destroy(fasa_kv_cache *cache);
+/* The context a cache was created from (for fasa_context_last_error). */
+FASA_API fasa_context *fasa_kv_cache_context(const fasa_kv_cache *cache);
 
 /* Appends n tokens to one layer.  k and v are [n][Hkv][d] host arrays in
  * src_dtype (F32 floats or F16 bits as uint16_t).  Rejects non-finite values
- * and appending past capacity without writing anything. */
+ * and appending past capacity without writing anything.  Each call is
+ * atomic for its layer only: an engine appending layer by layer that fails
+ * at layer l rewinds layers 0..l-1 with fasa_kv_cache_truncate. */
 FASA_API fasa_status fasa_kv_cache_append(fasa_kv_cache *cache, uint32_t layer, uint32_t n,
                                           const void *k, const void *v, fasa_dtype src_dtype);
 /* Same, with k and v in backend buffers (not scanned for NaN/Inf). */

@@ -199,6 +199,8 @@ fasa_status fasa_kv_cache_create(fasa_context *ctx, const fasa_kv_cache_desc *de
     return st;
 }
 
+fasa_context *fasa_kv_cache_context(const fasa_kv_cache *cache) { return cache ? cache->ctx : NULL; }
+
 void fasa_kv_cache_destroy(fasa_kv_cache *cache)
 {
     if (!cache) return;

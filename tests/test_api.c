@@ -312,6 +312,7 @@ static void test_cache_create(fasa_context *ctx, fasa_calibration *cal)
     EXPECT_FAIL(ctx, fasa_kv_cache_create(ctx, &d, NULL), FASA_ERROR_INVALID_ARGUMENT, "out");
     CHECK(c == NULL, "no cache after failures");
     CHECK(fasa_kv_cache_create(NULL, &d, &c) == FASA_ERROR_INVALID_ARGUMENT, "NULL ctx");
+    CHECK(fasa_kv_cache_context(NULL) == NULL, "context of NULL");
     fasa_kv_cache_destroy(NULL);
 }
 
@@ -369,6 +370,7 @@ static void test_append(fasa_context *ctx, fasa_kv_cache *cache)
     EXPECT_FAIL(ctx, fasa_kv_cache_read(cache, 5, 0, 1, kr, NULL), FASA_ERROR_INVALID_ARGUMENT, "layer");
     CHECK(fasa_kv_cache_truncate(NULL, 0) == FASA_ERROR_INVALID_ARGUMENT, "truncate NULL");
     fasa_memory_report mem;
+    CHECK(fasa_kv_cache_context(cache) == ctx, "cache context");
     CHECK(fasa_kv_cache_memory(NULL, &mem) == FASA_ERROR_INVALID_ARGUMENT, "memory NULL");
     CHECK(fasa_kv_cache_memory(cache, &mem) == FASA_OK && mem.dense_equivalent == 2ull * 2 * HKV * 64 * D * 2 &&
               mem.max_union_dims == 2 * NTIP, "memory report");
