@@ -1,0 +1,64 @@
+/* append: writes the K and V rows of new tokens into a layer's storage,
+ * converting to the storage dtype, and the token's K_dom row: the union
+ * dims U_g of its KV head, zero padded to u_pad (as fasa__cpu_append). */
+#include "common.cuh"
+
+namespace {
+
+/* One element from the source dtype into the storage dtype.  Equal dtypes
+ * copy the bits, so a stored row is bit-identical to the CPU backend's. */
+__device__ __forceinline__ void put(__half *d, const __half *s) { *d = *s; }
+__device__ __forceinline__ void put(float *d, const float *s) { *d = *s; }
+__device__ __forceinline__ void put(__half *d, const float *s) { *d = __float2half_rn(*s); }
+__device__ __forceinline__ void put(float *d, const __half *s) { *d = __half2float(*s); }
+
+/* One block per (token, KV head); threads stride over the dims. */
+template <typename S, typename D>
+__global__ void append_kernel(fasa_cu_append_args a)
+{
+    uint32_t t = blockIdx.x, g = blockIdx.y, d = a.head_dim;
+    size_t src = ((size_t)t * a.n_kv_heads + g) * d;
+    size_t row = (size_t)g * a.cap + a.first + t;
+    const S *ks = static_cast<const S *>(a.k) + src;
+    const S *vs = static_cast<const S *>(a.v) + src;
+    D *kd = static_cast<D *>(a.k_dst) + row * d;
+    D *vd = static_cast<D *>(a.v_dst) + row * d;
+    for (uint32_t c = threadIdx.x; c < d; c += blockDim.x) {
+        put(kd + c, ks + c);
+        put(vd + c, vs + c);
+    }
+    if (!a.kdom) return;
+    /* K_dom holds the same converted values as the K row it is cut from */
+    D *dd = static_cast<D *>(a.kdom) + row * a.u_pad;
+    const uint16_t *dims = a.udims + (size_t)g * a.u_pad;
+    uint32_t u = a.usize[g];
+    for (uint32_t s = threadIdx.x; s < a.u_pad; s += blockDim.x) {
+        if (s < u) put(dd + s, ks + dims[s]);
+        else fasa_cu::store1(dd + s, 0.0f);
+    }
+}
+
+template <typename S, typename D>
+cudaError_t launch(const fasa_cu_append_args *a, cudaStream_t stream)
+{
+    dim3 grid(a->n, a->n_kv_heads);
+    append_kernel<S, D><<<grid, FASA_CU_APPEND_THREADS, 0, stream>>>(*a);
+    return fasa_cu::launched();
+}
+
+} // namespace
+
+extern "C" cudaError_t fasa_cu_append(const fasa_cu_append_args *a, cudaStream_t stream)
+{
+    if (a->n == 0) return cudaSuccess;
+    if (a->src_f16) return a->dst_f16 ? launch<__half, __half>(a, stream) : launch<__half, float>(a, stream);
+    return a->dst_f16 ? launch<float, __half>(a, stream) : launch<float, float>(a, stream);
+}
+
+/* Any kernel will do: every .cu file is built with the same -gencode list,
+ * so if this image loads on the device, all of them do. */
+extern "C" cudaError_t fasa_cu_probe(void)
+{
+    cudaFuncAttributes attr;
+    return cudaFuncGetAttributes(&attr, append_kernel<float, float>);
+}

@@ -1,0 +1,102 @@
+/*
+ * C-callable launch layer of the CUDA reference kernels (the .cu files in cuda_ref).
+ *
+ * Each function enqueues its kernels on `stream` and returns the launch
+ * status (cudaGetLastError after the launches); none allocates, copies or
+ * synchronises.  Pointers are device pointers, already offset to the data
+ * the kernels use; element types follow the f16 flags (IEEE binary16
+ * storage, fp32 arithmetic) or are named.  The host side is src/cuda.
+ */
+#ifndef FASA_CUDA_LAUNCH_H
+#define FASA_CUDA_LAUNCH_H
+
+#include <cuda_runtime_api.h>
+#include <stdint.h>
+
+#include "fasa_cuda_logic.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* append: tokens [first, first + n) of one layer from k/v [n][Hkv][d]. */
+typedef struct fasa_cu_append_args {
+    const void *k, *v;            /* source rows, f16 or f32 by src_f16 */
+    int src_f16;
+    void *k_dst, *v_dst;          /* layer storage [Hkv][cap][d] */
+    void *kdom;                   /* layer K_dom [Hkv][cap][u_pad], or NULL */
+    const uint16_t *udims;        /* the layer's union dims [Hkv][u_pad] */
+    const uint32_t *usize;        /* the layer's union sizes [Hkv] */
+    int dst_f16;                  /* storage dtype */
+    uint32_t first, n, n_kv_heads, head_dim, cap, u_pad;
+} fasa_cu_append_args;
+
+/* tip: S[row][j] for j in [0, L): the masked query of each head dotted with
+ * row j of K_dom (or q . K for the oracle), summed over the group's heads
+ * in head order with per_group. */
+typedef struct fasa_cu_tip_args {
+    const void *rows;             /* [Hkv][cap][width] */
+    int f16;
+    uint32_t width, cap, L, n_kv_heads, group, head_dim;
+    const float *q;               /* [Hq][d] */
+    const int16_t *tip_map;       /* the layer's [Hq][u_pad]; NULL = oracle (q as is) */
+    uint32_t u_pad;
+    int per_group;
+    float *scores;                /* [n_rows][score_stride] */
+    uint32_t score_stride;
+} fasa_cu_tip_args;
+
+/* topk: per row, the forced tokens [0, n_sink) and [L - n_recent, L) in
+ * slots [0, forced), then the exact top-k of the window between them
+ * (ties to the lowest index, NaN lowest) in slots [forced, forced + k), in
+ * no particular order. */
+typedef struct fasa_cu_topk_args {
+    const float *scores;
+    uint32_t score_stride, n_rows, L, n_sink, n_recent, k;
+    int32_t *sel;                 /* [n_rows][sel_stride] */
+    uint32_t sel_stride;
+    uint32_t *state;              /* [n_rows][FASA_TK_WORDS] */
+    uint32_t *hist;               /* [n_rows][256], zero between calls */
+    uint32_t *tiles;              /* [n_rows][FASA_TK_MAX_TILES] */
+} fasa_cu_topk_args;
+
+/* attend: split-K online softmax partials.  Dense (sel == NULL): every KV
+ * head's tokens [0, n_tokens).  FAC: each selection row's n_tokens listed
+ * tokens; rows are query heads, or KV groups with per_group. */
+typedef struct fasa_cu_attend_args {
+    const void *k, *v;            /* layer storage [Hkv][cap][d] */
+    int f16;
+    uint32_t cap, head_dim, group, n_q_heads, n_kv_heads;
+    const float *q;               /* [Hq][d] */
+    const int32_t *sel;           /* [rows][sel_stride] or NULL (dense) */
+    uint32_t sel_stride;
+    int per_group;
+    uint32_t n_tokens;
+    fasa_cu_split split;
+    float scale;                  /* 1/sqrt(d) */
+    float *part;                  /* [Hq][pmax][d + 2]: m, l, acc[d] */
+    uint32_t pmax;
+} fasa_cu_attend_args;
+
+/* reduce: o[h] from the first n_parts partials of head h. */
+typedef struct fasa_cu_reduce_args {
+    const float *part;
+    uint32_t pmax, n_parts, n_q_heads, head_dim;
+    float *o;                     /* [Hq][d] */
+} fasa_cu_reduce_args;
+
+cudaError_t fasa_cu_append(const fasa_cu_append_args *a, cudaStream_t stream);
+cudaError_t fasa_cu_tip(const fasa_cu_tip_args *a, cudaStream_t stream);
+cudaError_t fasa_cu_topk(const fasa_cu_topk_args *a, cudaStream_t stream);
+cudaError_t fasa_cu_attend(const fasa_cu_attend_args *a, cudaStream_t stream);
+cudaError_t fasa_cu_reduce(const fasa_cu_reduce_args *a, cudaStream_t stream);
+
+/* Whether this build's kernel images load on the current device
+ * (cudaErrorNoKernelImageForDevice when neither SASS nor PTX fits). */
+cudaError_t fasa_cu_probe(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

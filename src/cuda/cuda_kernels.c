@@ -1,0 +1,148 @@
+/* CUDA kernel dispatch: append, tip, topk, fac, dense.  Fills the launch
+ * layer's argument structs (cuda_ref/fasa_cuda_launch.h) from the cache
+ * and the resolved step and maps launch errors to statuses.  What each
+ * kernel computes is stated by the CPU backend (src/cpu/cpu_kernels.c). */
+#include "cuda_internal.h"
+
+static const cuda_cache *storage(const fasa_kv_cache *c) { return c->impl; }
+
+static fasa_status launched(fasa_exec *exec, cudaError_t err, const char *what)
+{
+    return err == cudaSuccess ? FASA_OK : fasa__cuda_fail(exec->ctx, err, what);
+}
+
+/* Device address of a byte offset into a buffer. */
+static void *at(const fasa_buffer *b, uint64_t offset) { return (char *)b->impl + offset; }
+
+/* Blocks a split-K launch aims for: several per SM, so that enough loads
+ * are in flight to stream K and V at memory speed. */
+static uint32_t target_blocks(const fasa_exec *exec)
+{
+    const cuda_ctx *cc = exec->ctx->impl;
+    return 8 * cc->sm_count;
+}
+
+fasa_status fasa__cuda_append(fasa_exec *exec, fasa_kv_cache *c, uint32_t layer, uint32_t first, uint32_t n,
+                              fasa_buffer *k, uint64_t k_offset, fasa_buffer *v, uint64_t v_offset,
+                              fasa_dtype src_dtype)
+{
+    const cuda_cache *cu = storage(c);
+    const cuda_layer *lay = &cu->layers[layer];
+    size_t gi = (size_t)layer * c->shape.n_kv_heads;
+    fasa_cu_append_args a = {
+        .k = at(k, k_offset),
+        .v = at(v, v_offset),
+        .src_f16 = src_dtype == FASA_DTYPE_F16,
+        .k_dst = lay->k,
+        .v_dst = lay->v,
+        .kdom = c->has_dims ? lay->kdom : NULL,
+        .udims = c->has_dims ? cu->udims + gi * c->u_pad : NULL,
+        .usize = c->has_dims ? cu->usize + gi : NULL,
+        .dst_f16 = c->dtype == FASA_DTYPE_F16,
+        .first = first,
+        .n = n,
+        .n_kv_heads = c->shape.n_kv_heads,
+        .head_dim = c->shape.head_dim,
+        .cap = c->capacity,
+        .u_pad = c->u_pad,
+    };
+    return launched(exec, fasa_cu_append(&a, exec->stream), "append kernel launch");
+}
+
+fasa_status fasa__cuda_tip(fasa_exec *exec, const fasa_step *s)
+{
+    const fasa_kv_cache *c = s->cache;
+    const cuda_cache *cu = storage(c);
+    const cuda_layer *lay = &cu->layers[s->layer];
+    fasa_cu_tip_args a = {
+        .rows = s->oracle ? lay->k : lay->kdom,
+        .f16 = c->dtype == FASA_DTYPE_F16,
+        .width = s->oracle ? c->shape.head_dim : c->u_pad,
+        .cap = c->capacity,
+        .L = s->L,
+        .n_kv_heads = c->shape.n_kv_heads,
+        .group = c->group,
+        .head_dim = c->shape.head_dim,
+        .q = at(s->q, s->q_offset),
+        .tip_map = s->oracle ? NULL : cu->tip_map + (size_t)s->layer * c->shape.n_q_heads * c->u_pad,
+        .u_pad = c->u_pad,
+        .per_group = s->select == FASA_GQA_PER_GROUP,
+        .scores = cu->scores,
+        .score_stride = c->capacity,
+    };
+    return launched(exec, fasa_cu_tip(&a, exec->stream), "tip kernel launch");
+}
+
+fasa_status fasa__cuda_topk(fasa_exec *exec, const fasa_step *s)
+{
+    const fasa_kv_cache *c = s->cache;
+    const cuda_cache *cu = storage(c);
+    fasa_cu_topk_args a = {
+        .scores = cu->scores,
+        .score_stride = c->capacity,
+        .n_rows = s->n_rows,
+        .L = s->L,
+        .n_sink = s->n_sink,
+        .n_recent = s->n_recent,
+        .k = s->n_fac - s->n_sink - s->n_recent, /* L > n_fac >= forced on the sparse path */
+        .sel = cu->sel,
+        .sel_stride = c->max_n_fac,
+        .state = cu->tk_state,
+        .hist = cu->tk_hist,
+        .tiles = cu->tk_tiles,
+    };
+    return launched(exec, fasa_cu_topk(&a, exec->stream), "top-k kernel launch");
+}
+
+/* Split-K attention over n tokens per unit, then the reduce into o. */
+static fasa_status attend(fasa_exec *exec, const fasa_step *s, const int32_t *sel, uint32_t n_tokens)
+{
+    const fasa_kv_cache *c = s->cache;
+    const cuda_cache *cu = storage(c);
+    const cuda_layer *lay = &cu->layers[s->layer];
+    int per_group = s->select == FASA_GQA_PER_GROUP;
+    int per_head_rows = sel && !per_group;
+    uint32_t units = fasa_cu_units(per_head_rows, c->shape.n_q_heads, c->shape.n_kv_heads, c->group);
+    /* FAC lists are short: split finely; dense splits are at least a tile */
+    uint32_t min_len = sel ? 32u : FASA_CU_ATT_THREADS;
+    fasa_cu_attend_args a = {
+        .k = lay->k,
+        .v = lay->v,
+        .f16 = c->dtype == FASA_DTYPE_F16,
+        .cap = c->capacity,
+        .head_dim = c->shape.head_dim,
+        .group = c->group,
+        .n_q_heads = c->shape.n_q_heads,
+        .n_kv_heads = c->shape.n_kv_heads,
+        .q = at(s->q, s->q_offset),
+        .sel = sel,
+        .sel_stride = c->max_n_fac,
+        .per_group = per_group,
+        .n_tokens = n_tokens,
+        .split = fasa_cu_plan_split(n_tokens, units, target_blocks(exec), cu->pmax, min_len),
+        .scale = s->scale,
+        .part = cu->part,
+        .pmax = cu->pmax,
+    };
+    fasa_status st = launched(exec, fasa_cu_attend(&a, exec->stream), sel ? "fac kernel launch" : "dense kernel launch");
+    if (st != FASA_OK) return st;
+    fasa_cu_reduce_args r = {
+        .part = cu->part,
+        .pmax = cu->pmax,
+        .n_parts = a.split.n_splits,
+        .n_q_heads = c->shape.n_q_heads,
+        .head_dim = c->shape.head_dim,
+        .o = at(s->o, s->o_offset),
+    };
+    return launched(exec, fasa_cu_reduce(&r, exec->stream), "reduce kernel launch");
+}
+
+fasa_status fasa__cuda_fac(fasa_exec *exec, const fasa_step *s)
+{
+    return attend(exec, s, storage(s->cache)->sel, s->n_fac);
+}
+
+fasa_status fasa__cuda_dense(fasa_exec *exec, const fasa_step *s)
+{
+    return attend(exec, s, NULL, s->L);
+}
