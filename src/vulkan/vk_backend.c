@@ -169,6 +169,12 @@ void fasa__vk_test_force_staging(fasa_context *ctx, bool on)
     fasa__vk(ctx)->force_staging = on;
 }
 
+void fasa__vk_test_set_narrow(fasa_context *ctx, bool narrow)
+{
+    if (!ctx || ctx->backend != FASA_BACKEND_VULKAN || !ctx->impl) return;
+    fasa__vk(ctx)->tun.narrow = narrow;
+}
+
 const fasa_backend_ops fasa__vulkan_ops = {
     .id = FASA_BACKEND_VULKAN,
     .name = "vulkan",

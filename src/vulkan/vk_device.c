@@ -476,12 +476,12 @@ static fasa_status check_limits(vk_context *vk)
     if (lim->maxPushConstantsSize < VK_PUSH_MAX)
         return fasa__error(vk->ctx, FASA_ERROR_UNSUPPORTED, "vulkan: %u bytes of push constants; 128 are needed",
                            lim->maxPushConstantsSize);
-    /* shared memory: tip and attend use about 24 KiB with 8 heads per batch */
-    vk->tun.nhmax = lim->maxComputeSharedMemorySize >= 28u * 1024 ? 8 : 4;
-    vk->tun.qmax = lim->maxComputeSharedMemorySize >= 28u * 1024 ? 4096 : 2048;
-    if (lim->maxComputeSharedMemorySize < 16u * 1024)
-        return fasa__error(vk->ctx, FASA_ERROR_UNSUPPORTED, "vulkan: %u bytes of shared memory; 16 KiB are needed",
+    /* shared memory: tip and attend use about 25 KiB (8 heads per batch) */
+    if (lim->maxComputeSharedMemorySize < 32u * 1024)
+        return fasa__error(vk->ctx, FASA_ERROR_UNSUPPORTED, "vulkan: %u bytes of shared memory; 32 KiB are needed",
                            lim->maxComputeSharedMemorySize);
+    vk->tun.qmax = 4096;
+    vk->tun.narrow = vk->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
     VkPhysicalDeviceMaintenance3Properties m3 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES};
     VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &m3};
     vk->fn.vkGetPhysicalDeviceProperties2(vk->phys, &p2);

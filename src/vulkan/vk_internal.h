@@ -14,8 +14,10 @@ typedef enum vk_kernel {
     VK_K_TIP,
     VK_K_TOPK_SCAN,
     VK_K_TOPK_PASS,
-    VK_K_FAC,
+    VK_K_FAC,      /* 4 heads per workgroup */
+    VK_K_FAC8,     /* 8 heads per workgroup */
     VK_K_DENSE,
+    VK_K_DENSE8,
     VK_K_REDUCE,
     VK_K_COUNT
 } vk_kernel;
@@ -28,14 +30,16 @@ typedef enum vk_kernel {
 #define VK_WG_TOPK 256u
 #define VK_TOPK_EPT 16u
 #define VK_TOPK_TILE (VK_WG_TOPK * VK_TOPK_EPT) /* scores per top-k workgroup */
-#define VK_WG_ATTEND 128u  /* tokens per attention block; >= 128 (attend.glsl) */
+#define VK_WG_ATTEND 256u  /* attend.glsl: a multiple of 16, >= head_dim / 2 words */
+#define VK_ATTEND_S 512u   /* tokens per attention chunk with 4 heads (256 with 8) */
 #define VK_WG_REDUCE 128u
 #define VK_MAX_SPLITS 256u /* split-K partials per head */
 #define VK_PUSH_MAX 128u
 
 typedef struct vk_tunables {
-    uint32_t nhmax;          /* query heads per batch (registers) in tip/attend */
     uint32_t qmax;           /* floats of masked q in tip's shared memory */
+    bool narrow;             /* attend 4 heads per workgroup even for larger groups
+                                (CPU devices: llvmpipe slows down with 8) */
 } vk_tunables;
 
 /* ---- memory ------------------------------------------------------------ */
@@ -225,5 +229,7 @@ static inline int fasa__vk_dtype(const fasa_kv_cache *c)
 /* Test hooks (internal, used by tests/vulkan through the static library). */
 void fasa__vk_test_set_chunk_limit(fasa_context *ctx, uint64_t bytes);
 void fasa__vk_test_force_staging(fasa_context *ctx, bool on);
+/* Attention with 4 heads per workgroup (narrow) or up to 8 (wide). */
+void fasa__vk_test_set_narrow(fasa_context *ctx, bool narrow);
 
 #endif

@@ -27,16 +27,16 @@ typedef struct push_tip {
     uint32_t L, lo, hi, G;
     uint32_t width, kv_stride, kv_shift, sc_stride;
     uint32_t sc_shift, q_off, hist_off, flags;
-    uint32_t d, u_pad, pad0, pad1;
+    uint32_t d, u_pad, n_batches, pad1;
 } push_tip;
 
 typedef struct push_attend {
     uint64_t k_tab, v_tab, scratch;
     uint32_t q_off, part_off, sel_off, kv_stride;
     uint32_t kv_shift, d, G, flags;
-    uint32_t count, split_len, max_n_fac, maxs;
+    uint32_t count, n_batches, max_n_fac, maxs;
     float scale;
-    uint32_t pad0;
+    uint32_t cps;
 } push_attend;
 
 typedef struct push_reduce {
@@ -171,15 +171,37 @@ fasa_status fasa__vk_tip(fasa_exec *e, const fasa_step *step)
     p.flags = (step->select == FASA_GQA_PER_GROUP ? 1u : 0u) | (step->oracle ? 2u : 0u);
     p.d = c->shape.head_dim;
     p.u_pad = c->u_pad;
+    p.n_batches = step->select == FASA_GQA_PER_GROUP ? 1 : (c->group + 7) / 8;
     step_prologue(e, step, true);
     fasa__vk_dispatch(e, VK_K_TIP, fasa__vk_dtype(c), &p, sizeof p, (step->L + VK_WG_TIP - 1) / VK_WG_TIP,
-                      c->shape.n_kv_heads);
+                      c->shape.n_kv_heads * p.n_batches);
     return FASA_OK;
 }
 
 /* ------------------------------------------------------------------------ */
 /* fac and dense                                                             */
 /* ------------------------------------------------------------------------ */
+
+/* Heads per attention workgroup (4 or 8), the kernel and its grid for
+ * `rows` rows of `heads` query heads each over `count` tokens. */
+typedef struct attend_plan {
+    vk_kernel kernel;
+    uint32_t n_splits, gy;
+} attend_plan;
+
+static attend_plan plan_attend(fasa_exec *e, vk_kernel narrow, vk_kernel wide, uint32_t rows, uint32_t heads,
+                               uint32_t count, push_attend *p)
+{
+    bool w = heads > 4 && !e->vk->tun.narrow;
+    uint32_t per = w ? 8 : 4, S = VK_ATTEND_S / (w ? 2 : 1);
+    uint32_t chunks = (count + S - 1) / S;
+    uint32_t n_splits = chunks < VK_MAX_SPLITS ? chunks : VK_MAX_SPLITS;
+    p->cps = (chunks + n_splits - 1) / n_splits;
+    p->n_batches = (heads + per - 1) / per;
+    p->count = count;
+    attend_plan plan = {w ? wide : narrow, (chunks + p->cps - 1) / p->cps, rows * p->n_batches};
+    return plan;
+}
 
 static push_attend attend_push(const fasa_step *step)
 {
@@ -207,34 +229,23 @@ static push_attend attend_push(const fasa_step *step)
 fasa_status fasa__vk_fac(fasa_exec *e, const fasa_step *step)
 {
     push_attend p = attend_push(step);
-    p.flags = step->select == FASA_GQA_PER_GROUP ? 1u : 0u;
-    p.count = step->n_fac;
-    p.split_len = VK_WG_ATTEND;
-    uint32_t n_splits = (step->n_fac + p.split_len - 1) / p.split_len;
+    bool per_group = step->select == FASA_GQA_PER_GROUP;
+    p.flags = per_group ? 1u : 0u;
+    attend_plan a = plan_attend(e, VK_K_FAC, VK_K_FAC8, step->n_rows, per_group ? step->cache->group : 1,
+                                step->n_fac, &p);
     fasa__vk_barrier(e);
-    fasa__vk_dispatch(e, VK_K_FAC, fasa__vk_dtype(step->cache), &p, sizeof p, n_splits, step->n_rows);
-    step_epilogue(e, step, n_splits);
+    fasa__vk_dispatch(e, a.kernel, fasa__vk_dtype(step->cache), &p, sizeof p, a.n_splits, a.gy);
+    step_epilogue(e, step, a.n_splits);
     return FASA_OK;
-}
-
-/* Tokens per dense split: a multiple of the block, at least 256, so that a
- * head has at most VK_MAX_SPLITS partials. */
-static uint32_t dense_split_len(uint32_t L)
-{
-    uint32_t per = (L + VK_MAX_SPLITS - 1) / VK_MAX_SPLITS;
-    per = (per + VK_WG_ATTEND - 1) / VK_WG_ATTEND * VK_WG_ATTEND;
-    return per < 2 * VK_WG_ATTEND ? 2 * VK_WG_ATTEND : per;
 }
 
 fasa_status fasa__vk_dense(fasa_exec *e, const fasa_step *step)
 {
+    fasa_kv_cache *c = step->cache;
     push_attend p = attend_push(step);
-    p.count = step->L;
-    p.split_len = dense_split_len(step->L);
-    uint32_t n_splits = (step->L + p.split_len - 1) / p.split_len;
+    attend_plan a = plan_attend(e, VK_K_DENSE, VK_K_DENSE8, c->shape.n_kv_heads, c->group, step->L, &p);
     step_prologue(e, step, false);
-    fasa__vk_dispatch(e, VK_K_DENSE, fasa__vk_dtype(step->cache), &p, sizeof p, n_splits,
-                      step->cache->shape.n_kv_heads);
-    step_epilogue(e, step, n_splits);
+    fasa__vk_dispatch(e, a.kernel, fasa__vk_dtype(c), &p, sizeof p, a.n_splits, a.gy);
+    step_epilogue(e, step, a.n_splits);
     return FASA_OK;
 }

@@ -19,7 +19,9 @@ static const kernel_info kernels[VK_K_COUNT] = {
     [VK_K_TOPK_SCAN] = {"topk_scan", false},
     [VK_K_TOPK_PASS] = {"topk_pass", false},
     [VK_K_FAC] = {"fac", true},
+    [VK_K_FAC8] = {"fac8", true},
     [VK_K_DENSE] = {"dense", true},
+    [VK_K_DENSE8] = {"dense8", true},
     [VK_K_REDUCE] = {"reduce", false},
 };
 
@@ -29,8 +31,8 @@ const char *fasa__vk_kernel_name(vk_kernel k, int dtype)
 {
     static const char *names[VK_K_COUNT][2] = {
         {"append_f16", "append_f32"}, {"tip_f16", "tip_f32"}, {"topk_scan", "topk_scan"},
-        {"topk_pass", "topk_pass"},   {"fac_f16", "fac_f32"}, {"dense_f16", "dense_f32"},
-        {"reduce", "reduce"}};
+        {"topk_pass", "topk_pass"},   {"fac_f16", "fac_f32"}, {"fac8_f16", "fac8_f32"},
+        {"dense_f16", "dense_f32"},   {"dense8_f16", "dense8_f32"}, {"reduce", "reduce"}};
     return names[k][dtype];
 }
 
@@ -41,17 +43,19 @@ static const fasa_vk_spirv *find_spirv(const char *name)
     return NULL;
 }
 
-/* Specialization constants 0..n-1 of a kernel. */
-static uint32_t spec_values(const vk_context *vk, vk_kernel k, uint32_t *v)
+/* Specialization constants of a kernel: ids[i] = values[i]. */
+static uint32_t spec_values(const vk_context *vk, vk_kernel k, uint32_t *id, uint32_t *v)
 {
     switch (k) {
-    case VK_K_APPEND: v[0] = VK_WG_APPEND; return 1;
-    case VK_K_TIP: v[0] = VK_WG_TIP; v[1] = vk->tun.nhmax; v[2] = vk->tun.qmax; return 3;
+    case VK_K_APPEND: id[0] = 0, v[0] = VK_WG_APPEND; return 1;
+    case VK_K_TIP: id[0] = 0, v[0] = VK_WG_TIP; id[1] = 2, v[1] = vk->tun.qmax; return 2;
     case VK_K_TOPK_SCAN: return 0;
-    case VK_K_TOPK_PASS: v[0] = VK_WG_TOPK; return 1;
+    case VK_K_TOPK_PASS: id[0] = 0, v[0] = VK_WG_TOPK; return 1;
     case VK_K_FAC:
-    case VK_K_DENSE: v[0] = VK_WG_ATTEND; v[1] = vk->tun.nhmax; v[2] = FASA_MAX_HEAD_DIM; return 3;
-    case VK_K_REDUCE: v[0] = VK_WG_REDUCE; v[1] = VK_MAX_SPLITS; return 2;
+    case VK_K_FAC8:
+    case VK_K_DENSE:
+    case VK_K_DENSE8: id[0] = 0, v[0] = VK_WG_ATTEND; id[1] = 2, v[1] = FASA_MAX_HEAD_DIM; return 2;
+    case VK_K_REDUCE: id[0] = 0, v[0] = VK_WG_REDUCE; id[1] = 1, v[1] = VK_MAX_SPLITS; return 2;
     default: return 0;
     }
 }
@@ -67,10 +71,10 @@ VkResult fasa__vk_pipeline_create(vk_context *vk, vk_kernel k, int dtype, uint32
     VkShaderModule module = VK_NULL_HANDLE;
     VkResult r = vk->fn.vkCreateShaderModule(vk->device, &mi, vk->vk_alloc, &module);
     if (r != VK_SUCCESS) return r;
-    uint32_t values[4];
+    uint32_t ids[4], values[4];
     VkSpecializationMapEntry entries[4];
-    uint32_t n = spec_values(vk, k, values);
-    for (uint32_t i = 0; i < n; i++) entries[i] = (VkSpecializationMapEntry){i, i * 4, 4};
+    uint32_t n = spec_values(vk, k, ids, values);
+    for (uint32_t i = 0; i < n; i++) entries[i] = (VkSpecializationMapEntry){ids[i], i * 4, 4};
     VkSpecializationInfo si = {n, entries, n * 4, values};
     VkPipelineShaderStageRequiredSubgroupSizeCreateInfo rs = {
         .sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_REQUIRED_SUBGROUP_SIZE_CREATE_INFO};

@@ -121,9 +121,7 @@ static fasa_status open_device(report *r)
     li.pPushConstantRanges = &range;
     if (vk->fn.vkCreatePipelineLayout(vk->device, &li, NULL, &vk->layout) != VK_SUCCESS)
         return fail(r, FASA_ERROR_BACKEND, "vulkan: vkCreatePipelineLayout failed%s", "");
-    bool big = vk->props.limits.maxComputeSharedMemorySize >= 28u * 1024;
-    vk->tun.nhmax = big ? 8 : 4;
-    vk->tun.qmax = big ? 4096 : 2048;
+    vk->tun.qmax = 4096;
     return FASA_OK;
 }
 

@@ -1,0 +1,288 @@
+/* Attention core of fac.comp and dense.comp: flash-decoding over a token
+ * list split across workgroups.  CPU statement: src/cpu/cpu_kernels.c
+ * attend_batch / reduce_partials.
+ *
+ * One workgroup per (split of at most S tokens, row, head batch).  A batch
+ * is 4*NHV query heads sharing one KV head: each K and V row is read once
+ * for all of them.  Rows: dense -> KV head (G heads); fac per head -> query
+ * head (1 head); fac per group -> KV head (G heads); groups larger than a
+ * batch take several batches (grid y = row * n_batches + batch).
+ *   1. one thread per token: scaled q.k for the batch's heads (four heads per
+ *      vec4, q transposed in shared memory), kept in shared memory
+ *   2. the split maximum m (online-softmax start -FLT_MAX/2), p = exp(s - m),
+ *      l = sum p
+ *   3. the threads sweep the V rows across their dims: acc += p * v
+ *   4. token-parity replicas of acc are summed; the split writes the partial
+ *      (m, l, acc[d]) of each head; reduce.comp combines the splits.
+ * No loop contains a barrier and no register array is indexed at run time:
+ * llvmpipe (lavapipe) runs either many times slower.
+ * GATHER: tokens come from the selection rows (fac), else a range (dense). */
+#extension GL_GOOGLE_include_directive : require
+#include "common.glsl"
+
+layout(local_size_x_id = 0) in;                /* 256 (a multiple of 16) */
+layout(constant_id = 2) const uint MAXD = 512; /* largest head dim */
+
+#ifndef NHV
+#define NHV 1   /* vec4 head groups per batch: 1 (4 heads) or 2 (8 heads) */
+#endif
+#define S (512u / uint(NHV)) /* tokens per split */
+
+layout(push_constant) uniform Push {
+    uvec2 k_tab, v_tab, scratch;
+    uint q_off, part_off, sel_off, kv_stride;
+    uint kv_shift, d, G, flags;        /* flags: 1 = per-group selection rows */
+    uint count, n_batches, max_n_fac, maxs;
+    float scale;
+    uint cps;                           /* chunks of S tokens per split */
+} pc;
+
+#define WG gl_WorkGroupSize.x
+#if STORAGE_F16
+#define EPW 2u  /* elements per word */
+#else
+#define EPW 1u
+#endif
+
+shared vec4 sq[NHV * MAXD];  /* q^T of the batch, then the replicas of acc */
+shared vec4 ssc[NHV * S];    /* scores, then weights p */
+shared uint stok[S];
+shared vec4 sred[NHV * 16u];
+
+uint g_, h0_, nh_, n_;
+vec4 a0, a1, a2, a3;         /* acc of heads 0-3 for the thread's elements */
+#if NHV == 2
+vec4 b0, b1, b2, b3;         /* heads 4-7 */
+#endif
+
+uint token_at(uint r, uint i)
+{
+#if GATHER
+    return Words(pc.scratch).w[pc.sel_off + r * pc.max_n_fac + i];
+#else
+    return i;
+#endif
+}
+
+void load_q()
+{
+    Floats fs = Floats(pc.scratch);
+    for (uint i = gl_LocalInvocationID.x; i < NHV * pc.d; i += WG) {
+        uint hv = i / pc.d, c = i - hv * pc.d;
+        vec4 q = vec4(0.0);
+        for (uint k = 0u; k < 4u; k++)
+            if (4u * hv + k < nh_) q[k] = fs.f[pc.q_off + (h0_ + 4u * hv + k) * pc.d + c];
+        sq[i] = q;
+    }
+}
+
+void load_tokens(uint r, uint t0)
+{
+    for (uint i = gl_LocalInvocationID.x; i < n_; i += WG) stok[i] = token_at(r, t0 + i);
+}
+
+void scale_acc(vec4 c0, vec4 c1)
+{
+    a0 *= c0, a1 *= c0, a2 *= c0, a3 *= c0;
+#if NHV == 2
+    b0 *= c1, b1 *= c1, b2 *= c1, b3 *= c1;
+#endif
+}
+
+/* q.k of the four heads of group hv for K row `row` (one accumulator per loop). */
+vec4 qk(Words k, uint off, uint hv)
+{
+    vec4 s = vec4(0.0);
+    uint base = hv * pc.d;
+#if STORAGE_F16
+    for (uint w = 0u; w < (pc.d >> 1); w++) {
+        vec2 v = unpackHalf2x16(k.w[off + w]);
+        s += sq[base + 2u * w] * v.x + sq[base + 2u * w + 1u] * v.y;
+    }
+#else
+    for (uint w = 0u; w < pc.d; w++) s += sq[base + w] * uintBitsToFloat(k.w[off + w]);
+#endif
+    return s;
+}
+
+void scores()
+{
+    uint W = pc.d / EPW;
+    for (uint i = gl_LocalInvocationID.x; i < n_; i += WG) {
+        uint row = g_ * pc.kv_stride + stok[i];
+        Words k = Words(chunk_addr(pc.k_tab, row, pc.kv_shift));
+        uint off = chunk_off(row, pc.kv_shift, W);
+        ssc[i] = qk(k, off, 0u) * pc.scale;
+#if NHV == 2
+        ssc[S + i] = qk(k, off, 1u) * pc.scale;
+#endif
+    }
+}
+
+/* Max (is_max) or sum of ssc[hv * S + 0 .. n_) for each hv, two levels. */
+vec4 split_reduce(uint hv, bool is_max)
+{
+    uint lid = gl_LocalInvocationID.x;
+    if (lid < 16u) {
+        vec4 r = is_max ? vec4(NEG_START) : vec4(0.0);
+        for (uint i = lid; i < n_; i += 16u) r = is_max ? max(r, ssc[hv * S + i]) : r + ssc[hv * S + i];
+        sred[hv * 16u + lid] = r;
+    }
+    barrier();
+    vec4 r = is_max ? vec4(NEG_START) : vec4(0.0);
+    for (uint i = 0u; i < 16u; i++) r = is_max ? max(r, sred[hv * 16u + i]) : r + sred[hv * 16u + i];
+    barrier();
+    return r;
+}
+
+void weights(vec4 m0, vec4 m1)
+{
+    for (uint i = gl_LocalInvocationID.x; i < n_; i += WG) {
+        ssc[i] = exp(ssc[i] - m0);
+#if NHV == 2
+        ssc[S + i] = exp(ssc[S + i] - m1);
+#endif
+    }
+}
+
+void add_word(uint x, uint k, vec4 p0, vec4 p1)
+{
+#if STORAGE_F16
+    vec2 v = unpackHalf2x16(x);
+    if (k == 0u) { a0 += p0 * v.x; a1 += p0 * v.y; } else { a2 += p0 * v.x; a3 += p0 * v.y; }
+#if NHV == 2
+    if (k == 0u) { b0 += p1 * v.x; b1 += p1 * v.y; } else { b2 += p1 * v.x; b3 += p1 * v.y; }
+#endif
+#else
+    float v = uintBitsToFloat(x);
+    if (k == 0u) a0 += p0 * v; else a1 += p0 * v;
+#if NHV == 2
+    if (k == 0u) b0 += p1 * v; else b1 += p1 * v;
+#endif
+#endif
+}
+
+/* Threads sweep V: replica `rep` of nrep takes tokens rep, rep + nrep, ...;
+ * column col covers word col (and col + WG when a row has more words). */
+void sweep_v(uint rep, uint nrep, uint col, uint W)
+{
+    for (uint t = rep; t < n_; t += nrep) {
+        uint row = g_ * pc.kv_stride + stok[t];
+        Words v = Words(chunk_addr(pc.v_tab, row, pc.kv_shift));
+        uint off = chunk_off(row, pc.kv_shift, W);
+        vec4 p0 = ssc[t];
+#if NHV == 2
+        vec4 p1 = ssc[S + t];
+#else
+        vec4 p1 = vec4(0.0);
+#endif
+        add_word(v.w[off + col], 0u, p0, p1);
+        if (col + WG < W) add_word(v.w[off + col + WG], 1u, p0, p1);
+    }
+}
+
+/* acc element e (0..3) of the thread, for head group hv. */
+vec4 acc_at(uint hv, uint e)
+{
+#if NHV == 2
+    if (hv == 1u) return e == 0u ? b0 : e == 1u ? b1 : e == 2u ? b2 : b3;
+#endif
+    return e == 0u ? a0 : e == 1u ? a1 : e == 2u ? a2 : a3;
+}
+
+/* Dim of element e (0..3) of the thread at column col. */
+uint dim_of(uint col, uint e)
+{
+#if STORAGE_F16
+    return (col + (e >> 1) * WG) * 2u + (e & 1u);
+#else
+    return col + e * WG;
+#endif
+}
+
+void write_partial(uint h, uint split, uint c, float v)
+{
+    Floats(pc.scratch).f[pc.part_off + ((h0_ + h) * pc.maxs + split) * (pc.d + 2u) + 2u + c] = v;
+}
+
+/* One replica (rows wider than the workgroup): each thread owns its dims. */
+void write_direct(uint col, uint W, uint split)
+{
+    for (uint e = 0u; e < 2u * EPW; e++) {
+        uint c = dim_of(col, e);
+        if (c / EPW >= W) continue;
+        for (uint h = 0u; h < nh_; h++) write_partial(h, split, c, acc_at(h >> 2, e)[h & 3u]);
+    }
+}
+
+/* Several replicas: sum them through shared memory (q is no longer needed). */
+void write_summed(uint lid, uint nrep, uint W, bool in_sweep, uint split)
+{
+    for (uint e = 0u; e < EPW; e++)
+        for (uint hv = 0u; hv < NHV; hv++) sq[(lid * EPW + e) * NHV + hv] = in_sweep ? acc_at(hv, e) : vec4(0.0);
+    barrier();
+    for (uint i = lid; i < nh_ * pc.d; i += WG) {
+        uint h = i / pc.d, c = i - h * pc.d, cw = c / EPW, e = c - cw * EPW;
+        float sum = 0.0;
+        for (uint rr = 0u; rr < nrep; rr++) sum += sq[((rr * W + cw) * EPW + e) * NHV + (h >> 2)][h & 3u];
+        write_partial(h, split, c, sum);
+    }
+}
+
+void main()
+{
+    uint lid = gl_LocalInvocationID.x;
+    uint split = gl_WorkGroupID.x, r = gl_WorkGroupID.y / pc.n_batches, batch = gl_WorkGroupID.y % pc.n_batches;
+#if GATHER
+    bool per_group = (pc.flags & 1u) != 0u;
+    g_ = per_group ? r : r / pc.G;
+    uint hr = per_group ? r * pc.G : r, nr = per_group ? pc.G : 1u;
+#else
+    g_ = r;
+    uint hr = r * pc.G, nr = pc.G;
+#endif
+    h0_ = hr + batch * 4u * NHV;
+    nh_ = min(4u * NHV, nr - batch * 4u * NHV);
+    uint W = pc.d / EPW;
+    uint nrep = W <= WG ? WG / W : 1u, rep = W <= WG ? lid / W : 0u, col = lid - rep * (W <= WG ? W : 0u);
+    bool in_sweep = rep < nrep;
+    load_q();
+    vec4 m0 = vec4(NEG_START), m1 = vec4(NEG_START), l0 = vec4(0.0), l1 = vec4(0.0);
+    a0 = a1 = a2 = a3 = vec4(0.0);
+#if NHV == 2
+    b0 = b1 = b2 = b3 = vec4(0.0);
+#endif
+    /* usually one chunk; very long dense splits take several (online softmax) */
+    for (uint ch = 0u; ch < pc.cps; ch++) {
+        uint t0 = (split * pc.cps + ch) * S;
+        if (t0 >= pc.count) break;
+        n_ = min(pc.count - t0, S);
+        load_tokens(r, t0);
+        barrier();
+        scores();
+        barrier();
+        vec4 n0 = max(m0, split_reduce(0u, true)), n1 = m1;
+#if NHV == 2
+        n1 = max(m1, split_reduce(1u, true));
+#endif
+        vec4 c0 = exp(m0 - n0), c1 = exp(m1 - n1);
+        m0 = n0, m1 = n1;
+        weights(m0, m1);
+        barrier();
+        l0 = l0 * c0 + split_reduce(0u, false);
+#if NHV == 2
+        l1 = l1 * c1 + split_reduce(1u, false);
+#endif
+        scale_acc(c0, c1);
+        if (in_sweep) sweep_v(rep, nrep, col, W);
+        barrier();
+    }
+    if (nrep == 1u) write_direct(col, W, split);
+    else write_summed(lid, nrep, W, in_sweep, split);
+    if (lid < nh_) {
+        uint at = pc.part_off + ((h0_ + lid) * pc.maxs + split) * (pc.d + 2u);
+        vec4 m = lid < 4u ? m0 : m1, l = lid < 4u ? l0 : l1;
+        Floats(pc.scratch).f[at] = m[lid & 3u];
+        Floats(pc.scratch).f[at + 1u] = l[lid & 3u];
+    }
+}
