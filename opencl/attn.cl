@@ -73,11 +73,14 @@ static inline void attend(__global const store_t *kbuf, __global const store_t *
         if (j >= 0) {
             __global const store_t *row = kb + (size_t)((uint)j - t0) * d;
             if ((d & 7u) == 0u) {
+                float8 a[ATT_HB];
+                for (uint m = 0; m < ATT_HB; m++) a[m] = (float8)(0.0f);
                 for (uint c = 0; c < d; c += 8) {
                     float8 k8 = ld8(row, c);
                     for (uint m = 0; m < ATT_HB; m++)
-                        if (m < nh) sacc[m] += dot8(vload8(0, ql + m * d + c), k8);
+                        if (m < nh) a[m] += vload8(0, ql + m * d + c) * k8;
                 }
+                for (uint m = 0; m < ATT_HB; m++) sacc[m] = hsum8(a[m]);
             } else {
                 for (uint c = 0; c < d; c++) {
                     float k = ld1(row, c);

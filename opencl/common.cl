@@ -96,9 +96,12 @@ static inline void st1(__global store_t *p, size_t i, float x)
 #endif
 }
 
-static inline float dot8(float8 a, float8 b)
+/* Dot products accumulate lane-wise in a float8 and are summed once at the
+ * end: measurably faster than dot() per chunk on PoCL, the same on GPUs. */
+static inline float hsum8(float8 a)
 {
-    return dot(a.lo, b.lo) + dot(a.hi, b.hi);
+    float4 b = a.lo + a.hi;
+    return (b.x + b.y) + (b.z + b.w);
 }
 
 /* ---- order-preserving key (src/select.c): larger score -> larger key --- */

@@ -70,11 +70,14 @@ void fasa_tip(__global const store_t *rows, uint width, uint tpb, uint gk0, uint
             float s[TIP_HB];
             for (uint m = 0; m < TIP_HB; m++) s[m] = 0.0f;
             if ((width & 7u) == 0u) {
+                float8 a[TIP_HB];
+                for (uint m = 0; m < TIP_HB; m++) a[m] = (float8)(0.0f);
                 for (uint c = 0; c < width; c += 8) {
                     float8 k8 = ld8(row, c);
                     for (uint m = 0; m < TIP_HB; m++)
-                        if (m < nb) s[m] += dot8(vload8(0, ql + m * width + c), k8);
+                        if (m < nb) a[m] += vload8(0, ql + m * width + c) * k8;
                 }
+                for (uint m = 0; m < TIP_HB; m++) s[m] = hsum8(a[m]);
             } else {
                 for (uint c = 0; c < width; c++) {
                     float k = ld1(row, c);

@@ -202,12 +202,13 @@ void fasa_topk_emit(__global const float *scores, uint cap, uint lo, uint n_cand
     uint per = (n + WG_TOPK - 1) / WG_TOPK;
     uint a = min(lid * per, n), b = min(a + per, n);
     __global const float *row = scores + (size_t)r * cap + lo + start;
-    uint2 mine = (uint2)(0u, 0u);
+    uint my_gt = 0, my_eq = 0; /* scalar counters: the loop vectorises */
     for (uint i = a; i < b; i++) {
         uint key = score_key(row[i]) & mask;
-        mine.x += key > prefix;
-        mine.y += key == prefix;
+        my_gt += key > prefix;
+        my_eq += key == prefix;
     }
+    uint2 mine = (uint2)(my_gt, my_eq);
     sa[lid] = mine;
     barrier(CLK_LOCAL_MEM_FENCE);
     __local uint2 *cur = sa, *nxt = sb;
@@ -221,14 +222,27 @@ void fasa_topk_emit(__global const float *scores, uint cap, uint lo, uint n_cand
     uint2 excl = cur[lid] - mine;
     uint g_rank = gt_before + excl.x, e_rank = eq_before + excl.y;
     __global int *out = sel + (size_t)(row_base + r) * sel_stride + n_forced;
-    for (uint i = a; i < b; i++) {
-        uint key = score_key(row[i]) & mask;
-        if (key > prefix) {
-            out[g_rank + min(e_rank, need)] = (int)(lo + start + i);
-            g_rank++;
-        } else if (key == prefix) {
-            if (e_rank < need) out[g_rank + e_rank] = (int)(lo + start + i);
-            e_rank++;
+    for (uint i0 = a; i0 < b; i0 += 32) {
+        /* most short runs hold nothing to emit: count them branch-free first */
+        uint i1 = min(i0 + 32u, b), bg = 0, be = 0;
+        for (uint i = i0; i < i1; i++) {
+            uint key = score_key(row[i]) & mask;
+            bg += key > prefix;
+            be += key == prefix;
+        }
+        if (bg == 0 && (be == 0 || e_rank >= need)) {
+            e_rank += be;
+            continue;
+        }
+        for (uint i = i0; i < i1; i++) {
+            uint key = score_key(row[i]) & mask;
+            if (key > prefix) {
+                out[g_rank + min(e_rank, need)] = (int)(lo + start + i);
+                g_rank++;
+            } else if (key == prefix) {
+                if (e_rank < need) out[g_rank + e_rank] = (int)(lo + start + i);
+                e_rank++;
+            }
         }
     }
 }

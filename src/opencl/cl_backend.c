@@ -269,8 +269,8 @@ static void choose_tuning(cl_ctx *cc)
         .target_groups = 4 * (cc->compute_units ? cc->compute_units : 1)};
     if (cc->is_cpu) {
         t.wg_append = 16;
-        t.wg_tip = 64;
-        t.tip_tpt = 4;
+        t.wg_tip = 1;
+        t.tip_tpt = 256;
         t.wg_topk = 1;
         t.topk_tile = 4096;
         t.wg_attn = 64;
@@ -589,6 +589,35 @@ fasa_status fasa__cl_set_alloc_limit(fasa_context *ctx, uint64_t bytes)
     if (!ctx || ctx->backend != FASA_BACKEND_OPENCL) return FASA_ERROR_INVALID_ARGUMENT;
     fasa__lock(ctx);
     ((cl_ctx *)ctx->impl)->alloc_limit = bytes;
+    fasa__unlock(ctx);
+    return FASA_OK;
+}
+
+fasa_status fasa__cl_retune(fasa_context *ctx, const cl_tuning *tune)
+{
+    if (!ctx || !tune || ctx->backend != FASA_BACKEND_OPENCL) return FASA_ERROR_INVALID_ARGUMENT;
+    fasa__lock(ctx);
+    cl_ctx *cc = ctx->impl;
+    cl_tuning old = cc->tune;
+    clFinish(cc->queue);
+    fasa__cl_release_programs(cc);
+    cc->tune = *tune;
+    cc->tune.red_pmax = old.red_pmax; /* caches are laid out for it */
+    fasa_status st = fasa__cl_build_programs(ctx, cc);
+    if (st != FASA_OK) { /* keep the context usable */
+        fasa__cl_release_programs(cc);
+        cc->tune = old;
+        fasa__cl_build_programs(ctx, cc);
+    }
+    fasa__unlock(ctx);
+    return st;
+}
+
+fasa_status fasa__cl_get_tuning(fasa_context *ctx, cl_tuning *out)
+{
+    if (!ctx || !out || ctx->backend != FASA_BACKEND_OPENCL) return FASA_ERROR_INVALID_ARGUMENT;
+    fasa__lock(ctx);
+    *out = ((cl_ctx *)ctx->impl)->tune;
     fasa__unlock(ctx);
     return FASA_OK;
 }

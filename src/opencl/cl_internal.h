@@ -184,6 +184,11 @@ fasa_status fasa__cl_read_selection(fasa_kv_cache *cache, const fasa_step *step,
  * this context (0 restores CL_DEVICE_MAX_MEM_ALLOC_SIZE), so tests can force
  * chunked storage on small shapes. */
 fasa_status fasa__cl_set_alloc_limit(fasa_context *ctx, uint64_t bytes);
+/* Rebuilds the context's programs with other tunables (work-group sizes,
+ * the fp16 load path, ...; red_pmax stays), so the bench can compare
+ * variants in one run.  No enqueued work may still use the programs. */
+fasa_status fasa__cl_retune(fasa_context *ctx, const cl_tuning *tune);
+fasa_status fasa__cl_get_tuning(fasa_context *ctx, cl_tuning *out);
 /* Binary-cache counters and the per-kernel times of the last profiled exec. */
 fasa_status fasa__cl_get_stats(fasa_context *ctx, fasa_cl_stats *out);
 /* The embedded kernel source (generated from the opencl/ kernel files). */

@@ -269,8 +269,10 @@ fasa_status fasa__cl_topk(fasa_exec *exec, const fasa_step *s)
     const cl_tuning *t = &ctx_of(c)->tune;
     if (topk_k(s) == 0) return FASA_OK; /* the forced tokens fill the budget */
     uint32_t n_cand = s->L - s->n_sink - s->n_recent;
-    /* output tiles: at most max_tiles per row, each a multiple of the group */
-    uint32_t te = max_u32(t->wg_topk * 8, ceil_div(n_cand, cl->max_tiles));
+    /* output tiles: at most max_tiles per row (each emit group sums the
+     * counts of the tiles before it), at least a pass tile, a multiple of
+     * the group size */
+    uint32_t te = max_u32(t->topk_tile, ceil_div(n_cand, cl->max_tiles));
     te = (uint32_t)round_up(te, t->wg_topk);
     fasa_status st = FASA_OK;
     for (uint32_t b = 0; st == FASA_OK && b < cl->n_sblocks; b++) {
