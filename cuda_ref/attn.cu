@@ -31,7 +31,8 @@ __global__ void __launch_bounds__(TT) attend_kernel(fasa_cu_attend_args a)
     const fasa_cu_unit u = fasa_cu_unit_of(blockIdx.y, a.sel && !a.per_group, a.group);
     const uint32_t nh = u.nh;
     const uint32_t begin = split * a.split.split_len;
-    const uint32_t end = a.n_tokens - begin < a.split.split_len ? a.n_tokens : begin + a.split.split_len;
+    const uint32_t left = begin < a.n_tokens ? a.n_tokens - begin : 0; /* the plan makes no empty split */
+    const uint32_t end = begin + (left < a.split.split_len ? left : a.split.split_len);
     const int32_t *idx = a.sel ? a.sel + (size_t)u.row * a.sel_stride : nullptr;
     const T *kb = static_cast<const T *>(a.k) + (size_t)u.g * a.cap * d;
     const T *vb = static_cast<const T *>(a.v) + (size_t)u.g * a.cap * d;

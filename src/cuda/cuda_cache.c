@@ -217,7 +217,8 @@ fasa_status fasa__cuda_cache_read(fasa_kv_cache *cache, uint32_t layer, uint32_t
             float *out = which ? v : k;
             if (!out) continue;
             const char *src = (const char *)(which ? lay->v : lay->k) + ((size_t)g * cache->capacity + first) * row;
-            cudaError_t err = cudaMemcpyAsync(tmp, src, (size_t)n * row, cudaMemcpyDeviceToHost, cc->stream);
+            /* cudaMemcpyDefault: FASA-M rows live in mapped host memory */
+            cudaError_t err = cudaMemcpyAsync(tmp, src, (size_t)n * row, cudaMemcpyDefault, cc->stream);
             if (err == cudaSuccess) err = cudaStreamSynchronize(cc->stream);
             if (err != cudaSuccess) {
                 st = fasa__cuda_fail(ctx, err, "cudaMemcpyAsync (cache read)");

@@ -1,0 +1,3 @@
+// Configure-time probe (cuda_ref/meson.build): nvcc, its host compiler and
+// the -gencode list work together.
+__global__ void fasa_probe(int *p) { *p = 1; }
