@@ -259,39 +259,37 @@ static uint32_t pow2_floor(uint64_t v)
 
 /* Work-group sizes and tiles (docs/OPENCL.md).  GPUs get wide groups and
  * local-memory tiles; CPU runtimes (PoCL) run a work-group as a loop over
- * its work-items, so they get narrow groups. */
-static void choose_tuning(cl_ctx *cc)
+ * its work-items, so they get groups of one work-item where a kernel
+ * counts into local memory (no atomics then) and narrow ones elsewhere. */
+void fasa__cl_tuning_preset(cl_tuning *out, bool cpu_style, uint64_t local_mem, size_t max_wg,
+                            uint32_t compute_units)
 {
+    uint32_t cu = compute_units ? compute_units : 1;
     cl_tuning t = {
         .wg_append = 64, .wg_tip = 128, .tip_tpt = 4, .tip_hb = 8, .wg_topk = 256,
         .topk_tile = 4096, .wg_attn = 128, .att_ql = 4096, .att_hb = 8, .wg_red = 128,
-        .red_pmax = 256, .half_load = FASA_CL_HALF_LOAD_DEFAULT,
-        .target_groups = 4 * (cc->compute_units ? cc->compute_units : 1)};
-    if (cc->is_cpu) {
+        .red_pmax = 256, .half_load = FASA_CL_HALF_LOAD_DEFAULT, .target_groups = 4 * cu};
+    if (cpu_style) {
         t.wg_append = 16;
         t.wg_tip = 1;
         t.tip_tpt = 256;
         t.wg_topk = 1;
-        t.topk_tile = 4096;
         t.wg_attn = 64;
-        t.att_ql = 4096;
-        t.att_hb = 8;
         t.wg_red = 32;
-        t.target_groups = 8 * (cc->compute_units ? cc->compute_units : 1);
+        t.target_groups = 8 * cu;
     }
-    if (cc->local_mem < 40 * 1024) { /* 32 KiB devices */
+    if (local_mem < 40 * 1024) { /* 32 KiB devices */
         t.tip_hb = 4;
         t.topk_tile = 2048;
         t.att_ql = 2048;
-        t.att_hb = 8;
     }
-    uint32_t wg_max = pow2_floor(cc->max_wg ? cc->max_wg : 1);
+    uint32_t wg_max = pow2_floor(max_wg ? max_wg : 1);
     uint32_t *wgs[] = {&t.wg_append, &t.wg_tip, &t.wg_topk, &t.wg_attn, &t.wg_red};
     for (size_t i = 0; i < sizeof wgs / sizeof wgs[0]; i++)
         if (*wgs[i] > wg_max) *wgs[i] = wg_max;
     if (t.att_ql < t.wg_attn) t.att_ql = t.wg_attn;
     if (t.topk_tile < t.wg_topk) t.topk_tile = t.wg_topk;
-    cc->tune = t;
+    *out = t;
 }
 
 static void cl_context_destroy(fasa_context *ctx)
@@ -433,7 +431,7 @@ static fasa_status cl_context_init(fasa_context *ctx, uint32_t device_index, con
     if (st == FASA_OK) st = open_device(ctx, cc, device_index, e);
     if (st == FASA_OK) st = probe_device(ctx, cc);
     if (st == FASA_OK) {
-        choose_tuning(cc);
+        fasa__cl_tuning_preset(&cc->tune, cc->is_cpu, cc->local_mem, cc->max_wg, cc->compute_units);
         st = fasa__cl_build_programs(ctx, cc);
     }
     if (st != FASA_OK) cl_context_destroy(ctx);

@@ -127,6 +127,10 @@ typedef struct cl_cache {
 } cl_cache;
 
 /* --- cl_backend.c ---------------------------------------------------------- */
+/* The tunables for a device class: cpu_style for CPU runtimes (PoCL), else
+ * the GPU preset; local_mem and max_wg clamp them. */
+void fasa__cl_tuning_preset(cl_tuning *out, bool cpu_style, uint64_t local_mem, size_t max_wg,
+                            uint32_t compute_units);
 fasa_status fasa__cl_fail(fasa_context *ctx, cl_int err, const char *what);
 const char *fasa__cl_error_name(cl_int err);
 /* Enqueues a kernel into exec, keeping its event when profiling. */

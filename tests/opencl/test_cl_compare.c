@@ -35,6 +35,7 @@ typedef struct config {
     bool shared_dims;    /* all heads of a group share their dims */
     uint32_t capacity;   /* 4000 or 70000 */
     uint64_t alloc_limit;/* 0, or a lowered OpenCL allocation limit */
+    int preset;          /* 0 the device's tunables, 1 the GPU preset, 2 the GPU preset for 32 KiB */
     uint64_t seed;
 } config;
 
@@ -156,6 +157,11 @@ static void run_config(const config *cf, int32_t dev)
     rs.cpu = t_context(FASA_BACKEND_CPU, 0, 0, NULL);
     rs.cl = t_context(FASA_BACKEND_OPENCL, dev, 0, NULL);
     if (cf->alloc_limit) fasa__cl_set_alloc_limit(rs.cl, cf->alloc_limit);
+    if (cf->preset) { /* run the GPU work-group shapes here too */
+        cl_tuning t;
+        fasa__cl_tuning_preset(&t, false, cf->preset == 2 ? 32 * 1024 : 48 * 1024, 1024, 8);
+        T_STATUS(rs.cl, fasa__cl_retune(rs.cl, &t), FASA_OK, NULL);
+    }
     fasa_model_shape shape = {1, s->hq, s->hkv, s->d, cf->layout};
     uint32_t n_tip = s->d / 8;
     fasa_calibration *cal_c = t_calibration(rs.cpu, &shape, n_tip, cf->shared_dims, cf->seed);
@@ -232,10 +238,11 @@ static void run_config(const config *cf, int32_t dev)
                 run_case(&rs, L, FASA_MODE_FASA, forced[i][0], g ? FASA_GQA_PER_GROUP : FASA_GQA_PER_HEAD,
                          forced[i][1], forced[i][2]);
     }
-    printf("  hq%u-hkv%u-d%u %s %s %s %s cap %u%s seed %llu: %u cases (%u also on device buffers)\n", s->hq,
+    printf("  hq%u-hkv%u-d%u %s %s %s %s cap %u%s%s seed %llu: %u cases (%u also on device buffers)\n", s->hq,
            s->hkv, s->d, cf->dtype == FASA_DTYPE_F16 ? "f16" : "f32", cf->layout == FASA_ROPE_NORM ? "norm" : "neox",
            cf->ints ? "ints" : "gauss", cf->shared_dims ? "shared-dims" : "head-dims", cf->capacity,
-           cf->alloc_limit ? " split" : "", (unsigned long long)cf->seed, rs.n_cases, rs.n_device);
+           cf->alloc_limit ? " split" : "", cf->preset == 1 ? " gpu-preset" : cf->preset == 2 ? " gpu-preset-32k" : "",
+           (unsigned long long)cf->seed, rs.n_cases, rs.n_device);
     fflush(stdout);
     free(rs.q);
     fasa_buffer_destroy(rs.qbuf);
@@ -266,12 +273,26 @@ int main(int argc, char **argv)
                 if (big && si == 2) cf.alloc_limit = 8u << 20; /* 24 storage chunks, 2 scratch blocks */
                 run_config(&cf, dev);
             }
+    /* the GPU presets (wide groups, local atomics, barriers) on this device:
+     * the work-group shapes the H200 will run are checked here already */
+    for (int preset = 1; preset <= 2; preset++)
+        for (size_t si = 0; si < 5; si += preset == 1 ? 1 : 2)
+            for (int ints = 1; ints >= 0; ints--) {
+                config cf = {.s = shapes[si], .dtype = ints ? FASA_DTYPE_F16 : FASA_DTYPE_F32,
+                             .layout = (si + ints) % 2 ? FASA_ROPE_NEOX : FASA_ROPE_NORM, .ints = ints,
+                             .shared_dims = ints == 0, .capacity = 4000, .preset = preset, .seed = seed++};
+                if (quick && preset == 2) continue;
+                run_config(&cf, dev);
+            }
     /* small chunks and one KV head per scratch block */
     config split = {.s = {9, 3, 64}, .dtype = FASA_DTYPE_F16, .layout = FASA_ROPE_NEOX, .ints = true,
                     .shared_dims = false, .capacity = 4000, .alloc_limit = 100000, .seed = seed++};
     run_config(&split, dev);
     split.ints = false;
     split.dtype = FASA_DTYPE_F32;
+    split.seed = seed++;
+    run_config(&split, dev);
+    split.preset = 1;
     split.seed = seed++;
     run_config(&split, dev);
     return t_done("test_cl_compare");
