@@ -69,28 +69,25 @@ static inline void attend(__global const store_t *kbuf, __global const store_t *
         }
         tok_l[lid] = j;
         float sacc[ATT_HB];
-        for (uint m = 0; m < ATT_HB; m++) sacc[m] = 0.0f;
+        FOR_HEAD(m, nh, ATT_HB) sacc[m] = 0.0f;
         if (j >= 0) {
             __global const store_t *row = kb + (size_t)((uint)j - t0) * d;
             if ((d & 7u) == 0u) {
-                float8 a[ATT_HB];
-                for (uint m = 0; m < ATT_HB; m++) a[m] = (float8)(0.0f);
-                for (uint c = 0; c < d; c += 8) {
-                    float8 k8 = ld8(row, c);
-                    for (uint m = 0; m < ATT_HB; m++)
-                        if (m < nh) a[m] += vload8(0, ql + m * d + c) * k8;
+                /* heads outer: one accumulator live (the row is re-read
+                 * from cache), which keeps GPU register pressure low */
+                FOR_HEAD(m, nh, ATT_HB) {
+                    float8 a = (float8)(0.0f);
+                    for (uint c = 0; c < d; c += 8) a += vload8(0, ql + m * d + c) * ld8(row, c);
+                    sacc[m] = hsum8(a);
                 }
-                for (uint m = 0; m < ATT_HB; m++) sacc[m] = hsum8(a[m]);
             } else {
                 for (uint c = 0; c < d; c++) {
                     float k = ld1(row, c);
-                    for (uint m = 0; m < ATT_HB; m++)
-                        if (m < nh) sacc[m] += ql[m * d + c] * k;
+                    FOR_HEAD(m, nh, ATT_HB) sacc[m] += ql[m * d + c] * k;
                 }
             }
         }
-        for (uint m = 0; m < ATT_HB; m++) {
-            if (m >= nh) continue;
+        FOR_HEAD(m, nh, ATT_HB) {
             float v = j >= 0 ? sacc[m] * scale : NEG_START;
             s_l[m * WG_ATTN + lid] = v;
             red[m * WG_ATTN + lid] = v;
@@ -111,8 +108,7 @@ static inline void attend(__global const store_t *kbuf, __global const store_t *
         /* 3. rescale, then accumulate p * V over this lane's tokens */
         if (active) {
             uint nb = min((uint)WG_ATTN, count - b0);
-            for (uint m = 0; m < ATT_HB; m++) {
-                if (m >= nh) continue;
+            FOR_HEAD(m, nh, ATT_HB) {
                 float corr = exp(mrun[m] - fmax(mrun[m], red[m * WG_ATTN]));
                 lpart[m] *= corr;
                 for (uint ii = 0; ii < ATT_DCPT; ii++) acc[m][ii] *= corr;
@@ -125,12 +121,10 @@ static inline void attend(__global const store_t *kbuf, __global const store_t *
                     uint dc = dc0 + ii * W2;
                     if (dc >= DC) break;
                     float8 v8 = ld8g(vrow, dc * 8, d);
-                    for (uint m = 0; m < ATT_HB; m++)
-                        if (m < nh) acc[m][ii] += s_l[m * WG_ATTN + t] * v8;
+                    FOR_HEAD(m, nh, ATT_HB) acc[m][ii] += s_l[m * WG_ATTN + t] * v8;
                 }
                 if (dc0 == 0)
-                    for (uint m = 0; m < ATT_HB; m++)
-                        if (m < nh) lpart[m] += s_l[m * WG_ATTN + t];
+                    FOR_HEAD(m, nh, ATT_HB) lpart[m] += s_l[m * WG_ATTN + t];
             }
         }
         barrier(CLK_LOCAL_MEM_FENCE);

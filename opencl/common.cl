@@ -12,7 +12,7 @@
  *   heads per TIP work-group), WG_TOPK, TOPK_TILE (keys per top-k pass
  *   work-group), WG_ATTN, ATT_QL (floats of q held in local memory by one
  *   attention work-group), ATT_HB (max heads per attention work-group),
- *   WG_RED, RED_PMAX (max partials per head)
+ *   WG_RED, RED_PMAX (max partials per head), FASA_DYN_LOOPS (see FOR_HEAD)
  *
  * Arithmetic and accumulation are fp32 everywhere (no cl_khr_fp16 needed).
  * Nothing relies on -inf: the online softmax starts from NEG_START and
@@ -126,6 +126,15 @@ static inline uint score_key(float f)
 #define ST_DST_N 7    /* keys written so far (atomic counter) */
 #define ST_DONE 8     /* threshold found: later passes do nothing */
 #define ST_WORDS 16
+
+/* Loops over the query heads a work-item serves: GPUs unroll to the
+ * compile-time maximum (arrays stay in registers); CPU runtimes loop to the
+ * actual count (FASA_DYN_LOOPS=1). */
+#if FASA_DYN_LOOPS
+#define FOR_HEAD(m, n, max) for (uint m = 0; m < (n); m++)
+#else
+#define FOR_HEAD(m, n, max) for (uint m = 0; m < (max); m++) if (m < (n))
+#endif
 
 /* Local-memory counters: a work-group of one work-item (CPU runtimes)
  * needs no atomics. */

@@ -68,30 +68,26 @@ void fasa_tip(__global const store_t *rows, uint width, uint tpb, uint gk0, uint
             uint j = tok_lo + i;
             __global const store_t *row = rows + ((size_t)(g - gk0) * tpb + (j - t0)) * width;
             float s[TIP_HB];
-            for (uint m = 0; m < TIP_HB; m++) s[m] = 0.0f;
+            FOR_HEAD(m, nb, TIP_HB) s[m] = 0.0f;
             if ((width & 7u) == 0u) {
                 float8 a[TIP_HB];
-                for (uint m = 0; m < TIP_HB; m++) a[m] = (float8)(0.0f);
+                FOR_HEAD(m, nb, TIP_HB) a[m] = (float8)(0.0f);
                 for (uint c = 0; c < width; c += 8) {
                     float8 k8 = ld8(row, c);
-                    for (uint m = 0; m < TIP_HB; m++)
-                        if (m < nb) a[m] += vload8(0, ql + m * width + c) * k8;
+                    FOR_HEAD(m, nb, TIP_HB) a[m] += vload8(0, ql + m * width + c) * k8;
                 }
-                for (uint m = 0; m < TIP_HB; m++) s[m] = hsum8(a[m]);
+                FOR_HEAD(m, nb, TIP_HB) s[m] = hsum8(a[m]);
             } else {
                 for (uint c = 0; c < width; c++) {
                     float k = ld1(row, c);
-                    for (uint m = 0; m < TIP_HB; m++)
-                        if (m < nb) s[m] += ql[m * width + c] * k;
+                    FOR_HEAD(m, nb, TIP_HB) s[m] += ql[m * width + c] * k;
                 }
             }
             if (per_group) {
-                for (uint m = 0; m < TIP_HB; m++)
-                    if (m < nb) gs[tt] += s[m];
+                FOR_HEAD(m, nb, TIP_HB) gs[tt] += s[m];
             } else {
                 bool cand = do_hist && j >= lo && j < hi;
-                for (uint m = 0; m < TIP_HB; m++) {
-                    if (m >= nb) continue;
+                FOR_HEAD(m, nb, TIP_HB) {
                     scores[(size_t)(h0 + m - sg0 * G) * cap + j] = s[m];
                     if (cand) TIP_INC(&lh[m * 256u + (score_key(s[m]) >> 24)]);
                 }

@@ -28,7 +28,10 @@ typedef struct cl_tuning {
     uint32_t wg_append, wg_tip, tip_tpt, tip_hb, wg_topk, topk_tile;
     uint32_t wg_attn, att_ql, att_hb, wg_red, red_pmax;
     uint32_t half_load;           /* FASA_HALF_LOAD: 0 vload_half, 1 uint4 + manual */
+    uint32_t dyn_loops;           /* FASA_DYN_LOOPS: head loops to the actual count (CPUs) */
     uint32_t target_groups;       /* work-groups a split-K dispatch aims for */
+    uint32_t fuse_hist;           /* 1: tip builds the first radix histogram; 0: a
+                                     separate top-k pass does (host side only) */
 } cl_tuning;
 
 /* The fp16 load path compiled into the kernels by default.  Override at

@@ -171,7 +171,7 @@ static fasa_status tip_dispatch(fasa_exec *exec, const fasa_step *s, const cl_ch
     fasa__cl_arg_u32(&x, c->capacity);
     fasa__cl_arg_u32(&x, sb->g0);
     fasa__cl_arg_mem(&x, sb->hist);
-    fasa__cl_arg_u32(&x, topk_k(s) > 0);
+    fasa__cl_arg_u32(&x, topk_k(s) > 0 && t->fuse_hist);
     fasa__cl_arg_u32(&x, s->n_sink);
     fasa__cl_arg_u32(&x, s->L - s->n_recent);
     fasa_status st = args_done(c->ctx, &x, CLK_TIP);
@@ -277,7 +277,8 @@ fasa_status fasa__cl_topk(fasa_exec *exec, const fasa_step *s)
     fasa_status st = FASA_OK;
     for (uint32_t b = 0; st == FASA_OK && b < cl->n_sblocks; b++) {
         const cl_sblock *sb = &cl->sblocks[b];
-        st = topk_scan(exec, s, sb, 24);
+        if (!t->fuse_hist) st = topk_pass(exec, s, sb, 24); /* first pass not fused into tip */
+        if (st == FASA_OK) st = topk_scan(exec, s, sb, 24);
         for (int shift = 16; st == FASA_OK && shift >= 0; shift -= 8) {
             st = topk_pass(exec, s, sb, (uint32_t)shift);
             if (st == FASA_OK) st = topk_scan(exec, s, sb, (uint32_t)shift);

@@ -226,9 +226,9 @@ void fasa__cl_build_options(const cl_ctx *cc, bool f16, uint32_t half_load, char
     snprintf(out, size,
              "-cl-std=CL1.2 -DFASA_F16=%d -DFASA_HALF_LOAD=%u -DWG_APPEND=%u -DWG_TIP=%u "
              "-DTIP_TPT=%u -DTIP_HB=%u -DWG_TOPK=%u -DTOPK_TILE=%u -DWG_ATTN=%u -DATT_QL=%u "
-             "-DATT_HB=%u -DWG_RED=%u -DRED_PMAX=%u",
+             "-DATT_HB=%u -DWG_RED=%u -DRED_PMAX=%u -DFASA_DYN_LOOPS=%u",
              f16 ? 1 : 0, half_load, t->wg_append, t->wg_tip, t->tip_tpt, t->tip_hb, t->wg_topk,
-             t->topk_tile, t->wg_attn, t->att_ql, t->att_hb, t->wg_red, t->red_pmax);
+             t->topk_tile, t->wg_attn, t->att_ql, t->att_hb, t->wg_red, t->red_pmax, t->dyn_loops);
 }
 
 static void release_set(cl_program_set *ps)

@@ -36,6 +36,7 @@ typedef struct config {
     uint32_t capacity;   /* 4000 or 70000 */
     uint64_t alloc_limit;/* 0, or a lowered OpenCL allocation limit */
     int preset;          /* 0 the device's tunables, 1 the GPU preset, 2 the GPU preset for 32 KiB */
+    bool no_fuse;        /* the first radix pass as its own kernel, not in tip */
     uint64_t seed;
 } config;
 
@@ -157,9 +158,11 @@ static void run_config(const config *cf, int32_t dev)
     rs.cpu = t_context(FASA_BACKEND_CPU, 0, 0, NULL);
     rs.cl = t_context(FASA_BACKEND_OPENCL, dev, 0, NULL);
     if (cf->alloc_limit) fasa__cl_set_alloc_limit(rs.cl, cf->alloc_limit);
-    if (cf->preset) { /* run the GPU work-group shapes here too */
+    if (cf->preset || cf->no_fuse) { /* run the GPU work-group shapes here too */
         cl_tuning t;
-        fasa__cl_tuning_preset(&t, false, cf->preset == 2 ? 32 * 1024 : 48 * 1024, 1024, 8);
+        fasa__cl_get_tuning(rs.cl, &t);
+        if (cf->preset) fasa__cl_tuning_preset(&t, false, cf->preset == 2 ? 32 * 1024 : 48 * 1024, 1024, 8);
+        if (cf->no_fuse) t.fuse_hist = 0;
         T_STATUS(rs.cl, fasa__cl_retune(rs.cl, &t), FASA_OK, NULL);
     }
     fasa_model_shape shape = {1, s->hq, s->hkv, s->d, cf->layout};
@@ -238,10 +241,11 @@ static void run_config(const config *cf, int32_t dev)
                 run_case(&rs, L, FASA_MODE_FASA, forced[i][0], g ? FASA_GQA_PER_GROUP : FASA_GQA_PER_HEAD,
                          forced[i][1], forced[i][2]);
     }
-    printf("  hq%u-hkv%u-d%u %s %s %s %s cap %u%s%s seed %llu: %u cases (%u also on device buffers)\n", s->hq,
+    printf("  hq%u-hkv%u-d%u %s %s %s %s cap %u%s%s%s seed %llu: %u cases (%u also on device buffers)\n", s->hq,
            s->hkv, s->d, cf->dtype == FASA_DTYPE_F16 ? "f16" : "f32", cf->layout == FASA_ROPE_NORM ? "norm" : "neox",
            cf->ints ? "ints" : "gauss", cf->shared_dims ? "shared-dims" : "head-dims", cf->capacity,
            cf->alloc_limit ? " split" : "", cf->preset == 1 ? " gpu-preset" : cf->preset == 2 ? " gpu-preset-32k" : "",
+           cf->no_fuse ? " unfused" : "",
            (unsigned long long)cf->seed, rs.n_cases, rs.n_device);
     fflush(stdout);
     free(rs.q);
@@ -290,6 +294,14 @@ int main(int argc, char **argv)
     run_config(&split, dev);
     split.ints = false;
     split.dtype = FASA_DTYPE_F32;
+    split.seed = seed++;
+    run_config(&split, dev);
+    split.preset = 1;
+    split.seed = seed++;
+    run_config(&split, dev);
+    split.ints = true;
+    split.preset = 0;
+    split.no_fuse = true;
     split.seed = seed++;
     run_config(&split, dev);
     split.preset = 1;
