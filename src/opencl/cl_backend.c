@@ -423,6 +423,28 @@ static fasa_status probe_device(fasa_context *ctx, cl_ctx *cc)
     return FASA_OK;
 }
 
+/* What the device offers that a faster path could use one day (fp16
+ * arithmetic, subgroups); the kernels use neither (docs/OPENCL.md). */
+static void log_device(fasa_context *ctx, const cl_ctx *cc)
+{
+    size_t n = 0;
+    char *ext = NULL;
+    if (clGetDeviceInfo(cc->device, CL_DEVICE_EXTENSIONS, 0, NULL, &n) == CL_SUCCESS && n > 0) {
+        ext = fasa__alloc(ctx, n + 1);
+        if (ext && clGetDeviceInfo(cc->device, CL_DEVICE_EXTENSIONS, n, ext, NULL) != CL_SUCCESS) ext[0] = '\0';
+    }
+    const char *e = ext ? ext : "";
+    fasa__log(ctx, FASA_LOG_INFO,
+              "opencl: '%s' on '%s' (%s, driver %s): %u compute units, %llu KiB local memory, max allocation "
+              "%llu MiB, %s queue%s; cl_khr_fp16 %s, cl_khr_subgroups %s, cl_intel_subgroups %s; %s preset",
+              cc->device_name, cc->platform_name, cc->device_version, cc->driver_version, cc->compute_units,
+              (unsigned long long)(cc->local_mem >> 10), (unsigned long long)(cc->max_alloc >> 20),
+              cc->embedded ? "host" : "own", cc->queue_profiling ? " with profiling" : "",
+              strstr(e, "cl_khr_fp16") ? "yes" : "no", strstr(e, "cl_khr_subgroups") ? "yes" : "no",
+              strstr(e, "cl_intel_subgroups") ? "yes" : "no", cc->is_cpu ? "cpu" : "gpu");
+    fasa__free(ctx, ext);
+}
+
 static fasa_status cl_context_init(fasa_context *ctx, uint32_t device_index, const void *embed)
 {
     cl_ctx *cc = fasa__alloc(ctx, sizeof *cc);
@@ -434,6 +456,7 @@ static fasa_status cl_context_init(fasa_context *ctx, uint32_t device_index, con
     if (st == FASA_OK) st = probe_device(ctx, cc);
     if (st == FASA_OK) {
         fasa__cl_tuning_preset(&cc->tune, cc->is_cpu, cc->local_mem, cc->max_wg, cc->compute_units);
+        log_device(ctx, cc);
         st = fasa__cl_build_programs(ctx, cc);
     }
     if (st != FASA_OK) cl_context_destroy(ctx);
