@@ -554,7 +554,8 @@ void fasa__vk_context_destroy(fasa_context *ctx)
 {
     vk_context *vk = fasa__vk(ctx);
     if (!vk) return;
-    if (vk->device && vk->fence) vk->fn.vkWaitForFences(vk->device, 1, &vk->fence, VK_TRUE, UINT64_MAX);
+    /* standalone streams are waited for at submission: nothing of ours is
+     * pending (work recorded into host command buffers is the host's to wait for) */
     if (vk->device && vk->owns_device) vk->fn.vkDeviceWaitIdle(vk->device);
     if (vk->device) {
         fasa__vk_buf_destroy(vk, &vk->staging);
