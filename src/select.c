@@ -91,6 +91,65 @@ static uint32_t sampled_floor(const float *x, uint32_t n, uint32_t k, uint32_t *
     return radix_threshold(sample, SAMPLES, rank, tmp, &n_greater);
 }
 
+/* Keeps (key, index) of every score whose key reaches floor_key, in index
+ * order; returns the count. */
+static uint32_t filter_scalar(const float *x, uint32_t n, uint32_t floor_key, uint32_t *keys, uint32_t *idx)
+{
+    uint32_t c = 0;
+    for (uint32_t j = 0; j < n; j++) {
+        uint32_t key = fasa__score_key(x[j]);
+        if (key >= floor_key) {
+            keys[c] = key;
+            idx[c++] = j;
+        }
+    }
+    return c;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+/* The same filter, eight scores at a time: the keys are computed with
+ * integer vector ops and only the (rare) survivors leave the registers. */
+__attribute__((target("avx2"))) static uint32_t filter_avx2(const float *x, uint32_t n, uint32_t floor_key,
+                                                            uint32_t *keys, uint32_t *idx)
+{
+    const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff), inf = _mm256_set1_epi32(0x7f800000);
+    const __m256i top = _mm256_set1_epi32((int)0x80000000u);
+    const __m256i floor_s = _mm256_set1_epi32((int)(floor_key ^ 0x80000000u));
+    uint32_t c = 0, j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m256i u = _mm256_loadu_si256((const __m256i *)(x + j));
+        __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, abs_mask), inf);
+        u = _mm256_andnot_si256(_mm256_cmpeq_epi32(u, top), u);              /* -0 -> +0 */
+        __m256i key = _mm256_xor_si256(u, _mm256_or_si256(_mm256_srai_epi32(u, 31), top));
+        key = _mm256_andnot_si256(nan, key);                                  /* NaN -> 0 */
+        /* key >= floor as unsigned: not (floor > key) on sign-flipped values */
+        __m256i below = _mm256_cmpgt_epi32(floor_s, _mm256_xor_si256(key, top));
+        uint32_t keep = ~(uint32_t)_mm256_movemask_ps(_mm256_castsi256_ps(below)) & 0xffu;
+        if (!keep) continue;
+        uint32_t lane_keys[8];
+        _mm256_storeu_si256((__m256i *)lane_keys, key);
+        for (; keep; keep &= keep - 1) {
+            uint32_t lane = (uint32_t)__builtin_ctz(keep);
+            keys[c] = lane_keys[lane];
+            idx[c++] = j + lane;
+        }
+    }
+    uint32_t tail = filter_scalar(x + j, n - j, floor_key, keys + c, idx + c);
+    for (uint32_t i = 0; i < tail; i++) idx[c + i] += j;
+    return c + tail;
+}
+#endif
+
+static uint32_t filter(const float *x, uint32_t n, uint32_t floor_key, uint32_t *keys, uint32_t *idx)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (__builtin_cpu_supports("avx2")) return filter_avx2(x, n, floor_key, keys, idx);
+#endif
+    return filter_scalar(x, n, floor_key, keys, idx);
+}
+
 uint32_t fasa__select_topk(const float *x, uint32_t n, uint32_t k, uint32_t *scratch, int32_t *out)
 {
     if (k >= n) { /* everything is selected */
@@ -102,14 +161,8 @@ uint32_t fasa__select_topk(const float *x, uint32_t n, uint32_t k, uint32_t *scr
     if (n >= 8 * SAMPLES && (uint64_t)k * 16 <= n) {
         /* one pass keeps only the candidates at or above a sampled floor;
          * if at least k pass, the exact top-k is among them */
-        uint32_t floor_key = sampled_floor(x, n, k, keys, tmp), c = 0;
-        for (uint32_t j = 0; j < n; j++) {
-            uint32_t key = fasa__score_key(x[j]);
-            if (key >= floor_key) {
-                keys[c] = key;
-                idx[c++] = j;
-            }
-        }
+        uint32_t floor_key = sampled_floor(x, n, k, keys, tmp);
+        uint32_t c = filter(x, n, floor_key, keys, idx);
         if (c >= k) return emit(keys, idx, c, k, tmp, out);
     }
     for (uint32_t j = 0; j < n; j++) keys[j] = fasa__score_key(x[j]);

@@ -106,7 +106,10 @@ static void test_all_dims_is_oracle(fasa_context *ctx)
     fasa_decode_desc fasa = {.n_fac = 128}, oracle = {.n_fac = 128, .mode = FASA_MODE_ORACLE};
     CHECK(c && run(c, 1, &fasa, s.q, o1, s1, 8) == FASA_OK && run(c, 1, &oracle, s.q, o2, s2, 8) == FASA_OK,
           "decode: %s", fasa_context_last_error(ctx));
-    CHECK(memcmp(s1, s2, sizeof s1) == 0 && memcmp(o1, o2, sizeof o1) == 0, "N_tip = d/2 must equal the oracle");
+    /* TIP and the oracle sum the same products in different orders, so
+     * equal sets (no near-ties in Gaussian data) and equal outputs up to
+     * the order of FAC's sums */
+    CHECK(memcmp(s1, s2, sizeof s1) == 0 && nmse(o1, o2, 8 * 64) < 1e-12, "N_tip = d/2 must equal the oracle");
     fasa_kv_cache_destroy(c);
     fasa_calibration_destroy(cal);
     setup_free(&s);

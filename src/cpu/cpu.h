@@ -20,14 +20,18 @@ typedef struct cpu_context {
     struct fasa_exec exec;       /* calls are serialised by the context lock */
 } cpu_context;
 
-/* One layer: K and V as [Hkv][capacity][d], K_dom as [Hkv][capacity][u_pad],
- * all in the cache dtype. */
+/* One layer: K and V as [Hkv][capacity][d] (token-major rows, what FAC
+ * gathers), K_dom in tiles of 16 tokens as [Hkv][capacity/16][u_pad][16]
+ * (what TIP streams: inside a tile each union dim holds 16 consecutive
+ * tokens, so TIP is vertical multiply-adds over memory read in order), all
+ * in the cache dtype. */
 typedef struct cpu_layer {
     void *k, *v, *kdom;
 } cpu_layer;
 
 typedef struct cpu_cache {
     cpu_layer *layers;
+    size_t n_tiles;              /* 16-token K_dom tiles per KV head */
     float *scores;               /* [Hq][capacity] TIP scores (rows 0..n_rows) */
     int32_t *selected;           /* [Hq][max_n_fac] */
     float *partials;             /* [Hq][FASA_CPU_MAX_SPLITS][d + 2]: m, l, acc[d] */

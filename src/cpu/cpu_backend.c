@@ -150,14 +150,16 @@ static fasa_status alloc_layers(fasa_kv_cache *cache, cpu_cache *cc)
     fasa_context *ctx = cache->ctx;
     const fasa_model_shape *s = &cache->shape;
     uint64_t kv = (uint64_t)s->n_kv_heads * cache->capacity * s->head_dim * cache->elem_size;
-    uint64_t dom = (uint64_t)s->n_kv_heads * cache->capacity * cache->u_pad * cache->elem_size;
+    cc->n_tiles = ((size_t)cache->capacity + 15) / 16;
+    uint64_t dom = (uint64_t)s->n_kv_heads * cc->n_tiles * 16 * cache->u_pad * cache->elem_size;
     for (uint32_t l = 0; l < s->n_layers; l++) {
         cpu_layer *lay = &cc->layers[l];
         if (fasa__fault(ctx, FASA_FAULT_DEVICE_ALLOC))
             return fasa__error(ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "cpu: cannot allocate layer %u of the cache", l);
         lay->k = fasa__alloc_aligned(ctx, kv, 64);
         lay->v = fasa__alloc_aligned(ctx, kv, 64);
-        if (cache->has_dims) lay->kdom = fasa__alloc_aligned(ctx, dom, 64);
+        /* zeroed: TIP reads the whole last tile, past the last token */
+        if (cache->has_dims) lay->kdom = fasa__alloc(ctx, dom);
         if (!lay->k || !lay->v || (cache->has_dims && !lay->kdom))
             return fasa__error(ctx, FASA_ERROR_OUT_OF_HOST_MEMORY,
                                "cpu: cannot allocate layer %u of the cache (%llu bytes per K/V array)",

@@ -12,6 +12,7 @@
 #define DENSE_CHUNK 2048u   /* minimum tokens per dense split */
 #define NEG_START (-FLT_MAX / 2) /* online-softmax start: finite, never -inf */
 #define MAX_TIP_GROUP 16u   /* query heads scored per pass over a block of rows */
+#define MAX_GROUP 1024u     /* query heads per KV head (Hq <= 1024) */
 
 static const fasa_cpu_simd *simd_of(const fasa_kv_cache *c)
 {
@@ -39,6 +40,7 @@ static const float *load_row(const fasa_kv_cache *c, const void *base, size_t ro
 
 typedef struct append_job {
     fasa_kv_cache *cache;
+    const cpu_cache *cc;
     cpu_layer *lay;
     uint32_t layer, first, n;
     const void *k, *v;
@@ -53,16 +55,19 @@ static void store_row(const fasa_kv_cache *c, const void *src, fasa_dtype src_dt
     else fasa__half_to_float_n(src, dst, d);
 }
 
-/* Copies the union dims of a stored K row into its K_dom row (zero padded). */
-static void store_dom_row(const fasa_kv_cache *c, uint32_t layer, uint32_t g, const void *krow, void *drow)
+/* Copies the union dims of a stored K row into token t's entries of its
+ * K_dom tile of KV head g (padding dims stay zero). */
+static void store_dom(const fasa_kv_cache *c, const cpu_cache *cc, void *kdom, uint32_t layer, uint32_t g,
+                      uint32_t t, const void *krow)
 {
     size_t gi = (size_t)layer * c->shape.n_kv_heads + g;
     const uint16_t *dims = c->union_dims + gi * c->u_pad;
     uint32_t u = c->union_size[gi];
-    memset(drow, 0, (size_t)c->u_pad * c->elem_size);
+    size_t base = (((size_t)g * cc->n_tiles + t / 16) * c->u_pad) * 16 + t % 16;
     for (uint32_t s = 0; s < u; s++) {
-        if (c->dtype == FASA_DTYPE_F16) ((uint16_t *)drow)[s] = ((const uint16_t *)krow)[dims[s]];
-        else ((float *)drow)[s] = ((const float *)krow)[dims[s]];
+        size_t at = base + s * 16;
+        if (c->dtype == FASA_DTYPE_F16) ((uint16_t *)kdom)[at] = ((const uint16_t *)krow)[dims[s]];
+        else ((float *)kdom)[at] = ((const float *)krow)[dims[s]];
     }
 }
 
@@ -79,8 +84,7 @@ static void append_token(void *arg, uint32_t t, uint32_t worker)
         char *krow = (char *)job->lay->k + row * d * c->elem_size;
         store_row(c, (const char *)job->k + src_off, job->src, krow, d);
         store_row(c, (const char *)job->v + src_off, job->src, (char *)job->lay->v + row * d * c->elem_size, d);
-        if (c->has_dims)
-            store_dom_row(c, job->layer, g, krow, (char *)job->lay->kdom + row * c->u_pad * c->elem_size);
+        if (c->has_dims) store_dom(c, job->cc, job->lay->kdom, job->layer, g, job->first + t, krow);
     }
 }
 
@@ -89,7 +93,7 @@ fasa_status fasa__cpu_append(fasa_exec *exec, fasa_kv_cache *cache, uint32_t lay
                              uint64_t v_offset, fasa_dtype src_dtype)
 {
     cpu_cache *cc = cache->impl;
-    append_job job = {cache, &cc->layers[layer], layer, first, n,
+    append_job job = {cache, cc, &cc->layers[layer], layer, first, n,
                       (const char *)k->host + k_offset, (const char *)v->host + v_offset, src_dtype};
     fasa__pool_run(exec->ctx->pool, n, append_token, &job);
     return FASA_OK;
@@ -101,7 +105,8 @@ fasa_status fasa__cpu_append(fasa_exec *exec, fasa_kv_cache *cache, uint32_t lay
 
 typedef struct tip_job {
     const fasa_step *step;
-    const void *rows;            /* K_dom, or K for the oracle */
+    const cpu_cache *cc;
+    const void *rows;            /* K_dom columns, or K rows for the oracle */
     uint32_t width;              /* u_pad, or d for the oracle */
     const float *qm;             /* [Hq][width] masked queries */
     float *scores;
@@ -124,37 +129,58 @@ static void build_masked_q(const fasa_step *step, const float *q, float *qm, uin
     }
 }
 
-/* Scores 8 tokens starting at j of KV group g into the rows' score arrays.
- * Every score goes through dot8, the tail included (zero-padded), so a
- * token's score does not depend on where a chunk boundary falls. */
-static void tip_block8(const tip_job *job, uint32_t g, uint32_t j, uint32_t n_valid)
+/* Writes the G head scores of 16 tokens (or their sum, in head order, for
+ * per-group selection), n_valid of them. */
+static void store_scores(const tip_job *job, uint32_t g, uint32_t j, uint32_t n_valid, float s[][16])
 {
-    const fasa_step *step = job->step;
-    const fasa_kv_cache *c = step->cache;
-    uint32_t G = c->group, width = job->width;
-    size_t row_bytes = (size_t)width * c->elem_size;
+    const fasa_kv_cache *c = job->step->cache;
+    uint32_t G = c->group;
+    if (job->step->select == FASA_GQA_PER_GROUP) {
+        float *out = job->scores + (size_t)g * c->capacity + j;
+        for (uint32_t t = 0; t < n_valid; t++) {
+            float sum = 0.0f;
+            for (uint32_t m = 0; m < G; m++) sum += s[m][t];
+            out[t] = sum;
+        }
+        return;
+    }
+    for (uint32_t m = 0; m < G; m++)
+        memcpy(job->scores + (size_t)(g * G + m) * c->capacity + j, s[m], n_valid * sizeof(float));
+}
+
+/* FASA scores of the 16 tokens of one K_dom tile (j a multiple of 16). */
+static void tip_block16(const tip_job *job, uint32_t g, uint32_t j, uint32_t n_valid, float s[][16])
+{
+    const fasa_kv_cache *c = job->step->cache;
+    size_t tile = (size_t)g * job->cc->n_tiles + j / 16;
+    const char *cols = (const char *)job->rows + tile * c->u_pad * 16 * c->elem_size;
+    simd_of(c)->tip16(cols, c->dtype == FASA_DTYPE_F16, 16, job->width, job->qm + (size_t)g * c->group * job->width,
+                      c->group, &s[0][0], 16);
+    store_scores(job, g, j, n_valid, s);
+}
+
+/* Oracle scores of 16 tokens from the token-major K rows (two dot8 calls;
+ * the tail is zero-padded so every score is computed the same way). */
+static void oracle_block16(const tip_job *job, uint32_t g, uint32_t j, uint32_t n_valid, float s[][16])
+{
+    const fasa_kv_cache *c = job->step->cache;
+    size_t row_bytes = (size_t)job->width * c->elem_size;
     const char *rows = (const char *)job->rows + ((size_t)g * c->capacity + j) * row_bytes;
-    char pad[8 * FASA_MAX_HEAD_DIM * 4] __attribute__((aligned(32)));
-    if (n_valid < 8) {
-        memset(pad, 0, 8 * row_bytes);
+    char pad[16 * FASA_MAX_HEAD_DIM * 4] __attribute__((aligned(32)));
+    if (n_valid < 16) {
+        memset(pad, 0, 16 * row_bytes);
         memcpy(pad, rows, n_valid * row_bytes);
         rows = pad;
     }
-    float s[MAX_TIP_GROUP][8];
-    const float *qg = job->qm + (size_t)g * G * width;
-    bool per_group = step->select == FASA_GQA_PER_GROUP;
+    const float *qg = job->qm + (size_t)g * c->group * job->width;
     bool half = c->dtype == FASA_DTYPE_F16;
-    for (uint32_t m0 = 0; m0 < G; m0 += MAX_TIP_GROUP) {
-        uint32_t nm = G - m0 < MAX_TIP_GROUP ? G - m0 : MAX_TIP_GROUP;
-        simd_of(c)->dot8(rows, half, width, qg + (size_t)m0 * width, nm, &s[0][0], 8);
-        for (uint32_t m = 0; m < nm && !per_group; m++)
-            for (uint32_t t = 0; t < n_valid; t++) job->scores[(size_t)(g * G + m0 + m) * c->capacity + j + t] = s[m][t];
-        for (uint32_t t = 0; per_group && t < n_valid; t++) { /* head order, as the spec sums */
-            float sum = m0 ? job->scores[(size_t)g * c->capacity + j + t] : 0.0f;
-            for (uint32_t m = 0; m < nm; m++) sum += s[m][t];
-            job->scores[(size_t)g * c->capacity + j + t] = sum;
+    for (uint32_t half_block = 0; half_block < 2; half_block++)
+        for (uint32_t m0 = 0; m0 < c->group; m0 += MAX_TIP_GROUP) {
+            uint32_t nm = c->group - m0 < MAX_TIP_GROUP ? c->group - m0 : MAX_TIP_GROUP;
+            simd_of(c)->dot8(rows + half_block * 8 * row_bytes, half, job->width, qg + (size_t)m0 * job->width, nm,
+                             &s[m0][half_block * 8], 16);
         }
-    }
+    store_scores(job, g, j, n_valid, s);
 }
 
 static void tip_chunk(void *arg, uint32_t task, uint32_t worker)
@@ -164,7 +190,12 @@ static void tip_chunk(void *arg, uint32_t task, uint32_t worker)
     const fasa_step *step = job->step;
     uint32_t g = task / job->n_chunks, chunk = task % job->n_chunks;
     uint32_t j0 = chunk * TIP_CHUNK, j1 = j0 + TIP_CHUNK < step->L ? j0 + TIP_CHUNK : step->L;
-    for (uint32_t j = j0; j < j1; j += 8) tip_block8(job, g, j, j1 - j < 8 ? j1 - j : 8);
+    float s[MAX_GROUP][16];
+    for (uint32_t j = j0; j < j1; j += 16) {
+        uint32_t n = j1 - j < 16 ? j1 - j : 16;
+        if (step->oracle) oracle_block16(job, g, j, n, s);
+        else tip_block16(job, g, j, n, s);
+    }
 }
 
 fasa_status fasa__cpu_tip(fasa_exec *exec, const fasa_step *step)
@@ -172,9 +203,8 @@ fasa_status fasa__cpu_tip(fasa_exec *exec, const fasa_step *step)
     fasa_kv_cache *c = step->cache;
     cpu_cache *cc = c->impl;
     const cpu_layer *lay = &cc->layers[step->layer];
-    tip_job job = {step, step->oracle ? lay->k : lay->kdom,
-                   step->oracle ? c->shape.head_dim : c->u_pad, cc->qm, cc->scores,
-                   (step->L + TIP_CHUNK - 1) / TIP_CHUNK};
+    tip_job job = {step, cc, step->oracle ? lay->k : lay->kdom, step->oracle ? c->shape.head_dim : c->u_pad,
+                   cc->qm, cc->scores, (step->L + TIP_CHUNK - 1) / TIP_CHUNK};
     build_masked_q(step, host_floats(step->q, step->q_offset), cc->qm, job.width);
     fasa__pool_run(exec->ctx->pool, c->shape.n_kv_heads * job.n_chunks, tip_chunk, &job);
     return FASA_OK;

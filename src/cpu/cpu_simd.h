@@ -22,6 +22,12 @@ typedef struct fasa_cpu_simd {
      * 8-lane partial sums, like dot(). */
     void (*dot8)(const void *rows, bool half_rows, uint32_t width, const float *q, uint32_t n_q,
                  float *out, size_t out_stride);
+    /* TIP over dim-major columns: out[m * out_stride + t] = sum over s of
+     * q[m * width + s] * col_s[t] for 16 tokens t, with col_s at
+     * cols + s * col_stride elements (f16 when half_cols), m < n_q.  The
+     * sum runs over s in order, one fused multiply-add per term. */
+    void (*tip16)(const void *cols, bool half_cols, size_t col_stride, uint32_t width, const float *q,
+                  uint32_t n_q, float *out, size_t out_stride);
 } fasa_cpu_simd;
 
 /* The fastest version this CPU supports. */
