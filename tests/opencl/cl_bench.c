@@ -289,9 +289,9 @@ int main(int argc, char **argv)
             double ratio = (double)dr.med_ns / (double)fr.med_ns;
             const char *lp = va->name;
             printf("%8u %-9s %-6s %11.1f %11.1f %9.1f %11.2f %8.1f\n", L, lp, "dense", dr.med_ns / 1e3, dr.min_ns / 1e3,
-                   dr.cpu_ms, dense_mb, dense_mb * 1e3 / dr.med_ns);
+                   dr.cpu_ms, dense_mb, dense_mb * 1e6 / dr.med_ns);
             printf("%8u %-9s %-6s %11.1f %11.1f %9.1f %11.2f %8.1f   FASA %.2fx faster\n", L, lp, "fasa",
-                   fr.med_ns / 1e3, fr.min_ns / 1e3, fr.cpu_ms, fasa_mb, fasa_mb * 1e3 / fr.med_ns, ratio);
+                   fr.med_ns / 1e3, fr.min_ns / 1e3, fr.cpu_ms, fasa_mb, fasa_mb * 1e6 / fr.med_ns, ratio);
             print_kernels("dense", &dr);
             print_kernels("fasa", &fr);
             if (json)
