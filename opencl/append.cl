@@ -11,7 +11,7 @@
  * (= layer * Hkv).
  */
 __kernel __attribute__((reqd_work_group_size(WG_APPEND, 1, 1)))
-void fasa_append(__global const void *ksrc, ulong k_off, __global const void *vsrc, ulong v_off,
+void fasa_append(__global const uchar *ksrc, ulong k_off, __global const uchar *vsrc, ulong v_off,
                  uint src_f16, uint first, uint hkv, uint d,
                  __global store_t *kdst, __global store_t *vdst, __global store_t *ddst,
                  uint tpb, uint gk0, uint t0, uint tok_lo, uint n_tok, uint g_lo,

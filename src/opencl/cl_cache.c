@@ -57,8 +57,8 @@ void fasa__cl_cache_destroy(fasa_kv_cache *cache)
     cl_cache *cl = cache->impl;
     if (!cl) return;
     fasa_context *ctx = cache->ctx;
-    cl_ctx *cc = ctx->impl;
-    clFinish(cc->queue); /* nothing may still use the memory */
+    /* no clFinish: OpenCL frees a released cl_mem only once the commands
+     * using it have finished, so a host queue is not blocked here */
     size_t n = (size_t)cache->shape.n_layers * cl->n_chunks;
     for (size_t i = 0; cl->chunks && i < n; i++) {
         release(&cl->chunks[i].k);
