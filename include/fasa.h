@@ -139,6 +139,12 @@ typedef enum fasa_placement {
                                   the rest of K and all of V host-visible     */
 } fasa_placement;
 
+/* FASA-M: how FAC reaches the selected rows that live in host memory. */
+typedef enum fasa_fetch {
+    FASA_FETCH_DIRECT = 0,       /* FAC reads the rows in place (host-visible memory) */
+    FASA_FETCH_STAGED            /* the selected rows are gathered into device memory first */
+} fasa_fetch;
+
 typedef enum fasa_log_level {
     FASA_LOG_DEBUG = 0,
     FASA_LOG_INFO,
@@ -399,6 +405,11 @@ typedef struct fasa_kv_cache_desc {
     uint32_t flags;               /* FASA_CACHE_* */
     uint32_t max_n_fac;           /* largest n_fac used with this cache, 0 = 2048 */
     fasa_placement placement;     /* 0 = DEVICE (FASA-C) */
+    /* FASA-M only (placement OFFLOAD): */
+    fasa_fetch fetch;             /* 0 = DIRECT */
+    uint32_t row_cache_rows;      /* STAGED: device-resident rows kept per (layer, KV
+                                     head) across steps, so rows selected again
+                                     need no transfer; 0 = no row cache */
 } fasa_kv_cache_desc;
 
 #define FASA_CACHE_NO_DENSE_LAYERS 0x1u /* no layer is forced dense */
@@ -440,6 +451,19 @@ typedef struct fasa_memory_report {
 } fasa_memory_report;
 
 FASA_API fasa_status fasa_kv_cache_memory(const fasa_kv_cache *cache, fasa_memory_report *out);
+
+/* FASA-M traffic, summed over the sparse decode steps since the cache was
+ * created or the counters were last reset. */
+typedef struct fasa_transfer_stats {
+    uint64_t steps;               /* sparse decode steps of an offloaded cache */
+    uint64_t rows_needed;         /* distinct (KV head, token) rows FAC needed */
+    uint64_t rows_cached;         /* of those, already device-resident (row cache hits) */
+    uint64_t bytes;               /* host -> device bytes (read in place or copied) */
+} fasa_transfer_stats;
+
+/* Copies the counters and, if reset, zeroes them.  Backends with one memory
+ * (the CPU backend, lavapipe, PoCL's CPU device) count rows but move 0 bytes. */
+FASA_API fasa_status fasa_kv_cache_transfer_stats(fasa_kv_cache *cache, fasa_transfer_stats *out, bool reset);
 
 /* ------------------------------------------------------------------------ */
 /* Decode step: one query row per head, one layer                            */

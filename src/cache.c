@@ -44,6 +44,17 @@ static fasa_status check_cache_desc(fasa_context *ctx, const fasa_kv_cache_desc 
     if ((unsigned)desc->placement > FASA_PLACEMENT_OFFLOAD)
         return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "desc.placement: unknown value %d",
                            (int)desc->placement);
+    if ((unsigned)desc->fetch > FASA_FETCH_STAGED)
+        return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "desc.fetch: unknown value %d", (int)desc->fetch);
+    if (desc->placement != FASA_PLACEMENT_OFFLOAD && (desc->fetch != FASA_FETCH_DIRECT || desc->row_cache_rows))
+        return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT,
+                           "desc.fetch / desc.row_cache_rows apply only to placement FASA_PLACEMENT_OFFLOAD");
+    if (desc->row_cache_rows && desc->fetch != FASA_FETCH_STAGED)
+        return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT,
+                           "desc.row_cache_rows needs desc.fetch = FASA_FETCH_STAGED");
+    if (desc->row_cache_rows > desc->capacity)
+        return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "desc.row_cache_rows: %u is more than desc.capacity (%u)",
+                           desc->row_cache_rows, desc->capacity);
     if (desc->flags & ~FASA_CACHE_NO_DENSE_LAYERS)
         return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "desc.flags: unknown bits 0x%x", desc->flags);
     if (desc->max_n_fac > FASA_MAX_N_FAC)
@@ -159,6 +170,8 @@ static fasa_status create_locked(fasa_context *ctx, const fasa_kv_cache_desc *de
     c->dtype = desc->dtype;
     c->elem_size = desc->dtype == FASA_DTYPE_F16 ? 2 : 4;
     c->placement = desc->placement;
+    c->fetch = desc->fetch;
+    c->row_cache_rows = desc->row_cache_rows;
     c->max_n_fac = desc->max_n_fac ? desc->max_n_fac : 2048;
     c->length = fasa__alloc(ctx, s->n_layers * sizeof(uint32_t));
     c->dense_layer = fasa__alloc(ctx, s->n_layers);
@@ -396,6 +409,20 @@ fasa_status fasa_kv_cache_read(fasa_kv_cache *cache, uint32_t layer, uint32_t fi
                          (unsigned long long)first + n, cache->length[layer], layer);
     if (st == FASA_OK) st = ctx->ops->cache_read(cache, layer, first, n, k, v);
     fasa__unlock(ctx);
+    return st;
+}
+
+fasa_status fasa_kv_cache_transfer_stats(fasa_kv_cache *cache, fasa_transfer_stats *out, bool reset)
+{
+    if (!cache) return FASA_ERROR_INVALID_ARGUMENT;
+    fasa__lock(cache->ctx);
+    fasa_status st = FASA_OK;
+    if (!out) st = fasa__error(cache->ctx, FASA_ERROR_INVALID_ARGUMENT, "fasa_kv_cache_transfer_stats: out is NULL");
+    else {
+        *out = cache->transfer;
+        if (reset) memset(&cache->transfer, 0, sizeof cache->transfer);
+    }
+    fasa__unlock(cache->ctx);
     return st;
 }
 

@@ -63,6 +63,9 @@ struct fasa_kv_cache {
     fasa_dtype dtype;
     uint32_t elem_size;          /* bytes per stored element */
     fasa_placement placement;
+    fasa_fetch fetch;            /* FASA-M strategy */
+    uint32_t row_cache_rows;     /* FASA-M staged row cache, per (layer, KV head) */
+    fasa_transfer_stats transfer;/* FASA-M counters, updated by the backend */
     uint32_t max_n_fac;
     uint32_t *length;            /* [n_layers] tokens held */
     uint8_t *dense_layer;        /* [n_layers] 1 = always dense */

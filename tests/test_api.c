@@ -286,6 +286,20 @@ static void test_cache_create(fasa_context *ctx, fasa_calibration *cal)
     d.placement = (fasa_placement)4;
     EXPECT_FAIL(ctx, fasa_kv_cache_create(ctx, &d, &c), FASA_ERROR_INVALID_ARGUMENT, "placement");
     d.placement = FASA_PLACEMENT_DEVICE;
+    d.fetch = FASA_FETCH_STAGED;
+    EXPECT_FAIL(ctx, fasa_kv_cache_create(ctx, &d, &c), FASA_ERROR_INVALID_ARGUMENT, "OFFLOAD");
+    d.placement = FASA_PLACEMENT_OFFLOAD;
+    d.fetch = (fasa_fetch)7;
+    EXPECT_FAIL(ctx, fasa_kv_cache_create(ctx, &d, &c), FASA_ERROR_INVALID_ARGUMENT, "desc.fetch");
+    d.fetch = FASA_FETCH_DIRECT;
+    d.row_cache_rows = 4;
+    EXPECT_FAIL(ctx, fasa_kv_cache_create(ctx, &d, &c), FASA_ERROR_INVALID_ARGUMENT, "FASA_FETCH_STAGED");
+    d.fetch = FASA_FETCH_STAGED;
+    d.row_cache_rows = 9;
+    EXPECT_FAIL(ctx, fasa_kv_cache_create(ctx, &d, &c), FASA_ERROR_INVALID_ARGUMENT, "row_cache_rows");
+    d.row_cache_rows = 0;
+    d.fetch = FASA_FETCH_DIRECT;
+    d.placement = FASA_PLACEMENT_DEVICE;
     d.max_n_fac = FASA_MAX_N_FAC + 1;
     EXPECT_FAIL(ctx, fasa_kv_cache_create(ctx, &d, &c), FASA_ERROR_INVALID_ARGUMENT, "max_n_fac");
     d.max_n_fac = 0;
@@ -371,6 +385,10 @@ static void test_append(fasa_context *ctx, fasa_kv_cache *cache)
     CHECK(fasa_kv_cache_truncate(NULL, 0) == FASA_ERROR_INVALID_ARGUMENT, "truncate NULL");
     fasa_memory_report mem;
     CHECK(fasa_kv_cache_context(cache) == ctx, "cache context");
+    fasa_transfer_stats ts;
+    CHECK(fasa_kv_cache_transfer_stats(NULL, &ts, false) == FASA_ERROR_INVALID_ARGUMENT, "transfer stats NULL");
+    EXPECT_FAIL(ctx, fasa_kv_cache_transfer_stats(cache, NULL, false), FASA_ERROR_INVALID_ARGUMENT, "out");
+    CHECK(fasa_kv_cache_transfer_stats(cache, &ts, true) == FASA_OK && ts.bytes == 0, "transfer stats of FASA-C");
     CHECK(fasa_kv_cache_memory(NULL, &mem) == FASA_ERROR_INVALID_ARGUMENT, "memory NULL");
     CHECK(fasa_kv_cache_memory(cache, &mem) == FASA_OK && mem.dense_equivalent == 2ull * 2 * HKV * 64 * D * 2 &&
               mem.max_union_dims == 2 * NTIP, "memory report");

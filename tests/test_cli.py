@@ -36,14 +36,17 @@ check("backend" in info["auto"], "auto pick reported")
 
 # bench --json: both variants with the documented fields
 rc, out, err = run("bench", "--backend", "cpu", "--L", "2048,4k", "--hq", "8", "--hkv", "2",
-                   "--iters", "3", "--json")
+                   "--iters", "3", "--json", "--variant", "dense,fasa,fasa-m")
 check(rc == 0, f"bench exit {rc}: {err}")
 rows = json.loads(out) if rc == 0 else []
-check(len(rows) == 4, f"bench rows {len(rows)}")
+check(len(rows) == 6, f"bench rows {len(rows)}")
 for r in rows:
-    check({"backend", "device", "variant", "L", "us_median", "us_min", "bytes"} <= set(r), f"bench fields {r}")
+    check({"backend", "device", "variant", "L", "us_median", "us_min", "bytes", "device_bytes", "host_bytes",
+           "transfer_bytes"} <= set(r), f"bench fields {r}")
     check(r["us_min"] <= r["us_median"] and r["bytes"] > 0, f"bench values {r}")
 check(sorted({r["L"] for r in rows}) == [2048, 4096], "k suffix parsed")
+check(all("row_cache_hit_rate" in r for r in rows if r["variant"] == "fasa-m"), "fasa-m rows report the row cache")
+rows = [r for r in rows if r["variant"] != "fasa-m"]
 dense = [r for r in rows if r["variant"] == "dense"]
 fasa = [r for r in rows if r["variant"] == "fasa"]
 check(all(f["bytes"] < d["bytes"] for f, d in zip(fasa, dense)), "FASA moves fewer bytes than dense")

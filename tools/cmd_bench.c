@@ -12,7 +12,8 @@
 #define FILL_CHUNK 4096u
 
 typedef struct bench_opts {
-    const char *backend, *variants, *dtype, *gqa;
+    const char *backend, *variants, *dtype, *gqa, *fetch;
+    uint32_t row_cache;
     uint32_t device, threads, hq, hkv, d, ntip, nfac, iters, warmup;
     uint64_t seed;
     cli_list L;
@@ -25,7 +26,13 @@ typedef struct bench_row {
     uint32_t L;
     double us_median, us_min;
     double bytes, floor_bytes;
+    double device_bytes, host_bytes;   /* resident for the cache */
+    double transfer_bytes;             /* host -> device per step (FASA-M) */
+    double row_hit_rate;               /* FASA-M row cache hits / rows needed */
 } bench_row;
+
+/* The caches a run needs: FASA-C for dense and fasa, FASA-M for fasa-m. */
+enum { CACHE_C = 0, CACHE_M = 1 };
 
 /* ------------------------------------------------------------------------ */
 /* Host read bandwidth (the CPU backend's floor)                             */
@@ -80,8 +87,7 @@ static synth_desc synth_of(const bench_opts *o)
                         .per_head_dims = o->per_head_dims, .kind = SYNTH_PLANTED, .seed = o->seed};
 }
 
-static fasa_status make_cache(fasa_context *ctx, const bench_opts *o, uint32_t L, fasa_calibration **cal,
-                              fasa_kv_cache **cache)
+static fasa_status make_calibration(fasa_context *ctx, const bench_opts *o, fasa_calibration **cal)
 {
     fasa_model_shape shape = {1, o->hq, o->hkv, o->d, FASA_ROPE_NORM};
     synth_desc sd = synth_of(o);
@@ -91,15 +97,26 @@ static fasa_status make_cache(fasa_context *ctx, const bench_opts *o, uint32_t L
     fasa_calibration_desc cd = {.shape = shape, .n_tip = o->ntip, .dims = dims, .source = "synthetic"};
     fasa_status st = fasa_calibration_create(ctx, &cd, cal);
     free(dims);
-    fasa_kv_cache_desc kd = {.shape = shape, .capacity = L,
-                             .dtype = strcmp(o->dtype, "f32") == 0 ? FASA_DTYPE_F32 : FASA_DTYPE_F16,
-                             .calibration = *cal, .flags = FASA_CACHE_NO_DENSE_LAYERS,
-                             .max_n_fac = o->nfac > 2048 ? o->nfac : 0};
-    if (st == FASA_OK) st = fasa_kv_cache_create(ctx, &kd, cache);
     return st;
 }
 
-static fasa_status fill_cache(const bench_opts *o, fasa_kv_cache *cache, uint32_t L)
+static fasa_status make_cache(fasa_context *ctx, const bench_opts *o, uint32_t L, const fasa_calibration *cal,
+                              bool offload, fasa_kv_cache **cache)
+{
+    fasa_kv_cache_desc kd = {.shape = {1, o->hq, o->hkv, o->d, FASA_ROPE_NORM}, .capacity = L,
+                             .dtype = strcmp(o->dtype, "f32") == 0 ? FASA_DTYPE_F32 : FASA_DTYPE_F16,
+                             .calibration = cal, .flags = FASA_CACHE_NO_DENSE_LAYERS,
+                             .max_n_fac = o->nfac > 2048 ? o->nfac : 0};
+    if (offload) {
+        kd.placement = FASA_PLACEMENT_OFFLOAD;
+        kd.fetch = strcmp(o->fetch, "staged") == 0 ? FASA_FETCH_STAGED : FASA_FETCH_DIRECT;
+        kd.row_cache_rows = o->row_cache;
+    }
+    return fasa_kv_cache_create(ctx, &kd, cache);
+}
+
+/* Appends the same synthetic tokens to every cache that exists. */
+static fasa_status fill_caches(const bench_opts *o, fasa_kv_cache *const *caches, uint32_t L)
 {
     synth_desc sd = synth_of(o);
     size_t row = (size_t)o->hkv * o->d;
@@ -112,7 +129,8 @@ static fasa_status fill_cache(const bench_opts *o, fasa_kv_cache *cache, uint32_
     for (uint32_t t = 0; st == FASA_OK && t < L; t += FILL_CHUNK) {
         uint32_t n = L - t < FILL_CHUNK ? L - t : FILL_CHUNK;
         synth_keys(&sd, t, n, k, v);
-        st = fasa_kv_cache_append(cache, 0, n, k, v, FASA_DTYPE_F32);
+        for (int c = 0; st == FASA_OK && c < 2; c++)
+            if (caches[c]) st = fasa_kv_cache_append(caches[c], 0, n, k, v, FASA_DTYPE_F32);
         cli_progress_step(&prog, n);
     }
     cli_progress_end(&prog);
@@ -199,16 +217,57 @@ static fasa_status time_variant(fasa_context *ctx, fasa_kv_cache *cache, const b
     return FASA_OK;
 }
 
+/* Resident bytes of a cache and, over the timed steps, its FASA-M traffic. */
+static void memory_fields(fasa_kv_cache *cache, const fasa_transfer_stats *t, bench_row *row)
+{
+    fasa_memory_report mem;
+    fasa_kv_cache_memory(cache, &mem);
+    row->device_bytes = (double)mem.device_bytes;
+    row->host_bytes = (double)mem.host_bytes;
+    row->transfer_bytes = t->steps ? (double)t->bytes / t->steps : 0;
+    row->row_hit_rate = t->rows_needed ? (double)t->rows_cached / t->rows_needed : 0;
+}
+
+static const char *const variant_names[] = {"dense", "fasa", "fasa-m"};
+
+static fasa_status time_all(fasa_context *ctx, const bench_opts *o, uint32_t L, fasa_kv_cache *const *caches,
+                            const fasa_calibration *cal, fasa_buffer *qb, fasa_buffer *ob, const float *q,
+                            bench_row *rows, uint32_t *n_rows)
+{
+    double b = strcmp(o->dtype, "f32") == 0 ? 4 : 2;
+    fasa_status st = FASA_OK;
+    for (int v = 0; v < 3 && st == FASA_OK; v++) {
+        if (!cli_list_has(o->variants, variant_names[v])) continue;
+        fasa_kv_cache *cache = caches[v == 2 ? CACHE_M : CACHE_C];
+        fasa_decode_desc dd = {.mode = v ? FASA_MODE_FASA : FASA_MODE_DENSE, .n_fac = o->nfac,
+                               .gqa_select = strcmp(o->gqa, "group") == 0 ? FASA_GQA_PER_GROUP : FASA_GQA_PER_HEAD};
+        bench_row *row = &rows[*n_rows];
+        *row = (bench_row){.variant = variant_names[v], .L = L};
+        fasa_transfer_stats t;
+        fasa_kv_cache_transfer_stats(cache, &t, true);
+        st = time_variant(ctx, cache, o, &dd, qb, ob, row);
+        fasa_kv_cache_transfer_stats(cache, &t, true);
+        memory_fields(cache, &t, row);
+        if (v == 0) row->bytes = row->floor_bytes = 2.0 * o->hkv * L * o->d * b;
+        else if (st == FASA_OK) fasa_bytes(cache, cal, o, &dd, L, q, b, row);
+        if (st == FASA_OK) (*n_rows)++;
+    }
+    return st;
+}
+
 static fasa_status bench_length(fasa_context *ctx, const bench_opts *o, uint32_t L, bench_row *rows,
                                 uint32_t *n_rows)
 {
     fasa_calibration *cal = NULL;
-    fasa_kv_cache *cache = NULL;
+    fasa_kv_cache *caches[2] = {NULL, NULL};
     fasa_buffer *qb = NULL, *ob = NULL;
     size_t qn = (size_t)o->hq * o->d;
     float *q = malloc(qn * sizeof(float));
-    fasa_status st = q ? make_cache(ctx, o, L, &cal, &cache) : FASA_ERROR_OUT_OF_HOST_MEMORY;
-    if (st == FASA_OK) st = fill_cache(o, cache, L);
+    bool want_c = cli_list_has(o->variants, "dense") || cli_list_has(o->variants, "fasa");
+    fasa_status st = q ? make_calibration(ctx, o, &cal) : FASA_ERROR_OUT_OF_HOST_MEMORY;
+    if (st == FASA_OK && want_c) st = make_cache(ctx, o, L, cal, false, &caches[CACHE_C]);
+    if (st == FASA_OK && cli_list_has(o->variants, "fasa-m")) st = make_cache(ctx, o, L, cal, true, &caches[CACHE_M]);
+    if (st == FASA_OK) st = fill_caches(o, caches, L);
     if (st == FASA_OK) st = fasa_buffer_create(ctx, qn * 4, &qb);
     if (st == FASA_OK) st = fasa_buffer_create(ctx, qn * 4, &ob);
     if (st == FASA_OK) {
@@ -216,23 +275,12 @@ static fasa_status bench_length(fasa_context *ctx, const bench_opts *o, uint32_t
         synth_query(&sd, L - 1, 0, q);
         st = fasa_buffer_write(qb, 0, q, qn * 4);
     }
-    double b = strcmp(o->dtype, "f32") == 0 ? 4 : 2;
-    const char *names[] = {"dense", "fasa"};
-    for (int v = 0; v < 2 && st == FASA_OK; v++) {
-        if (!cli_list_has(o->variants, names[v])) continue;
-        fasa_decode_desc dd = {.mode = v ? FASA_MODE_FASA : FASA_MODE_DENSE, .n_fac = o->nfac,
-                               .gqa_select = strcmp(o->gqa, "group") == 0 ? FASA_GQA_PER_GROUP : FASA_GQA_PER_HEAD};
-        bench_row *row = &rows[(*n_rows)];
-        *row = (bench_row){.variant = names[v], .L = L};
-        st = time_variant(ctx, cache, o, &dd, qb, ob, row);
-        if (v == 0) row->bytes = row->floor_bytes = 2.0 * o->hkv * L * o->d * b;
-        else if (st == FASA_OK) fasa_bytes(cache, cal, o, &dd, L, q, b, row);
-        if (st == FASA_OK) (*n_rows)++;
-    }
+    if (st == FASA_OK) st = time_all(ctx, o, L, caches, cal, qb, ob, q, rows, n_rows);
     if (st != FASA_OK) fprintf(stderr, "fasa bench: L=%u: %s: %s\n", L, fasa_status_string(st), fasa_context_last_error(ctx));
     fasa_buffer_destroy(qb);
     fasa_buffer_destroy(ob);
-    fasa_kv_cache_destroy(cache);
+    fasa_kv_cache_destroy(caches[0]);
+    fasa_kv_cache_destroy(caches[1]);
     fasa_calibration_destroy(cal);
     free(q);
     return st;
@@ -257,16 +305,17 @@ static void print_table(const bench_opts *o, const fasa_device_info *dev, double
            o->per_head_dims ? "dims per query head: u_g up to G*2*N_tip" : "dims shared inside each KV group: u_g = 2*N_tip",
            o->nfac, strcmp(o->gqa, "group") == 0 ? "KV group" : "query head");
     if (bw > 0) printf("read bandwidth for the floor: %.1f GB/s%s\n", bw, o->bandwidth_gbs > 0 ? " (given)" : " (measured in this run)");
-    printf("\n%8s %-7s %11s %11s %11s %10s %8s %8s\n", "L", "variant", "median_us", "min_us", "MB_moved", "floor_us",
-           "x_floor", "speedup");
+    printf("\n%8s %-7s %11s %11s %11s %10s %8s %8s %10s %10s %11s\n", "L", "variant", "median_us", "min_us", "MB_moved",
+           "floor_us", "x_floor", "speedup", "dev_MiB", "host_MiB", "xfer_KB/st");
     for (uint32_t i = 0; i < n; i++) {
         const bench_row *r = &rows[i];
         double floor_us = bw > 0 ? r->floor_bytes / (bw * 1e3) : 0, du = dense_us(rows, n, r->L);
         printf("%8u %-7s %11.1f %11.1f %11.2f ", r->L, r->variant, r->us_median, r->us_min, r->bytes / 1e6);
         if (floor_us > 0) printf("%10.1f %8.2f ", floor_us, r->us_median / floor_us);
         else printf("%10s %8s ", "-", "-");
-        if (du > 0) printf("%7.2fx\n", du / r->us_median);
-        else printf("%8s\n", "-");
+        if (du > 0) printf("%7.2fx ", du / r->us_median);
+        else printf("%8s ", "-");
+        printf("%10.1f %10.1f %11.1f\n", r->device_bytes / 1048576, r->host_bytes / 1048576, r->transfer_bytes / 1e3);
     }
 }
 
@@ -287,6 +336,14 @@ static void print_json(const bench_opts *o, const fasa_device_info *dev, double 
         if (bw > 0) cJSON_AddNumberToObject(j, "floor_us", r->floor_bytes / (bw * 1e3));
         double du = dense_us(rows, n, r->L);
         if (du > 0) cJSON_AddNumberToObject(j, "speedup_vs_dense", du / r->us_median);
+        cJSON_AddNumberToObject(j, "device_bytes", r->device_bytes);
+        cJSON_AddNumberToObject(j, "host_bytes", r->host_bytes);
+        cJSON_AddNumberToObject(j, "transfer_bytes", r->transfer_bytes);
+        if (strcmp(r->variant, "fasa-m") == 0) {
+            cJSON_AddStringToObject(j, "fetch", o->fetch);
+            cJSON_AddNumberToObject(j, "row_cache_rows", o->row_cache);
+            cJSON_AddNumberToObject(j, "row_cache_hit_rate", r->row_hit_rate);
+        }
         cJSON_AddNumberToObject(j, "hq", o->hq);
         cJSON_AddNumberToObject(j, "hkv", o->hkv);
         cJSON_AddNumberToObject(j, "d", o->d);
@@ -310,22 +367,27 @@ static bool check_opts(const bench_opts *o, char *err, size_t n)
     else if (!o->d || o->d % 2 || o->d > FASA_MAX_HEAD_DIM) snprintf(err, n, "--d must be even and at most %d", FASA_MAX_HEAD_DIM);
     else if (!o->ntip || o->ntip > o->d / 2) snprintf(err, n, "--ntip must be in 1..d/2");
     else if (!o->nfac || o->nfac > FASA_MAX_N_FAC) snprintf(err, n, "--nfac must be in 1..%d", FASA_MAX_N_FAC);
-    else if (!cli_list_has(o->variants, "dense") && !cli_list_has(o->variants, "fasa"))
-        snprintf(err, n, "--variant must name dense and/or fasa");
+    else if (!cli_list_has(o->variants, "dense") && !cli_list_has(o->variants, "fasa") &&
+             !cli_list_has(o->variants, "fasa-m"))
+        snprintf(err, n, "--variant must name dense, fasa and/or fasa-m");
+    else if (strcmp(o->fetch, "direct") && strcmp(o->fetch, "staged")) snprintf(err, n, "--fetch must be direct or staged");
+    else if (o->row_cache && strcmp(o->fetch, "staged")) snprintf(err, n, "--row-cache needs --fetch staged");
     else return true;
     return false;
 }
 
 int cmd_bench(int argc, char **argv)
 {
-    bench_opts o = {.backend = "auto", .variants = "dense,fasa", .dtype = "f16", .gqa = "head",
+    bench_opts o = {.backend = "auto", .variants = "dense,fasa", .dtype = "f16", .gqa = "head", .fetch = "direct",
                     .hq = 32, .hkv = 8, .d = 128, .ntip = 16, .nfac = 256, .warmup = 2, .seed = 1,
                     .L = {1, {32768}}};
     uint32_t device = UINT32_MAX;
     const cli_opt opts[] = {
         {"backend", CLI_STRING, &o.backend, "B", "auto, cpu, vulkan, opencl, cuda (default auto)"},
         {"device", CLI_UINT, &device, "N", "device index within the backend"},
-        {"variant", CLI_STRING, &o.variants, "V[,V]", "dense and/or fasa (default dense,fasa)"},
+        {"variant", CLI_STRING, &o.variants, "V[,V]", "dense, fasa (FASA-C), fasa-m (default dense,fasa)"},
+        {"fetch", CLI_STRING, &o.fetch, "direct|staged", "fasa-m: read host rows in place or gather them first"},
+        {"row-cache", CLI_UINT, &o.row_cache, "N", "fasa-m staged: device-resident rows per (layer, KV head)"},
         {"L", CLI_LIST, &o.L, "N[,N...]", "cached tokens, k/m suffixes allowed (default 32768)"},
         {"hq", CLI_UINT, &o.hq, "N", "query heads (default 32)"},
         {"hkv", CLI_UINT, &o.hkv, "N", "KV heads (default 8)"},
@@ -364,7 +426,7 @@ int cmd_bench(int argc, char **argv)
     fasa_context_device(ctx, &dev);
     double bw = o.bandwidth_gbs;
     if (bw <= 0 && dev.backend == FASA_BACKEND_CPU) bw = host_read_bandwidth(dev.compute_units);
-    bench_row rows[2 * CLI_MAX_LIST];
+    bench_row rows[3 * CLI_MAX_LIST];
     uint32_t n = 0;
     fasa_status st = FASA_OK;
     for (uint32_t i = 0; i < o.L.n && st == FASA_OK; i++) {

@@ -8,11 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_CASES 1024
+#define MAX_CASES 2048
 #define EXIT_SKIP 77
 
 typedef struct conform_opts {
-    const char *backend, *filter, *replay;
+    const char *backend, *filter, *replay, *variants;
     uint32_t device, threads;
     bool json, markdown, quick, list, verbose, no_validation;
 } conform_opts;
@@ -172,12 +172,13 @@ static void free_replay(conform_data **data, uint32_t n)
 
 int cmd_conform(int argc, char **argv)
 {
-    conform_opts o = {.backend = "all"};
+    conform_opts o = {.backend = "all", .variants = "dense,fasa,fasa-m"};
     const cli_opt opts[] = {
         {"backend", CLI_STRING, &o.backend, "B", "cpu, vulkan, opencl, cuda or all (default all)"},
         {"device", CLI_UINT, &o.device, "N", "device index within each backend (default 0)"},
         {"threads", CLI_UINT, &o.threads, "N", "host threads (default: all cores)"},
         {"filter", CLI_STRING, &o.filter, "TEXT", "run only cases whose name contains TEXT"},
+        {"variant", CLI_STRING, &o.variants, "V[,V]", "dense, fasa (FASA-C), fasa-m (default all three)"},
         {"replay", CLI_STRING, &o.replay, "DIR", "run the real decode cases in DIR (fasa eval --dump)"},
         {"quick", CLI_FLAG, &o.quick, NULL, "skip the 65536-token cases"},
         {"list", CLI_FLAG, &o.list, NULL, "list the cases and exit"},
@@ -201,7 +202,8 @@ int cmd_conform(int argc, char **argv)
     conform_case *cases = calloc(MAX_CASES, sizeof *cases);
     conform_data **data = o.replay ? calloc(MAX_CASES, sizeof *data) : NULL;
     if (!cases || (o.replay && !data)) return 1;
-    uint32_t n = o.replay ? load_replay(o.replay, cases, data, MAX_CASES) : conform_cases(cases, MAX_CASES, o.quick);
+    uint32_t n = o.replay ? load_replay(o.replay, cases, data, MAX_CASES)
+                          : conform_cases(cases, MAX_CASES, o.quick, o.variants);
     if (n == 0) {
         free(cases);
         free_replay(data, 0);

@@ -66,7 +66,38 @@ static conform_case *add(case_list *l, shape3 s, fasa_rope_layout layout, fasa_d
     return c;
 }
 
-uint32_t conform_cases(conform_case *cases, uint32_t max, bool quick)
+/* FASA-M copies of the sparse cases, alternating the fetch strategies. */
+static void add_offload_copies(case_list *l, uint32_t n_base)
+{
+    for (uint32_t i = 0; i < n_base && l->n < l->max; i++) {
+        const conform_case *c = &l->v[i];
+        bool sparse = c->mode != FASA_MODE_DENSE && !c->on_dense_layer && c->L > c->n_fac;
+        if (!sparse) continue;
+        conform_case *m = &l->v[l->n++];
+        *m = *c;
+        m->placement = FASA_PLACEMENT_OFFLOAD;
+        m->fetch = i % 2 ? FASA_FETCH_STAGED : FASA_FETCH_DIRECT;
+        m->row_cache_rows = i % 4 == 1 ? 2 * c->n_fac : 0;
+        if (m->row_cache_rows > m->L) m->row_cache_rows = m->L;
+        size_t len = strlen(m->name);
+        snprintf(m->name + len, sizeof m->name - len, "/fasa-m-%s%s", m->fetch == FASA_FETCH_STAGED ? "staged" : "direct",
+                 m->row_cache_rows ? "-rowcache" : "");
+    }
+}
+
+/* Keeps the cases of the requested variants, in order. */
+static uint32_t keep_variants(conform_case *cases, uint32_t n, const char *variants)
+{
+    uint32_t w = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const conform_case *c = &cases[i];
+        const char *v = c->placement == FASA_PLACEMENT_OFFLOAD ? "fasa-m" : c->mode == FASA_MODE_DENSE ? "dense" : "fasa";
+        if (cli_list_has(variants, v)) cases[w++] = *c;
+    }
+    return w;
+}
+
+uint32_t conform_cases(conform_case *cases, uint32_t max, bool quick, const char *variants)
 {
     case_list l = {cases, 0, max, 20261128};
     const shape3 shapes[] = {{8, 8, 64}, {9, 3, 64}, {16, 4, 128}, {16, 2, 128}, {8, 2, 256}};
@@ -123,7 +154,8 @@ uint32_t conform_cases(conform_case *cases, uint32_t max, bool quick)
             add(&l, llama, FASA_ROPE_NORM, FASA_DTYPE_F16, (fasa_gqa_select)gq, FASA_MODE_FASA,
                 SYNTH_PLANTED, 65536, 256);
     for (uint32_t i = 0; i < l.n; i++) name_case(&cases[i]);
-    return l.n;
+    add_offload_copies(&l, l.n);
+    return keep_variants(cases, l.n, variants);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -245,7 +277,8 @@ static fasa_status run_library(fasa_context *ctx, const conform_case *c, case_da
     free(dims2);
     uint32_t max_n_fac = c->n_fac > 2048 ? c->n_fac : 0;
     fasa_kv_cache_desc kd = {.shape = shape, .capacity = c->L, .dtype = c->dtype,
-                             .calibration = cal, .max_n_fac = max_n_fac};
+                             .calibration = cal, .max_n_fac = max_n_fac, .placement = c->placement,
+                             .fetch = c->fetch, .row_cache_rows = c->row_cache_rows};
     if (st == FASA_OK) st = fasa_kv_cache_create(ctx, &kd, &cache);
     uint32_t layer = c->on_dense_layer ? 0 : 1;
     size_t row = (size_t)c->hkv * c->d;

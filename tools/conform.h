@@ -18,6 +18,9 @@ typedef struct conform_case {
     bool per_head_dims;          /* different planted dims per query head */
     bool on_dense_layer;         /* decode layer 0, which is dense by default */
     uint32_t n_appends;          /* append the tokens in this many calls */
+    fasa_placement placement;    /* FASA-M cases: OFFLOAD */
+    fasa_fetch fetch;
+    uint32_t row_cache_rows;
     uint64_t seed;
 } conform_case;
 
@@ -47,8 +50,11 @@ typedef struct conform_data {
     uint16_t *dims;              /* [Hq][2 n_tip] */
 } conform_data;
 
-/* Fills up to max cases; returns the count.  quick drops the largest L. */
-uint32_t conform_cases(conform_case *cases, uint32_t max, bool quick);
+/* Fills up to max cases of the variants named in `variants` (a list of
+ * dense, fasa, fasa-m: dense-mode cases, FASA-C sparse cases, and FASA-M
+ * copies of the sparse ones); returns the count.  quick drops the
+ * largest L. */
+uint32_t conform_cases(conform_case *cases, uint32_t max, bool quick, const char *variants);
 /* Runs one case on ctx (data NULL: synthesised from the case's seed);
  * false only if the harness itself failed. */
 bool conform_run(fasa_context *ctx, const conform_case *c, const conform_data *data, conform_result *r);

@@ -136,6 +136,7 @@ static void cpu_cache_destroy(fasa_kv_cache *cache)
     }
     for (uint32_t w = 0; cc->topk_scratch && w < cc->n_workers; w++) fasa__free(ctx, cc->topk_scratch[w]);
     fasa__free(ctx, cc->topk_scratch);
+    fasa__free(ctx, cc->seen);
     fasa__free(ctx, cc->layers);
     fasa__free(ctx, cc->scores);
     fasa__free(ctx, cc->selected);
@@ -185,6 +186,7 @@ static fasa_status alloc_scratch(fasa_kv_cache *cache, cpu_cache *cc)
         cc->topk_scratch[w] = fasa__alloc_aligned(ctx, 3 * (size_t)cache->capacity * sizeof(uint32_t), 64);
         ok = cc->topk_scratch[w] != NULL;
     }
+    if (ok && cache->placement == FASA_PLACEMENT_OFFLOAD) ok = (cc->seen = fasa__alloc(ctx, cache->capacity)) != NULL;
     if (!ok) return fasa__error(ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "cpu: cannot allocate the step scratch");
     cache->scratch_bytes = (uint64_t)s->n_q_heads * cache->capacity * 4 +
                            (uint64_t)s->n_q_heads * cache->max_n_fac * 4 +

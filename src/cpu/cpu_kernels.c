@@ -385,8 +385,31 @@ static void fac_row(void *arg, uint32_t r, uint32_t worker)
         reduce_partials(a.part + h * stride, 1, d, job->o + (size_t)(h0 + h) * d);
 }
 
+/* FASA-M bookkeeping: distinct rows the step needs per KV head.  The CPU
+ * has one memory, so nothing moves (bytes stay 0). */
+static void count_offload_rows(const fasa_step *step)
+{
+    fasa_kv_cache *c = step->cache;
+    cpu_cache *cc = c->impl;
+    uint32_t rows_per_group = step->n_rows / c->shape.n_kv_heads;
+    uint64_t distinct = 0;
+    for (uint32_t g = 0; g < c->shape.n_kv_heads; g++) {
+        for (uint32_t r = g * rows_per_group; r < (g + 1) * rows_per_group; r++)
+            for (uint32_t i = 0; i < step->n_fac; i++) {
+                uint8_t *mark = &cc->seen[cc->selected[(size_t)r * c->max_n_fac + i]];
+                distinct += !*mark;
+                *mark = 1;
+            }
+        for (uint32_t r = g * rows_per_group; r < (g + 1) * rows_per_group; r++)
+            for (uint32_t i = 0; i < step->n_fac; i++) cc->seen[cc->selected[(size_t)r * c->max_n_fac + i]] = 0;
+    }
+    c->transfer.steps++;
+    c->transfer.rows_needed += distinct;
+}
+
 fasa_status fasa__cpu_fac(fasa_exec *exec, const fasa_step *step)
 {
+    if (step->cache->placement == FASA_PLACEMENT_OFFLOAD) count_offload_rows(step);
     fac_job job = {step, step->cache->impl, host_floats(step->q, step->q_offset),
                    (float *)host_floats(step->o, step->o_offset)};
     fasa__pool_run(exec->ctx->pool, step->n_rows, fac_row, &job);
