@@ -139,12 +139,32 @@ static inline uint score_key(float f)
 /* Local-memory counters: a work-group of one work-item (CPU runtimes)
  * needs no atomics. */
 #if WG_TIP == 1
-#define TIP_INC(p) (*(p) += 1u)
+#define TIP_ADD(p, v) (*(p) += (v))
 #else
-#define TIP_INC(p) atomic_inc(p)
+#define TIP_ADD(p, v) atomic_add((p), (v))
 #endif
 #if WG_TOPK == 1
-#define TOPK_INC(p) ((*(p))++)
+#define TOPK_ADD(p, v) (*(p) += (v))
 #else
-#define TOPK_INC(p) atomic_inc(p)
+#define TOPK_ADD(p, v) atomic_add((p), (v))
 #endif
+
+/* Histograms of the top key byte are skewed (similar scores share sign and
+ * exponent), so a work-item counts runs of equal bins in registers and adds
+ * each run with one local atomic: far fewer conflicting atomics on GPUs. */
+#define RUN_NONE 0xffffffffu
+#define RUN_ADD(add, h, rb, rn, bin)                                                    \
+    do {                                                                               \
+        if ((bin) != (rb)) {                                                           \
+            if (rn) add(&(h)[rb], (rn));                                               \
+            (rb) = (bin);                                                              \
+            (rn) = 0u;                                                                 \
+        }                                                                              \
+        (rn)++;                                                                        \
+    } while (0)
+#define RUN_FLUSH(add, h, rb, rn)                                                       \
+    do {                                                                               \
+        if (rn) add(&(h)[rb], (rn));                                                   \
+        (rn) = 0u;                                                                     \
+        (rb) = RUN_NONE;                                                               \
+    } while (0)

@@ -5,8 +5,11 @@
  * union slot c of U_g belongs to I_h, else 0) with the K_dom row; the
  * oracle uses the full q and the full K row.  Per-group selection sums the
  * G head scores in head order.  The first radix pass of the top-k (a
- * histogram of the top key byte over the candidate window [lo, hi)) is
- * fused into the epilogue, so the scores are not read again for it.
+ * histogram of the top key byte over the candidate window [lo, hi)) can be
+ * fused into the epilogue (do_hist), so the scores are not read again for
+ * it.  That histogram is skewed (similar scores share sign and exponent),
+ * so on GPUs its local atomics conflict; the GPU preset leaves it to the
+ * pass kernel, which counts runs of equal bins in registers first.
  */
 
 /* qm[h][s] for s < width: the masked (or, for the oracle, plain) query. */
@@ -89,7 +92,7 @@ void fasa_tip(__global const store_t *rows, uint width, uint tpb, uint gk0, uint
                 bool cand = do_hist && j >= lo && j < hi;
                 FOR_HEAD(m, nb, TIP_HB) {
                     scores[(size_t)(h0 + m - sg0 * G) * cap + j] = s[m];
-                    if (cand) TIP_INC(&lh[m * 256u + (score_key(s[m]) >> 24)]);
+                    if (cand) TIP_ADD(&lh[m * 256u + (score_key(s[m]) >> 24)], 1u);
                 }
             }
         }
@@ -100,7 +103,7 @@ void fasa_tip(__global const store_t *rows, uint width, uint tpb, uint gk0, uint
             if (i >= n_tok) continue;
             uint j = tok_lo + i;
             scores[(size_t)(g - sg0) * cap + j] = gs[tt];
-            if (do_hist && j >= lo && j < hi) TIP_INC(&lh[score_key(gs[tt]) >> 24]);
+            if (do_hist && j >= lo && j < hi) TIP_ADD(&lh[score_key(gs[tt]) >> 24], 1u);
         }
     }
     if (!do_hist) return;

@@ -41,14 +41,38 @@ void fasa_topk_init(__global uint *state, __global uint *hist, __global int *sel
         out[i] = (int)(i < n_sink ? i : L - n_recent + (i - n_sink));
 }
 
+/* Exclusive prefix sum of one uint per work-item over the work-group
+ * (Hillis-Steele in local memory); *total receives the sum. */
+static inline uint wg_excl_scan(uint v, __local uint *a, __local uint *b, uint *total)
+{
+    uint lid = get_local_id(0);
+    a[lid] = v;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    __local uint *cur = a, *nxt = b;
+    for (uint off = 1; off < WG_TOPK; off <<= 1) {
+        nxt[lid] = cur[lid] + (lid >= off ? cur[lid - off] : 0u);
+        barrier(CLK_LOCAL_MEM_FENCE);
+        __local uint *t = cur;
+        cur = nxt;
+        nxt = t;
+    }
+    *total = cur[WG_TOPK - 1];
+    return cur[lid] - v;
+}
+
+static inline uint pass_key(__global const float *row, __global const uint *sl, uint i)
+{
+    return sl ? sl[i] : score_key(row[i]);
+}
+
 __kernel __attribute__((reqd_work_group_size(WG_TOPK, 1, 1)))
 void fasa_topk_pass(__global const float *scores, uint cap, uint lo, uint n_cand,
                     __global uint *state, __global uint *hist, __global uint *lists,
                     uint list_cap, uint shift)
 {
     __local uint lh[256];
-    __local uint lk[TOPK_TILE];
-    __local uint lcnt, lbase;
+    __local uint sa[WG_TOPK], sb[WG_TOPK];
+    __local uint lbase;
     uint r = get_group_id(1), lid = get_local_id(0);
     __global uint *st = state + (size_t)r * ST_WORDS;
     if (st[ST_DONE]) return;
@@ -59,35 +83,31 @@ void fasa_topk_pass(__global const float *scores, uint cap, uint lo, uint n_cand
     uint tn = min((uint)TOPK_TILE, count - t0);
     uint prefix = st[ST_PREFIX], mask = st[ST_MASK];
     for (uint b = lid; b < 256u; b += WG_TOPK) lh[b] = 0u;
-    if (lid == 0) lcnt = 0u;
     barrier(CLK_LOCAL_MEM_FENCE);
-    if (src) {
-        __global const uint *sl = lists + ((size_t)r * 2u + (src - 1u)) * list_cap + t0;
-        for (uint i = lid; i < tn; i += WG_TOPK) {
-            uint key = sl[i];
-            if ((key & mask) == prefix) {
-                TOPK_INC(&lh[(key >> shift) & 255u]);
-                if (dst) lk[TOPK_INC(&lcnt)] = key;
-            }
-        }
-    } else {
-        __global const float *row = scores + (size_t)r * cap + lo + t0;
-        for (uint i = lid; i < tn; i += WG_TOPK) {
-            uint key = score_key(row[i]);
-            if ((key & mask) == prefix) {
-                TOPK_INC(&lh[(key >> shift) & 255u]);
-                if (dst) lk[TOPK_INC(&lcnt)] = key;
-            }
-        }
+    __global const float *row = scores + (size_t)r * cap + lo + t0;
+    __global const uint *sl = src ? lists + ((size_t)r * 2u + (src - 1u)) * list_cap + t0 : 0;
+    uint rb = RUN_NONE, rn = 0u, mine = 0u;
+    for (uint i = lid; i < tn; i += WG_TOPK) {
+        uint key = pass_key(row, sl, i);
+        if ((key & mask) != prefix) continue;
+        mine++;
+        RUN_ADD(TOPK_ADD, lh, rb, rn, (key >> shift) & 255u);
     }
+    RUN_FLUSH(TOPK_ADD, lh, rb, rn);
     barrier(CLK_LOCAL_MEM_FENCE);
     for (uint b = lid; b < 256u; b += WG_TOPK)
         if (lh[b]) atomic_add(&hist[(size_t)r * 256u + b], lh[b]);
     if (!dst) return;
-    if (lid == 0) lbase = atomic_add(&st[ST_DST_N], lcnt);
+    /* compaction in work-item order: each item writes its matching keys at
+     * its exclusive prefix, the group reserves its range with one atomic */
+    uint total = 0, off = wg_excl_scan(mine, sa, sb, &total);
+    if (lid == 0) lbase = atomic_add(&st[ST_DST_N], total);
     barrier(CLK_LOCAL_MEM_FENCE);
-    __global uint *dl = lists + ((size_t)r * 2u + (dst - 1u)) * list_cap + lbase;
-    for (uint i = lid; i < lcnt; i += WG_TOPK) dl[i] = lk[i];
+    __global uint *dl = lists + ((size_t)r * 2u + (dst - 1u)) * list_cap + lbase + off;
+    for (uint i = lid, w = 0; i < tn; i += WG_TOPK) {
+        uint key = pass_key(row, sl, i);
+        if ((key & mask) == prefix) dl[w++] = key;
+    }
 }
 
 /* One work-group per row: finds the bin of the digit at `shift` that holds

@@ -269,7 +269,7 @@ void fasa__cl_tuning_preset(cl_tuning *out, bool cpu_style, uint64_t local_mem, 
         .wg_append = 64, .wg_tip = 128, .tip_tpt = 4, .tip_hb = 8, .wg_topk = 256,
         .topk_tile = 4096, .wg_attn = 128, .att_ql = 4096, .att_hb = 8, .wg_red = 128,
         .red_pmax = 256, .half_load = FASA_CL_HALF_LOAD_DEFAULT, .target_groups = 4 * cu,
-        .fuse_hist = 1};
+        .fuse_hist = 0};
     if (cpu_style) {
         t.wg_append = 16;
         t.wg_tip = 1;
@@ -279,6 +279,7 @@ void fasa__cl_tuning_preset(cl_tuning *out, bool cpu_style, uint64_t local_mem, 
         t.wg_red = 32;
         t.target_groups = 8 * cu;
         t.dyn_loops = 1;
+        t.fuse_hist = 1; /* one work-item per group: no atomics, one pass less */
     }
     if (local_mem < 40 * 1024) { /* 32 KiB devices */
         t.tip_hb = 4;

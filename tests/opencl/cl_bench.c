@@ -224,9 +224,9 @@ int main(int argc, char **argv)
     printf("cl_bench %s: %s | %s\n", date, info.name, info.driver);
     printf("shape Hq %u Hkv %u d %u, fp16, N_tip %u shared per group (u_g 32), N_fac %u, per-head selection\n",
            HQ, HKV, D, NTIP, NFAC);
-    printf("variants: vload = the device's tunables (vload_half loads, histogram fused into tip); uint4 = 16-byte\n"
-           "loads + manual half conversion; unfused = first radix pass as its own kernel; att_hb4 = 4 heads\n"
-           "per attention work-group (fewer registers)\n");
+    printf("variants: default = the device's tunables (vload_half loads); uint4 = 16-byte loads + manual half\n"
+           "conversion; fused/unfused = the first radix histogram inside tip or as its own pass, the other way\n"
+           "round from the default; att_hb4 = 4 heads per attention work-group (fewer registers)\n");
     uint32_t cap = 0;
     for (uint32_t i = 0; i < nL; i++) cap = Ls[i] > cap ? Ls[i] : cap;
     fasa_model_shape shape = {1, HQ, HKV, D, FASA_ROPE_NORM};
@@ -265,14 +265,15 @@ int main(int argc, char **argv)
     struct variant {
         const char *name;
         uint32_t half_load, fuse_hist, att_hb; /* att_hb 0: the preset's */
-    } variants[] = {{"vload", 0, 1, 0}, {"uint4", 1, 1, 0}, {"unfused", 0, 0, 0}, {"att_hb4", 0, 1, 4}};
+    } variants[] = {{"default", 0, 0, 0}, {"uint4", 1, 0, 0}, {"", 0, 1, 0}, {"att_hb4", 0, 0, 4}};
     cl_tuning base;
     fasa__cl_get_tuning(ctx, &base);
+    variants[2].name = base.fuse_hist ? "unfused" : "fused"; /* fuse_hist 1 there: flip it */
     for (size_t vi = 0; vi < sizeof variants / sizeof variants[0]; vi++) {
         const struct variant *va = &variants[vi];
         cl_tuning tune = base;
         tune.half_load = va->half_load;
-        tune.fuse_hist = va->fuse_hist;
+        if (va->fuse_hist) tune.fuse_hist = !base.fuse_hist;
         if (va->att_hb) tune.att_hb = va->att_hb;
         if (vi > 0 && tune.att_hb == base.att_hb && va->att_hb) continue; /* same as the first */
         if (fasa__cl_retune(ctx, &tune) != FASA_OK) {

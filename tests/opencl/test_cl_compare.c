@@ -36,7 +36,7 @@ typedef struct config {
     uint32_t capacity;   /* 4000 or 70000 */
     uint64_t alloc_limit;/* 0, or a lowered OpenCL allocation limit */
     int preset;          /* 0 the device's tunables, 1 the GPU preset, 2 the GPU preset for 32 KiB */
-    bool no_fuse;        /* the first radix pass as its own kernel, not in tip */
+    bool flip_fuse;      /* the first radix pass fused into tip or not, unlike the preset */
     uint64_t seed;
 } config;
 
@@ -84,6 +84,7 @@ static void run_case(run_state *rs, uint32_t L, fasa_mode mode, uint32_t n_fac, 
              cf->dtype == FASA_DTYPE_F16 ? "f16" : "f32", cf->layout == FASA_ROPE_NORM ? "norm" : "neox",
              cf->ints ? "ints" : "gauss", sel == FASA_GQA_PER_GROUP ? "group" : "head", mode_name(mode), L,
              n_fac, n_sink, n_recent, cf->alloc_limit ? "/split" : "");
+    if (getenv("FASA_TEST_VERBOSE")) fprintf(stderr, "case %s\n", tag);
     fasa_decode_desc dd = {.mode = mode, .n_fac = n_fac, .n_sink = n_sink, .n_recent = n_recent, .gqa_select = sel};
     uint32_t rows = sel == FASA_GQA_PER_GROUP ? s->hkv : s->hq;
     uint32_t sstride = n_fac + 5, cstride = L + 3;
@@ -158,11 +159,11 @@ static void run_config(const config *cf, int32_t dev)
     rs.cpu = t_context(FASA_BACKEND_CPU, 0, 0, NULL);
     rs.cl = t_context(FASA_BACKEND_OPENCL, dev, 0, NULL);
     if (cf->alloc_limit) fasa__cl_set_alloc_limit(rs.cl, cf->alloc_limit);
-    if (cf->preset || cf->no_fuse) { /* run the GPU work-group shapes here too */
+    if (cf->preset || cf->flip_fuse) { /* run the GPU work-group shapes here too */
         cl_tuning t;
         fasa__cl_get_tuning(rs.cl, &t);
         if (cf->preset) fasa__cl_tuning_preset(&t, false, cf->preset == 2 ? 32 * 1024 : 48 * 1024, 1024, 8);
-        if (cf->no_fuse) t.fuse_hist = 0;
+        if (cf->flip_fuse) t.fuse_hist = !t.fuse_hist;
         T_STATUS(rs.cl, fasa__cl_retune(rs.cl, &t), FASA_OK, NULL);
     }
     fasa_model_shape shape = {1, s->hq, s->hkv, s->d, cf->layout};
@@ -245,7 +246,7 @@ static void run_config(const config *cf, int32_t dev)
            s->hkv, s->d, cf->dtype == FASA_DTYPE_F16 ? "f16" : "f32", cf->layout == FASA_ROPE_NORM ? "norm" : "neox",
            cf->ints ? "ints" : "gauss", cf->shared_dims ? "shared-dims" : "head-dims", cf->capacity,
            cf->alloc_limit ? " split" : "", cf->preset == 1 ? " gpu-preset" : cf->preset == 2 ? " gpu-preset-32k" : "",
-           cf->no_fuse ? " unfused" : "",
+           cf->flip_fuse ? " fusion-flipped" : "",
            (unsigned long long)cf->seed, rs.n_cases, rs.n_device);
     fflush(stdout);
     free(rs.q);
@@ -301,7 +302,7 @@ int main(int argc, char **argv)
     run_config(&split, dev);
     split.ints = true;
     split.preset = 0;
-    split.no_fuse = true;
+    split.flip_fuse = true;
     split.seed = seed++;
     run_config(&split, dev);
     split.preset = 1;
