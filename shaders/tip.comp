@@ -5,7 +5,9 @@
  * the candidate window [lo, hi).
  * CPU statement: src/cpu/cpu_kernels.c, build_masked_q / tip_chunk.
  *
- * One thread per token.  A workgroup serves the heads [h0, h0 + nh) of KV
+ * Each thread scores TPT tokens (strided by the workgroup size, so every row
+ * load is coalesced), reusing each q value it reads from shared memory for
+ * all of them.  A workgroup serves the heads [h0, h0 + nh) of KV
  * head g: per-head selection splits a group into batches of at most 8 heads
  * (grid y = g * n_batches + batch); per-group selection takes all G heads
  * and sums their scores in head order from 0.  The masked queries sit in
@@ -14,6 +16,7 @@
  * indexed at run time (llvmpipe spills those).  A group too large for
  * QMAX floats reads q from global memory instead. */
 #extension GL_GOOGLE_include_directive : require
+#extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 
 layout(local_size_x_id = 0) in;
@@ -56,36 +59,62 @@ void load_q()
     for (uint i = gl_LocalInvocationID.x; i < 8u * 256u; i += gl_WorkGroupSize.x) shist[i] = 0u;
 }
 
-/* Scores of the four heads of vec4 group hv for this thread's row.  One
- * vec4 accumulator per loop: more live values per loop iteration make
- * llvmpipe's code many times slower. */
-vec4 dot4(Words rows, uint roff, uint hv)
+#define TPT 4u /* tokens per thread */
+
+struct rows4 {
+    uint off[TPT];
+    uvec2 addr[TPT];
+};
+
+/* Scores of the four heads of vec4 group hv for the thread's TPT rows:
+ * one shared q load feeds TPT multiply-adds (llvmpipe executes shared loads
+ * at a uniform index slowly, GPUs gain register reuse). */
+vec4 q_global(uint hv, uint c)
 {
-    vec4 s = vec4(0.0);
+    return vec4(q_at(hv, 0u, c), q_at(hv, 1u, c), q_at(hv, 2u, c), q_at(hv, 3u, c));
+}
+
+/* One loop per q source: a branch inside the loop costs llvmpipe 2x. */
+#if STORAGE_F16
+#define DOT4_LOOP(QA, QB)                                                                          \
+    for (uint w = 0u; w < (pc.width >> 1); w++) {                                                  \
+        vec4 qa = QA, qb = QB;                                                                     \
+        vec2 v0 = unpackHalf2x16(w0.w[r.off[0] + w]), v1 = unpackHalf2x16(w1.w[r.off[1] + w]);     \
+        vec2 v2 = unpackHalf2x16(w2.w[r.off[2] + w]), v3 = unpackHalf2x16(w3.w[r.off[3] + w]);     \
+        s0 += qa * v0.x + qb * v0.y;                                                               \
+        s1 += qa * v1.x + qb * v1.y;                                                               \
+        s2 += qa * v2.x + qb * v2.y;                                                               \
+        s3 += qa * v3.x + qb * v3.y;                                                               \
+    }
+#else
+#define DOT4_LOOP(QA, QB)                                                                          \
+    for (uint w = 0u; w < pc.width; w++) {                                                         \
+        vec4 qa = QA;                                                                              \
+        s0 += qa * uintBitsToFloat(w0.w[r.off[0] + w]);                                            \
+        s1 += qa * uintBitsToFloat(w1.w[r.off[1] + w]);                                            \
+        s2 += qa * uintBitsToFloat(w2.w[r.off[2] + w]);                                            \
+        s3 += qa * uintBitsToFloat(w3.w[r.off[3] + w]);                                            \
+    }
+#endif
+
+void dot4(rows4 r, uint hv, out vec4 s0, out vec4 s1, out vec4 s2, out vec4 s3)
+{
+    s0 = s1 = s2 = s3 = vec4(0.0);
     uint base = hv * pc.width;
+    Words w0 = Words(r.addr[0]), w1 = Words(r.addr[1]), w2 = Words(r.addr[2]), w3 = Words(r.addr[3]);
 #if STORAGE_F16
     if (in_shared_) {
-        for (uint w = 0u; w < (pc.width >> 1); w++) {
-            vec2 v = unpackHalf2x16(rows.w[roff + w]);
-            s += qt[base + 2u * w] * v.x + qt[base + 2u * w + 1u] * v.y;
-        }
+        DOT4_LOOP(qt[base + 2u * w], qt[base + 2u * w + 1u])
     } else {
-        for (uint w = 0u; w < (pc.width >> 1); w++) {
-            vec2 v = unpackHalf2x16(rows.w[roff + w]);
-            for (uint i = 0u; i < 4u; i++) s[i] += q_at(hv, i, 2u * w) * v.x + q_at(hv, i, 2u * w + 1u) * v.y;
-        }
+        DOT4_LOOP(q_global(hv, 2u * w), q_global(hv, 2u * w + 1u))
     }
 #else
     if (in_shared_) {
-        for (uint w = 0u; w < pc.width; w++) s += qt[base + w] * uintBitsToFloat(rows.w[roff + w]);
+        DOT4_LOOP(qt[base + w], qa)
     } else {
-        for (uint w = 0u; w < pc.width; w++) {
-            float v = uintBitsToFloat(rows.w[roff + w]);
-            for (uint i = 0u; i < 4u; i++) s[i] += q_at(hv, i, w) * v;
-        }
+        DOT4_LOOP(q_global(hv, w), qa)
     }
 #endif
-    return s;
 }
 
 void store_score(uint r, uint j, float s, uint slot)
@@ -104,34 +133,47 @@ void main()
     nh_ = per_group ? pc.G : min(8u, pc.G - batch * 8u);
     nhv_ = (nh_ + 3u) / 4u;
     in_shared_ = nhv_ * 4u * pc.width <= QMAX;
-    uint j = gl_WorkGroupID.x * gl_WorkGroupSize.x + gl_LocalInvocationID.x;
-    bool valid = j < pc.L;
+    uint j0 = gl_WorkGroupID.x * gl_WorkGroupSize.x * TPT + gl_LocalInvocationID.x;
     load_q();
     barrier();
-    uint row = g_ * pc.kv_stride + (valid ? j : 0u);
 #if STORAGE_F16
     uint W = pc.width >> 1;
 #else
     uint W = pc.width;
 #endif
-    Words rows = Words(chunk_addr(pc.rows_tab, row, pc.kv_shift));
-    uint roff = chunk_off(row, pc.kv_shift, W);
-    float gsum = 0.0;
-    for (uint hv = 0u; valid && hv < nhv_; hv++) {
-        vec4 s = dot4(rows, roff, hv);
-        if (per_group) { /* head order, from 0, like the CPU */
-            gsum += s.x;
-            if (4u * hv + 1u < nh_) gsum += s.y;
-            if (4u * hv + 2u < nh_) gsum += s.z;
-            if (4u * hv + 3u < nh_) gsum += s.w;
-        } else {
-            store_score(h0_ + 4u * hv, j, s.x, 4u * hv);
-            if (4u * hv + 1u < nh_) store_score(h0_ + 4u * hv + 1u, j, s.y, 4u * hv + 1u);
-            if (4u * hv + 2u < nh_) store_score(h0_ + 4u * hv + 2u, j, s.z, 4u * hv + 2u);
-            if (4u * hv + 3u < nh_) store_score(h0_ + 4u * hv + 3u, j, s.w, 4u * hv + 3u);
+    rows4 r;
+    [[unroll]] for (uint k = 0u; k < TPT; k++) { /* tokens past L read row 0 and are dropped */
+        uint j = j0 + k * gl_WorkGroupSize.x;
+        uint row = g_ * pc.kv_stride + (j < pc.L ? j : 0u);
+        r.addr[k] = chunk_addr(pc.rows_tab, row, pc.kv_shift);
+        r.off[k] = chunk_off(row, pc.kv_shift, W);
+    }
+    vec4 g = vec4(0.0); /* per-group sums of the TPT tokens */
+    for (uint hv = 0u; j0 < pc.L && hv < nhv_; hv++) {
+        vec4 s[TPT];
+        dot4(r, hv, s[0], s[1], s[2], s[3]);
+        [[unroll]] for (uint k = 0u; k < TPT; k++) {
+            uint j = j0 + k * gl_WorkGroupSize.x;
+            if (j >= pc.L) break;
+            vec4 sk = s[k];
+            if (per_group) { /* head order, from 0, like the CPU */
+                float a = g[k];
+                a += sk.x;
+                if (4u * hv + 1u < nh_) a += sk.y;
+                if (4u * hv + 2u < nh_) a += sk.z;
+                if (4u * hv + 3u < nh_) a += sk.w;
+                g[k] = a;
+            } else {
+                store_score(h0_ + 4u * hv, j, sk.x, 4u * hv);
+                if (4u * hv + 1u < nh_) store_score(h0_ + 4u * hv + 1u, j, sk.y, 4u * hv + 1u);
+                if (4u * hv + 2u < nh_) store_score(h0_ + 4u * hv + 2u, j, sk.z, 4u * hv + 2u);
+                if (4u * hv + 3u < nh_) store_score(h0_ + 4u * hv + 3u, j, sk.w, 4u * hv + 3u);
+            }
         }
     }
-    if (per_group && valid) store_score(g_, j, gsum, 0u);
+    [[unroll]] for (uint k = 0u; k < TPT; k++)
+        if (per_group)
+        if (j0 + k * gl_WorkGroupSize.x < pc.L) store_score(g_, j0 + k * gl_WorkGroupSize.x, g[k], 0u);
     barrier();
     uint n_hist = per_group ? 1u : nh_, r0 = per_group ? g_ : h0_;
     Words hist = Words(pc.scratch);

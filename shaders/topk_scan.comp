@@ -8,11 +8,12 @@
  * at the head of the row's selection.
  * CPU statement: src/select.c radix_threshold and src/cpu/cpu_kernels.c topk_row.
  * Row state (8 words): prefix, k_rem, n_bin (keys in the chosen bin), winner
- * counter, digit. */
+ * counter, digit.  The bin search is two-level (16 segments of 16 bins)
+ * with one barrier; barriers in loops are slow on llvmpipe. */
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
-layout(local_size_x = 256) in;
+layout(local_size_x = 64) in;
 
 layout(push_constant) uniform Push {
     uvec2 scratch;
@@ -24,37 +25,36 @@ layout(push_constant) uniform Push {
     uint n_sink, n_recent, L, max_n_fac;
 } pc;
 
-shared uint suffix[256];
+shared uint seg[16];
 
 void main()
 {
-    uint r = gl_WorkGroupID.x, b = gl_LocalInvocationID.x;
+    uint r = gl_WorkGroupID.x, lid = gl_LocalInvocationID.x;
     Words s = Words(pc.scratch);
-    uint st = pc.state_off + r * 8u;
-    uint prefix = 0u, k_rem = pc.k;
+    uint st = pc.state_off + r * 8u, h = pc.hist_off + r * 256u;
     if (pc.digit == 0u) {
         uint n_forced = pc.n_sink + pc.n_recent;
-        for (uint i = b; i < n_forced; i += 256u)
+        for (uint i = lid; i < n_forced; i += gl_WorkGroupSize.x)
             s.w[pc.sel_off + r * pc.max_n_fac + i] = i < pc.n_sink ? i : pc.L - pc.n_recent + (i - pc.n_sink);
-    } else {
-        prefix = s.w[st];
-        k_rem = s.w[st + 1u];
     }
-    uint cnt = s.w[pc.hist_off + r * 256u + b];
-    suffix[b] = cnt;
+    if (lid < 16u) {
+        uint sum = 0u;
+        for (uint b = 0u; b < 16u; b++) sum += s.w[h + lid * 16u + b];
+        seg[lid] = sum;
+    }
     barrier();
-    for (uint off = 1u; off < 256u; off <<= 1) {
-        uint add = b + off < 256u ? suffix[b + off] : 0u;
-        barrier();
-        suffix[b] += add;
-        barrier();
+    if (lid != 0u) return;
+    uint prefix = pc.digit == 0u ? 0u : s.w[st];
+    uint k_rem = pc.digit == 0u ? pc.k : s.w[st + 1u];
+    uint above = 0u, sg = 15u;
+    while (sg > 0u && above + seg[sg] < k_rem) above += seg[sg--];
+    uint b = sg * 16u + 15u, cnt = s.w[h + b];
+    while (b > sg * 16u && above + cnt < k_rem) {
+        above += cnt;
+        cnt = s.w[h + --b];
     }
-    uint incl = suffix[b];     /* keys in bins >= b */
-    uint above = incl - cnt;   /* keys in bins > b */
-    if (above < k_rem && incl >= k_rem) {
-        s.w[st] = prefix | (b << (24u - 8u * pc.digit));
-        s.w[st + 1u] = k_rem - above;
-        s.w[st + 2u] = cnt;
-        s.w[st + 4u] = pc.digit;
-    }
+    s.w[st] = prefix | (b << (24u - 8u * pc.digit));
+    s.w[st + 1u] = k_rem - above;
+    s.w[st + 2u] = cnt;
+    s.w[st + 4u] = pc.digit;
 }

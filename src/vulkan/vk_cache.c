@@ -25,11 +25,11 @@ static fasa_status check_geometry(fasa_kv_cache *c, vk_context *vk)
         return fasa__error(c->ctx, FASA_ERROR_UNSUPPORTED,
                            "desc.capacity: %u tokens x %u heads exceed the 2^32 rows the vulkan backend indexes",
                            c->capacity, s->n_q_heads);
-    if ((c->capacity + VK_WG_TIP - 1) / VK_WG_TIP > max_groups)
+    if ((c->capacity + VK_TIP_TOKENS - 1) / VK_TIP_TOKENS > max_groups)
         return fasa__error(c->ctx, FASA_ERROR_UNSUPPORTED,
                            "desc.capacity: %u tokens need more than the %u workgroups per dispatch this device allows "
                            "(at most %llu tokens)", c->capacity, max_groups,
-                           (unsigned long long)max_groups * VK_WG_TIP);
+                           (unsigned long long)max_groups * VK_TIP_TOKENS);
     return FASA_OK;
 }
 

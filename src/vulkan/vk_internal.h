@@ -26,7 +26,8 @@ typedef enum vk_kernel {
 #define VK_DT_F32 1
 
 #define VK_WG_APPEND 64u
-#define VK_WG_TIP 256u     /* tokens per TIP workgroup */
+#define VK_WG_TIP 256u
+#define VK_TIP_TOKENS (4u * VK_WG_TIP) /* tokens per TIP workgroup (tip.comp TPT = 4) */
 #define VK_WG_TOPK 256u
 #define VK_TOPK_EPT 16u
 #define VK_TOPK_TILE (VK_WG_TOPK * VK_TOPK_EPT) /* scores per top-k workgroup */

@@ -173,7 +173,7 @@ fasa_status fasa__vk_tip(fasa_exec *e, const fasa_step *step)
     p.u_pad = c->u_pad;
     p.n_batches = step->select == FASA_GQA_PER_GROUP ? 1 : (c->group + 7) / 8;
     step_prologue(e, step, true);
-    fasa__vk_dispatch(e, VK_K_TIP, fasa__vk_dtype(c), &p, sizeof p, (step->L + VK_WG_TIP - 1) / VK_WG_TIP,
+    fasa__vk_dispatch(e, VK_K_TIP, fasa__vk_dtype(c), &p, sizeof p, (step->L + VK_TIP_TOKENS - 1) / VK_TIP_TOKENS,
                       c->shape.n_kv_heads * p.n_batches);
     return FASA_OK;
 }

@@ -15,19 +15,28 @@ static int cmp_u64(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-static uint64_t median_step(fasa_context *ctx, fasa_kv_cache *c, const fasa_decode_desc *d, const float *q, float *o,
-                            int reps)
+static uint64_t step_ns(fasa_context *ctx, fasa_kv_cache *c, const fasa_decode_desc *d, const float *q, float *o)
 {
-    uint64_t t[64];
+    uint64_t t = 0;
+    VT_OK(ctx, fasa_decode_host(c, 0, d, q, o, NULL));
+    VT_OK(ctx, fasa_context_last_step_ns(ctx, &t));
+    return t;
+}
+
+/* Median times of the three steps, measured interleaved so that all of them
+ * see the same machine load. */
+static void median_steps(fasa_context *ctx, fasa_kv_cache *c, const fasa_decode_desc *d, const float *q, float *o,
+                         int reps, uint64_t *med)
+{
+    uint64_t t[3][64];
     if (reps > 64) reps = 64;
-    VT_OK(ctx, fasa_decode_host(c, 0, d, q, o, NULL)); /* warm-up */
-    for (int i = 0; i < reps; i++) {
-        VT_OK(ctx, fasa_decode_host(c, 0, d, q, o, NULL));
-        t[i] = 0;
-        VT_OK(ctx, fasa_context_last_step_ns(ctx, &t[i]));
+    for (int k = 0; k < 3; k++) step_ns(ctx, c, &d[k], q, o); /* warm-up */
+    for (int i = 0; i < reps; i++)
+        for (int k = 0; k < 3; k++) t[k][i] = step_ns(ctx, c, &d[k], q, o);
+    for (int k = 0; k < 3; k++) {
+        qsort(t[k], (size_t)reps, sizeof t[k][0], cmp_u64);
+        med[k] = t[k][reps / 2];
     }
-    qsort(t, (size_t)reps, sizeof t[0], cmp_u64);
-    return t[reps / 2];
 }
 
 int main(int argc, char **argv)
@@ -60,15 +69,15 @@ int main(int argc, char **argv)
     }
     float *q = malloc((size_t)s.n_q_heads * s.head_dim * 4), *o = malloc((size_t)s.n_q_heads * s.head_dim * 4);
     for (uint32_t i = 0; i < s.n_q_heads * s.head_dim; i++) q[i] = vt_normal(&r);
-    fasa_decode_desc fasa = {FASA_MODE_FASA, 256, 0, 0, FASA_GQA_PER_HEAD};
-    fasa_decode_desc dense = {FASA_MODE_DENSE, 256, 0, 0, FASA_GQA_PER_HEAD};
-    fasa_decode_desc group = {FASA_MODE_FASA, 256, 0, 0, FASA_GQA_PER_GROUP};
-    uint64_t tf = median_step(ctx, c, &fasa, q, o, reps);
-    uint64_t tg = median_step(ctx, c, &group, q, o, reps);
-    uint64_t td = median_step(ctx, c, &dense, q, o, reps);
+    fasa_decode_desc d[3] = {{FASA_MODE_FASA, 256, 0, 0, FASA_GQA_PER_HEAD},
+                             {FASA_MODE_FASA, 256, 0, 0, FASA_GQA_PER_GROUP},
+                             {FASA_MODE_DENSE, 256, 0, 0, FASA_GQA_PER_HEAD}};
+    uint64_t med[3];
+    median_steps(ctx, c, d, q, o, reps, med);
+    uint64_t tf = med[0], tg = med[1], td = med[2];
     double ratio = (double)td / (double)tf;
     printf("device: %s (%s)\n", dev.name, dev.driver);
-    printf("L=%u Hq=32 Hkv=8 d=128 fp16 N_tip=16 (u=32) N_fac=256, median of %d\n", L, reps);
+    printf("L=%u Hq=32 Hkv=8 d=128 fp16 N_tip=16 (u=32) N_fac=256, median of %d interleaved runs\n", L, reps);
     printf("fasa step (per head):  %10.3f ms\n", tf / 1e6);
     printf("fasa step (per group): %10.3f ms\n", tg / 1e6);
     printf("dense step:            %10.3f ms\n", td / 1e6);
