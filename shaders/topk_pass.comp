@@ -53,7 +53,11 @@ void main()
     bool all_ties = k_rem == n_bin;
     uint tcnt_at = pc.tcnt_off + r * pc.n_tiles + tile;
     uint cnt = pc.mode == 0u ? T : s.w[tcnt_at];
-    if (cnt == 0u || (pc.mode == 3u && all_ties)) return; /* uniform */
+    if (cnt == 0u || (pc.mode == 3u && all_ties)) { /* uniform */
+        /* an empty tile has no ties: pass 3 sums these counts over tiles */
+        if (pc.mode == 2u && lid == 0u) s.w[pc.ttie_off + r * pc.n_tiles + tile] = 0u;
+        return;
+    }
 
     uint f_tile = r * pc.sc_stride + tile * T;
     /* a tile never straddles a chunk: sc_stride and chunks are multiples of T */
