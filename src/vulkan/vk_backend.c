@@ -87,6 +87,10 @@ fasa_status fasa__vk_exec_begin(fasa_context *ctx, fasa_exec **exec)
         vk->fn.vkCmdResetQueryPool(vk->cmd, vk->qpool, 0, 2);
         vk->fn.vkCmdWriteTimestamp(vk->cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, vk->qpool, 0);
     }
+    if (vk->test_invalid) { /* VUID-vkCmdFillBuffer-dstOffset-00025 */
+        vk->test_invalid = false;
+        vk->fn.vkCmdFillBuffer(vk->cmd, vk->staging.buffer, 2, 4, 0);
+    }
     vk->own_exec = (struct fasa_exec){vk, ctx, vk->cmd, false, false, false};
     *exec = &vk->own_exec;
     return FASA_OK;
@@ -173,6 +177,12 @@ void fasa__vk_test_set_narrow(fasa_context *ctx, bool narrow)
 {
     if (!ctx || ctx->backend != FASA_BACKEND_VULKAN || !ctx->impl) return;
     fasa__vk(ctx)->tun.narrow = narrow;
+}
+
+void fasa__vk_test_inject_invalid(fasa_context *ctx)
+{
+    if (!ctx || ctx->backend != FASA_BACKEND_VULKAN || !ctx->impl) return;
+    fasa__vk(ctx)->test_invalid = true;
 }
 
 const fasa_backend_ops fasa__vulkan_ops = {

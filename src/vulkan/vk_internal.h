@@ -120,6 +120,7 @@ struct vk_context {
     vk_buf staging;              /* host-visible bounce buffer */
     uint64_t chunk_limit;        /* bytes per chunk of a large array */
     bool force_staging;          /* tests: never map device memory */
+    bool test_invalid;           /* tests: record one invalid command in the next stream */
     bool lost;
     char vmsg[FASA_ERROR_MAX - 64]; /* first validation message since the last check */
     uint32_t n_vmsg;
@@ -232,5 +233,8 @@ void fasa__vk_test_set_chunk_limit(fasa_context *ctx, uint64_t bytes);
 void fasa__vk_test_force_staging(fasa_context *ctx, bool on);
 /* Attention with 4 heads per workgroup (narrow) or up to 8 (wide). */
 void fasa__vk_test_set_narrow(fasa_context *ctx, bool narrow);
+/* Records an invalid command (a misaligned fill) into the next command
+ * stream, to check that validation messages fail the call. */
+void fasa__vk_test_inject_invalid(fasa_context *ctx);
 
 #endif

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 void fasa__vk_test_force_staging(fasa_context *ctx, bool on);
+void fasa__vk_test_inject_invalid(fasa_context *ctx);
 
 static void devices(void)
 {
@@ -153,6 +154,28 @@ static void limits(void)
     fasa_context_destroy(ctx);
 }
 
+/* A validation message fails the call that caused it, naming the message. */
+static void validation_fails_the_call(void)
+{
+    fasa_context *ctx = context(FASA_CONTEXT_ENABLE_VALIDATION, NULL);
+    fasa_model_shape s = {1, 4, 2, 32, FASA_ROPE_NORM};
+    fasa_kv_cache *c = cache(ctx, &s, 16, FASA_PLACEMENT_DEVICE, FASA_DTYPE_F32, FASA_OK);
+    if (!c) return;
+    fill(ctx, c, 4, s.n_kv_heads * s.head_dim, 3);
+    float q[4 * 32] = {0}, o[4 * 32];
+    fasa_decode_desc d = {FASA_MODE_DENSE, 0, 0, 0, 0};
+    VT_OK(ctx, fasa_decode_host(c, 0, &d, q, o, NULL));
+    fasa__vk_test_inject_invalid(ctx);
+    fasa_status st = fasa_decode_host(c, 0, &d, q, o, NULL);
+    const char *m = fasa_context_last_error(ctx);
+    VT_CHECK(st == FASA_ERROR_BACKEND && strstr(m, "validation") && strstr(m, "VUID"),
+             "invalid command: %s, message \"%s\"", fasa_status_string(st), m);
+    printf("validation message -> %s: %.120s...\n", fasa_status_string(st), m);
+    VT_OK(ctx, fasa_decode_host(c, 0, &d, q, o, NULL)); /* the next call is clean again */
+    fasa_kv_cache_destroy(c);
+    fasa_context_destroy(ctx);
+}
+
 int main(void)
 {
     vt_require_vulkan();
@@ -160,5 +183,6 @@ int main(void)
     pipeline_cache();
     placements_and_staging();
     limits();
+    validation_fails_the_call();
     return vt_finish("test_vk_misc");
 }
