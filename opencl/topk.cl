@@ -86,7 +86,35 @@ void fasa_topk_pass(__global const float *scores, uint cap, uint lo, uint n_cand
     barrier(CLK_LOCAL_MEM_FENCE);
     __global const float *row = scores + (size_t)r * cap + lo + t0;
     __global const uint *sl = src ? lists + ((size_t)r * 2u + (src - 1u)) * list_cap + t0 : 0;
-    uint rb = RUN_NONE, rn = 0u, mine = 0u;
+    uint mine = 0u;
+#if WG_TOPK == 1
+    /* one work-item (CPU runtimes): plain increments, a loop per source, the
+     * matching keys staged in local memory (read once) */
+    __local uint lk[TOPK_TILE];
+    if (sl) {
+        for (uint i = 0; i < tn; i++) {
+            uint key = sl[i];
+            if ((key & mask) != prefix) continue;
+            lh[(key >> shift) & 255u]++;
+            lk[mine++] = key;
+        }
+    } else {
+        for (uint i = 0; i < tn; i++) {
+            uint key = score_key(row[i]);
+            if ((key & mask) != prefix) continue;
+            lh[(key >> shift) & 255u]++;
+            lk[mine++] = key;
+        }
+    }
+    for (uint b = 0; b < 256u; b++)
+        if (lh[b]) atomic_add(&hist[(size_t)r * 256u + b], lh[b]);
+    if (dst) {
+        __global uint *dl = lists + ((size_t)r * 2u + (dst - 1u)) * list_cap + atomic_add(&st[ST_DST_N], mine);
+        for (uint i = 0; i < mine; i++) dl[i] = lk[i];
+    }
+    return;
+#else
+    uint rb = RUN_NONE, rn = 0u;
     for (uint i = lid; i < tn; i += WG_TOPK) {
         uint key = pass_key(row, sl, i);
         if ((key & mask) != prefix) continue;
@@ -94,6 +122,7 @@ void fasa_topk_pass(__global const float *scores, uint cap, uint lo, uint n_cand
         RUN_ADD(TOPK_ADD, lh, rb, rn, (key >> shift) & 255u);
     }
     RUN_FLUSH(TOPK_ADD, lh, rb, rn);
+#endif
     barrier(CLK_LOCAL_MEM_FENCE);
     for (uint b = lid; b < 256u; b += WG_TOPK)
         if (lh[b]) atomic_add(&hist[(size_t)r * 256u + b], lh[b]);
@@ -104,9 +133,17 @@ void fasa_topk_pass(__global const float *scores, uint cap, uint lo, uint n_cand
     if (lid == 0) lbase = atomic_add(&st[ST_DST_N], total);
     barrier(CLK_LOCAL_MEM_FENCE);
     __global uint *dl = lists + ((size_t)r * 2u + (dst - 1u)) * list_cap + lbase + off;
-    for (uint i = lid, w = 0; i < tn; i += WG_TOPK) {
-        uint key = pass_key(row, sl, i);
-        if ((key & mask) == prefix) dl[w++] = key;
+    uint w = 0;
+    if (sl) {
+        for (uint i = lid; i < tn; i += WG_TOPK) {
+            uint key = sl[i];
+            if ((key & mask) == prefix) dl[w++] = key;
+        }
+    } else {
+        for (uint i = lid; i < tn; i += WG_TOPK) {
+            uint key = score_key(row[i]);
+            if ((key & mask) == prefix) dl[w++] = key;
+        }
     }
 }
 
