@@ -18,6 +18,7 @@
  * llvmpipe (lavapipe) runs either many times slower.
  * GATHER: tokens come from the selection rows (fac), else a range (dense). */
 #extension GL_GOOGLE_include_directive : require
+#extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 
 layout(local_size_x_id = 0) in;                /* 256 (a multiple of 16) */
@@ -50,9 +51,11 @@ shared uint stok[S];
 shared vec4 sred[NHV * 16u];
 
 uint g_, h0_, nh_, n_;
-vec4 a0, a1, a2, a3;         /* acc of heads 0-3 for the thread's elements */
+#define QW 4u                /* words per thread in the V sweep */
+#define EQ (QW * EPW)        /* elements per thread: 8 (f16) or 4 (f32) */
+vec4 a0, a1, a2, a3, a4, a5, a6, a7; /* acc of heads 0-3 for the thread's elements */
 #if NHV == 2
-vec4 b0, b1, b2, b3;         /* heads 4-7 */
+vec4 b0, b1, b2, b3, b4, b5, b6, b7; /* heads 4-7 */
 #endif
 
 uint token_at(uint r, uint i)
@@ -83,9 +86,9 @@ void load_tokens(uint r, uint t0)
 
 void scale_acc(vec4 c0, vec4 c1)
 {
-    a0 *= c0, a1 *= c0, a2 *= c0, a3 *= c0;
+    a0 *= c0, a1 *= c0, a2 *= c0, a3 *= c0, a4 *= c0, a5 *= c0, a6 *= c0, a7 *= c0;
 #if NHV == 2
-    b0 *= c1, b1 *= c1, b2 *= c1, b3 *= c1;
+    b0 *= c1, b1 *= c1, b2 *= c1, b3 *= c1, b4 *= c1, b5 *= c1, b6 *= c1, b7 *= c1;
 #endif
 }
 
@@ -145,59 +148,56 @@ void weights(vec4 m0, vec4 m1)
     }
 }
 
-void add_word(uint x, uint k, vec4 p0, vec4 p1)
+/* acc element e (0..7, a constant after unrolling) += p * v. */
+void add_elem(uint e, float v, vec4 p0, vec4 p1)
 {
-#if STORAGE_F16
-    vec2 v = unpackHalf2x16(x);
-    if (k == 0u) { a0 += p0 * v.x; a1 += p0 * v.y; } else { a2 += p0 * v.x; a3 += p0 * v.y; }
+    if (e == 0u) a0 += p0 * v; else if (e == 1u) a1 += p0 * v; else if (e == 2u) a2 += p0 * v;
+    else if (e == 3u) a3 += p0 * v; else if (e == 4u) a4 += p0 * v; else if (e == 5u) a5 += p0 * v;
+    else if (e == 6u) a6 += p0 * v; else a7 += p0 * v;
 #if NHV == 2
-    if (k == 0u) { b0 += p1 * v.x; b1 += p1 * v.y; } else { b2 += p1 * v.x; b3 += p1 * v.y; }
-#endif
-#else
-    float v = uintBitsToFloat(x);
-    if (k == 0u) a0 += p0 * v; else a1 += p0 * v;
-#if NHV == 2
-    if (k == 0u) b0 += p1 * v; else b1 += p1 * v;
-#endif
+    if (e == 0u) b0 += p1 * v; else if (e == 1u) b1 += p1 * v; else if (e == 2u) b2 += p1 * v;
+    else if (e == 3u) b3 += p1 * v; else if (e == 4u) b4 += p1 * v; else if (e == 5u) b5 += p1 * v;
+    else if (e == 6u) b6 += p1 * v; else b7 += p1 * v;
 #endif
 }
 
 /* Threads sweep V: replica `rep` of nrep takes tokens rep, rep + nrep, ...;
- * column col covers word col (and col + WG when a row has more words). */
-void sweep_v(uint rep, uint nrep, uint col, uint W)
+ * a thread owns the QW words from qi * QW of each row: one weight load from
+ * shared memory feeds QW * EPW multiply-adds per head group. */
+void sweep_v(uint rep, uint nrep, uint qi, uint W)
 {
+    uint w0 = qi * QW;
     for (uint t = rep; t < n_; t += nrep) {
         uint row = g_ * pc.kv_stride + stok[t];
         Words v = Words(chunk_addr(pc.v_tab, row, pc.kv_shift));
-        uint off = chunk_off(row, pc.kv_shift, W);
+        uint off = chunk_off(row, pc.kv_shift, W) + w0;
         vec4 p0 = ssc[t];
 #if NHV == 2
         vec4 p1 = ssc[S + t];
 #else
         vec4 p1 = vec4(0.0);
 #endif
-        add_word(v.w[off + col], 0u, p0, p1);
-        if (col + WG < W) add_word(v.w[off + col + WG], 1u, p0, p1);
+        [[unroll]] for (uint k = 0u; k < QW; k++) {
+            if (w0 + k >= W) break;
+            uint x = v.w[off + k];
+#if STORAGE_F16
+            vec2 h = unpackHalf2x16(x);
+            add_elem(2u * k, h.x, p0, p1);
+            add_elem(2u * k + 1u, h.y, p0, p1);
+#else
+            add_elem(k, uintBitsToFloat(x), p0, p1);
+#endif
+        }
     }
 }
 
-/* acc element e (0..3) of the thread, for head group hv. */
+/* acc element e (0..7) of the thread, for head group hv. */
 vec4 acc_at(uint hv, uint e)
 {
 #if NHV == 2
-    if (hv == 1u) return e == 0u ? b0 : e == 1u ? b1 : e == 2u ? b2 : b3;
+    if (hv == 1u) return e == 0u ? b0 : e == 1u ? b1 : e == 2u ? b2 : e == 3u ? b3 : e == 4u ? b4 : e == 5u ? b5 : e == 6u ? b6 : b7;
 #endif
-    return e == 0u ? a0 : e == 1u ? a1 : e == 2u ? a2 : a3;
-}
-
-/* Dim of element e (0..3) of the thread at column col. */
-uint dim_of(uint col, uint e)
-{
-#if STORAGE_F16
-    return (col + (e >> 1) * WG) * 2u + (e & 1u);
-#else
-    return col + e * WG;
-#endif
+    return e == 0u ? a0 : e == 1u ? a1 : e == 2u ? a2 : e == 3u ? a3 : e == 4u ? a4 : e == 5u ? a5 : e == 6u ? a6 : a7;
 }
 
 void write_partial(uint h, uint split, uint c, float v)
@@ -205,26 +205,28 @@ void write_partial(uint h, uint split, uint c, float v)
     Floats(pc.scratch).f[pc.part_off + ((h0_ + h) * pc.maxs + split) * (pc.d + 2u) + 2u + c] = v;
 }
 
-/* One replica (rows wider than the workgroup): each thread owns its dims. */
-void write_direct(uint col, uint W, uint split)
+/* One replica: each sweeping thread writes its own dims. */
+void write_direct(uint qi, uint W, bool in_sweep, uint split)
 {
-    for (uint e = 0u; e < 2u * EPW; e++) {
-        uint c = dim_of(col, e);
-        if (c / EPW >= W) continue;
+    for (uint e = 0u; in_sweep && e < EQ; e++) {
+        uint w = qi * QW + e / EPW;
+        if (w >= W) break;
+        uint c = w * EPW + e % EPW;
         for (uint h = 0u; h < nh_; h++) write_partial(h, split, c, acc_at(h >> 2, e)[h & 3u]);
     }
 }
 
 /* Several replicas: sum them through shared memory (q is no longer needed). */
-void write_summed(uint lid, uint nrep, uint W, bool in_sweep, uint split)
+void write_summed(uint lid, uint nrep, uint Q, bool in_sweep, uint split)
 {
-    for (uint e = 0u; e < EPW; e++)
-        for (uint hv = 0u; hv < NHV; hv++) sq[(lid * EPW + e) * NHV + hv] = in_sweep ? acc_at(hv, e) : vec4(0.0);
+    if (in_sweep)
+        for (uint e = 0u; e < EQ; e++)
+            for (uint hv = 0u; hv < NHV; hv++) sq[(lid * EQ + e) * NHV + hv] = acc_at(hv, e);
     barrier();
     for (uint i = lid; i < nh_ * pc.d; i += WG) {
-        uint h = i / pc.d, c = i - h * pc.d, cw = c / EPW, e = c - cw * EPW;
+        uint h = i / pc.d, c = i - h * pc.d, cw = c / EPW, qi = cw / QW, e = (cw - qi * QW) * EPW + c % EPW;
         float sum = 0.0;
-        for (uint rr = 0u; rr < nrep; rr++) sum += sq[((rr * W + cw) * EPW + e) * NHV + (h >> 2)][h & 3u];
+        for (uint rr = 0u; rr < nrep; rr++) sum += sq[((rr * Q + qi) * EQ + e) * NHV + (h >> 2)][h & 3u];
         write_partial(h, split, c, sum);
     }
 }
@@ -243,14 +245,16 @@ void main()
 #endif
     h0_ = hr + batch * 4u * NHV;
     nh_ = min(4u * NHV, nr - batch * 4u * NHV);
-    uint W = pc.d / EPW;
-    uint nrep = W <= WG ? WG / W : 1u, rep = W <= WG ? lid / W : 0u, col = lid - rep * (W <= WG ? W : 0u);
+    uint W = pc.d / EPW, Q = (W + QW - 1u) / QW;
+    /* replicas of the sweep: as many as the workgroup and the combine area allow */
+    uint nrep = max(1u, min(WG / Q, MAXD / (Q * EQ)));
+    uint rep = lid / Q, qi = lid - rep * Q;
     bool in_sweep = rep < nrep;
     load_q();
     vec4 m0 = vec4(NEG_START), m1 = vec4(NEG_START), l0 = vec4(0.0), l1 = vec4(0.0);
-    a0 = a1 = a2 = a3 = vec4(0.0);
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = vec4(0.0);
 #if NHV == 2
-    b0 = b1 = b2 = b3 = vec4(0.0);
+    b0 = b1 = b2 = b3 = b4 = b5 = b6 = b7 = vec4(0.0);
 #endif
     /* usually one chunk; very long dense splits take several (online softmax) */
     for (uint ch = 0u; ch < pc.cps; ch++) {
@@ -274,11 +278,11 @@ void main()
         l1 = l1 * c1 + split_reduce(1u, false);
 #endif
         scale_acc(c0, c1);
-        if (in_sweep) sweep_v(rep, nrep, col, W);
+        if (in_sweep) sweep_v(rep, nrep, qi, W);
         barrier();
     }
-    if (nrep == 1u) write_direct(col, W, split);
-    else write_summed(lid, nrep, W, in_sweep, split);
+    if (nrep == 1u) write_direct(qi, W, in_sweep, split);
+    else write_summed(lid, nrep, Q, in_sweep, split);
     if (lid < nh_) {
         uint at = pc.part_off + ((h0_ + lid) * pc.maxs + split) * (pc.d + 2u);
         vec4 m = lid < 4u ? m0 : m1, l = lid < 4u ? l0 : l1;
