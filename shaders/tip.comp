@@ -117,10 +117,13 @@ void dot4(rows4 r, uint hv, out vec4 s0, out vec4 s1, out vec4 s2, out vec4 s3)
 #endif
 }
 
+uint jbase_; /* first token of the workgroup: its tokens share one score chunk per row */
+
 void store_score(uint r, uint j, float s, uint slot)
 {
-    uint f = r * pc.sc_stride + j;
-    Floats(chunk_addr(pc.sc_tab, f, pc.sc_shift)).f[chunk_off(f, pc.sc_shift, 1u)] = s;
+    /* sc_stride and chunks are multiples of 4096 >= the workgroup's tokens */
+    uint f = r * pc.sc_stride + jbase_;
+    Floats(chunk_addr(pc.sc_tab, f, pc.sc_shift)).f[chunk_off(f, pc.sc_shift, 1u) + (j - jbase_)] = s;
     if (j >= pc.lo && j < pc.hi) atomicAdd(shist[slot * 256u + (score_key(s) >> 24)], 1u);
 }
 
@@ -133,7 +136,8 @@ void main()
     nh_ = per_group ? pc.G : min(8u, pc.G - batch * 8u);
     nhv_ = (nh_ + 3u) / 4u;
     in_shared_ = nhv_ * 4u * pc.width <= QMAX;
-    uint j0 = gl_WorkGroupID.x * gl_WorkGroupSize.x * TPT + gl_LocalInvocationID.x;
+    jbase_ = gl_WorkGroupID.x * gl_WorkGroupSize.x * TPT;
+    uint j0 = jbase_ + gl_LocalInvocationID.x;
     load_q();
     barrier();
 #if STORAGE_F16

@@ -31,6 +31,7 @@ typedef enum vk_kernel {
 #define VK_WG_TOPK 256u
 #define VK_TOPK_EPT 16u
 #define VK_TOPK_TILE (VK_WG_TOPK * VK_TOPK_EPT) /* scores per top-k workgroup */
+_Static_assert(VK_TOPK_TILE % VK_TIP_TOKENS == 0, "a TIP workgroup's scores must lie in one score chunk");
 #define VK_WG_ATTEND 256u  /* attend.glsl: a multiple of 16, >= head_dim / 2 words */
 #define VK_ATTEND_S 512u   /* tokens per attention chunk with 4 heads (256 with 8) */
 #define VK_WG_REDUCE 128u
