@@ -18,7 +18,7 @@
 
 typedef struct eval_opts {
     const char *model, *texts, *methods, *calibration, *backend, *dtype, *gqa, *dump;
-    uint32_t device, ctx, steps, windows, threads, sink;
+    uint32_t device, ctx, steps, windows, threads, sink, n_sink, n_recent;
     cli_list nfac, ntip;
     uint64_t seed;
     bool json, no_measure;
@@ -96,6 +96,10 @@ static fasa_decode_desc config_desc(const eval_run *r, const eval_config *c)
     fasa_decode_desc d = {.mode = FASA_MODE_FASA, .n_fac = c->nfac,
                           .gqa_select = strcmp(r->o->gqa, "group") == 0 ? FASA_GQA_PER_GROUP : FASA_GQA_PER_HEAD};
     if (strcmp(c->method, "oracle") == 0) d.mode = FASA_MODE_ORACLE;
+    if (strcmp(c->method, "window") != 0 && (uint64_t)r->o->n_sink + r->o->n_recent < c->nfac) {
+        d.n_sink = r->o->n_sink; /* forced tokens inside the budget (FASA_SPEC §2 rule 7) */
+        d.n_recent = r->o->n_recent;
+    }
     if (strcmp(c->method, "window") == 0) { /* sink + recent only: the whole budget is forced */
         d.n_sink = r->o->sink < c->nfac ? r->o->sink : 0;
         d.n_recent = c->nfac - d.n_sink;
@@ -423,6 +427,8 @@ int cmd_eval(int argc, char **argv)
         {"ntip", CLI_LIST, &o.ntip, "N[,N]", "chunks per head (default 4,8,16)"},
         {"methods", CLI_STRING, &o.methods, "M[,M]", "fasa, oracle, window, random, highfreq (default all)"},
         {"sink", CLI_UINT, &o.sink, "N", "window method: sink tokens (default 4; the rest is recent)"},
+        {"n-sink", CLI_UINT, &o.n_sink, "N", "other methods: first tokens always kept, inside the budget (default 0)"},
+        {"n-recent", CLI_UINT, &o.n_recent, "N", "other methods: last tokens always kept, inside the budget (default 0)"},
         {"calibration", CLI_STRING, &o.calibration, "FILE", "calibration JSON (default " DEFAULT_CALIBRATION ")"},
         {"gqa-select", CLI_STRING, &o.gqa, "head|group", "selection per query head (default) or KV group"},
         {"dtype", CLI_STRING, &o.dtype, "f16|f32", "KV storage (default f16)"},
