@@ -72,8 +72,9 @@ typedef struct fasa_cl_embed {
 /* Wraps bytes [offset, offset + size) of a caller-owned cl_mem. */
 FASA_API fasa_status fasa_cl_buffer_wrap(fasa_context *ctx, cl_mem mem, uint64_t offset,
                                          uint64_t size, fasa_buffer **out);
-/* The cl_mem behind a buffer of an OpenCL context and the byte offset at
- * which the fasa_buffer starts in it (0 for buffers the library created). */
+/* The cl_mem behind a buffer of an OpenCL context and (offset may be NULL)
+ * the byte offset at which the fasa_buffer starts in it (0 for buffers the
+ * library created).  The cl_mem stays owned by the fasa_buffer. */
 FASA_API fasa_status fasa_cl_buffer_handle(const fasa_buffer *buf, cl_mem *mem,
                                            uint64_t *offset);
 
