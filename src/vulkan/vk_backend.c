@@ -114,6 +114,12 @@ fasa_status fasa__vk_exec_end(fasa_context *ctx, fasa_exec *exec, bool wait)
     if (exec->embedded) return fasa__vk_check(vk, FASA_OK);
     if (vk->qpool && !exec->failed)
         vk->fn.vkCmdWriteTimestamp(vk->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, vk->qpool, 1);
+    /* results read through mappings after the fence: make them visible to the host */
+    VkMemoryBarrier mb = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER};
+    mb.srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
+    mb.dstAccessMask = VK_ACCESS_HOST_READ_BIT;
+    vk->fn.vkCmdPipelineBarrier(vk->cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+                                VK_PIPELINE_STAGE_HOST_BIT, 0, 1, &mb, 0, NULL, 0, NULL);
     VkResult r = vk->fn.vkEndCommandBuffer(vk->cmd);
     if (exec->failed) return fasa__vk_check(vk, FASA_OK); /* the kernel reported its error */
     fasa_status st = r == VK_SUCCESS ? fasa__vk_submit_wait(vk) : fasa__vk_result(vk, r, "vkEndCommandBuffer");
