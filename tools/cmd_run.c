@@ -13,7 +13,7 @@
 
 typedef struct run_opts {
     const char *model, *prompt, *prompt_file, *question, *backend, *variant, *calibration, *dtype;
-    uint32_t device, nfac, ntip, max_tokens, threads;
+    uint32_t device, nfac, ntip, max_tokens, threads, n_sink, n_recent;
     bool raw, json, quiet;
 } run_opts;
 
@@ -136,6 +136,7 @@ static bool check_opts(const run_opts *o, char *err, size_t n)
         snprintf(err, n, "--variant must be dense, fasa or fasa-m");
     else if (strcmp(o->dtype, "f16") && strcmp(o->dtype, "f32")) snprintf(err, n, "--dtype must be f16 or f32");
     else if (o->nfac == 0 || o->nfac > FASA_MAX_N_FAC) snprintf(err, n, "--nfac must be in 1..%d", FASA_MAX_N_FAC);
+    else if ((uint64_t)o->n_sink + o->n_recent > o->nfac) snprintf(err, n, "--n-sink + --n-recent exceed --nfac");
     else return true;
     return false;
 }
@@ -163,7 +164,8 @@ static int run_model(const run_opts *o, fm_model *m, fasa_context *ctx)
                               strcmp(o->variant, "fasa-m") == 0 ? FASA_PLACEMENT_OFFLOAD : FASA_PLACEMENT_DEVICE,
                               &cache) == FASA_OK) {
         attn.cache = cache;
-        attn.desc = (fasa_decode_desc){.mode = dense ? FASA_MODE_DENSE : FASA_MODE_FASA, .n_fac = o->nfac};
+        attn.desc = (fasa_decode_desc){.mode = dense ? FASA_MODE_DENSE : FASA_MODE_FASA, .n_fac = o->nfac,
+                                       .n_sink = o->n_sink, .n_recent = o->n_recent};
         fm_attn_ops ops = model_attn_ops(&attn);
         fm_state_desc sd = {.n_ctx = capacity, .n_threads = o->threads, .attn = &ops};
         run_result r = {.prompt_tokens = (uint32_t)prompt.n};
@@ -204,6 +206,8 @@ int cmd_run(int argc, char **argv)
         {"calibration", CLI_STRING, &o.calibration, "FILE", "calibration JSON (default " DEFAULT_CALIBRATION ")"},
         {"ntip", CLI_UINT, &o.ntip, "N", "chunks per head, re-selected from the file's CA (default: the file's)"},
         {"nfac", CLI_UINT, &o.nfac, "N", "token budget (default 256)"},
+        {"n-sink", CLI_UINT, &o.n_sink, "N", "first tokens always attended, inside the budget (default 0)"},
+        {"n-recent", CLI_UINT, &o.n_recent, "N", "last tokens always attended, inside the budget (default 0)"},
         {"dtype", CLI_STRING, &o.dtype, "f16|f32", "KV storage (default f16)"},
         {"max-tokens", CLI_UINT, &o.max_tokens, "N", "tokens to generate at most (default 128)"},
         {"threads", CLI_UINT, &o.threads, "N", "threads (default: all cores)"},
