@@ -53,6 +53,9 @@ struct fasa_backend_ops {
      * cache->device_bytes, host_bytes and scratch_bytes. */
     fasa_status (*cache_create)(fasa_kv_cache *cache);
     void (*cache_destroy)(fasa_kv_cache *cache);
+    /* Optional: told that every layer now holds at most `length` tokens
+     * (e.g. to forget FASA-M rows of dropped tokens).  May be NULL. */
+    void (*cache_truncate)(fasa_kv_cache *cache, uint32_t length);
     /* Reads tokens [first, first+n) of a layer as fp32 [n][Hkv][d]. */
     fasa_status (*cache_read)(fasa_kv_cache *cache, uint32_t layer, uint32_t first, uint32_t n,
                               float *k, float *v);

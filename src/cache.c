@@ -137,6 +137,9 @@ static void destroy_locked(fasa_kv_cache *c)
             ctx->ops->buffer_destroy(ctx, stages[i]);
             fasa__free(ctx, stages[i]);
         }
+    size_t n_rc = (size_t)c->shape.n_layers * c->shape.n_kv_heads;
+    for (size_t i = 0; c->rowcaches && i < n_rc; i++) fasa__rowcache_destroy(ctx, c->rowcaches[i]);
+    fasa__free(ctx, c->rowcaches);
     free_tables(c);
     fasa__free(ctx, c);
 }
@@ -386,6 +389,9 @@ fasa_status fasa_kv_cache_truncate(fasa_kv_cache *cache, uint32_t length)
     fasa__lock(cache->ctx);
     for (uint32_t l = 0; l < cache->shape.n_layers; l++)
         if (cache->length[l] > length) cache->length[l] = length;
+    size_t n_rc = (size_t)cache->shape.n_layers * cache->shape.n_kv_heads;
+    for (size_t i = 0; cache->rowcaches && i < n_rc; i++) fasa__rowcache_truncate(cache->rowcaches[i], length);
+    if (cache->ctx->ops->cache_truncate) cache->ctx->ops->cache_truncate(cache, length);
     fasa__unlock(cache->ctx);
     return FASA_OK;
 }

@@ -84,6 +84,13 @@ fasa_status fasa__step_resolve(fasa_kv_cache *c, uint32_t layer, const fasa_deco
     step->select = d.gqa_select;
     step->n_rows = d.gqa_select == FASA_GQA_PER_GROUP ? c->shape.n_kv_heads : c->shape.n_q_heads;
     bool dense = d.mode == FASA_MODE_DENSE || c->dense_layer[layer] || L <= n_fac;
+    uint64_t rows_per_group = (uint64_t)(d.gqa_select == FASA_GQA_PER_GROUP ? 1 : c->group) * n_fac;
+    if (!dense && c->row_cache_rows && c->row_cache_rows < rows_per_group && c->row_cache_rows < L)
+        return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT,
+                           "fasa_decode: the cache's row_cache_rows (%u) cannot hold the %llu rows one step may "
+                           "need per KV head (n_fac %u x %u selection rows)", c->row_cache_rows,
+                           (unsigned long long)rows_per_group, n_fac,
+                           d.gqa_select == FASA_GQA_PER_GROUP ? 1u : c->group);
     step->path = dense ? FASA_PATH_DENSE : FASA_PATH_SPARSE;
     step->oracle = d.mode == FASA_MODE_ORACLE;
     step->n_fac = n_fac;

@@ -10,6 +10,7 @@
 
 typedef struct fasa_backend_ops fasa_backend_ops;
 typedef struct fasa_pool fasa_pool;
+typedef struct fasa_rowcache fasa_rowcache;
 typedef struct fasa_exec fasa_exec; /* backend-defined: a command stream being recorded */
 
 #define FASA_ERROR_MAX 1024
@@ -66,6 +67,8 @@ struct fasa_kv_cache {
     fasa_fetch fetch;            /* FASA-M strategy */
     uint32_t row_cache_rows;     /* FASA-M staged row cache, per (layer, KV head) */
     fasa_transfer_stats transfer;/* FASA-M counters, updated by the backend */
+    fasa_rowcache **rowcaches;   /* [n_layers][Hkv] reference row-cache state (CPU backend) or NULL */
+    uint64_t step_count;         /* sparse steps so far (row-cache stamps) */
     uint32_t max_n_fac;
     uint32_t *length;            /* [n_layers] tokens held */
     uint8_t *dense_layer;        /* [n_layers] 1 = always dense */
@@ -165,6 +168,16 @@ uint32_t fasa__score_key(float f);
 /* Writes the indices of the k largest x[0..n) in ascending order (ties to
  * the lower index) and returns min(k, n).  scratch holds 3*n entries. */
 uint32_t fasa__select_topk(const float *x, uint32_t n, uint32_t k, uint32_t *scratch, int32_t *out);
+
+/* --- FASA-M row cache policy (rowcache.c) ------------------------------- */
+fasa_rowcache *fasa__rowcache_create(fasa_context *ctx, uint32_t slots, uint32_t capacity);
+void fasa__rowcache_destroy(fasa_context *ctx, fasa_rowcache *rc);
+void fasa__rowcache_clear(fasa_rowcache *rc);
+/* One step needing `tokens` (n distinct, ascending; n <= slots): returns
+ * the hits and writes each token's slot (slot_out may be NULL). */
+uint32_t fasa__rowcache_step(fasa_rowcache *rc, const int32_t *tokens, uint32_t n, uint64_t step, int32_t *slot_out);
+/* Forgets rows of tokens at or past `length` (they may be overwritten). */
+void fasa__rowcache_truncate(fasa_rowcache *rc, uint32_t length);
 
 /* --- decode (decode.c): the step shared by every backend ---------------- */
 /* Validates and resolves a step; does not run anything. */

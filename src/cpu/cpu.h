@@ -39,6 +39,7 @@ typedef struct cpu_cache {
     uint32_t n_workers;
     uint32_t **topk_scratch;     /* [worker][3 * capacity] */
     uint8_t *seen;               /* [capacity], FASA-M row counting (offloaded caches only) */
+    int32_t *needed;             /* [Hq * max_n_fac], FASA-M: one group's distinct tokens */
 } cpu_cache;
 
 fasa_status fasa__cpu_append(fasa_exec *exec, fasa_kv_cache *cache, uint32_t layer, uint32_t first,

@@ -137,6 +137,7 @@ static void cpu_cache_destroy(fasa_kv_cache *cache)
     for (uint32_t w = 0; cc->topk_scratch && w < cc->n_workers; w++) fasa__free(ctx, cc->topk_scratch[w]);
     fasa__free(ctx, cc->topk_scratch);
     fasa__free(ctx, cc->seen);
+    fasa__free(ctx, cc->needed);
     fasa__free(ctx, cc->layers);
     fasa__free(ctx, cc->scores);
     fasa__free(ctx, cc->selected);
@@ -171,6 +172,19 @@ static fasa_status alloc_layers(fasa_kv_cache *cache, cpu_cache *cc)
     return FASA_OK;
 }
 
+/* FASA-M staged fetch with a row cache: the reference policy's state per
+ * (layer, KV head).  The CPU has one memory, so only the bookkeeping runs. */
+static bool alloc_rowcaches(fasa_kv_cache *cache)
+{
+    if (cache->fetch != FASA_FETCH_STAGED || cache->row_cache_rows == 0) return true;
+    size_t n = (size_t)cache->shape.n_layers * cache->shape.n_kv_heads;
+    cache->rowcaches = fasa__alloc(cache->ctx, n * sizeof(fasa_rowcache *));
+    for (size_t i = 0; cache->rowcaches && i < n; i++)
+        if (!(cache->rowcaches[i] = fasa__rowcache_create(cache->ctx, cache->row_cache_rows, cache->capacity)))
+            return false;
+    return cache->rowcaches != NULL;
+}
+
 static fasa_status alloc_scratch(fasa_kv_cache *cache, cpu_cache *cc)
 {
     fasa_context *ctx = cache->ctx;
@@ -186,7 +200,11 @@ static fasa_status alloc_scratch(fasa_kv_cache *cache, cpu_cache *cc)
         cc->topk_scratch[w] = fasa__alloc_aligned(ctx, 3 * (size_t)cache->capacity * sizeof(uint32_t), 64);
         ok = cc->topk_scratch[w] != NULL;
     }
-    if (ok && cache->placement == FASA_PLACEMENT_OFFLOAD) ok = (cc->seen = fasa__alloc(ctx, cache->capacity)) != NULL;
+    if (ok && cache->placement == FASA_PLACEMENT_OFFLOAD) {
+        cc->seen = fasa__alloc(ctx, cache->capacity);
+        cc->needed = fasa__alloc(ctx, (size_t)s->n_q_heads * cache->max_n_fac * sizeof(int32_t));
+        ok = cc->seen && cc->needed && alloc_rowcaches(cache);
+    }
     if (!ok) return fasa__error(ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "cpu: cannot allocate the step scratch");
     cache->scratch_bytes = (uint64_t)s->n_q_heads * cache->capacity * 4 +
                            (uint64_t)s->n_q_heads * cache->max_n_fac * 4 +

@@ -385,26 +385,46 @@ static void fac_row(void *arg, uint32_t r, uint32_t worker)
         reduce_partials(a.part + h * stride, 1, d, job->o + (size_t)(h0 + h) * d);
 }
 
-/* FASA-M bookkeeping: distinct rows the step needs per KV head.  The CPU
- * has one memory, so nothing moves (bytes stay 0). */
+/* Distinct tokens of KV head g's selection rows, ascending. */
+static uint32_t group_tokens(const fasa_step *step, uint32_t g, int32_t *out)
+{
+    fasa_kv_cache *c = step->cache;
+    cpu_cache *cc = c->impl;
+    uint32_t per_group = step->n_rows / c->shape.n_kv_heads, n = 0;
+    for (uint32_t r = g * per_group; r < (g + 1) * per_group; r++)
+        for (uint32_t i = 0; i < step->n_fac; i++) {
+            int32_t t = cc->selected[(size_t)r * c->max_n_fac + i];
+            if (!cc->seen[t]) out[n++] = t;
+            cc->seen[t] = 1;
+        }
+    for (uint32_t i = 0; i < n; i++) cc->seen[out[i]] = 0;
+    for (uint32_t i = 1; i < n; i++) /* insertion sort: nearly sorted already */
+        for (uint32_t k = i; k > 0 && out[k] < out[k - 1]; k--) {
+            int32_t t = out[k]; out[k] = out[k - 1]; out[k - 1] = t;
+        }
+    return n;
+}
+
+/* FASA-M bookkeeping (the reference all backends report): rows needed per
+ * KV head, row-cache hits, and the bytes that cross to the device: a K row
+ * and a V row per row read in place or fetched.  The CPU has one memory, so
+ * these are the bytes a discrete GPU would move; nothing is copied here. */
 static void count_offload_rows(const fasa_step *step)
 {
     fasa_kv_cache *c = step->cache;
     cpu_cache *cc = c->impl;
-    uint32_t rows_per_group = step->n_rows / c->shape.n_kv_heads;
-    uint64_t distinct = 0;
+    uint64_t row_bytes = 2ull * c->shape.head_dim * c->elem_size;
+    c->step_count++;
     for (uint32_t g = 0; g < c->shape.n_kv_heads; g++) {
-        for (uint32_t r = g * rows_per_group; r < (g + 1) * rows_per_group; r++)
-            for (uint32_t i = 0; i < step->n_fac; i++) {
-                uint8_t *mark = &cc->seen[cc->selected[(size_t)r * c->max_n_fac + i]];
-                distinct += !*mark;
-                *mark = 1;
-            }
-        for (uint32_t r = g * rows_per_group; r < (g + 1) * rows_per_group; r++)
-            for (uint32_t i = 0; i < step->n_fac; i++) cc->seen[cc->selected[(size_t)r * c->max_n_fac + i]] = 0;
+        uint32_t n = group_tokens(step, g, cc->needed), hits = 0;
+        if (c->rowcaches)
+            hits = fasa__rowcache_step(c->rowcaches[(size_t)step->layer * c->shape.n_kv_heads + g], cc->needed, n,
+                                       c->step_count, NULL);
+        c->transfer.rows_needed += n;
+        c->transfer.rows_cached += hits;
+        c->transfer.bytes += (n - hits) * row_bytes;
     }
     c->transfer.steps++;
-    c->transfer.rows_needed += distinct;
 }
 
 fasa_status fasa__cpu_fac(fasa_exec *exec, const fasa_step *step)
