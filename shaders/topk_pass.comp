@@ -14,6 +14,7 @@
  *           of the tie counts + rank inside the tile)
  * CPU statement: src/select.c (ties to the lowest index, NaN lowest). */
 #extension GL_GOOGLE_include_directive : require
+#extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
 
 layout(local_size_x_id = 0) in;
@@ -70,7 +71,7 @@ void main()
 
     uint idx[EPT], key[EPT];
     uint valid = 0u;
-    for (uint i = 0u; i < EPT; i++) {
+    [[unroll]] for (uint i = 0u; i < EPT; i++) {
         uint e = lid * EPT + i;
         uint j;
         bool ok;
@@ -96,11 +97,11 @@ void main()
         if (lid == 0u && n_win > 0u) sh_base = atomicAdd(s.w[st + 3u], n_win);
         barrier();
         uint out_at = pc.sel_off + r * pc.max_n_fac + pc.n_forced + sh_base;
-        for (uint i = 0u; i < EPT; i++)
+        [[unroll]] for (uint i = 0u; i < EPT; i++)
             if ((valid & (1u << i)) != 0u && rank < n_win) s.w[out_at + rank++] = idx[i];
         return;
     }
-    for (uint i = 0u; i < EPT; i++) {
+    [[unroll]] for (uint i = 0u; i < EPT; i++) {
         if ((valid & (1u << i)) == 0u) continue;
         uint dgt = (key[i] >> pc.cmp_shift) & 255u;
         if (dgt > b || (pc.mode == 2u && dgt == b && all_ties)) win |= 1u << i;
@@ -117,7 +118,7 @@ void main()
     barrier();
     uint wpos = pc.sel_off + r * pc.max_n_fac + pc.n_forced + sh_base + (pos & 0xffffu);
     uint kpos = cand_base + (pos >> 16);
-    for (uint i = 0u; i < EPT; i++) {
+    [[unroll]] for (uint i = 0u; i < EPT; i++) {
         if ((win & (1u << i)) != 0u) s.w[wpos++] = idx[i];
         if ((keep & (1u << i)) != 0u) {
             cand.w[kpos++] = idx[i];
