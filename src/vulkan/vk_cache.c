@@ -216,8 +216,73 @@ void fasa__vk_cache_destroy(fasa_kv_cache *c)
     fasa__vk_buf_destroy(vk, &vc->scratch);
     fasa__vk_buf_destroy(vk, &vc->tables);
     fasa__free(c->ctx, vc->layers);
+    fasa__free(c->ctx, vc->sel_host);
+    fasa__free(c->ctx, vc->needed);
+    fasa__free(c->ctx, vc->seen);
     fasa__free(c->ctx, vc);
     c->impl = NULL;
+}
+
+/* FASA-M accounting state: the reference row caches and scratch. */
+static fasa_status create_accounting(fasa_kv_cache *c, vk_cache *vc)
+{
+    if (c->placement != FASA_PLACEMENT_OFFLOAD) return FASA_OK;
+    size_t n_rc = (size_t)c->shape.n_layers * c->shape.n_kv_heads;
+    vc->sel_host = fasa__alloc(c->ctx, (size_t)c->shape.n_q_heads * c->max_n_fac * sizeof(int32_t));
+    vc->needed = fasa__alloc(c->ctx, (size_t)c->group * c->max_n_fac * sizeof(int32_t));
+    vc->seen = fasa__alloc(c->ctx, c->capacity);
+    bool ok = vc->sel_host && vc->needed && vc->seen;
+    if (ok && c->row_cache_rows && !c->rowcaches) {
+        c->rowcaches = fasa__alloc(c->ctx, n_rc * sizeof(fasa_rowcache *));
+        ok = c->rowcaches != NULL;
+        for (size_t i = 0; ok && i < n_rc; i++)
+            ok = (c->rowcaches[i] = fasa__rowcache_create(c->ctx, c->row_cache_rows, c->capacity)) != NULL;
+    }
+    return ok ? FASA_OK : fasa__error(c->ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "vulkan: out of host memory");
+}
+
+void fasa__vk_cache_truncate(fasa_kv_cache *c, uint32_t length)
+{
+    (void)c;
+    (void)length; /* the common code truncates the reference row caches; nothing is device-resident */
+}
+
+static int cmp_tok(const void *a, const void *b)
+{
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+fasa_status fasa__vk_count_transfer(fasa_kv_cache *c, const fasa_step *step)
+{
+    vk_cache *vc = c->impl;
+    vk_context *vk = fasa__vk(c->ctx);
+    fasa_status st = FASA_OK;
+    for (uint32_t r = 0; st == FASA_OK && r < step->n_rows; r++)
+        st = fasa__vk_download(vk, &vc->scratch, ((uint64_t)vc->sel_off + (uint64_t)r * c->max_n_fac) * 4,
+                               vc->sel_host + (size_t)r * c->max_n_fac, (uint64_t)step->n_fac * 4);
+    if (st != FASA_OK) return st;
+    uint32_t per_group = step->n_rows / c->shape.n_kv_heads;
+    uint64_t row_bytes = 2ull * c->shape.head_dim * c->elem_size;
+    c->step_count++;
+    for (uint32_t g = 0; g < c->shape.n_kv_heads; g++) {
+        uint32_t n = 0, hits = 0;
+        for (uint32_t r = g * per_group; r < (g + 1) * per_group; r++)
+            for (uint32_t i = 0; i < step->n_fac; i++) {
+                int32_t t = vc->sel_host[(size_t)r * c->max_n_fac + i];
+                if (t >= 0 && (uint32_t)t < c->capacity && !vc->seen[t]) vc->needed[n++] = t, vc->seen[t] = 1;
+            }
+        for (uint32_t i = 0; i < n; i++) vc->seen[vc->needed[i]] = 0;
+        qsort(vc->needed, n, sizeof(int32_t), cmp_tok);
+        if (c->rowcaches)
+            hits = fasa__rowcache_step(c->rowcaches[(size_t)step->layer * c->shape.n_kv_heads + g], vc->needed, n,
+                                       c->step_count, NULL);
+        c->transfer.rows_needed += n;
+        c->transfer.rows_cached += hits;
+        c->transfer.bytes += (n - hits) * row_bytes;
+    }
+    c->transfer.steps++;
+    return FASA_OK;
 }
 
 fasa_status fasa__vk_cache_create(fasa_kv_cache *c)
@@ -238,6 +303,7 @@ fasa_status fasa__vk_cache_create(fasa_kv_cache *c)
     }
     if (st == FASA_OK) st = fasa__vk_buf_create(vk, plan_scratch(c, vc), false, &vc->scratch);
     if (st == FASA_OK) st = create_tables(c, vk, vc);
+    if (st == FASA_OK) st = create_accounting(c, vc);
     st = fasa__vk_check(vk, st);
     if (st != FASA_OK) {
         fasa__vk_cache_destroy(c);

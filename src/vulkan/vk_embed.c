@@ -113,7 +113,7 @@ fasa_status fasa_vk_record_decode(fasa_kv_cache *cache, uint32_t layer, const fa
     fasa_status st = need_embedded(ctx, cmd, "fasa_vk_record_decode");
     if (st == FASA_OK) st = fasa__step_resolve(cache, layer, desc, q, q_offset, o, o_offset, &step);
     if (st == FASA_OK) {
-        struct fasa_exec exec = {fasa__vk(ctx), ctx, cmd, true, false, false};
+        struct fasa_exec exec = {.vk = fasa__vk(ctx), .ctx = ctx, .cmd = cmd, .embedded = true};
         st = fasa__step_record(&exec, &step);
         st = fasa__vk_check(fasa__vk(ctx), st);
     }
@@ -131,7 +131,7 @@ fasa_status fasa_vk_record_append(fasa_kv_cache *cache, uint32_t layer, uint32_t
     fasa_status st = need_embedded(ctx, cmd, "fasa_vk_record_append");
     if (st == FASA_OK) st = fasa__append_check(cache, layer, n, k, k_offset, v, v_offset, src_dtype);
     if (st == FASA_OK) {
-        struct fasa_exec exec = {fasa__vk(ctx), ctx, cmd, true, false, false};
+        struct fasa_exec exec = {.vk = fasa__vk(ctx), .ctx = ctx, .cmd = cmd, .embedded = true};
         st = fasa__vk_append(&exec, cache, layer, cache->length[layer], n, k, k_offset, v, v_offset, src_dtype);
         st = fasa__vk_check(fasa__vk(ctx), st);
     }

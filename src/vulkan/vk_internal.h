@@ -89,6 +89,8 @@ struct fasa_exec {
     bool embedded;
     bool is_step;                /* a decode step was recorded (timestamps) */
     bool failed;                 /* recording failed: do not submit */
+    bool count;                  /* FASA-M: count the step's rows once it ran */
+    fasa_step counted;
 };
 
 
@@ -148,6 +150,9 @@ typedef struct vk_cache {
     uint32_t stage_off, stage_half;
     uint32_t zero_off, zero_words; /* cleared at the start of every step */
     uint64_t map_at, dims_at;    /* byte offsets in tables: tip_map, union dims */
+    int32_t *sel_host;           /* FASA-M accounting: [Hq][max_n_fac] selection read back */
+    int32_t *needed;             /* [G * max_n_fac] distinct rows of one KV head */
+    uint8_t *seen;               /* [capacity] */
 } vk_cache;
 
 /* ---- functions --------------------------------------------------------- */
@@ -213,6 +218,10 @@ fasa_status fasa__vk_cache_read(fasa_kv_cache *cache, uint32_t layer, uint32_t f
                                 float *k, float *v);
 fasa_status fasa__vk_read_selection(fasa_kv_cache *cache, const fasa_step *step, int32_t *selected,
                                     uint32_t selected_stride, float *scores, uint32_t scores_stride);
+/* FASA-M: updates cache->transfer for a completed sparse step (the row-cache
+ * policy of src/rowcache.c, as the CPU backend counts). */
+fasa_status fasa__vk_count_transfer(fasa_kv_cache *cache, const fasa_step *step);
+void fasa__vk_cache_truncate(fasa_kv_cache *cache, uint32_t length);
 
 /* vk_kernels.c, vk_topk.c */
 fasa_status fasa__vk_append(fasa_exec *exec, fasa_kv_cache *cache, uint32_t layer, uint32_t first,

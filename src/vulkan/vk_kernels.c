@@ -236,6 +236,10 @@ fasa_status fasa__vk_fac(fasa_exec *e, const fasa_step *step)
     fasa__vk_barrier(e);
     fasa__vk_dispatch(e, a.kernel, fasa__vk_dtype(step->cache), &p, sizeof p, a.n_splits, a.gy);
     step_epilogue(e, step, a.n_splits);
+    if (step->cache->placement == FASA_PLACEMENT_OFFLOAD && !e->embedded) {
+        e->count = true; /* FASA-M accounting once the step ran (exec_end) */
+        e->counted = *step;
+    }
     return FASA_OK;
 }
 

@@ -154,6 +154,50 @@ static void limits(void)
     fasa_context_destroy(ctx);
 }
 
+/* FASA-M accounting: rows needed, row-cache hits and bytes equal the CPU
+ * backend's (the reference policy of src/rowcache.c) step after step. */
+static void transfer_stats(void)
+{
+    fasa_model_shape s = {1, 8, 2, 64, FASA_ROPE_NORM};
+    uint32_t n = 3000, row = s.n_kv_heads * s.head_dim, nq = s.n_q_heads * s.head_dim;
+    fasa_context *ctx[2] = {context(0, NULL), vt_context(FASA_BACKEND_CPU, 0)};
+    fasa_kv_cache *c[2];
+    for (int b = 0; b < 2; b++) {
+        fasa_kv_cache_desc cd = {0};
+        cd.shape = s;
+        cd.capacity = n;
+        cd.dtype = FASA_DTYPE_F32;
+        cd.flags = FASA_CACHE_NO_DENSE_LAYERS;
+        cd.placement = FASA_PLACEMENT_OFFLOAD;
+        cd.fetch = FASA_FETCH_STAGED;
+        cd.row_cache_rows = 600;
+        c[b] = NULL;
+        VT_OK(ctx[b], fasa_kv_cache_create(ctx[b], &cd, &c[b]));
+        if (!c[b]) return;
+        fill(ctx[b], c[b], n, row, 21);
+    }
+    vt_rng r = {22};
+    float *q = malloc(nq * 4), *o = malloc(nq * 4);
+    for (int step = 0; step < 6; step++) {
+        for (uint32_t i = 0; i < nq; i++) q[i] = vt_normal(&r) + (step % 2 ? 0.0f : 0.5f);
+        fasa_decode_desc d = {FASA_MODE_ORACLE, 64, 0, 0, step >= 3 ? FASA_GQA_PER_GROUP : FASA_GQA_PER_HEAD};
+        for (int b = 0; b < 2; b++) VT_OK(ctx[b], fasa_decode_host(c[b], 0, &d, q, o, NULL));
+    }
+    fasa_transfer_stats t[2];
+    for (int b = 0; b < 2; b++) VT_OK(ctx[b], fasa_kv_cache_transfer_stats(c[b], &t[b], false));
+    printf("FASA-M stats vulkan: %llu steps, %llu rows, %llu cached, %llu bytes; cpu: %llu, %llu, %llu, %llu\n",
+           (unsigned long long)t[0].steps, (unsigned long long)t[0].rows_needed, (unsigned long long)t[0].rows_cached,
+           (unsigned long long)t[0].bytes, (unsigned long long)t[1].steps, (unsigned long long)t[1].rows_needed,
+           (unsigned long long)t[1].rows_cached, (unsigned long long)t[1].bytes);
+    VT_CHECK(memcmp(&t[0], &t[1], sizeof t[0]) == 0 && t[0].steps == 6 && t[0].rows_cached > 0,
+             "transfer statistics differ from the CPU backend's");
+    for (int b = 0; b < 2; b++) {
+        fasa_kv_cache_destroy(c[b]);
+        fasa_context_destroy(ctx[b]);
+    }
+    free(q), free(o);
+}
+
 /* A validation message fails the call that caused it, naming the message. */
 static void validation_fails_the_call(void)
 {
@@ -184,5 +228,6 @@ int main(void)
     placements_and_staging();
     limits();
     validation_fails_the_call();
+    transfer_stats();
     return vt_finish("test_vk_misc");
 }
