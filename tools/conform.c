@@ -77,7 +77,9 @@ static void add_offload_copies(case_list *l, uint32_t n_base)
         *m = *c;
         m->placement = FASA_PLACEMENT_OFFLOAD;
         m->fetch = i % 2 ? FASA_FETCH_STAGED : FASA_FETCH_DIRECT;
-        m->row_cache_rows = i % 4 == 1 ? 2 * c->n_fac : 0;
+        /* room for two steps' rows of a KV group: n_fac per selection row */
+        uint32_t rows_per_group = c->gqa == FASA_GQA_PER_GROUP ? 1 : c->hq / c->hkv;
+        m->row_cache_rows = i % 4 == 1 ? 2 * rows_per_group * c->n_fac : 0;
         if (m->row_cache_rows > m->L) m->row_cache_rows = m->L;
         size_t len = strlen(m->name);
         snprintf(m->name + len, sizeof m->name - len, "/fasa-m-%s%s", m->fetch == FASA_FETCH_STAGED ? "staged" : "direct",
