@@ -56,6 +56,10 @@ struct fasa_backend_ops {
     /* Optional: told that every layer now holds at most `length` tokens
      * (e.g. to forget FASA-M rows of dropped tokens).  May be NULL. */
     void (*cache_truncate)(fasa_kv_cache *cache, uint32_t length);
+    /* Optional: folds device-side FASA-M counters into cache->transfer
+     * (called by fasa_kv_cache_transfer_stats; may wait for the device).
+     * May be NULL when the backend updates cache->transfer itself. */
+    fasa_status (*transfer_stats_sync)(fasa_kv_cache *cache);
     /* Reads tokens [first, first+n) of a layer as fp32 [n][Hkv][d]. */
     fasa_status (*cache_read)(fasa_kv_cache *cache, uint32_t layer, uint32_t first, uint32_t n,
                               float *k, float *v);

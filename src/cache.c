@@ -424,7 +424,8 @@ fasa_status fasa_kv_cache_transfer_stats(fasa_kv_cache *cache, fasa_transfer_sta
     fasa__lock(cache->ctx);
     fasa_status st = FASA_OK;
     if (!out) st = fasa__error(cache->ctx, FASA_ERROR_INVALID_ARGUMENT, "fasa_kv_cache_transfer_stats: out is NULL");
-    else {
+    else if (cache->ctx->ops->transfer_stats_sync) st = cache->ctx->ops->transfer_stats_sync(cache);
+    if (st == FASA_OK && out) {
         *out = cache->transfer;
         if (reset) memset(&cache->transfer, 0, sizeof cache->transfer);
     }
