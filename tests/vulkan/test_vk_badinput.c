@@ -232,7 +232,7 @@ int main(void)
     VT_OK(NULL, fasa_context_create(&cd, &f.vk));
     VT_OK(NULL, fasa_context_create(&cd, &f.vk2));
     f.cpu = vt_context(FASA_BACKEND_CPU, 0);
-    f.standalone = vt_context(FASA_BACKEND_VULKAN, FASA_CONTEXT_ENABLE_VALIDATION);
+    f.standalone = vt_context_validated();
     if (!f.vk || !f.vk2) return 1;
     fasa_model_shape s = {2, 4, 2, 32, FASA_ROPE_NORM};
     fasa_calibration *c1, *c2, *c3;

@@ -340,7 +340,7 @@ int main(int argc, char **argv)
     printf("shape Hq=%u Hkv=%u d=%u %s, %s storage, %s data, L_max %u, seed 0x%llx\n", sc->hq, sc->hkv, sc->d,
            si % 2 ? "NEOX" : "NORM", argv[2], argv[3], r.L_max, (unsigned long long)seed);
     r.cpu = vt_context(FASA_BACKEND_CPU, 0);
-    r.vk = vt_context(FASA_BACKEND_VULKAN, FASA_CONTEXT_ENABLE_VALIDATION);
+    r.vk = vt_context_validated();
     /* shapes 3 and 5 run the 8-heads-per-workgroup attention kernels (GPU default) */
     fasa__vk_test_set_narrow(r.vk, !(si == 3 || si == 5));
     bool share = si >= 3; /* shapes 3, 4: dims shared per group (option b) */

@@ -201,6 +201,15 @@ static void transfer_stats(void)
 /* A validation message fails the call that caused it, naming the message. */
 static void validation_fails_the_call(void)
 {
+    fasa_context_desc vd = {0};
+    vd.backend = FASA_BACKEND_VULKAN;
+    vd.flags = FASA_CONTEXT_ENABLE_VALIDATION;
+    fasa_context *probe = NULL;
+    if (fasa_context_create(&vd, &probe) == FASA_ERROR_UNSUPPORTED) {
+        printf("note: no validation layer installed; skipping the validation check\n");
+        return;
+    }
+    fasa_context_destroy(probe);
     fasa_context *ctx = context(FASA_CONTEXT_ENABLE_VALIDATION, NULL);
     fasa_model_shape s = {1, 4, 2, 32, FASA_ROPE_NORM};
     fasa_kv_cache *c = cache(ctx, &s, 16, FASA_PLACEMENT_DEVICE, FASA_DTYPE_F32, FASA_OK);

@@ -70,6 +70,21 @@ fasa_context *vt_context(fasa_backend backend, uint32_t flags)
     return ctx;
 }
 
+fasa_context *vt_context_validated(void)
+{
+    fasa_context_desc d = {0};
+    d.backend = FASA_BACKEND_VULKAN;
+    d.flags = FASA_CONTEXT_ENABLE_VALIDATION;
+    d.n_threads = 2;
+    fasa_context *ctx = NULL;
+    if (fasa_context_create(&d, &ctx) == FASA_ERROR_UNSUPPORTED) {
+        printf("note: VK_LAYER_KHRONOS_validation is not installed; running without it\n");
+        return vt_context(FASA_BACKEND_VULKAN, 0);
+    }
+    if (!ctx) return vt_context(FASA_BACKEND_VULKAN, FASA_CONTEXT_ENABLE_VALIDATION); /* reports the failure */
+    return ctx;
+}
+
 static void fc_dims(fasa_rope_layout layout, uint32_t d, uint32_t j, uint16_t *a, uint16_t *b)
 {
     *a = (uint16_t)(layout == FASA_ROPE_NORM ? 2 * j : j);

@@ -42,6 +42,9 @@ int vt_int(vt_rng *r, int lo, int hi); /* [lo, hi] */
 void vt_require_vulkan(void);
 /* Creates a context or exits with a failure. */
 fasa_context *vt_context(fasa_backend backend, uint32_t flags);
+/* A Vulkan context with the validation layer, or without it (and a note)
+ * where the layer is not installed (e.g. the H200 test machine). */
+fasa_context *vt_context_validated(void);
 /* A calibration with random dominant FCs per (layer, q head); with
  * share_group every head of a KV group gets the same dims. */
 fasa_calibration *vt_calibration(fasa_context *ctx, const fasa_model_shape *s, uint32_t n_tip, bool share_group,
