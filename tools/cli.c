@@ -142,6 +142,18 @@ void cli_usage(FILE *f, const char *synopsis, const char *description, const cli
     fprintf(f, "  %-26s %s\n", "-h, --help", "show this help");
 }
 
+int cli_parse_command(const char *cmd, const char *synopsis, const char *description, const cli_opt *opts,
+                      int argc, char **argv, cli_check_fn check, const void *check_arg)
+{
+    char err[512] = "";
+    cli_result r = cli_parse(opts, argc, argv, err, sizeof err);
+    if (r == CLI_OK && check && !check(check_arg, err, sizeof err)) r = CLI_ERROR;
+    if (r == CLI_OK) return -1;
+    if (r == CLI_ERROR) fprintf(stderr, "%s: %s\n", cmd, err);
+    cli_usage(r == CLI_HELP ? stdout : stderr, synopsis, description, opts);
+    return r == CLI_HELP ? 0 : 2;
+}
+
 double cli_now(void)
 {
     struct timespec ts;

@@ -38,6 +38,14 @@ typedef enum cli_result { CLI_OK = 0, CLI_HELP = 1, CLI_ERROR = 2 } cli_result;
 cli_result cli_parse(const cli_opt *opts, int argc, char **argv, char *err, size_t err_size);
 void cli_usage(FILE *f, const char *synopsis, const char *description, const cli_opt *opts);
 
+/* The front door of a subcommand: parses argv, runs check (may be NULL;
+ * it writes a message and returns false on bad values), prints the usage
+ * for --help (returns 0) or the error plus usage (returns 2).  Returns -1
+ * when the command should go on. */
+typedef bool (*cli_check_fn)(const void *opts, char *err, size_t err_size);
+int cli_parse_command(const char *cmd, const char *synopsis, const char *description, const cli_opt *opts,
+                      int argc, char **argv, cli_check_fn check, const void *check_arg);
+
 /* Parses "a,b,c" into a list; false on a malformed entry. */
 bool cli_parse_list(const char *s, cli_list *out);
 /* True if the comma-separated list s contains word. */

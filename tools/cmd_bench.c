@@ -404,18 +404,13 @@ int cmd_bench(int argc, char **argv)
         {"seed", CLI_U64, &o.seed, "N", "synthetic data seed (default 1)"},
         {"json", CLI_FLAG, &o.json, NULL, "print JSON rows"},
         {NULL, 0, NULL, NULL, NULL}};
-    char err[512];
-    cli_result pr = cli_parse(opts, argc, argv, err, sizeof err);
-    if (pr == CLI_OK && !check_opts(&o, err, sizeof err)) pr = CLI_ERROR;
-    if (pr != CLI_OK) {
-        if (pr == CLI_ERROR) fprintf(stderr, "fasa bench: %s\n", err);
-        cli_usage(pr == CLI_HELP ? stdout : stderr, "fasa bench [--backend B] [--L N,...] [options]",
+    int parsed = cli_parse_command("fasa bench", "fasa bench [--backend B] [--L N,...] [options]",
                   "Times one decode step of one layer, dense and FASA, on the same backend in the same\n"
                   "run (device timestamps on GPUs, wall clock on the CPU), on synthetic planted data.\n"
                   "Reports median/min microseconds, bytes moved by the byte model of FASA_SPEC §7 and\n"
-                  "the time a kernel would take at the read bandwidth (the floor).", opts);
-        return pr == CLI_HELP ? 0 : 2;
-    }
+                  "the time a kernel would take at the read bandwidth (the floor).", opts, argc, argv, (cli_check_fn)check_opts, &o);
+    if (parsed >= 0) return parsed;
+    char err[512];
     fasa_context *ctx = NULL;
     if (cli_make_context(o.backend, device == UINT32_MAX ? -1 : (int)device, o.threads, FASA_CONTEXT_PROFILE, &ctx,
                          err, sizeof err) != FASA_OK) {

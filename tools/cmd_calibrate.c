@@ -281,20 +281,14 @@ int cmd_calibrate(int argc, char **argv)
         {"seed", CLI_U64, &o.seed, "N", "data seed (default 7)"},
         {"json", CLI_FLAG, &o.json, NULL, "print the report as JSON"},
         {NULL, 0, NULL, NULL, NULL}};
-    char err[512];
-    cli_result pr = cli_parse(opts, argc, argv, err, sizeof err);
-    if (pr == CLI_OK && !check_opts(&o, err, sizeof err)) pr = CLI_ERROR;
-    if (pr != CLI_OK) {
-        if (pr == CLI_ERROR) fprintf(stderr, "fasa calibrate: %s\n", err);
-        cli_usage(pr == CLI_HELP ? stdout : stderr,
-                  "fasa calibrate (--synthetic | --model FILE --text FILE) [options] [--output FILE]",
+    int parsed = cli_parse_command("fasa calibrate", "fasa calibrate (--synthetic | --model FILE --text FILE) [options] [--output FILE]",
                   "Scores every frequency chunk of every head by Contextual Agreement with the full\n"
                   "attention top-K over decode steps, keeps the N_tip best per head and writes the\n"
                   "calibration JSON.  On synthetic data it also reports how many planted dims it found;\n"
-                  "on a model it reports the CA distribution and the union of dims per KV group.",
-                  opts);
-        return pr == CLI_HELP ? 0 : 2;
-    }
+                  "on a model it reports the CA distribution and the union of dims per KV group.", opts, argc, argv,
+                                   (cli_check_fn)check_opts, &o);
+    if (parsed >= 0) return parsed;
+    char err[512];
     if (o.model) return calibrate_model(&o);
     if (o.ntip == 0) o.ntip = o.d / 8 ? o.d / 8 : 1;
     fasa_context *ctx = NULL;

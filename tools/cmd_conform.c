@@ -187,18 +187,13 @@ int cmd_conform(int argc, char **argv)
         {"json", CLI_FLAG, &o.json, NULL, "print JSON (one row per case plus a summary)"},
         {"markdown", CLI_FLAG, &o.markdown, NULL, "print the summary as a Markdown table"},
         {NULL, 0, NULL, NULL, NULL}};
-    char err[256];
-    cli_result pr = cli_parse(opts, argc, argv, err, sizeof err);
-    if (pr != CLI_OK) {
-        if (pr == CLI_ERROR) fprintf(stderr, "fasa conform: %s\n", err);
-        cli_usage(pr == CLI_HELP ? stdout : stderr, "fasa conform [--backend B|all] [options]",
+    int parsed = cli_parse_command("fasa conform", "fasa conform [--backend B|all] [options]",
                   "Runs the seeded conformance matrix (shapes, layouts, dtypes, GQA modes, modes, edge\n"
                   "lengths, budgets, forced tokens) through the public API and compares every output,\n"
                   "TIP score and selected set with an independent fp64 reference.  Exit status: 0 all\n"
-                  "passed, 1 a case failed, 77 the requested backend is unavailable.",
-                  opts);
-        return pr == CLI_HELP ? 0 : 2;
-    }
+                  "passed, 1 a case failed, 77 the requested backend is unavailable.", opts, argc, argv,
+                                   NULL, NULL);
+    if (parsed >= 0) return parsed;
     conform_case *cases = calloc(MAX_CASES, sizeof *cases);
     conform_data **data = o.replay ? calloc(MAX_CASES, sizeof *data) : NULL;
     if (!cases || (o.replay && !data)) return 1;

@@ -440,18 +440,13 @@ int cmd_eval(int argc, char **argv)
         {"seed", CLI_U64, &o.seed, "N", "seed of the random-chunks baseline (default 1)"},
         {"json", CLI_FLAG, &o.json, NULL, "print JSON rows"},
         {NULL, 0, NULL, NULL, NULL}};
-    char err[512];
-    cli_result pr = cli_parse(opts, argc, argv, err, sizeof err);
-    if (pr == CLI_OK && !check_opts(&o, err, sizeof err)) pr = CLI_ERROR;
-    if (pr != CLI_OK) {
-        if (pr == CLI_ERROR) fprintf(stderr, "fasa eval: %s\n", err);
-        cli_usage(pr == CLI_HELP ? stdout : stderr, "fasa eval --model FILE --text FILE [options]",
+    int parsed = cli_parse_command("fasa eval", "fasa eval --model FILE --text FILE [options]",
                   "Teacher-forced decoding after a dense prefill: perplexity, KL(dense || method),\n"
                   "top-1 agreement with dense, recall of the oracle top-N_fac and the softmax mass the\n"
                   "selection captures, for FASA and the oracle, sink+recent window, random-chunk and\n"
-                  "highest-frequency-chunk baselines at the same budget.", opts);
-        return pr == CLI_HELP ? 0 : 2;
-    }
+                  "highest-frequency-chunk baselines at the same budget.", opts, argc, argv, (cli_check_fn)check_opts, &o);
+    if (parsed >= 0) return parsed;
+    char err[512];
     eval_run *r = calloc(1, sizeof *r);
     if (!r) return 1;
     r->o = &o;

@@ -47,15 +47,12 @@ int cmd_info(int argc, char **argv)
 {
     bool json = false;
     const cli_opt opts[] = {{"json", CLI_FLAG, &json, NULL, "print JSON"}, {NULL, 0, NULL, NULL, NULL}};
-    char err[256];
-    cli_result pr = cli_parse(opts, argc, argv, err, sizeof err);
-    if (pr != CLI_OK) {
-        if (pr == CLI_ERROR) fprintf(stderr, "fasa info: %s\n", err);
-        cli_usage(pr == CLI_HELP ? stdout : stderr, "fasa info [--json]",
+    int parsed = cli_parse_command("fasa info", "fasa info [--json]",
                   "Lists the backends compiled into libfasa, the devices each one finds and\n"
-                  "their memory heaps, and which device 'auto' picks.", opts);
-        return pr == CLI_HELP ? 0 : 2;
-    }
+                  "their memory heaps, and which device 'auto' picks.", opts, argc, argv,
+                                   NULL, NULL);
+    if (parsed >= 0) return parsed;
+    char err[256];
     cJSON *root = cJSON_CreateObject(), *backends = cJSON_AddArrayToObject(root, "backends");
     if (!json) printf("libfasa %d.%d.%d\n", FASA_VERSION_MAJOR, FASA_VERSION_MINOR, FASA_VERSION_PATCH);
     for (int b = FASA_BACKEND_CPU; b < FASA_BACKEND_COUNT_; b++) {

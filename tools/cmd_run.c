@@ -214,18 +214,13 @@ int cmd_run(int argc, char **argv)
         {"quiet", CLI_FLAG, &o.quiet, NULL, "do not print the generated text"},
         {"json", CLI_FLAG, &o.json, NULL, "print only the statistics as JSON"},
         {NULL, 0, NULL, NULL, NULL}};
-    char err[512];
-    cli_result pr = cli_parse(opts, argc, argv, err, sizeof err);
-    if (pr == CLI_OK && !check_opts(&o, err, sizeof err)) pr = CLI_ERROR;
-    if (pr != CLI_OK) {
-        if (pr == CLI_ERROR) fprintf(stderr, "fasa run: %s\n", err);
-        cli_usage(pr == CLI_HELP ? stdout : stderr, "fasa run --model FILE --prompt TEXT [options]",
+    int parsed = cli_parse_command("fasa run", "fasa run --model FILE --prompt TEXT [options]",
                   "Greedy generation with a Llama-architecture GGUF model (SmolLM2-135M-Instruct);\n"
                   "the prompt is prefilled densely, every generated token's attention runs through\n"
                   "libfasa in the chosen variant.  Streams the text, then prints tokens/s and the\n"
-                  "fraction of the cache the attention read.", opts);
-        return pr == CLI_HELP ? 0 : 2;
-    }
+                  "fraction of the cache the attention read.", opts, argc, argv, (cli_check_fn)check_opts, &o);
+    if (parsed >= 0) return parsed;
+    char err[512];
     fm_model *m = model_open("fasa run", o.model, o.threads);
     if (!m) return 1;
     fasa_context *ctx = NULL;
