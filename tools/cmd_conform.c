@@ -9,13 +9,54 @@
 #include <string.h>
 
 #define MAX_CASES 2048
+#ifdef FASA_TOOL_HAVE_VULKAN
+#include "vk_report.h"
+#endif
 #define EXIT_SKIP 77
 
 typedef struct conform_opts {
     const char *backend, *filter, *replay, *variants;
     uint32_t device, threads;
-    bool json, markdown, quick, list, verbose, no_validation;
+    bool json, markdown, quick, list, verbose, no_validation, compile_only;
 } conform_opts;
+
+/* --compile-only: build every Vulkan pipeline on the device (no memory
+ * needed, so it works on RADV's null-hardware devices) and print the
+ * driver's statistics per pipeline and subgroup size. */
+static int compile_only(const conform_opts *o)
+{
+#ifdef FASA_TOOL_HAVE_VULKAN
+    static fasa_vk_report_row rows[256];
+    uint32_t n = 256;
+    char msg[512] = "";
+    fasa_status st = fasa_vk_compile_report(o->device, rows, &n, msg, sizeof msg);
+    if (st != FASA_OK) {
+        fprintf(stderr, "fasa conform --compile-only: %s: %s\n", fasa_status_string(st), msg);
+        return st == FASA_ERROR_BACKEND_UNAVAILABLE ? EXIT_SKIP : 1;
+    }
+    const char *wanted[] = {"VGPRs", "SGPRs", "Code size", "LDS size", "Scratch size", "Spilled VGPRs", "Spilled SGPRs"};
+    printf("%s\n%-14s %5s", n ? rows[0].device : "(no pipelines)", "pipeline", "wave");
+    for (size_t i = 0; i < 7; i++) printf(" %13s", wanted[i]);
+    printf("\n");
+    bool spills = false;
+    for (uint32_t r = 0; r < n && r < 256; r++) {
+        printf("%-14s %5u", rows[r].pipeline, rows[r].subgroup_size);
+        for (size_t i = 0; i < 7; i++) {
+            double v = fasa_vk_report_stat(&rows[r], wanted[i]);
+            if (v < 0) printf(" %13s", "-");
+            else printf(" %13.0f", v);
+            spills |= i >= 5 && v > 0;
+        }
+        printf("\n");
+    }
+    printf("%u pipelines built%s\n", n, spills ? "; some spill registers" : ", no spills");
+    return 0;
+#else
+    (void)o;
+    fprintf(stderr, "fasa conform --compile-only: the vulkan backend is not compiled into this build\n");
+    return EXIT_SKIP;
+#endif
+}
 
 typedef struct backend_summary {
     char backend[16], device[256];
@@ -186,6 +227,8 @@ int cmd_conform(int argc, char **argv)
         {"no-validation", CLI_FLAG, &o.no_validation, NULL, "do not enable GPU API validation layers"},
         {"json", CLI_FLAG, &o.json, NULL, "print JSON (one row per case plus a summary)"},
         {"markdown", CLI_FLAG, &o.markdown, NULL, "print the summary as a Markdown table"},
+        {"compile-only", CLI_FLAG, &o.compile_only, NULL,
+         "vulkan: only build every pipeline and print register/code statistics (works on RADV null devices)"},
         {NULL, 0, NULL, NULL, NULL}};
     int parsed = cli_parse_command("fasa conform", "fasa conform [--backend B|all] [options]",
                   "Runs the seeded conformance matrix (shapes, layouts, dtypes, GQA modes, modes, edge\n"
@@ -194,6 +237,13 @@ int cmd_conform(int argc, char **argv)
                   "passed, 1 a case failed, 77 the requested backend is unavailable.", opts, argc, argv,
                                    NULL, NULL);
     if (parsed >= 0) return parsed;
+    if (o.compile_only) {
+        if (strcmp(o.backend, "vulkan") != 0) {
+            fprintf(stderr, "fasa conform: --compile-only needs --backend vulkan\n");
+            return 2;
+        }
+        return compile_only(&o);
+    }
     conform_case *cases = calloc(MAX_CASES, sizeof *cases);
     conform_data **data = o.replay ? calloc(MAX_CASES, sizeof *data) : NULL;
     if (!cases || (o.replay && !data)) return 1;
