@@ -127,7 +127,6 @@ fasa_status fasa__vk_exec_end(fasa_context *ctx, fasa_exec *exec, bool wait)
     if (exec->failed) return fasa__vk_check(vk, FASA_OK); /* the kernel reported its error */
     fasa_status st = r == VK_SUCCESS ? fasa__vk_submit_wait(vk) : fasa__vk_result(vk, r, "vkEndCommandBuffer");
     if (st == FASA_OK && exec->is_step && vk->qpool) read_timestamps(vk);
-    if (st == FASA_OK && exec->count) st = fasa__vk_count_transfer(exec->counted.cache, &exec->counted);
     return fasa__vk_check(vk, st);
 }
 
@@ -209,6 +208,7 @@ const fasa_backend_ops fasa__vulkan_ops = {
     .cache_create = fasa__vk_cache_create,
     .cache_destroy = fasa__vk_cache_destroy,
     .cache_truncate = fasa__vk_cache_truncate,
+    .transfer_stats_sync = fasa__vk_transfer_stats_sync,
     .cache_read = fasa__vk_cache_read,
     .exec_begin = fasa__vk_exec_begin,
     .exec_end = fasa__vk_exec_end,

@@ -51,8 +51,9 @@ static void plan_arrays(fasa_kv_cache *c, vk_context *vk, vk_cache *vc)
 }
 
 /* Scratch words: q, o, selection, partials, append stage, then the region
- * cleared at every step (histograms [4][Hq][256], row states [Hq][8]), then
- * the per-tile counters. */
+ * cleared at every step (histograms [4][Hq][256], row states [Hq][8], the
+ * FASA-M token bitmap and slot flags), the FASA-M per-head lists and
+ * remapped selection, then the per-tile counters. */
 static uint64_t plan_scratch(fasa_kv_cache *c, vk_cache *vc)
 {
     const fasa_model_shape *s = &c->shape;
@@ -73,7 +74,11 @@ static uint64_t plan_scratch(fasa_kv_cache *c, vk_cache *vc)
     vc->zero_off = (uint32_t)at;
     vc->hist_off = (uint32_t)at, at += 4 * hq * 256;
     vc->state_off = (uint32_t)at, at += hq * 8;
+    vk_fetch *fm = vc->fm;
+    if (fm) fm->fs_off = (uint32_t)at, at += fm->zeroed_words; /* FASA-M bitmap and slot flags */
     vc->zero_words = (uint32_t)(at - vc->zero_off);
+    if (fm) at += fm->work_words - hq * c->max_n_fac; /* per-head lists, right after (fetch.comp) */
+    if (fm) fm->remap_off = (uint32_t)at, at += hq * c->max_n_fac;
     vc->tcnt_off = (uint32_t)at, at += hq * vc->n_tiles;
     vc->ttie_off = (uint32_t)at, at += hq * vc->n_tiles;
     return at * 4;
@@ -83,6 +88,13 @@ static uint64_t plan_scratch(fasa_kv_cache *c, vk_cache *vc)
 /* Tables: chunk addresses, tip_map, union dims                              */
 /* ------------------------------------------------------------------------ */
 
+/* Arrays with a chunk table: K, V, K_dom per layer, scores, candidates,
+ * then the FASA-M slot arrays and state. */
+static uint32_t n_table_arrays(fasa_kv_cache *c, vk_cache *vc)
+{
+    return c->shape.n_layers * 3 + 2 + fasa__vk_fetch_arrays(vc->fm, NULL);
+}
+
 static vk_array *table_array(vk_cache *vc, fasa_kv_cache *c, uint32_t i)
 {
     uint32_t per_layer = 3, n_layer_arrays = c->shape.n_layers * per_layer;
@@ -90,7 +102,10 @@ static vk_array *table_array(vk_cache *vc, fasa_kv_cache *c, uint32_t i)
         vk_layer *lay = &vc->layers[i / per_layer];
         return i % per_layer == 0 ? &lay->k : i % per_layer == 1 ? &lay->v : &lay->kd;
     }
-    return i == n_layer_arrays ? &vc->scores : &vc->cand;
+    if (i < n_layer_arrays + 2) return i == n_layer_arrays ? &vc->scores : &vc->cand;
+    uint32_t j = i - n_layer_arrays - 2; /* the order of fasa__vk_fetch_arrays */
+    if (j == 2 * vc->fm->n_slot_arrays) return &vc->fm->state;
+    return j % 2 ? &vc->fm->v_slots[j / 2] : &vc->fm->k_slots[j / 2];
 }
 
 static uint64_t plan_tables(fasa_kv_cache *c, vk_cache *vc, uint32_t n_arrays)
@@ -133,7 +148,7 @@ static void fill_tables(fasa_kv_cache *c, vk_cache *vc, uint32_t n_arrays, uint8
 
 static fasa_status create_tables(fasa_kv_cache *c, vk_context *vk, vk_cache *vc)
 {
-    uint32_t n_arrays = c->shape.n_layers * 3 + 2;
+    uint32_t n_arrays = n_table_arrays(c, vc);
     uint64_t bytes = plan_tables(c, vc, n_arrays);
     fasa_status st = fasa__vk_buf_create(vk, bytes, false, &vc->tables);
     if (st != FASA_OK) return st;
@@ -162,9 +177,11 @@ static fasa_status create_storage(fasa_kv_cache *c, vk_context *vk, vk_cache *vc
     }
     if (st == FASA_OK) st = fasa__vk_array_create(vk, &vc->scores, "scores");
     if (st == FASA_OK) st = fasa__vk_array_create(vk, &vc->cand, "top-k candidates");
+    if (st == FASA_OK) st = fasa__vk_fetch_create_arrays(vk, vc->fm);
     if (st != FASA_OK) return st;
     bool offload = c->placement == FASA_PLACEMENT_OFFLOAD;
-    vk_array **dev = fasa__alloc(c->ctx, (3 * nl + 2) * sizeof(vk_array *));
+    uint32_t n_fetch = fasa__vk_fetch_arrays(vc->fm, NULL);
+    vk_array **dev = fasa__alloc(c->ctx, (3 * nl + 2 + n_fetch) * sizeof(vk_array *));
     vk_array **host = fasa__alloc(c->ctx, (2 * nl + 1) * sizeof(vk_array *));
     if (!dev || !host) st = fasa__error(c->ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "vulkan: out of host memory");
     uint32_t nd = 0, nh = 0;
@@ -178,6 +195,7 @@ static fasa_status create_storage(fasa_kv_cache *c, vk_context *vk, vk_cache *vc
     if (st == FASA_OK) {
         dev[nd++] = &vc->scores;
         dev[nd++] = &vc->cand;
+        nd += fasa__vk_fetch_arrays(vc->fm, dev + nd); /* slots and row-cache state: device-local */
         st = fasa__vk_arena_bind(vk, &vc->arena_dev, dev, nd, false, "the KV cache (device memory)");
     }
     if (st == FASA_OK && nh) st = fasa__vk_arena_bind(vk, &vc->arena_host, host, nh, true, "the offloaded K and V");
@@ -186,17 +204,31 @@ static fasa_status create_storage(fasa_kv_cache *c, vk_context *vk, vk_cache *vc
     return st;
 }
 
-static void account(fasa_kv_cache *c, vk_cache *vc)
+/* K and V of an offloaded cache save device memory only where they sit in
+ * memory that is not device-local (discrete GPUs); unified-memory devices
+ * (lavapipe, integrated GPUs) have one pool: report it all as device. */
+static bool offload_saves(const fasa_kv_cache *c, const vk_context *vk, const vk_cache *vc)
+{
+    if (c->placement != FASA_PLACEMENT_OFFLOAD || !vc->arena_host.n_blocks) return false;
+    return !(vk->mem.memoryTypes[vc->arena_host.type].propertyFlags & VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT);
+}
+
+static void account(fasa_kv_cache *c, vk_context *vk, vk_cache *vc)
 {
     uint64_t kv = 0, kd = 0;
     for (uint32_t l = 0; l < c->shape.n_layers; l++) {
         kv += array_bytes(&vc->layers[l].k) + array_bytes(&vc->layers[l].v);
         if (c->has_dims) kd += array_bytes(&vc->layers[l].kd);
     }
-    bool offload = c->placement == FASA_PLACEMENT_OFFLOAD;
-    c->device_bytes = kd + (offload ? 0 : kv);
-    c->host_bytes = offload ? kv : 0;
+    bool saves = offload_saves(c, vk, vc);
+    c->device_bytes = kd + fasa__vk_fetch_device_bytes(vc->fm) + (saves ? 0 : kv);
+    c->host_bytes = saves ? kv : 0;
     c->scratch_bytes = array_bytes(&vc->scores) + array_bytes(&vc->cand) + vc->scratch.size + vc->tables.size;
+    if (c->placement != FASA_PLACEMENT_OFFLOAD || saves || vk->logged_unified) return;
+    vk->logged_unified = true;
+    fasa__log(c->ctx, FASA_LOG_INFO,
+              "vulkan: %s has no host-visible memory outside device memory (unified memory): FASA-M keeps K and V "
+              "in the one memory and saves no device memory here", vk->props.deviceName);
 }
 
 void fasa__vk_cache_destroy(fasa_kv_cache *c)
@@ -211,78 +243,14 @@ void fasa__vk_cache_destroy(fasa_kv_cache *c)
     }
     fasa__vk_array_destroy(vk, &vc->scores);
     fasa__vk_array_destroy(vk, &vc->cand);
+    fasa__vk_fetch_destroy(c, vk, vc);
     fasa__vk_arena_free(vk, &vc->arena_dev);
     fasa__vk_arena_free(vk, &vc->arena_host);
     fasa__vk_buf_destroy(vk, &vc->scratch);
     fasa__vk_buf_destroy(vk, &vc->tables);
     fasa__free(c->ctx, vc->layers);
-    fasa__free(c->ctx, vc->sel_host);
-    fasa__free(c->ctx, vc->needed);
-    fasa__free(c->ctx, vc->seen);
     fasa__free(c->ctx, vc);
     c->impl = NULL;
-}
-
-/* FASA-M accounting state: the reference row caches and scratch. */
-static fasa_status create_accounting(fasa_kv_cache *c, vk_cache *vc)
-{
-    if (c->placement != FASA_PLACEMENT_OFFLOAD) return FASA_OK;
-    size_t n_rc = (size_t)c->shape.n_layers * c->shape.n_kv_heads;
-    vc->sel_host = fasa__alloc(c->ctx, (size_t)c->shape.n_q_heads * c->max_n_fac * sizeof(int32_t));
-    vc->needed = fasa__alloc(c->ctx, (size_t)c->group * c->max_n_fac * sizeof(int32_t));
-    vc->seen = fasa__alloc(c->ctx, c->capacity);
-    bool ok = vc->sel_host && vc->needed && vc->seen;
-    if (ok && c->row_cache_rows && !c->rowcaches) {
-        c->rowcaches = fasa__alloc(c->ctx, n_rc * sizeof(fasa_rowcache *));
-        ok = c->rowcaches != NULL;
-        for (size_t i = 0; ok && i < n_rc; i++)
-            ok = (c->rowcaches[i] = fasa__rowcache_create(c->ctx, c->row_cache_rows, c->capacity)) != NULL;
-    }
-    return ok ? FASA_OK : fasa__error(c->ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "vulkan: out of host memory");
-}
-
-void fasa__vk_cache_truncate(fasa_kv_cache *c, uint32_t length)
-{
-    (void)c;
-    (void)length; /* the common code truncates the reference row caches; nothing is device-resident */
-}
-
-static int cmp_tok(const void *a, const void *b)
-{
-    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-    return (x > y) - (x < y);
-}
-
-fasa_status fasa__vk_count_transfer(fasa_kv_cache *c, const fasa_step *step)
-{
-    vk_cache *vc = c->impl;
-    vk_context *vk = fasa__vk(c->ctx);
-    fasa_status st = FASA_OK;
-    for (uint32_t r = 0; st == FASA_OK && r < step->n_rows; r++)
-        st = fasa__vk_download(vk, &vc->scratch, ((uint64_t)vc->sel_off + (uint64_t)r * c->max_n_fac) * 4,
-                               vc->sel_host + (size_t)r * c->max_n_fac, (uint64_t)step->n_fac * 4);
-    if (st != FASA_OK) return st;
-    uint32_t per_group = step->n_rows / c->shape.n_kv_heads;
-    uint64_t row_bytes = 2ull * c->shape.head_dim * c->elem_size;
-    c->step_count++;
-    for (uint32_t g = 0; g < c->shape.n_kv_heads; g++) {
-        uint32_t n = 0, hits = 0;
-        for (uint32_t r = g * per_group; r < (g + 1) * per_group; r++)
-            for (uint32_t i = 0; i < step->n_fac; i++) {
-                int32_t t = vc->sel_host[(size_t)r * c->max_n_fac + i];
-                if (t >= 0 && (uint32_t)t < c->capacity && !vc->seen[t]) vc->needed[n++] = t, vc->seen[t] = 1;
-            }
-        for (uint32_t i = 0; i < n; i++) vc->seen[vc->needed[i]] = 0;
-        qsort(vc->needed, n, sizeof(int32_t), cmp_tok);
-        if (c->rowcaches)
-            hits = fasa__rowcache_step(c->rowcaches[(size_t)step->layer * c->shape.n_kv_heads + g], vc->needed, n,
-                                       c->step_count, NULL);
-        c->transfer.rows_needed += n;
-        c->transfer.rows_cached += hits;
-        c->transfer.bytes += (n - hits) * row_bytes;
-    }
-    c->transfer.steps++;
-    return FASA_OK;
 }
 
 fasa_status fasa__vk_cache_create(fasa_kv_cache *c)
@@ -299,19 +267,18 @@ fasa_status fasa__vk_cache_create(fasa_kv_cache *c)
     if (!vc->layers) st = fasa__error(c->ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "vulkan: out of host memory");
     if (st == FASA_OK) {
         plan_arrays(c, vk, vc);
-        st = create_storage(c, vk, vc);
+        st = fasa__vk_fetch_plan(c, vk, vc);
     }
+    if (st == FASA_OK) st = create_storage(c, vk, vc);
     if (st == FASA_OK) st = fasa__vk_buf_create(vk, plan_scratch(c, vc), false, &vc->scratch);
     if (st == FASA_OK) st = create_tables(c, vk, vc);
-    if (st == FASA_OK) st = create_accounting(c, vc);
+    if (st == FASA_OK) st = fasa__vk_fetch_init(c, vk, vc);
     st = fasa__vk_check(vk, st);
     if (st != FASA_OK) {
         fasa__vk_cache_destroy(c);
         return st;
     }
-    account(c, vc);
-    if (c->placement == FASA_PLACEMENT_OFFLOAD && vk->mem.memoryTypeCount == 1)
-        fasa__log(c->ctx, FASA_LOG_INFO, "vulkan: FASA-M placement on a one-memory device saves nothing");
+    account(c, vk, vc);
     return FASA_OK;
 }
 

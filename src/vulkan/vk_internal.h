@@ -19,6 +19,7 @@ typedef enum vk_kernel {
     VK_K_DENSE,
     VK_K_DENSE8,
     VK_K_REDUCE,
+    VK_K_FETCH,    /* FASA-M: needed rows, row-cache policy, staged copy */
     VK_K_COUNT
 } vk_kernel;
 
@@ -35,6 +36,8 @@ _Static_assert(VK_TOPK_TILE % VK_TIP_TOKENS == 0, "a TIP workgroup's scores must
 #define VK_WG_ATTEND 256u  /* attend.glsl: a multiple of 16, >= head_dim / 2 words */
 #define VK_ATTEND_S 512u   /* tokens per attention chunk with 4 heads (256 with 8) */
 #define VK_WG_REDUCE 128u
+#define VK_WG_FETCH 256u   /* fetch.comp: a multiple of 32 */
+#define VK_FETCH_RPW 16u   /* fetch.comp RPW: rows per copy workgroup */
 #define VK_MAX_SPLITS 256u /* split-K partials per head */
 #define VK_PUSH_MAX 128u
 
@@ -75,6 +78,7 @@ typedef struct vk_arena {
     VkDeviceMemory *blocks;
     uint8_t **maps;
     uint32_t n_blocks;
+    uint32_t type;               /* the memory type of the blocks */
 } vk_arena;
 
 /* ---- context ----------------------------------------------------------- */
@@ -89,8 +93,6 @@ struct fasa_exec {
     bool embedded;
     bool is_step;                /* a decode step was recorded (timestamps) */
     bool failed;                 /* recording failed: do not submit */
-    bool count;                  /* FASA-M: count the step's rows once it ran */
-    fasa_step counted;
 };
 
 
@@ -125,6 +127,7 @@ struct vk_context {
     bool force_staging;          /* tests: never map device memory */
     bool test_invalid;           /* tests: record one invalid command in the next stream */
     bool lost;
+    bool logged_unified;         /* the FASA-M "saves nothing here" note was logged */
     char vmsg[FASA_ERROR_MAX - 64]; /* first validation message since the last check */
     uint32_t n_vmsg;
     struct fasa_exec own_exec;   /* the exec of standalone calls */
@@ -135,6 +138,35 @@ struct vk_context {
 typedef struct vk_layer {
     vk_array k, v, kd;
 } vk_layer;
+
+/* FASA-M device state (vk_fetch.c); absent for FASA-C caches. */
+typedef enum vk_fetch_mode {
+    VK_FETCH_COUNT = 0,          /* DIRECT: fac reads rows in place; fetch counts them */
+    VK_FETCH_STAGING,            /* STAGED, no row cache: one staging area of a step's rows */
+    VK_FETCH_ROWCACHE            /* STAGED with R slots per (layer, KV head) */
+} vk_fetch_mode;
+
+typedef struct vk_fetch {
+    vk_fetch_mode mode;
+    uint32_t slots;              /* R with a row cache, else 0 */
+    uint32_t rmax;               /* distinct rows one step may need per KV head */
+    uint32_t zeroed_words;       /* bitmap + slot flags, cleared at every sparse step */
+    uint32_t work_words;         /* per-head lists, after the cleared part */
+    uint32_t fs_off, remap_off;  /* scratch word offsets: fetch area, remapped selection */
+    uint32_t n_slot_arrays;      /* layers (row cache), 1 (staging) or 0 */
+    vk_array *k_slots, *v_slots; /* [n_slot_arrays], rows [Hkv][R or rmax] */
+    vk_array state;              /* row cache: one row per layer (fetch.comp layout) */
+    vk_buf counters;             /* host-visible: [Hkv][4] + steps, see fetch.comp */
+    uint32_t *trunc;             /* [n_layers] truncation the layer's next fetch applies */
+    uint64_t folded[3];          /* counter totals already in cache->transfer */
+    bool quad;                   /* rows and chunks allow 16-byte copies */
+} vk_fetch;
+
+/* Where fac reads K and V rows from, and which index list. */
+typedef struct vk_fac_source {
+    VkDeviceAddress k_tab, v_tab;
+    uint32_t kv_stride, kv_shift, sel_off;
+} vk_fac_source;
 
 typedef struct vk_cache {
     vk_layer *layers;
@@ -150,9 +182,7 @@ typedef struct vk_cache {
     uint32_t stage_off, stage_half;
     uint32_t zero_off, zero_words; /* cleared at the start of every step */
     uint64_t map_at, dims_at;    /* byte offsets in tables: tip_map, union dims */
-    int32_t *sel_host;           /* FASA-M accounting: [Hq][max_n_fac] selection read back */
-    int32_t *needed;             /* [G * max_n_fac] distinct rows of one KV head */
-    uint8_t *seen;               /* [capacity] */
+    vk_fetch *fm;                /* FASA-M state, or NULL */
 } vk_cache;
 
 /* ---- functions --------------------------------------------------------- */
@@ -218,10 +248,20 @@ fasa_status fasa__vk_cache_read(fasa_kv_cache *cache, uint32_t layer, uint32_t f
                                 float *k, float *v);
 fasa_status fasa__vk_read_selection(fasa_kv_cache *cache, const fasa_step *step, int32_t *selected,
                                     uint32_t selected_stride, float *scores, uint32_t scores_stride);
-/* FASA-M: updates cache->transfer for a completed sparse step (the row-cache
- * policy of src/rowcache.c, as the CPU backend counts). */
-fasa_status fasa__vk_count_transfer(fasa_kv_cache *cache, const fasa_step *step);
+
+/* vk_fetch.c: FASA-M.  plan sizes the state and its arrays (before the
+ * scratch and tables are laid out), init fills it once storage exists. */
+fasa_status fasa__vk_fetch_plan(fasa_kv_cache *cache, vk_context *vk, vk_cache *vc);
+/* The fetch arrays that need memory and chunk tables (out may be NULL). */
+uint32_t fasa__vk_fetch_arrays(vk_fetch *fm, vk_array **out);
+fasa_status fasa__vk_fetch_create_arrays(vk_context *vk, vk_fetch *fm);
+fasa_status fasa__vk_fetch_init(fasa_kv_cache *cache, vk_context *vk, vk_cache *vc);
+void fasa__vk_fetch_destroy(fasa_kv_cache *cache, vk_context *vk, vk_cache *vc);
+uint64_t fasa__vk_fetch_device_bytes(const vk_fetch *fm);
+/* Records fetch after the top-k of a sparse step; returns what fac reads. */
+vk_fac_source fasa__vk_fetch_record(fasa_exec *e, const fasa_step *step);
 void fasa__vk_cache_truncate(fasa_kv_cache *cache, uint32_t length);
+fasa_status fasa__vk_transfer_stats_sync(fasa_kv_cache *cache);
 
 /* vk_kernels.c, vk_topk.c */
 fasa_status fasa__vk_append(fasa_exec *exec, fasa_kv_cache *cache, uint32_t layer, uint32_t first,
@@ -243,6 +283,8 @@ void fasa__vk_test_set_chunk_limit(fasa_context *ctx, uint64_t bytes);
 void fasa__vk_test_force_staging(fasa_context *ctx, bool on);
 /* Attention with 4 heads per workgroup (narrow) or up to 8 (wide). */
 void fasa__vk_test_set_narrow(fasa_context *ctx, bool narrow);
+/* FASA-M row cache: the token of each slot of (layer, KV head g), -1 = free. */
+fasa_status fasa__vk_test_read_slots(fasa_kv_cache *cache, uint32_t layer, uint32_t g, int32_t *out);
 /* Records an invalid command (a misaligned fill) into the next command
  * stream, to check that validation messages fail the call. */
 void fasa__vk_test_inject_invalid(fasa_context *ctx);

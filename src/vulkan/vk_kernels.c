@@ -4,8 +4,8 @@
  *
  * Step layout in one command buffer:
  *   barrier(all) | copy q -> scratch, clear histograms/states | barrier
- *   tip | barrier | top-k passes (vk_topk.c) | fac | barrier | reduce
- *   | barrier | copy scratch o -> o
+ *   tip | barrier | top-k passes (vk_topk.c) | [FASA-M: fetch (vk_fetch.c)]
+ *   | fac | barrier | reduce | barrier | copy scratch o -> o
  * or, on the dense path: ... | dense | barrier | reduce | barrier | copy o. */
 #include "vk_internal.h"
 
@@ -231,15 +231,20 @@ fasa_status fasa__vk_fac(fasa_exec *e, const fasa_step *step)
     push_attend p = attend_push(step);
     bool per_group = step->select == FASA_GQA_PER_GROUP;
     p.flags = per_group ? 1u : 0u;
+    vk_cache *vc = step->cache->impl;
+    if (vc->fm) { /* FASA-M: count (DIRECT) or stage (STAGED) the rows first */
+        vk_fac_source src = fasa__vk_fetch_record(e, step);
+        p.k_tab = src.k_tab;
+        p.v_tab = src.v_tab;
+        p.kv_stride = src.kv_stride;
+        p.kv_shift = src.kv_shift;
+        p.sel_off = src.sel_off;
+    }
     attend_plan a = plan_attend(e, VK_K_FAC, VK_K_FAC8, step->n_rows, per_group ? step->cache->group : 1,
                                 step->n_fac, &p);
-    fasa__vk_barrier(e);
+    fasa__vk_barrier(e); /* top-k (and fetch) -> fac */
     fasa__vk_dispatch(e, a.kernel, fasa__vk_dtype(step->cache), &p, sizeof p, a.n_splits, a.gy);
     step_epilogue(e, step, a.n_splits);
-    if (step->cache->placement == FASA_PLACEMENT_OFFLOAD && !e->embedded) {
-        e->count = true; /* FASA-M accounting once the step ran (exec_end) */
-        e->counted = *step;
-    }
     return FASA_OK;
 }
 

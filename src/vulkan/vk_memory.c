@@ -333,6 +333,7 @@ fasa_status fasa__vk_arena_bind(vk_context *vk, vk_arena *arena, vk_array **arra
                              host ? "host-visible" : "device", what);
     }
     if (st == FASA_OK) st = check_heap(vk, type, block_size, arena->n_blocks, what);
+    if (st == FASA_OK) arena->type = (uint32_t)type;
     if (st == FASA_OK) st = alloc_blocks(vk, arena, block_size, (uint32_t)type, what);
     for (uint32_t i = 0; st == FASA_OK && i < n; i++) {
         vk_buf *b = place[i].buf;

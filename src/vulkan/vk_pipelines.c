@@ -23,6 +23,7 @@ static const kernel_info kernels[VK_K_COUNT] = {
     [VK_K_DENSE] = {"dense", true},
     [VK_K_DENSE8] = {"dense8", true},
     [VK_K_REDUCE] = {"reduce", false},
+    [VK_K_FETCH] = {"fetch", false},
 };
 
 bool fasa__vk_kernel_has_dtype(vk_kernel k) { return kernels[k].per_dtype; }
@@ -32,7 +33,8 @@ const char *fasa__vk_kernel_name(vk_kernel k, int dtype)
     static const char *names[VK_K_COUNT][2] = {
         {"append_f16", "append_f32"}, {"tip_f16", "tip_f32"}, {"topk_scan", "topk_scan"},
         {"topk_pass", "topk_pass"},   {"fac_f16", "fac_f32"}, {"fac8_f16", "fac8_f32"},
-        {"dense_f16", "dense_f32"},   {"dense8_f16", "dense8_f32"}, {"reduce", "reduce"}};
+        {"dense_f16", "dense_f32"},   {"dense8_f16", "dense8_f32"}, {"reduce", "reduce"},
+        {"fetch", "fetch"}};
     return names[k][dtype];
 }
 
@@ -56,6 +58,7 @@ static uint32_t spec_values(const vk_context *vk, vk_kernel k, uint32_t *id, uin
     case VK_K_DENSE:
     case VK_K_DENSE8: id[0] = 0, v[0] = VK_WG_ATTEND; id[1] = 2, v[1] = FASA_MAX_HEAD_DIM; return 2;
     case VK_K_REDUCE: id[0] = 0, v[0] = VK_WG_REDUCE; id[1] = 1, v[1] = VK_MAX_SPLITS; return 2;
+    case VK_K_FETCH: id[0] = 0, v[0] = VK_WG_FETCH; id[1] = 1, v[1] = VK_FETCH_RPW; return 2;
     default: return 0;
     }
 }
