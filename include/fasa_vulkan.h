@@ -63,6 +63,21 @@
  *    recorded after the append attends to the appended tokens.  If the
  *    command buffer is never submitted, call fasa_kv_cache_truncate.
  *
+ * Offloaded caches (FASA-M, fasa_kv_cache_desc.placement OFFLOAD)
+ *  - A recorded sparse decode step also records libfasa's fetch kernel after
+ *    the top-k (it counts the rows the step needs and, with FASA_FETCH_STAGED,
+ *    copies the missing K/V rows into the device row cache or staging slots
+ *    that fac then reads); its barriers are libfasa's own, inside the call.
+ *  - The step's transfer counters are written by the device into host-visible
+ *    memory and made available to the host stage by a barrier in the recorded
+ *    commands.  fasa_kv_cache_transfer_stats reads them: call it after waiting
+ *    (fence, vkQueueWaitIdle, ...) for the command buffers holding the steps
+ *    to be counted; steps still in flight are counted by a later call.
+ *  - fasa_kv_cache_truncate does not submit anything on such a cache: the
+ *    device forgets the row-cache rows of dropped tokens at each layer's next
+ *    recorded (or standalone) decode step.  It therefore applies to the steps
+ *    recorded after the call, in recording order, like the length itself.
+ *
  * Standalone calls on an embedded context (fasa_decode, fasa_kv_cache_append,
  * fasa_buffer_read/write, ...) submit to the given queue with libfasa's own
  * command pool and wait; the host must not use that queue from another

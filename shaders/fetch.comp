@@ -51,7 +51,7 @@ layout(push_constant) uniform Push {
     uint rpg, n_fac, L, capacity;   /* rpg: selection rows per KV head */
     uint rmax, slots, trunc, mode;  /* slots: R (mode 2), trunc: 0xffffffff = none */
     uint phase, kv_stride, kv_shift, dst_shift;
-    uint W, quad;                   /* words per row; 1 = 16-byte copies */
+    uint W, flags;                  /* words per row; 1 = 16-byte copies, 2 = 16-bit token map */
 } pc;
 
 #define WG gl_WorkGroupSize.x
@@ -67,12 +67,37 @@ uint work_at(uint hkv, uint g)
 }
 
 /* Row-cache state of the layer (words): lst [Hkv][4] (list length, current
- * list) | map [Hkv][capacity] | stok [Hkv][R] | lists [Hkv][2][R]. */
-uint st_map(uint hkv, uint g) { return hkv * 4u + g * pc.capacity; }
-uint st_stok(uint hkv, uint g) { return hkv * (4u + pc.capacity) + g * pc.slots; }
+ * list) | map [Hkv][mapw] | stok [Hkv][R] | lists [Hkv][2][R].  The token ->
+ * slot map takes 16 bits per token when R < 65535 (flag 2): it is the
+ * largest part of the device-resident state (capacity entries per head). */
+bool map16() { return (pc.flags & 2u) != 0u; }
+uint mapw() { return map16() ? (pc.capacity + 1u) / 2u : pc.capacity; }
+uint st_map(uint hkv, uint g) { return hkv * 4u + g * mapw(); }
+uint st_stok(uint hkv, uint g) { return hkv * (4u + mapw()) + g * pc.slots; }
 uint st_list(uint hkv, uint g, uint which)
 {
-    return hkv * (4u + pc.capacity + pc.slots) + (2u * g + which) * pc.slots;
+    return hkv * (4u + mapw() + pc.slots) + (2u * g + which) * pc.slots;
+}
+
+/* Slot of token t, NONE if not resident. */
+uint map_get(CWords st, uint map, uint t)
+{
+    if (!map16()) return st.w[map + t];
+    uint h = (st.w[map + (t >> 1)] >> ((t & 1u) * 16u)) & 0xffffu;
+    return h == 0xffffu ? NONE : h;
+}
+
+/* Other invocations write the other half of the word: two atomics on
+ * disjoint bits. */
+void map_set(CWords st, uint map, uint t, uint sl)
+{
+    if (!map16()) {
+        st.w[map + t] = sl;
+        return;
+    }
+    uint sh = (t & 1u) * 16u;
+    atomicAnd(st.w[map + (t >> 1)], ~(0xffffu << sh));
+    atomicOr(st.w[map + (t >> 1)], (sl & 0xffffu) << sh);
 }
 
 /* The contiguous share [lo, hi) of n items of this invocation: items in
@@ -160,7 +185,7 @@ void truncate_rows(CWords st, uint map, uint stok)
     for (uint sl = gl_LocalInvocationID.x; sl < pc.slots; sl += WG) {
         uint t = st.w[stok + sl];
         if (t != NONE && t >= pc.trunc) {
-            st.w[map + t] = NONE;
+            map_set(st, map, t, NONE);
             st.w[stok + sl] = NONE;
         }
     }
@@ -169,8 +194,9 @@ void truncate_rows(CWords st, uint map, uint stok)
 }
 
 /* Victims in policy order into vict[]: free slots by slot, then the
- * resident slots of the current list (stamp order) not needed now. */
-void victims(CWords st, CWords s, uint stok, uint list, uint list_n, uint sflag, uint vict)
+ * resident slots of the current list (stamp order) not needed now.
+ * Returns their number (at least the misses: decode.c keeps R >= |N|). */
+uint victims(CWords st, CWords s, uint stok, uint list, uint list_n, uint sflag, uint vict)
 {
     uint lo, hi, c = 0u, n_free, n_old;
     share(pc.slots, lo, hi);
@@ -191,6 +217,7 @@ void victims(CWords st, CWords s, uint stok, uint list, uint list_n, uint sflag,
     }
     memoryBarrierBuffer();
     barrier();
+    return n_free + n_old;
 }
 
 /* The next list: old entries still resident and not needed now (stamp
@@ -231,20 +258,21 @@ uint row_cache(uint g, uint hkv, uint work, uint n)
     uint lo, hi, c = 0u, m;
     share(n, lo, hi); /* hits mark their slot as needed */
     for (uint i = lo; i < hi; i++) {
-        uint sl = st.w[map + s.w[need + i]];
+        uint sl = map_get(st, map, s.w[need + i]);
         if (sl != NONE) s.w[sflag + sl] = 1u;
         else c++;
     }
     memoryBarrierBuffer();
     uint q = wg_exclusive_scan(c, m); /* rank of this share's first miss */
-    if (m > 0u) victims(st, s, stok, list, list_n, sflag, vict);
+    uint n_vict = m > 0u ? victims(st, s, stok, list, list_n, sflag, vict) : 0u;
     for (uint i = lo; i < hi; i++) { /* misses in ascending token order */
         uint t = s.w[need + i];
-        if (st.w[map + t] != NONE) continue;
+        if (map_get(st, map, t) != NONE) continue;
+        if (q >= n_vict) break; /* never with R >= |N|; keeps a broken state in bounds */
         uint sl = s.w[vict + q], old = st.w[stok + sl];
-        if (old != NONE) st.w[map + old] = NONE; /* old is not in N */
+        if (old != NONE) map_set(st, map, old, NONE); /* old is not in N */
         st.w[stok + sl] = t;
-        st.w[map + t] = sl;
+        map_set(st, map, t, sl);
         s.w[sflag + sl] = 1u;
         s.w[mtok + q] = t;
         s.w[mslot + q] = sl;
@@ -254,7 +282,7 @@ uint row_cache(uint g, uint hkv, uint work, uint n)
     barrier();
     for (uint i = gl_LocalInvocationID.x; i < pc.rpg * pc.n_fac; i += WG) {
         uint at = sel_index(g, i);
-        s.w[pc.remap_off + at] = st.w[map + s.w[pc.sel_off + at]];
+        s.w[pc.remap_off + at] = min(map_get(st, map, s.w[pc.sel_off + at]), pc.slots - 1u); /* in bounds */
     }
     uint next_n = next_list(st, s, stok, list, list_n, sflag, st_list(hkv, g, cur ^ 1u));
     if (gl_LocalInvocationID.x == 0u) {
@@ -285,7 +313,7 @@ void copy_row(uvec2 src_tab, uint src_row, uvec2 dst_tab, uint dst_row, uint par
 {
     uvec2 sa = chunk_addr(src_tab, src_row, pc.kv_shift), da = chunk_addr(dst_tab, dst_row, pc.dst_shift);
     uint so = chunk_off(src_row, pc.kv_shift, pc.W), dof = chunk_off(dst_row, pc.dst_shift, pc.W);
-    if (pc.quad != 0u) Quads(da).q[dof / 4u + part] = Quads(sa).q[so / 4u + part];
+    if ((pc.flags & 1u) != 0u) Quads(da).q[dof / 4u + part] = Quads(sa).q[so / 4u + part];
     else Words(da).w[dof + part] = Words(sa).w[so + part];
 }
 
@@ -296,7 +324,7 @@ void copy_misses()
     Words s = Words(pc.scratch);
     uint m = s.w[work + 3u * pc.rmax + pc.slots], r0 = gl_WorkGroupID.x * RPW;
     if (r0 >= m) return;
-    uint rows = min(RPW, m - r0), parts = pc.quad != 0u ? pc.W / 4u : pc.W;
+    uint rows = min(RPW, m - r0), parts = (pc.flags & 1u) != 0u ? pc.W / 4u : pc.W;
     uint per_head = pc.mode == 2u ? pc.slots : pc.rmax;
     for (uint i = gl_LocalInvocationID.x; i < rows * parts; i += WG) {
         uint r = i / parts, part = i - r * parts;

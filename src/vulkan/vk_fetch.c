@@ -28,7 +28,7 @@ typedef struct push_fetch {
     uint32_t rpg, n_fac, L, capacity;
     uint32_t rmax, slots, trunc, mode;
     uint32_t phase, kv_stride, kv_shift, dst_shift;
-    uint32_t W, quad;
+    uint32_t W, flags; /* 1 = 16-byte copies, 2 = 16-bit token map */
 } push_fetch;
 
 _Static_assert(sizeof(push_fetch) <= VK_PUSH_MAX, "push_fetch");
@@ -38,26 +38,34 @@ static uint32_t words_per_row(const fasa_kv_cache *c)
     return c->shape.head_dim / (c->dtype == FASA_DTYPE_F16 ? 2 : 1);
 }
 
-/* Words of one layer's row-cache state (fetch.comp st_* layout). */
-static uint64_t state_words(const fasa_kv_cache *c, uint32_t slots)
+/* Words of the token map of one KV head (16 bits per token when every slot
+ * index and the "absent" mark fit: fetch.comp map16), and of one layer's
+ * row-cache state (fetch.comp st_* layout). */
+static uint64_t map_words(const fasa_kv_cache *c, const vk_fetch *fm)
 {
-    return (uint64_t)c->shape.n_kv_heads * (4ull + c->capacity + 3ull * slots);
+    return fm->map16 ? (c->capacity + 1ull) / 2 : c->capacity;
+}
+
+static uint64_t state_words(const fasa_kv_cache *c, const vk_fetch *fm)
+{
+    return (uint64_t)c->shape.n_kv_heads * (4ull + map_words(c, fm) + 3ull * fm->slots);
 }
 
 /* ------------------------------------------------------------------------ */
 /* Planning and creation                                                     */
 /* ------------------------------------------------------------------------ */
 
-static fasa_status plan_sizes(fasa_kv_cache *c, vk_fetch *fm)
+static fasa_status plan_sizes(fasa_kv_cache *c, const vk_context *vk, vk_fetch *fm)
 {
     const fasa_model_shape *s = &c->shape;
     uint64_t rmax = (uint64_t)c->group * c->max_n_fac; /* per-head selection: G rows of n_fac */
     fm->rmax = (uint32_t)(rmax < c->capacity ? rmax : c->capacity);
     fm->slots = fm->mode == VK_FETCH_ROWCACHE ? c->row_cache_rows : 0;
+    fm->map16 = fm->slots < 0xffffu && !vk->test_fetch_fallbacks;
     uint64_t words = (c->capacity + 31ull) / 32;
     uint64_t zeroed = (uint64_t)s->n_kv_heads * (words + fm->slots);
     uint64_t work = (uint64_t)s->n_kv_heads * (3ull * fm->rmax + fm->slots + 4) + (uint64_t)s->n_q_heads * c->max_n_fac;
-    if (zeroed + work >= (1ull << 30) || (fm->slots && state_words(c, fm->slots) >= (1ull << 32)))
+    if (zeroed + work >= (1ull << 30) || (fm->slots && state_words(c, fm) >= (1ull << 32)))
         return fasa__error(c->ctx, FASA_ERROR_UNSUPPORTED,
                            "desc.row_cache_rows / desc.capacity: the FASA-M fetch state of %u slots over %u tokens "
                            "exceeds the 32-bit word offsets of the vulkan backend", fm->slots, c->capacity);
@@ -74,7 +82,7 @@ fasa_status fasa__vk_fetch_plan(fasa_kv_cache *c, vk_context *vk, vk_cache *vc)
     vc->fm = fm;
     fm->mode = c->fetch != FASA_FETCH_STAGED ? VK_FETCH_COUNT
                : c->row_cache_rows ? VK_FETCH_ROWCACHE : VK_FETCH_STAGING;
-    fasa_status st = plan_sizes(c, fm);
+    fasa_status st = plan_sizes(c, vk, fm);
     if (st != FASA_OK) return st;
     fm->trunc = fasa__alloc(c->ctx, c->shape.n_layers * sizeof(uint32_t));
     if (!fm->trunc) return fasa__error(c->ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "vulkan: out of host memory");
@@ -92,7 +100,7 @@ fasa_status fasa__vk_fetch_plan(fasa_kv_cache *c, vk_context *vk, vk_cache *vc)
     if (fm->mode == VK_FETCH_ROWCACHE) {
         fasa__vk_array_plan(vk, &fm->state, c->shape.n_layers, 1);
         /* one row per layer: the whole state of a layer is one address range */
-        uint64_t w = state_words(c, fm->slots);
+        uint64_t w = state_words(c, fm);
         fm->state.row_words = (uint32_t)w;
         fm->state.shift = 0;
         fm->state.n_chunks = c->shape.n_layers;
@@ -147,8 +155,8 @@ static fasa_status fill_state(fasa_kv_cache *c, vk_context *vk, vk_fetch *fm)
     for (uint32_t l = 0; l < c->shape.n_layers; l++) {
         const vk_buf *b = &fm->state.chunks[l];
         vk->fn.vkCmdFillBuffer(vk->cmd, b->buffer, b->offset, hkv * 16, 0);
-        vk->fn.vkCmdFillBuffer(vk->cmd, b->buffer, b->offset + hkv * 16, hkv * (c->capacity + (uint64_t)fm->slots) * 4,
-                               0xffffffffu);
+        vk->fn.vkCmdFillBuffer(vk->cmd, b->buffer, b->offset + hkv * 16,
+                               hkv * (map_words(c, fm) + fm->slots) * 4, 0xffffffffu);
     }
     VkMemoryBarrier mb = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER};
     mb.srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT;
@@ -182,7 +190,7 @@ fasa_status fasa__vk_fetch_init(fasa_kv_cache *c, vk_context *vk, vk_cache *vc)
 {
     vk_fetch *fm = vc->fm;
     if (!fm) return FASA_OK;
-    fm->quad = can_copy_quads(c, vc, fm);
+    fm->quad = can_copy_quads(c, vc, fm) && !vk->test_fetch_fallbacks;
     fasa_status st = fasa__vk_buf_create(vk, (4ull * c->shape.n_kv_heads + 2) * 4, true, &fm->counters);
     if (st != FASA_OK) return st;
     memset(fm->counters.map, 0, fm->counters.size);
@@ -235,7 +243,7 @@ static push_fetch fetch_push(const fasa_step *step, const vk_cache *vc, const vk
     p.kv_stride = vc->kv_stride;
     p.kv_shift = lay->k.shift;
     p.W = words_per_row(c);
-    p.quad = fm->quad;
+    p.flags = (fm->quad ? 1u : 0u) | (fm->map16 ? 2u : 0u);
     if (fm->n_slot_arrays) {
         uint32_t i = fm->mode == VK_FETCH_ROWCACHE ? step->layer : 0;
         p.dst_k = fm->k_slots[i].table;
@@ -320,6 +328,12 @@ fasa_status fasa__vk_transfer_stats_sync(fasa_kv_cache *c)
     return FASA_OK;
 }
 
+void fasa__vk_test_fetch_fallbacks(fasa_context *ctx, bool on)
+{
+    if (!ctx || ctx->backend != FASA_BACKEND_VULKAN || !ctx->impl) return;
+    fasa__vk(ctx)->test_fetch_fallbacks = on;
+}
+
 /* Test hook: the token held by each row-cache slot of (layer, KV head g),
  * -1 = free (as the layer's last fetch left it), for comparison with the
  * reference policy of src/rowcache.c. */
@@ -328,7 +342,7 @@ fasa_status fasa__vk_test_read_slots(fasa_kv_cache *c, uint32_t layer, uint32_t 
     vk_cache *vc = c && c->ctx->backend == FASA_BACKEND_VULKAN ? c->impl : NULL;
     if (!vc || !vc->fm || vc->fm->mode != VK_FETCH_ROWCACHE || layer >= c->shape.n_layers || g >= c->shape.n_kv_heads)
         return FASA_ERROR_INVALID_ARGUMENT;
-    uint64_t hkv = c->shape.n_kv_heads, at = hkv * (4ull + c->capacity) + (uint64_t)g * vc->fm->slots;
+    uint64_t hkv = c->shape.n_kv_heads, at = hkv * (4ull + map_words(c, vc->fm)) + (uint64_t)g * vc->fm->slots;
     vk_context *vk = fasa__vk(c->ctx);
     return fasa__vk_download(vk, &vc->fm->state.chunks[layer], at * 4, out, vc->fm->slots * 4ull);
 }

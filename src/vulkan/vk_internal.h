@@ -125,6 +125,7 @@ struct vk_context {
     vk_buf staging;              /* host-visible bounce buffer */
     uint64_t chunk_limit;        /* bytes per chunk of a large array */
     bool force_staging;          /* tests: never map device memory */
+    bool test_fetch_fallbacks;   /* tests: FASA-M 32-bit token maps and 4-byte copies */
     bool test_invalid;           /* tests: record one invalid command in the next stream */
     bool lost;
     bool logged_unified;         /* the FASA-M "saves nothing here" note was logged */
@@ -160,6 +161,7 @@ typedef struct vk_fetch {
     uint32_t *trunc;             /* [n_layers] truncation the layer's next fetch applies */
     uint64_t folded[3];          /* counter totals already in cache->transfer */
     bool quad;                   /* rows and chunks allow 16-byte copies */
+    bool map16;                  /* 16-bit token -> slot map (R < 65535) */
 } vk_fetch;
 
 /* Where fac reads K and V rows from, and which index list. */
@@ -285,6 +287,10 @@ void fasa__vk_test_force_staging(fasa_context *ctx, bool on);
 void fasa__vk_test_set_narrow(fasa_context *ctx, bool narrow);
 /* FASA-M row cache: the token of each slot of (layer, KV head g), -1 = free. */
 fasa_status fasa__vk_test_read_slots(fasa_kv_cache *cache, uint32_t layer, uint32_t g, int32_t *out);
+/* FASA-M caches created afterwards use 32-bit token maps (the path of
+ * R >= 65535) and 4-byte row copies (rows of d/2 f16 words not a multiple
+ * of 4, or unaligned chunks). */
+void fasa__vk_test_fetch_fallbacks(fasa_context *ctx, bool on);
 /* Records an invalid command (a misaligned fill) into the next command
  * stream, to check that validation messages fail the call. */
 void fasa__vk_test_inject_invalid(fasa_context *ctx);

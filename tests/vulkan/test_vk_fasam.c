@@ -7,7 +7,9 @@
  *     the selection order is deterministic, docs/VULKAN.md §12);
  *   - fasa_kv_cache_transfer_stats equals the CPU backend's after every step;
  *   - the same sequence recorded into a host's command buffers
- *     (fasa_vk_record_append / fasa_vk_record_decode) gives the same.
+ *     (fasa_vk_record_append / fasa_vk_record_decode) gives the same; this
+ *     run takes the fetch fallbacks (32-bit token maps as for R >= 65535,
+ *     4-byte row copies), the standalone one 16-bit maps and 16-byte copies.
  * Integer data keep TIP scores exact, so both backends select the same sets.
  * Standalone, the device's row-cache slots are also compared slot by slot
  * with the reference policy (src/rowcache.c) run on the selections read back.
@@ -22,6 +24,7 @@
 
 void fasa__vk_test_set_chunk_limit(fasa_context *ctx, uint64_t bytes);
 fasa_status fasa__vk_test_read_slots(fasa_kv_cache *cache, uint32_t layer, uint32_t g, int32_t *out);
+void fasa__vk_test_fetch_fallbacks(fasa_context *ctx, bool on);
 
 #define N_CFG 3
 #define N_STEPS 10
@@ -295,6 +298,7 @@ static void recorded(void)
     r.h = &h;
     VT_OK(NULL, fasa_context_create(&cd, &r.vk));
     if (!r.vk) exit(1);
+    fasa__vk_test_fetch_fallbacks(r.vk, true); /* 32-bit token maps (R >= 65535), 4-byte copies */
     size_t nq = q_floats(), pool_bytes = (size_t)POOL * row_floats() * 4;
     VkBufferUsageFlags src = VK_BUFFER_USAGE_TRANSFER_SRC_BIT, dst = VK_BUFFER_USAGE_TRANSFER_DST_BIT;
     r.kb = make_buffer(&h, pool_bytes, src), r.vb = make_buffer(&h, pool_bytes, src);
