@@ -1,8 +1,8 @@
 /*
  * libfasa OpenCL kernels: shared definitions (OpenCL C 1.2).
  *
- * The host concatenates common.cl, append.cl, tip.cl, topk.cl and attn.cl
- * into one program and builds it once per storage dtype with these macros:
+ * The host concatenates common.cl, append.cl, tip.cl, topk.cl, attn.cl and
+ * fetch.cl into one program and builds it once per storage dtype with these macros:
  *
  *   FASA_F16          1: K/V/K_dom hold IEEE binary16 bits, 0: fp32
  *   FASA_HALF_LOAD    fp16 load path: 0 = vload_half/vload_half8,
@@ -12,7 +12,8 @@
  *   heads per TIP work-group), WG_TOPK, TOPK_TILE (keys per top-k pass
  *   work-group), WG_ATTN, ATT_QL (floats of q held in local memory by one
  *   attention work-group), ATT_HB (max heads per attention work-group),
- *   WG_RED, RED_PMAX (max partials per head), FASA_DYN_LOOPS (see FOR_HEAD)
+ *   WG_RED, RED_PMAX (max partials per head), FASA_DYN_LOOPS (see FOR_HEAD),
+ *   WG_FETCH (work-items of the FASA-M bookkeeping groups, a power of two)
  *
  * Arithmetic and accumulation are fp32 everywhere (no cl_khr_fp16 needed).
  * Nothing relies on -inf: the online softmax starts from NEG_START and

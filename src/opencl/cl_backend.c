@@ -269,7 +269,7 @@ void fasa__cl_tuning_preset(cl_tuning *out, bool cpu_style, uint64_t local_mem, 
         .wg_append = 64, .wg_tip = 128, .tip_tpt = 4, .tip_hb = 8, .wg_topk = 256,
         .topk_tile = 4096, .wg_attn = 128, .att_ql = 4096, .att_hb = 8, .wg_red = 128,
         .red_pmax = 256, .half_load = FASA_CL_HALF_LOAD_DEFAULT, .target_groups = 4 * cu,
-        .fuse_hist = 0};
+        .fuse_hist = 0, .wg_fetch = 256};
     if (cpu_style) {
         t.wg_append = 16;
         t.wg_tip = 1;
@@ -280,6 +280,7 @@ void fasa__cl_tuning_preset(cl_tuning *out, bool cpu_style, uint64_t local_mem, 
         t.target_groups = 8 * cu;
         t.dyn_loops = 1;
         t.fuse_hist = 1; /* one work-item per group: no atomics, one pass less */
+        t.wg_fetch = 16; /* a few items: the scans run on PoCL too, at little cost */
     }
     if (local_mem < 40 * 1024) { /* 32 KiB devices */
         t.tip_hb = 4;
@@ -287,7 +288,7 @@ void fasa__cl_tuning_preset(cl_tuning *out, bool cpu_style, uint64_t local_mem, 
         t.att_ql = 2048;
     }
     uint32_t wg_max = pow2_floor(max_wg ? max_wg : 1);
-    uint32_t *wgs[] = {&t.wg_append, &t.wg_tip, &t.wg_topk, &t.wg_attn, &t.wg_red};
+    uint32_t *wgs[] = {&t.wg_append, &t.wg_tip, &t.wg_topk, &t.wg_attn, &t.wg_red, &t.wg_fetch};
     for (size_t i = 0; i < sizeof wgs / sizeof wgs[0]; i++)
         if (*wgs[i] > wg_max) *wgs[i] = wg_max;
     if (t.att_ql < t.wg_attn) t.att_ql = t.wg_attn;
@@ -399,6 +400,10 @@ static fasa_status probe_device(fasa_context *ctx, cl_ctx *cc)
     cl_device_type type = 0;
     clGetDeviceInfo(cc->device, CL_DEVICE_TYPE, sizeof type, &type, NULL);
     cc->is_cpu = (type & CL_DEVICE_TYPE_CPU) != 0;
+    cl_bool uma = CL_FALSE; /* deprecated in OpenCL 2.0 but still answered; CPUs share memory anyway */
+    clGetDeviceInfo(cc->device, CL_DEVICE_HOST_UNIFIED_MEMORY, sizeof uma, &uma, NULL);
+    cc->unified = uma || cc->is_cpu;
+    cc->nvidia = strstr(cc->platform_name, "NVIDIA") != NULL;
     cc->max_alloc = u64_info(cc->device, CL_DEVICE_MAX_MEM_ALLOC_SIZE);
     cc->local_mem = u64_info(cc->device, CL_DEVICE_LOCAL_MEM_SIZE);
     cc->compute_units = u32_info(cc->device, CL_DEVICE_MAX_COMPUTE_UNITS);
@@ -617,6 +622,15 @@ fasa_status fasa__cl_set_alloc_limit(fasa_context *ctx, uint64_t bytes)
     return FASA_OK;
 }
 
+fasa_status fasa__cl_set_offload_flags(fasa_context *ctx, uint32_t flags)
+{
+    if (!ctx || ctx->backend != FASA_BACKEND_OPENCL) return FASA_ERROR_INVALID_ARGUMENT;
+    fasa__lock(ctx);
+    ((cl_ctx *)ctx->impl)->offload_flags = flags;
+    fasa__unlock(ctx);
+    return FASA_OK;
+}
+
 fasa_status fasa__cl_retune(fasa_context *ctx, const cl_tuning *tune)
 {
     if (!ctx || !tune || ctx->backend != FASA_BACKEND_OPENCL) return FASA_ERROR_INVALID_ARGUMENT;
@@ -668,6 +682,8 @@ const fasa_backend_ops fasa__opencl_ops = {
     .buffer_read = cl_buffer_read,
     .cache_create = fasa__cl_cache_create,
     .cache_destroy = fasa__cl_cache_destroy,
+    .cache_truncate = fasa__cl_cache_truncate,
+    .transfer_stats_sync = fasa__cl_transfer_stats_sync,
     .cache_read = fasa__cl_cache_read,
     .exec_begin = cl_exec_begin,
     .exec_end = cl_exec_end,

@@ -12,31 +12,63 @@
 #define PART_CAP (64ull << 20)
 #define MAX_TILES 1024u
 
-static uint64_t alloc_limit(const cl_ctx *cc)
+uint64_t fasa__cl_alloc_limit(const cl_ctx *cc)
 {
     uint64_t lim = cc->max_alloc < CHUNK_CAP ? cc->max_alloc : CHUNK_CAP;
     if (cc->alloc_limit && cc->alloc_limit < lim) lim = cc->alloc_limit;
     return lim;
 }
 
-static fasa_status new_mem(fasa_kv_cache *c, cl_mem_flags flags, uint64_t size, const char *what,
-                           cl_mem *out)
+static uint64_t alloc_limit(const cl_ctx *cc) { return fasa__cl_alloc_limit(cc); }
+
+/* A buffer filled with the 4-byte pattern (contents are deterministic, and
+ * lazy drivers allocate now); host is the memory of a USE_HOST_PTR buffer. */
+static fasa_status new_mem_at(fasa_kv_cache *c, cl_mem_flags flags, uint64_t size, const char *what,
+                              void *host, uint32_t pattern, cl_mem *out)
 {
     cl_ctx *cc = c->ctx->impl;
     cl_int err = CL_SUCCESS;
     if (size == 0) size = 4;
-    *out = clCreateBuffer(cc->context, CL_MEM_READ_WRITE | flags, size, NULL, &err);
+    *out = clCreateBuffer(cc->context, CL_MEM_READ_WRITE | flags, size, host, &err);
     if (!*out)
         return fasa__error(c->ctx, FASA_ERROR_OUT_OF_DEVICE_MEMORY,
                            "opencl: cannot allocate %s (%llu bytes): clCreateBuffer: %s", what,
                            (unsigned long long)size, fasa__cl_error_name(err));
-    cl_uchar zero = 0; /* deterministic contents; makes lazy drivers allocate now */
-    err = clEnqueueFillBuffer(cc->queue, *out, &zero, 1, 0, size, 0, NULL, NULL);
+    cl_uint pat = pattern;
+    err = clEnqueueFillBuffer(cc->queue, *out, &pat, size % 4 ? 1 : 4, 0, size, 0, NULL, NULL);
     if (err != CL_SUCCESS)
         return fasa__error(c->ctx, FASA_ERROR_OUT_OF_DEVICE_MEMORY,
                            "opencl: cannot initialise %s (%llu bytes): clEnqueueFillBuffer: %s", what,
                            (unsigned long long)size, fasa__cl_error_name(err));
     return FASA_OK;
+}
+
+fasa_status fasa__cl_new_mem(fasa_kv_cache *c, uint64_t size, const char *what, uint32_t pattern, cl_mem *out)
+{
+    return new_mem_at(c, 0, size, what, NULL, pattern, out);
+}
+
+static fasa_status new_mem(fasa_kv_cache *c, cl_mem_flags flags, uint64_t size, const char *what,
+                           cl_mem *out)
+{
+    return new_mem_at(c, flags, size, what, NULL, 0, out);
+}
+
+/* FASA-M K or V storage in host memory: CL_MEM_ALLOC_HOST_PTR (the runtime
+ * allocates it), or with FASA_CL_OFFLOAD_USE_HOST_PTR our own page-aligned
+ * allocation wrapped by CL_MEM_USE_HOST_PTR (freed in cache_destroy once
+ * the queue has finished).  docs/OPENCL.md: what drivers do with each. */
+static fasa_status host_mem(fasa_kv_cache *c, uint64_t size, const char *what, void **host, cl_mem *out)
+{
+    cl_ctx *cc = c->ctx->impl;
+    if (!(cc->offload_flags & FASA_CL_OFFLOAD_USE_HOST_PTR))
+        return new_mem_at(c, CL_MEM_ALLOC_HOST_PTR, size, what, NULL, 0, out);
+    size_t bytes = (size_t)(size ? (size + 4095) / 4096 * 4096 : 4096);
+    *host = fasa__alloc_aligned(c->ctx, bytes, 4096);
+    if (!*host)
+        return fasa__error(c->ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "opencl: cannot allocate %s (%llu bytes of host memory)",
+                           what, (unsigned long long)size);
+    return new_mem_at(c, CL_MEM_USE_HOST_PTR, size ? size : 4, what, *host, 0, out);
 }
 
 static fasa_status upload(fasa_kv_cache *c, cl_mem m, const void *src, size_t size)
@@ -58,12 +90,21 @@ void fasa__cl_cache_destroy(fasa_kv_cache *cache)
     if (!cl) return;
     fasa_context *ctx = cache->ctx;
     /* no clFinish: OpenCL frees a released cl_mem only once the commands
-     * using it have finished, so a host queue is not blocked here */
+     * using it have finished, so a host queue is not blocked here (except
+     * for USE_HOST_PTR storage below, whose memory is ours to free) */
+    fasa__cl_fetch_destroy(cache);
     size_t n = (size_t)cache->shape.n_layers * cl->n_chunks;
+    bool own_host = false;
     for (size_t i = 0; cl->chunks && i < n; i++) {
         release(&cl->chunks[i].k);
         release(&cl->chunks[i].v);
         release(&cl->chunks[i].kdom);
+        own_host |= cl->chunks[i].k_host || cl->chunks[i].v_host;
+    }
+    if (own_host) clFinish(((cl_ctx *)ctx->impl)->queue);
+    for (size_t i = 0; own_host && i < n; i++) {
+        fasa__free(ctx, cl->chunks[i].k_host);
+        fasa__free(ctx, cl->chunks[i].v_host);
     }
     for (uint32_t b = 0; cl->sblocks && b < cl->n_sblocks; b++) {
         cl_sblock *sb = &cl->sblocks[b];
@@ -108,13 +149,40 @@ static fasa_status plan_chunks(fasa_kv_cache *c, cl_cache *cl, uint32_t *hpc)
     return FASA_OK;
 }
 
+/* Resident bytes: FASA-M K and V count as host bytes only where they can
+ * live outside device memory.  Unified-memory devices (PoCL's CPU device,
+ * integrated GPUs) have one memory, and NVIDIA's OpenCL keeps
+ * ALLOC_HOST_PTR buffers in VRAM (GPU_NOTES §2, measured on the H200; its
+ * USE_HOST_PTR is unmeasured, so counted the same way): nothing is saved
+ * there, and the note is logged once per context. */
+static void account_storage(fasa_kv_cache *c, uint64_t kv_bytes, uint64_t dom_bytes)
+{
+    cl_ctx *cc = c->ctx->impl;
+    bool offload = c->placement == FASA_PLACEMENT_OFFLOAD;
+    bool saves = offload && ((cc->offload_flags & FASA_CL_OFFLOAD_AS_DISCRETE) || (!cc->unified && !cc->nvidia));
+    c->device_bytes = dom_bytes + (saves ? 0 : kv_bytes);
+    c->host_bytes = saves ? kv_bytes : 0;
+    if (!offload || saves || cc->logged_unified) return;
+    cc->logged_unified = true;
+    if (cc->nvidia)
+        fasa__log(c->ctx, FASA_LOG_WARN,
+                  "opencl: FASA-M on '%s': NVIDIA's OpenCL keeps host-pointer buffers in device memory "
+                  "(GPU_NOTES §2), so no device memory is saved; K and V are counted as device bytes",
+                  cc->device_name);
+    else
+        fasa__log(c->ctx, FASA_LOG_INFO,
+                  "opencl: FASA-M on '%s': host and device share one memory, so no device memory is saved; "
+                  "K and V are counted as device bytes (the transfer statistics still count rows)",
+                  cc->device_name);
+}
+
 static fasa_status alloc_storage(fasa_kv_cache *c, cl_cache *cl, uint32_t hpc)
 {
     const fasa_model_shape *s = &c->shape;
     uint32_t n_h = (s->n_kv_heads + hpc - 1) / hpc;
     cl->chunks = fasa__alloc(c->ctx, (size_t)s->n_layers * cl->n_chunks * sizeof(cl_chunk));
     if (!cl->chunks) return fasa__error(c->ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "opencl: out of host memory");
-    cl_mem_flags kv_flags = c->placement == FASA_PLACEMENT_OFFLOAD ? CL_MEM_ALLOC_HOST_PTR : 0;
+    bool offload = c->placement == FASA_PLACEMENT_OFFLOAD;
     uint64_t kv_bytes = 0, dom_bytes = 0;
     for (uint32_t l = 0; l < s->n_layers; l++)
         for (uint32_t tc = 0; tc < cl->n_tchunks; tc++)
@@ -127,23 +195,16 @@ static fasa_status alloc_storage(fasa_kv_cache *c, cl_cache *cl, uint32_t hpc)
                 ch->tc = tc;
                 uint64_t rows = (uint64_t)ch->ng * ch->nt;
                 uint64_t kv = rows * s->head_dim * c->elem_size, dom = rows * c->u_pad * c->elem_size;
-                fasa_status st = new_mem(c, kv_flags, kv, "cache K", &ch->k);
-                if (st == FASA_OK) st = new_mem(c, kv_flags, kv, "cache V", &ch->v);
+                fasa_status st = offload ? host_mem(c, kv, "cache K", &ch->k_host, &ch->k)
+                                         : new_mem(c, 0, kv, "cache K", &ch->k);
+                if (st == FASA_OK)
+                    st = offload ? host_mem(c, kv, "cache V", &ch->v_host, &ch->v) : new_mem(c, 0, kv, "cache V", &ch->v);
                 if (st == FASA_OK && c->has_dims) st = new_mem(c, 0, dom, "cache K_dom", &ch->kdom);
                 if (st != FASA_OK) return st;
                 kv_bytes += 2 * kv;
                 dom_bytes += c->has_dims ? dom : 0;
             }
-    if (c->placement == FASA_PLACEMENT_OFFLOAD) {
-        c->device_bytes = dom_bytes;
-        c->host_bytes = kv_bytes;
-        fasa__log(c->ctx, FASA_LOG_INFO,
-                  "opencl: FASA-M places K and V in CL_MEM_ALLOC_HOST_PTR buffers; some drivers (NVIDIA) "
-                  "keep those in device memory anyway (GPU_NOTES §2)");
-    } else {
-        c->device_bytes = kv_bytes + dom_bytes;
-        c->host_bytes = 0;
-    }
+    account_storage(c, kv_bytes, dom_bytes);
     return FASA_OK;
 }
 
@@ -235,6 +296,7 @@ fasa_status fasa__cl_cache_create(fasa_kv_cache *cache)
     if (st == FASA_OK) st = alloc_storage(cache, cl, hpc);
     if (st == FASA_OK) st = alloc_scratch(cache, cl);
     if (st == FASA_OK) st = upload_tables(cache, cl);
+    if (st == FASA_OK) st = fasa__cl_fetch_create(cache);
     if (st == FASA_OK) {
         cl_int err = clFinish(cc->queue);
         if (err != CL_SUCCESS) st = fasa__cl_fail(ctx, err, "clFinish (cache allocation)");

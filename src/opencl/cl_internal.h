@@ -18,6 +18,10 @@ enum {
     CLK_DENSE,
     CLK_FAC,
     CLK_REDUCE,
+    CLK_FETCH_NEED,               /* fetch (FASA-M): see opencl/fetch.cl */
+    CLK_FETCH_SLOTS,
+    CLK_FETCH_ORDER,
+    CLK_FETCH_COPY,
     CLK_COUNT
 };
 
@@ -32,7 +36,12 @@ typedef struct cl_tuning {
     uint32_t target_groups;       /* work-groups a split-K dispatch aims for */
     uint32_t fuse_hist;           /* 1: tip builds the first radix histogram; 0: a
                                      separate top-k pass does (host side only) */
+    uint32_t wg_fetch;            /* WG_FETCH: work-items of the FASA-M bookkeeping
+                                     groups (a power of two) */
 } cl_tuning;
+
+/* Work-items of a fetch copy group (the kernels' WG_COPY). */
+static inline uint32_t fasa__cl_wg_copy(const cl_tuning *t) { return t->wg_fetch < 64 ? t->wg_fetch : 64; }
 
 /* The fp16 load path compiled into the kernels by default.  Override at
  * library build time with -Dc_args=-DFASA_CL_HALF_LOAD_DEFAULT=1. */
@@ -80,6 +89,10 @@ typedef struct cl_ctx {
     char device_name[256], device_version[128], driver_version[128];
     uint64_t max_alloc;
     uint64_t alloc_limit;         /* test override of max_alloc, 0 = none */
+    bool unified;                 /* CL_DEVICE_HOST_UNIFIED_MEMORY: FASA-M saves nothing */
+    bool nvidia;                  /* platform "NVIDIA CUDA" (GPU_NOTES §2: ALLOC_HOST_PTR stays in VRAM) */
+    uint32_t offload_flags;       /* FASA_CL_OFFLOAD_* test/bench overrides */
+    bool logged_unified;          /* the "FASA-M saves nothing here" note was logged */
     uint64_t local_mem;
     uint32_t compute_units;
     size_t max_wg;
@@ -101,6 +114,7 @@ typedef struct cl_chunk {
     uint32_t g0, ng, t0, nt;
     uint32_t tc;                  /* token-chunk index (t0 / tokens per chunk) */
     cl_mem k, v, kdom;
+    void *k_host, *v_host;        /* FASA-M with USE_HOST_PTR: our page-aligned memory */
 } cl_chunk;
 
 /* One block of per-step selection scratch: KV heads [g0, g0 + ng), i.e.
@@ -127,7 +141,14 @@ typedef struct cl_cache {
     cl_mem sel;                   /* [Hq][max_n_fac] int32 */
     cl_mem part;                  /* [Hq][pmax][d + 2] fp32 */
     cl_mem dummy;                 /* bound where an array is absent */
+    struct cl_fetch *fm;          /* FASA-M state (placement OFFLOAD), else NULL */
 } cl_cache;
+
+/* FASA-M offload memory overrides (fasa__cl_set_offload_flags). */
+#define FASA_CL_OFFLOAD_USE_HOST_PTR 0x1u  /* K/V: CL_MEM_USE_HOST_PTR over page-aligned
+                                              memory of ours, not ALLOC_HOST_PTR */
+#define FASA_CL_OFFLOAD_AS_DISCRETE 0x2u   /* account K/V as host bytes even where the device
+                                              has one memory or keeps them in VRAM (NVIDIA) */
 
 /* --- cl_backend.c ---------------------------------------------------------- */
 /* The tunables for a device class: cpu_style for CPU runtimes (PoCL), else
@@ -169,6 +190,11 @@ void fasa__cl_build_options(const cl_ctx *cc, bool f16, uint32_t half_load, char
 uint64_t fasa__cl_hash64(const void *data, size_t n, uint64_t seed);
 
 /* --- cl_cache.c ------------------------------------------------------------- */
+/* The largest single allocation caches use: min(CL_DEVICE_MAX_MEM_ALLOC_SIZE,
+ * 1 GiB, the test override). */
+uint64_t fasa__cl_alloc_limit(const cl_ctx *cc);
+/* A device buffer filled with a 32-bit pattern (0, or 0xffffffff for -1). */
+fasa_status fasa__cl_new_mem(fasa_kv_cache *c, uint64_t size, const char *what, uint32_t pattern, cl_mem *out);
 fasa_status fasa__cl_cache_create(fasa_kv_cache *cache);
 void fasa__cl_cache_destroy(fasa_kv_cache *cache);
 fasa_status fasa__cl_cache_read(fasa_kv_cache *cache, uint32_t layer, uint32_t first, uint32_t n,
@@ -186,6 +212,22 @@ fasa_status fasa__cl_read_selection(fasa_kv_cache *cache, const fasa_step *step,
                                     uint32_t selected_stride, float *scores,
                                     uint32_t scores_stride);
 
+/* --- cl_fetch.c (FASA-M) ------------------------------------------------------ */
+/* Creates the fetch state of an offloaded cache (after its storage). */
+fasa_status fasa__cl_fetch_create(fasa_kv_cache *cache);
+void fasa__cl_fetch_destroy(fasa_kv_cache *cache);
+/* Records the fetch kernels of a sparse step (called by fac, after topk). */
+fasa_status fasa__cl_fetch(fasa_exec *exec, const fasa_step *step);
+/* Where fac reads the rows of storage chunk ch: the host chunk (DIRECT) or
+ * the device slot arrays with the remapped selection (STAGED). */
+typedef struct cl_fac_src {
+    cl_mem k, v, sel;
+    uint32_t tpb, gk0, t0, t_end;
+} cl_fac_src;
+void fasa__cl_fac_source(const fasa_kv_cache *cache, uint32_t layer, const cl_chunk *ch, cl_fac_src *out);
+void fasa__cl_cache_truncate(fasa_kv_cache *cache, uint32_t length);
+fasa_status fasa__cl_transfer_stats_sync(fasa_kv_cache *cache);
+
 /* --- test hooks (internal; used by tests/opencl through fasa_internal) ----- */
 /* Lowers the per-allocation limit used to lay out caches created later on
  * this context (0 restores CL_DEVICE_MAX_MEM_ALLOC_SIZE), so tests can force
@@ -196,6 +238,10 @@ fasa_status fasa__cl_set_alloc_limit(fasa_context *ctx, uint64_t bytes);
  * variants in one run.  No enqueued work may still use the programs. */
 fasa_status fasa__cl_retune(fasa_context *ctx, const cl_tuning *tune);
 fasa_status fasa__cl_get_tuning(fasa_context *ctx, cl_tuning *out);
+/* FASA_CL_OFFLOAD_* flags for caches created later on this context (0 =
+ * defaults), so tests and the bench can run both host-memory kinds and the
+ * discrete-GPU accounting on a unified-memory device. */
+fasa_status fasa__cl_set_offload_flags(fasa_context *ctx, uint32_t flags);
 /* Binary-cache counters and the per-kernel times of the last profiled exec. */
 fasa_status fasa__cl_get_stats(fasa_context *ctx, fasa_cl_stats *out);
 /* The embedded kernel source (generated from the opencl/ kernel files). */

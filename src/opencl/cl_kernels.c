@@ -1,4 +1,5 @@
-/* OpenCL kernel dispatch: append, tip, topk, fac, dense.  What each kernel
+/* OpenCL kernel dispatch: append, tip, topk, fac, dense (fetch, the FASA-M
+ * gather fac records first, is in cl_fetch.c).  What each kernel
  * computes is stated by the CPU backend (src/cpu/cpu_kernels.c); the
  * OpenCL C is in opencl/.  Every kernel is dispatched once per storage
  * chunk (and per scratch block): one dispatch each in the common case. */
@@ -321,15 +322,17 @@ static fasa_status reduce(fasa_exec *exec, const fasa_step *s, uint32_t n_parts)
     return st == FASA_OK ? fasa__cl_launch(exec, CLK_REDUCE, x.k, 1, gws, lws) : st;
 }
 
-/* Common leading arguments of fasa_dense and fasa_fac. */
-static void attn_head_args(cl_args *x, const fasa_kv_cache *c, const cl_chunk *ch)
+/* Common leading arguments of fasa_dense and fasa_fac: the K and V arrays
+ * [heads][tpb][d], their first head and the token of their row 0. */
+static void attn_head_args(cl_args *x, const fasa_kv_cache *c, cl_mem k, cl_mem v, uint32_t tpb, uint32_t gk0,
+                           uint32_t t0)
 {
-    fasa__cl_arg_mem(x, ch->k);
-    fasa__cl_arg_mem(x, ch->v);
+    fasa__cl_arg_mem(x, k);
+    fasa__cl_arg_mem(x, v);
     fasa__cl_arg_u32(x, c->shape.head_dim);
-    fasa__cl_arg_u32(x, ch->nt);
-    fasa__cl_arg_u32(x, ch->g0);
-    fasa__cl_arg_u32(x, ch->t0);
+    fasa__cl_arg_u32(x, tpb);
+    fasa__cl_arg_u32(x, gk0);
+    fasa__cl_arg_u32(x, t0);
 }
 
 fasa_status fasa__cl_fac(fasa_exec *exec, const fasa_step *s)
@@ -345,12 +348,17 @@ fasa_status fasa__cl_fac(fasa_exec *exec, const fasa_step *s)
     splits = min_u32(splits, max_u32(cl->pmax / n_tc, 1));
     uint32_t split_len = (uint32_t)round_up(ceil_div(s->n_fac, splits), t->wg_attn);
     splits = ceil_div(s->n_fac, split_len);
+    /* FASA-M: counts, and with STAGED the rows gathered into device slots */
+    fasa_status fst = c->placement == FASA_PLACEMENT_OFFLOAD ? fasa__cl_fetch(exec, s) : FASA_OK;
+    if (fst != FASA_OK) return fst;
     for (uint32_t i = 0; i < cl->n_chunks; i++) {
         const cl_chunk *ch = chunk_at(cl, s->layer, i);
         if (ch->t0 >= s->L) continue;
+        cl_fac_src src;
+        fasa__cl_fac_source(c, s->layer, ch, &src);
         cl_args x = {kern(c, CLK_FAC), 0, CL_SUCCESS};
-        attn_head_args(&x, c, ch);
-        fasa__cl_arg_u32(&x, ch->t0 + ch->nt);
+        attn_head_args(&x, c, src.k, src.v, src.tpb, src.gk0, src.t0);
+        fasa__cl_arg_u32(&x, src.t_end);
         fasa__cl_arg_u32(&x, ch->g0);
         fasa__cl_arg_u32(&x, nhb);
         fasa__cl_arg_u32(&x, hb);
@@ -358,7 +366,7 @@ fasa_status fasa__cl_fac(fasa_exec *exec, const fasa_step *s)
         fasa__cl_arg_u64(&x, elems(s->q, s->q_offset, 4));
         fasa__cl_arg_u32(&x, c->group);
         fasa__cl_arg_u32(&x, per_group);
-        fasa__cl_arg_mem(&x, cl->sel);
+        fasa__cl_arg_mem(&x, src.sel);
         fasa__cl_arg_u32(&x, c->max_n_fac);
         fasa__cl_arg_u32(&x, s->n_fac);
         fasa__cl_arg_u32(&x, split_len);
@@ -397,7 +405,7 @@ fasa_status fasa__cl_dense(fasa_exec *exec, const fasa_step *s)
         if (ch->t0 >= s->L) continue;
         uint32_t n_tok = min_u32(ch->nt, s->L - ch->t0);
         cl_args x = {kern(c, CLK_DENSE), 0, CL_SUCCESS};
-        attn_head_args(&x, c, ch);
+        attn_head_args(&x, c, ch->k, ch->v, ch->nt, ch->g0, ch->t0);
         fasa__cl_arg_u32(&x, ch->g0);
         fasa__cl_arg_u32(&x, nhb);
         fasa__cl_arg_u32(&x, hb);

@@ -32,7 +32,9 @@ const char *const fasa__cl_kernel_names[CLK_COUNT] = {
     [CLK_TOPK_PASS] = "fasa_topk_pass", [CLK_TOPK_SCAN] = "fasa_topk_scan",
     [CLK_TOPK_COUNT] = "fasa_topk_count", [CLK_TOPK_EMIT] = "fasa_topk_emit",
     [CLK_DENSE] = "fasa_dense",         [CLK_FAC] = "fasa_fac",
-    [CLK_REDUCE] = "fasa_attn_reduce",
+    [CLK_REDUCE] = "fasa_attn_reduce", [CLK_FETCH_NEED] = "fasa_fetch_need",
+    [CLK_FETCH_SLOTS] = "fasa_fetch_slots", [CLK_FETCH_ORDER] = "fasa_fetch_order",
+    [CLK_FETCH_COPY] = "fasa_fetch_copy",
 };
 
 /* Work-group size each kernel was compiled for (0: none required). */
@@ -45,6 +47,8 @@ static uint32_t required_wg(const cl_tuning *t, int k)
     case CLK_TOPK_EMIT: return t->wg_topk;
     case CLK_DENSE: case CLK_FAC: return t->wg_attn;
     case CLK_REDUCE: return t->wg_red;
+    case CLK_FETCH_NEED: case CLK_FETCH_SLOTS: case CLK_FETCH_ORDER: return t->wg_fetch;
+    case CLK_FETCH_COPY: return fasa__cl_wg_copy(t);
     default: return 0;
     }
 }
@@ -226,9 +230,10 @@ void fasa__cl_build_options(const cl_ctx *cc, bool f16, uint32_t half_load, char
     snprintf(out, size,
              "-cl-std=CL1.2 -DFASA_F16=%d -DFASA_HALF_LOAD=%u -DWG_APPEND=%u -DWG_TIP=%u "
              "-DTIP_TPT=%u -DTIP_HB=%u -DWG_TOPK=%u -DTOPK_TILE=%u -DWG_ATTN=%u -DATT_QL=%u "
-             "-DATT_HB=%u -DWG_RED=%u -DRED_PMAX=%u -DFASA_DYN_LOOPS=%u",
+             "-DATT_HB=%u -DWG_RED=%u -DRED_PMAX=%u -DFASA_DYN_LOOPS=%u -DWG_FETCH=%u",
              f16 ? 1 : 0, half_load, t->wg_append, t->wg_tip, t->tip_tpt, t->tip_hb, t->wg_topk,
-             t->topk_tile, t->wg_attn, t->att_ql, t->att_hb, t->wg_red, t->red_pmax, t->dyn_loops);
+             t->topk_tile, t->wg_attn, t->att_ql, t->att_hb, t->wg_red, t->red_pmax, t->dyn_loops,
+             t->wg_fetch);
 }
 
 static void release_set(cl_program_set *ps)

@@ -7,6 +7,7 @@
  * and a failed call changes nothing.
  */
 #include "cl_test.h"
+#include "opencl/cl_internal.h"
 
 #include <pthread.h>
 
@@ -433,9 +434,12 @@ int main(void)
         host_close(&h2);
     }
     /* FASA-M placement: K and V in CL_MEM_ALLOC_HOST_PTR buffers; the same
-     * kernels give bit-identical results */
+     * kernels give bit-identical results (tests/opencl/test_cl_fasam.c runs
+     * the fetch strategies; here the memory report, accounted as for a
+     * discrete GPU since a unified-memory device saves nothing) */
     {
         fasa_context *ctx = t_context(FASA_BACKEND_OPENCL, dev, 0, NULL);
+        fasa__cl_set_offload_flags(ctx, FASA_CL_OFFLOAD_AS_DISCRETE);
         fasa_calibration *cal = calib(ctx);
         fasa_kv_cache *c[2] = {NULL, NULL};
         float o[2][HQ * D], q[HQ * D];

@@ -1,0 +1,165 @@
+/* A FASA-M decode sequence for the GPU backend tests (public API only;
+ * used by tests/opencl/test_cl_fasam.c and tests/cuda/test_cuda_fasam.c).
+ *
+ * Two layers, both sparse; every step takes a new query (a drifting one, so
+ * that selections overlap from step to step as in real decoding), decodes
+ * one layer (alternating, so the row-cache stamps of the layers
+ * interleave), switches between per-head and per-group selection and
+ * forced sink/recent tokens, and appends 1-3 tokens to both layers.  Half
+ * way it reads the transfer counters with reset, truncates every layer by
+ * 300 tokens and appends 120 new tokens with other values, so that rows a
+ * row cache still holds for the dropped positions must not be used again.
+ *
+ * Keys and queries are small integers: TIP scores are exact on every
+ * backend, so selections (and with them the transfer counters) agree
+ * exactly across backends.  Values are random floats. */
+#ifndef FASA_FASAM_SEQ_H
+#define FASA_FASAM_SEQ_H
+
+#include "fasa.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct fm_config {
+    const char *name;
+    fasa_placement placement;
+    fasa_fetch fetch;
+    uint32_t row_cache;           /* rows per (layer, KV head), STAGED only */
+} fm_config;
+
+typedef struct fm_seq {
+    fasa_model_shape shape;       /* n_layers 2 */
+    uint32_t capacity, first_len, n_fac, steps;
+    fasa_dtype dtype;
+    uint64_t seed;
+} fm_seq;
+
+typedef struct fm_result {
+    float *out;                   /* [steps][Hq][d] */
+    fasa_transfer_stats half, end;/* counters read (with reset) half way and at the end */
+    fasa_memory_report mem;
+    fasa_status status;
+    char error[512];
+} fm_result;
+
+static inline uint64_t fm_rand(uint64_t *s)
+{
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return *s * 2685821657736338717ull;
+}
+
+static inline float fm_int(uint64_t *s, int r) { return (float)((int)(fm_rand(s) % (uint64_t)(2 * r + 1)) - r); }
+static inline float fm_float(uint64_t *s) { return (float)((fm_rand(s) >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f; }
+
+/* Appends n tokens with seeded values to every layer. */
+static inline fasa_status fm_append(fasa_kv_cache *c, const fm_seq *sq, uint32_t n, uint64_t *seed)
+{
+    size_t row = (size_t)sq->shape.n_kv_heads * sq->shape.head_dim;
+    float *k = malloc(n * row * sizeof(float)), *v = malloc(n * row * sizeof(float));
+    fasa_status st = k && v ? FASA_OK : FASA_ERROR_OUT_OF_HOST_MEMORY;
+    for (uint32_t l = 0; st == FASA_OK && l < sq->shape.n_layers; l++) {
+        for (size_t i = 0; i < n * row; i++) {
+            k[i] = fm_int(seed, 2);
+            v[i] = fm_float(seed);
+        }
+        st = fasa_kv_cache_append(c, l, n, k, v, FASA_DTYPE_F32);
+    }
+    free(k);
+    free(v);
+    return st;
+}
+
+/* The decode options of step i. */
+static inline fasa_decode_desc fm_desc(const fm_seq *sq, uint32_t i)
+{
+    fasa_decode_desc d = {0};
+    d.mode = FASA_MODE_FASA;
+    d.n_fac = sq->n_fac;
+    d.gqa_select = i % 5 == 3 ? FASA_GQA_PER_GROUP : FASA_GQA_PER_HEAD;
+    d.n_sink = i % 4 == 1 ? 4 : 0;
+    d.n_recent = i % 3 == 2 ? 8 : 0;
+    return d;
+}
+
+static inline fasa_status fm_fail(fm_result *r, fasa_context *ctx, fasa_status st, const char *what)
+{
+    r->status = st;
+    snprintf(r->error, sizeof r->error, "%s: %s: %s", what, fasa_status_string(st), fasa_context_last_error(ctx));
+    return st;
+}
+
+static inline fasa_status fm_steps(fasa_context *ctx, fasa_kv_cache *c, const fm_seq *sq, fm_result *r)
+{
+    size_t nq = (size_t)sq->shape.n_q_heads * sq->shape.head_dim;
+    float *q = malloc(nq * sizeof(float)), *q0 = malloc(nq * sizeof(float));
+    uint64_t qs = sq->seed ^ 0x9e3779b97f4a7c15ull, ks = sq->seed + 1;
+    fasa_status st = q && q0 ? FASA_OK : FASA_ERROR_OUT_OF_HOST_MEMORY;
+    for (size_t i = 0; i < nq && q0; i++) q0[i] = fm_int(&qs, 3);
+    for (uint32_t i = 0; st == FASA_OK && i < sq->steps; i++) {
+        for (size_t j = 0; j < nq; j++) q[j] = q0[j] + (fm_rand(&qs) % 4 == 0 ? fm_int(&qs, 2) : 0.0f);
+        fasa_decode_desc d = fm_desc(sq, i);
+        st = fasa_decode_host(c, i % sq->shape.n_layers, &d, q, r->out + i * nq, NULL);
+        if (st != FASA_OK) return fm_fail(r, ctx, st, "fasa_decode_host");
+        st = fm_append(c, sq, 1 + i % 3, &ks);
+        if (st == FASA_OK && i == sq->steps / 2) {
+            uint32_t len = 0;
+            st = fasa_kv_cache_transfer_stats(c, &r->half, true);
+            if (st == FASA_OK) st = fasa_kv_cache_length(c, 0, &len);
+            if (st == FASA_OK) st = fasa_kv_cache_truncate(c, len - 300);
+            if (st == FASA_OK) st = fm_append(c, sq, 120, &ks);
+        }
+        if (st != FASA_OK) return fm_fail(r, ctx, st, "append/truncate/stats");
+    }
+    if (st == FASA_OK) st = fasa_kv_cache_transfer_stats(c, &r->end, false);
+    free(q);
+    free(q0);
+    return st == FASA_OK ? FASA_OK : fm_fail(r, ctx, st, "transfer stats");
+}
+
+/* Runs the sequence on a new cache of ctx; r->out must hold steps*Hq*d. */
+static inline fasa_status fm_run(fasa_context *ctx, const fasa_calibration *cal, const fm_seq *sq,
+                                 const fm_config *cf, fm_result *r)
+{
+    fasa_kv_cache_desc kd = {0};
+    kd.shape = sq->shape;
+    kd.capacity = sq->capacity;
+    kd.dtype = sq->dtype;
+    kd.calibration = cal;
+    kd.flags = FASA_CACHE_NO_DENSE_LAYERS;
+    kd.max_n_fac = 2 * sq->n_fac; /* selection stride != n_fac */
+    kd.placement = cf->placement;
+    kd.fetch = cf->fetch;
+    kd.row_cache_rows = cf->row_cache;
+    fasa_kv_cache *c = NULL;
+    r->status = FASA_OK;
+    r->error[0] = '\0';
+    fasa_status st = fasa_kv_cache_create(ctx, &kd, &c);
+    if (st != FASA_OK) return fm_fail(r, ctx, st, "fasa_kv_cache_create");
+    uint64_t ks = sq->seed;
+    st = fm_append(c, sq, sq->first_len, &ks);
+    if (st != FASA_OK) fm_fail(r, ctx, st, "first append");
+    if (st == FASA_OK) st = fm_steps(ctx, c, sq, r);
+    if (st == FASA_OK) fasa_kv_cache_memory(c, &r->mem);
+    fasa_kv_cache_destroy(c);
+    return st;
+}
+
+static inline bool fm_stats_equal(const fasa_transfer_stats *a, const fasa_transfer_stats *b)
+{
+    return a->steps == b->steps && a->rows_needed == b->rows_needed && a->rows_cached == b->rows_cached &&
+           a->bytes == b->bytes;
+}
+
+static inline void fm_print_stats(const char *what, const fasa_transfer_stats *t)
+{
+    printf("  %-28s steps %3llu rows %7llu cached %7llu bytes %10llu\n", what, (unsigned long long)t->steps,
+           (unsigned long long)t->rows_needed, (unsigned long long)t->rows_cached, (unsigned long long)t->bytes);
+}
+
+#endif
