@@ -13,6 +13,7 @@
 #include <cuda_runtime_api.h>
 #include <stdint.h>
 
+#include "fasa_cuda_fetch.h"
 #include "fasa_cuda_logic.h"
 
 #ifdef __cplusplus
@@ -90,6 +91,10 @@ cudaError_t fasa_cu_tip(const fasa_cu_tip_args *a, cudaStream_t stream);
 cudaError_t fasa_cu_topk(const fasa_cu_topk_args *a, cudaStream_t stream);
 cudaError_t fasa_cu_attend(const fasa_cu_attend_args *a, cudaStream_t stream);
 cudaError_t fasa_cu_reduce(const fasa_cu_reduce_args *a, cudaStream_t stream);
+/* fetch (FASA-M): counts the distinct rows each KV head needs and, with
+ * a->staged, places them in device slots, copies the misses and remaps
+ * the selection (fasa_cuda_fetch.h). */
+cudaError_t fasa_cu_fetch(const fasa_cu_fetch_args *a, cudaStream_t stream);
 
 /* Whether this build's kernel images load on the current device
  * (cudaErrorNoKernelImageForDevice when neither SASS nor PTX fits). */

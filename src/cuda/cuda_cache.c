@@ -4,8 +4,8 @@
  *
  * FASA-C (placement DEVICE) puts everything in device memory.  FASA-M
  * (placement OFFLOAD) puts K and V in mapped, pinned host memory that the
- * kernels read in place over the bus (zero-copy; FASA_SPEC §6.2) and keeps
- * K_dom and the scratch on the device. */
+ * kernels read over the bus (zero-copy; FASA_SPEC §6.2) and keeps K_dom,
+ * the scratch and the fetch state (cuda_fetch.c) on the device. */
 #include "cuda_internal.h"
 
 #include <stdio.h>
@@ -27,20 +27,22 @@ static fasa_status dev_alloc(fasa_kv_cache *c, size_t size, const char *what, vo
     return FASA_OK;
 }
 
-/* Mapped pinned host memory: with unified addressing (every 64-bit
- * platform CUDA supports) the host pointer is also the device pointer. */
-static fasa_status host_alloc(fasa_kv_cache *c, size_t size, const char *what, void **out)
+/* Mapped pinned host memory: *host to free, *dev the address kernels use
+ * (with unified addressing, every 64-bit platform CUDA supports, the two
+ * are equal; cudaHostGetDevicePointer says so without assuming it). */
+static fasa_status host_alloc(fasa_kv_cache *c, size_t size, const char *what, void **host, void **dev)
 {
     if (size == 0) size = 4;
-    cudaError_t err = cudaHostAlloc(out, size, cudaHostAllocMapped | cudaHostAllocPortable);
+    cudaError_t err = cudaHostAlloc(host, size, cudaHostAllocMapped | cudaHostAllocPortable);
     if (err != cudaSuccess) {
-        *out = NULL;
+        *host = NULL;
         (void)cudaGetLastError();
         return fasa__error(c->ctx, FASA_ERROR_OUT_OF_HOST_MEMORY,
                            "cuda: cudaHostAlloc of %s (%zu bytes) failed: %s", what, size, cudaGetErrorString(err));
     }
-    memset(*out, 0, size);
-    return FASA_OK;
+    memset(*host, 0, size);
+    err = cudaHostGetDevicePointer(dev, *host, 0);
+    return err == cudaSuccess ? FASA_OK : fasa__cuda_fail(c->ctx, err, "cudaHostGetDevicePointer (FASA-M storage)");
 }
 
 static void dev_free(void **p)
@@ -57,11 +59,13 @@ static void host_free(void **p)
 
 static void free_all(fasa_kv_cache *cache, cuda_cache *cu)
 {
+    fasa__cuda_fetch_free(cache);
     for (uint32_t l = 0; cu->layers && l < cache->shape.n_layers; l++) {
         cuda_layer *lay = &cu->layers[l];
         if (cache->placement == FASA_PLACEMENT_OFFLOAD) {
-            host_free(&lay->k);
-            host_free(&lay->v);
+            host_free(&lay->k_host);
+            host_free(&lay->v_host);
+            lay->k = lay->v = NULL;
         } else {
             dev_free(&lay->k);
             dev_free(&lay->v);
@@ -91,6 +95,22 @@ void fasa__cuda_cache_destroy(fasa_kv_cache *cache)
     cache->impl = NULL;
 }
 
+/* Resident bytes: FASA-M K and V are host bytes, except on an integrated
+ * GPU (one memory: nothing is saved, so they count as device bytes; logged
+ * once per context). */
+static void account(fasa_kv_cache *c, uint64_t dom_all, uint64_t kv_all)
+{
+    cuda_ctx *cc = c->ctx->impl;
+    bool offload = c->placement == FASA_PLACEMENT_OFFLOAD, saves = offload && !c->ctx->device.unified_memory;
+    c->device_bytes = dom_all + (saves ? 0 : kv_all);
+    c->host_bytes = saves ? kv_all : 0;
+    if (offload && !saves && !cc->logged_unified) {
+        cc->logged_unified = true;
+        fasa__log(c->ctx, FASA_LOG_INFO, "cuda: FASA-M on the integrated GPU '%s': host and device share one memory, "
+                  "so no device memory is saved; K and V are counted as device bytes", c->ctx->device.name);
+    }
+}
+
 static fasa_status alloc_layers(fasa_kv_cache *c, cuda_cache *cu)
 {
     const fasa_model_shape *s = &c->shape;
@@ -99,14 +119,13 @@ static fasa_status alloc_layers(fasa_kv_cache *c, cuda_cache *cu)
     bool offload = c->placement == FASA_PLACEMENT_OFFLOAD;
     for (uint32_t l = 0; l < s->n_layers; l++) {
         cuda_layer *lay = &cu->layers[l];
-        fasa_status st = offload ? host_alloc(c, kv, "cache K", &lay->k) : dev_alloc(c, kv, "cache K", &lay->k);
-        if (st == FASA_OK) st = offload ? host_alloc(c, kv, "cache V", &lay->v) : dev_alloc(c, kv, "cache V", &lay->v);
+        fasa_status st = offload ? host_alloc(c, kv, "cache K", &lay->k_host, &lay->k) : dev_alloc(c, kv, "cache K", &lay->k);
+        if (st == FASA_OK)
+            st = offload ? host_alloc(c, kv, "cache V", &lay->v_host, &lay->v) : dev_alloc(c, kv, "cache V", &lay->v);
         if (st == FASA_OK && c->has_dims) st = dev_alloc(c, dom, "cache K_dom", &lay->kdom);
         if (st != FASA_OK) return st;
     }
-    uint64_t dom_all = c->has_dims ? (uint64_t)s->n_layers * dom : 0, kv_all = 2ull * s->n_layers * kv;
-    c->device_bytes = dom_all + (offload ? 0 : kv_all);
-    c->host_bytes = offload ? kv_all : 0;
+    account(c, c->has_dims ? (uint64_t)s->n_layers * dom : 0, 2ull * s->n_layers * kv);
     return FASA_OK;
 }
 
@@ -157,6 +176,7 @@ static fasa_status create_locked(fasa_kv_cache *cache, cuda_cache *cu)
     fasa_status st = alloc_layers(cache, cu);
     if (st == FASA_OK) st = alloc_scratch(cache, cu);
     if (st == FASA_OK) st = upload_tables(cache, cu);
+    if (st == FASA_OK) st = fasa__cuda_fetch_create(cache);
     if (st == FASA_OK) {
         /* the uploads read host tables the caller may free; wait for them */
         cudaError_t err = cudaStreamSynchronize(cc->stream);
@@ -190,8 +210,11 @@ fasa_status fasa__cuda_cache_create(fasa_kv_cache *cache)
         return st;
     }
     if (cache->placement == FASA_PLACEMENT_OFFLOAD)
-        fasa__log(ctx, FASA_LOG_INFO, "cuda: FASA-M keeps K and V in mapped pinned host memory (%llu bytes), "
-                  "read in place by the kernels", (unsigned long long)cache->host_bytes);
+        fasa__log(ctx, FASA_LOG_INFO, "cuda: FASA-M keeps K and V in mapped pinned host memory (%llu bytes); fetch %s%s",
+                  (unsigned long long)(2ull * cache->shape.n_layers * cache->shape.n_kv_heads * cache->capacity *
+                                       cache->shape.head_dim * cache->elem_size),
+                  cache->fetch == FASA_FETCH_STAGED ? "staged" : "direct (rows read in place by fac)",
+                  cache->row_cache_rows ? " with a row cache" : "");
     return FASA_OK;
 }
 

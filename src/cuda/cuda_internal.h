@@ -29,6 +29,7 @@ typedef struct cuda_ctx {
     bool events;                 /* ev_start/ev_stop exist (FASA_CONTEXT_PROFILE) */
     cudaEvent_t ev_start, ev_stop;
     uint32_t sm_count;
+    bool logged_unified;         /* the "FASA-M saves nothing here" note was logged */
     struct fasa_exec exec;       /* calls are serialised by the context lock */
 } cuda_ctx;
 
@@ -40,7 +41,8 @@ typedef struct cuda_ctx {
  * per-allocation or per-binding limit below the device memory, so layers
  * are not chunked; a failed allocation is OUT_OF_DEVICE_MEMORY). */
 typedef struct cuda_layer {
-    void *k, *v, *kdom;
+    void *k, *v, *kdom;          /* device addresses (FASA-M K/V: of mapped host memory) */
+    void *k_host, *v_host;       /* FASA-M: the cudaHostAlloc pointers, to free */
 } cuda_layer;
 
 typedef struct cuda_cache {
@@ -55,6 +57,7 @@ typedef struct cuda_cache {
     uint32_t *tk_tiles;          /* [Hq][FASA_TK_MAX_TILES] */
     float *part;                 /* [Hq][pmax][d + 2] */
     uint32_t pmax;
+    struct cuda_fetch *fm;       /* FASA-M state (placement OFFLOAD), else NULL */
 } cuda_cache;
 
 /* --- cuda_backend.c ------------------------------------------------------ */
@@ -84,5 +87,16 @@ fasa_status fasa__cuda_tip(fasa_exec *exec, const fasa_step *step);
 fasa_status fasa__cuda_topk(fasa_exec *exec, const fasa_step *step);
 fasa_status fasa__cuda_fac(fasa_exec *exec, const fasa_step *step);
 fasa_status fasa__cuda_dense(fasa_exec *exec, const fasa_step *step);
+
+/* --- cuda_fetch.c (FASA-M) ------------------------------------------------- */
+/* The fetch state of an offloaded cache (device current, after storage). */
+fasa_status fasa__cuda_fetch_create(fasa_kv_cache *cache);
+void fasa__cuda_fetch_free(fasa_kv_cache *cache); /* device current, stream idle */
+/* Records fetch after topk (fac calls it); with STAGED, *k, *v, *cap and
+ * *sel become the slot arrays and the remapped selection fac reads. */
+fasa_status fasa__cuda_fetch(fasa_exec *exec, const fasa_step *step, const void **k, const void **v,
+                             uint32_t *cap, const int32_t **sel);
+void fasa__cuda_cache_truncate(fasa_kv_cache *cache, uint32_t length);
+fasa_status fasa__cuda_transfer_stats_sync(fasa_kv_cache *cache);
 
 #endif

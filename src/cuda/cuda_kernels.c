@@ -1,4 +1,5 @@
-/* CUDA kernel dispatch: append, tip, topk, fac, dense.  Fills the launch
+/* CUDA kernel dispatch: append, tip, topk, fac, dense (fetch, the FASA-M
+ * step fac records first, is in cuda_fetch.c).  Fills the launch
  * layer's argument structs (cuda_ref/fasa_cuda_launch.h) from the cache
  * and the resolved step and maps launch errors to statuses.  What each
  * kernel computes is stated by the CPU backend (src/cpu/cpu_kernels.c). */
@@ -94,22 +95,23 @@ fasa_status fasa__cuda_topk(fasa_exec *exec, const fasa_step *s)
     return launched(exec, fasa_cu_topk(&a, exec->stream), "top-k kernel launch");
 }
 
-/* Split-K attention over n tokens per unit, then the reduce into o. */
-static fasa_status attend(fasa_exec *exec, const fasa_step *s, const int32_t *sel, uint32_t n_tokens)
+/* Split-K attention over n tokens per unit, then the reduce into o: K and
+ * V rows from k/v [Hkv][cap][d] (the layer's storage, or FASA-M slots). */
+static fasa_status attend(fasa_exec *exec, const fasa_step *s, const void *k, const void *v, uint32_t cap,
+                          const int32_t *sel, uint32_t n_tokens)
 {
     const fasa_kv_cache *c = s->cache;
     const cuda_cache *cu = storage(c);
-    const cuda_layer *lay = &cu->layers[s->layer];
     int per_group = s->select == FASA_GQA_PER_GROUP;
     int per_head_rows = sel && !per_group;
     uint32_t units = fasa_cu_units(per_head_rows, c->shape.n_q_heads, c->shape.n_kv_heads, c->group);
     /* FAC lists are short: split finely; dense splits are at least a tile */
     uint32_t min_len = sel ? 32u : FASA_CU_ATT_THREADS;
     fasa_cu_attend_args a = {
-        .k = lay->k,
-        .v = lay->v,
+        .k = k,
+        .v = v,
         .f16 = c->dtype == FASA_DTYPE_F16,
-        .cap = c->capacity,
+        .cap = cap,
         .head_dim = c->shape.head_dim,
         .group = c->group,
         .n_q_heads = c->shape.n_q_heads,
@@ -139,10 +141,21 @@ static fasa_status attend(fasa_exec *exec, const fasa_step *s, const int32_t *se
 
 fasa_status fasa__cuda_fac(fasa_exec *exec, const fasa_step *s)
 {
-    return attend(exec, s, storage(s->cache)->sel, s->n_fac);
+    const fasa_kv_cache *c = s->cache;
+    const cuda_layer *lay = &storage(c)->layers[s->layer];
+    const void *k = lay->k, *v = lay->v;
+    uint32_t cap = c->capacity;
+    const int32_t *sel = storage(c)->sel;
+    /* FASA-M: counts, and with STAGED the rows gathered into device slots */
+    if (c->placement == FASA_PLACEMENT_OFFLOAD) {
+        fasa_status st = fasa__cuda_fetch(exec, s, &k, &v, &cap, &sel);
+        if (st != FASA_OK) return st;
+    }
+    return attend(exec, s, k, v, cap, sel, s->n_fac);
 }
 
 fasa_status fasa__cuda_dense(fasa_exec *exec, const fasa_step *s)
 {
-    return attend(exec, s, NULL, s->L);
+    const cuda_layer *lay = &storage(s->cache)->layers[s->layer];
+    return attend(exec, s, lay->k, lay->v, s->cache->capacity, NULL, s->L);
 }
