@@ -266,16 +266,17 @@ static fasa_status scan_finite(fasa_kv_cache *c, const void *x, size_t n, fasa_d
     return FASA_OK;
 }
 
+/* `wait`: finish the append before returning (all but the enqueue-only calls). */
 static fasa_status run_append(fasa_kv_cache *c, uint32_t layer, uint32_t first, uint32_t n,
                               fasa_buffer *k, uint64_t k_off, fasa_buffer *v, uint64_t v_off,
-                              fasa_dtype src)
+                              fasa_dtype src, bool wait)
 {
     fasa_context *ctx = c->ctx;
     fasa_exec *exec = NULL;
     fasa_status st = ctx->ops->exec_begin(ctx, &exec);
     if (st != FASA_OK) return st;
     st = ctx->ops->append(exec, c, layer, first, n, k, k_off, v, v_off, src);
-    fasa_status end = ctx->ops->exec_end(ctx, exec, true);
+    fasa_status end = ctx->ops->exec_end(ctx, exec, wait);
     return st != FASA_OK ? st : end;
 }
 
@@ -293,7 +294,7 @@ static fasa_status append_staged(fasa_kv_cache *c, uint32_t layer, uint32_t n, c
         if (st == FASA_OK) st = ctx->ops->buffer_write(ctx, c->kv_stage, half, vs, chunk * row);
         if (st == FASA_OK)
             st = run_append(c, layer, c->length[layer] + done, chunk, c->kv_stage, 0, c->kv_stage,
-                            half, src);
+                            half, src, true);
         if (st != FASA_OK) return st; /* length unchanged: the partial rows stay invisible */
         done += chunk;
     }
@@ -315,7 +316,7 @@ fasa_status fasa_kv_cache_append(fasa_kv_cache *cache, uint32_t layer, uint32_t 
             uint64_t bytes = count * (src_dtype == FASA_DTYPE_F32 ? 4 : 2);
             fasa_buffer kb = {.ctx = ctx, .size = bytes, .host = (void *)k, .wrapped = true};
             fasa_buffer vb = {.ctx = ctx, .size = bytes, .host = (void *)v, .wrapped = true};
-            st = run_append(cache, layer, cache->length[layer], n, &kb, 0, &vb, 0, src_dtype);
+            st = run_append(cache, layer, cache->length[layer], n, &kb, 0, &vb, 0, src_dtype, true);
         } else {
             st = append_staged(cache, layer, n, k, v, src_dtype);
         }
@@ -326,9 +327,8 @@ fasa_status fasa_kv_cache_append(fasa_kv_cache *cache, uint32_t layer, uint32_t 
 }
 
 fasa_status fasa__append_check(fasa_kv_cache *c, uint32_t layer, uint32_t n, fasa_buffer *k,
-                               uint64_t k_off, fasa_buffer *v, uint64_t v_off, fasa_dtype src)
+                               uint64_t k_off, fasa_buffer *v, uint64_t v_off, fasa_dtype src, const char *fn)
 {
-    const char *fn = "fasa_kv_cache_append_buffers";
     fasa_status st = check_append(c, layer, n, k, v, src, fn);
     if (st != FASA_OK) return st;
     uint64_t bytes = (uint64_t)n * c->shape.n_kv_heads * c->shape.head_dim * (src == FASA_DTYPE_F32 ? 4 : 2);
@@ -356,9 +356,25 @@ fasa_status fasa_kv_cache_append_buffers(fasa_kv_cache *cache, uint32_t layer, u
 {
     if (!cache) return FASA_ERROR_INVALID_ARGUMENT;
     fasa__lock(cache->ctx);
-    fasa_status st = fasa__append_check(cache, layer, n, k, k_offset, v, v_offset, src_dtype);
+    fasa_status st =
+        fasa__append_check(cache, layer, n, k, k_offset, v, v_offset, src_dtype, "fasa_kv_cache_append_buffers");
     if (st == FASA_OK)
-        st = run_append(cache, layer, cache->length[layer], n, k, k_offset, v, v_offset, src_dtype);
+        st = run_append(cache, layer, cache->length[layer], n, k, k_offset, v, v_offset, src_dtype, true);
+    if (st == FASA_OK) cache->length[layer] += n;
+    fasa__unlock(cache->ctx);
+    return st;
+}
+
+fasa_status fasa__enqueue_append(fasa_backend backend, const char *fn, fasa_kv_cache *cache, uint32_t layer,
+                                 uint32_t n, fasa_buffer *k, uint64_t k_offset, fasa_buffer *v,
+                                 uint64_t v_offset, fasa_dtype src_dtype)
+{
+    if (!cache) return FASA_ERROR_INVALID_ARGUMENT;
+    fasa__lock(cache->ctx);
+    fasa_status st = fasa__need_backend(cache->ctx, backend, fn);
+    if (st == FASA_OK) st = fasa__append_check(cache, layer, n, k, k_offset, v, v_offset, src_dtype, fn);
+    if (st == FASA_OK)
+        st = run_append(cache, layer, cache->length[layer], n, k, k_offset, v, v_offset, src_dtype, false);
     if (st == FASA_OK) cache->length[layer] += n;
     fasa__unlock(cache->ctx);
     return st;

@@ -50,6 +50,13 @@ fasa_status fasa_backend_from_name(const char *name, fasa_backend *out)
     return FASA_ERROR_INVALID_ARGUMENT;
 }
 
+fasa_status fasa__need_backend(fasa_context *ctx, fasa_backend backend, const char *fn)
+{
+    if (ctx->backend == backend) return FASA_OK;
+    return fasa__error(ctx, FASA_ERROR_UNSUPPORTED, "%s: the context's backend is %s, not %s", fn,
+                       fasa_backend_name(ctx->backend), fasa_backend_name(backend));
+}
+
 const fasa_backend_ops *fasa__backend_ops(fasa_backend backend)
 {
     switch (backend) {

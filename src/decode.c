@@ -109,14 +109,16 @@ fasa_status fasa__step_record(fasa_exec *exec, const fasa_step *step)
     return st;
 }
 
-static fasa_status run_step(const fasa_step *step)
+/* Records a resolved step on the context's exec; `wait`: finish it before
+ * returning (every call but the enqueue-only ones). */
+static fasa_status run_step(const fasa_step *step, bool wait)
 {
     fasa_context *ctx = step->cache->ctx;
     fasa_exec *exec = NULL;
     fasa_status st = ctx->ops->exec_begin(ctx, &exec);
     if (st != FASA_OK) return st;
     st = fasa__step_record(exec, step);
-    fasa_status end = ctx->ops->exec_end(ctx, exec, true);
+    fasa_status end = ctx->ops->exec_end(ctx, exec, wait);
     return st != FASA_OK ? st : end;
 }
 
@@ -127,7 +129,21 @@ fasa_status fasa_decode(fasa_kv_cache *cache, uint32_t layer, const fasa_decode_
     fasa__lock(cache->ctx);
     fasa_step step;
     fasa_status st = fasa__step_resolve(cache, layer, desc, q, q_offset, o, o_offset, &step);
-    if (st == FASA_OK) st = run_step(&step);
+    if (st == FASA_OK) st = run_step(&step, true);
+    fasa__unlock(cache->ctx);
+    return st;
+}
+
+fasa_status fasa__enqueue_decode(fasa_backend backend, const char *fn, fasa_kv_cache *cache, uint32_t layer,
+                                 const fasa_decode_desc *desc, fasa_buffer *q, uint64_t q_offset,
+                                 fasa_buffer *o, uint64_t o_offset)
+{
+    if (!cache) return FASA_ERROR_INVALID_ARGUMENT;
+    fasa__lock(cache->ctx);
+    fasa_step step;
+    fasa_status st = fasa__need_backend(cache->ctx, backend, fn);
+    if (st == FASA_OK) st = fasa__step_resolve(cache, layer, desc, q, q_offset, o, o_offset, &step);
+    if (st == FASA_OK) st = run_step(&step, false);
     fasa__unlock(cache->ctx);
     return st;
 }
@@ -169,7 +185,7 @@ static fasa_status host_step(fasa_kv_cache *c, uint32_t layer, const fasa_decode
     uint64_t bytes = (uint64_t)c->shape.n_q_heads * c->shape.head_dim * 4;
     fasa_status st = fasa__step_resolve(c, layer, desc, c->q_stage, 0, c->o_stage, 0, &step);
     if (st == FASA_OK) st = ctx->ops->buffer_write(ctx, c->q_stage, 0, q, bytes);
-    if (st == FASA_OK) st = run_step(&step);
+    if (st == FASA_OK) st = run_step(&step, true);
     /* selection first, so o stays untouched if reading it back fails */
     bool sparse = step.path == FASA_PATH_SPARSE;
     if (st == FASA_OK && out && sparse && (out->selected || out->scores))

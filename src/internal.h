@@ -186,12 +186,25 @@ fasa_status fasa__step_resolve(fasa_kv_cache *cache, uint32_t layer,
                                fasa_buffer *o, uint64_t o_offset, fasa_step *step);
 /* Records the kernels of a resolved step into exec. */
 fasa_status fasa__step_record(fasa_exec *exec, const fasa_step *step);
-/* Validates an append of n tokens from buffers and records it into exec. */
+/* Validates an append of n tokens from buffers; fn names the public call
+ * in messages. */
 fasa_status fasa__append_check(fasa_kv_cache *cache, uint32_t layer, uint32_t n,
                                fasa_buffer *k, uint64_t k_offset, fasa_buffer *v,
-                               uint64_t v_offset, fasa_dtype src_dtype);
+                               uint64_t v_offset, fasa_dtype src_dtype, const char *fn);
+/* The enqueue-only decode and append of the OpenCL and CUDA embedding APIs
+ * (fasa_cl_enqueue_*, fasa_cuda_enqueue_*): the context must be of
+ * `backend` (fn names the call); the work goes to the context's queue or
+ * stream and is not waited for. */
+fasa_status fasa__enqueue_decode(fasa_backend backend, const char *fn, fasa_kv_cache *cache, uint32_t layer,
+                                 const fasa_decode_desc *desc, fasa_buffer *q, uint64_t q_offset,
+                                 fasa_buffer *o, uint64_t o_offset);
+fasa_status fasa__enqueue_append(fasa_backend backend, const char *fn, fasa_kv_cache *cache, uint32_t layer,
+                                 uint32_t n, fasa_buffer *k, uint64_t k_offset, fasa_buffer *v,
+                                 uint64_t v_offset, fasa_dtype src_dtype);
 
 /* --- backend registry (context.c) --------------------------------------- */
 const fasa_backend_ops *fasa__backend_ops(fasa_backend backend);
+/* UNSUPPORTED, naming fn, unless the context runs on `backend`. */
+fasa_status fasa__need_backend(fasa_context *ctx, fasa_backend backend, const char *fn);
 
 #endif

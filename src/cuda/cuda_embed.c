@@ -1,15 +1,13 @@
 /* The CUDA embedding API (include/fasa_cuda.h): wrapping device pointers
  * and enqueue-only decode/append on the context's stream.  The enqueue
- * calls take the same path as fasa_decode / fasa_kv_cache_append_buffers
- * (lock, fasa__step_resolve / fasa__append_check, the backend's exec,
- * fasa__step_record) but end the exec without waiting. */
+ * calls are fasa__enqueue_decode / fasa__enqueue_append (src/decode.c,
+ * src/cache.c): the path of fasa_decode / fasa_kv_cache_append_buffers,
+ * ending the exec without waiting. */
 #include "cuda_internal.h"
 
 static fasa_status need_cuda(fasa_context *ctx, const char *fn)
 {
-    if (ctx->backend == FASA_BACKEND_CUDA) return FASA_OK;
-    return fasa__error(ctx, FASA_ERROR_UNSUPPORTED, "%s: the context's backend is %s, not cuda", fn,
-                       fasa_backend_name(ctx->backend));
+    return fasa__need_backend(ctx, FASA_BACKEND_CUDA, fn);
 }
 
 /* The pointer must be device (or managed) memory of the context's device. */
@@ -101,39 +99,13 @@ fasa_status fasa_cuda_context_stream(const fasa_context *cctx, void **stream)
 fasa_status fasa_cuda_enqueue_decode(fasa_kv_cache *cache, uint32_t layer, const fasa_decode_desc *desc,
                                      fasa_buffer *q, uint64_t q_offset, fasa_buffer *o, uint64_t o_offset)
 {
-    if (!cache) return FASA_ERROR_INVALID_ARGUMENT;
-    fasa_context *ctx = cache->ctx;
-    fasa__lock(ctx);
-    fasa_step step;
-    fasa_status st = need_cuda(ctx, "fasa_cuda_enqueue_decode");
-    if (st == FASA_OK) st = fasa__step_resolve(cache, layer, desc, q, q_offset, o, o_offset, &step);
-    fasa_exec *exec = NULL;
-    if (st == FASA_OK) st = ctx->ops->exec_begin(ctx, &exec);
-    if (st == FASA_OK) {
-        st = fasa__step_record(exec, &step);
-        fasa_status end = ctx->ops->exec_end(ctx, exec, false);
-        if (st == FASA_OK) st = end;
-    }
-    fasa__unlock(ctx);
-    return st;
+    return fasa__enqueue_decode(FASA_BACKEND_CUDA, "fasa_cuda_enqueue_decode", cache, layer, desc,
+                                q, q_offset, o, o_offset);
 }
 
 fasa_status fasa_cuda_enqueue_append(fasa_kv_cache *cache, uint32_t layer, uint32_t n, fasa_buffer *k,
                                      uint64_t k_offset, fasa_buffer *v, uint64_t v_offset, fasa_dtype src_dtype)
 {
-    if (!cache) return FASA_ERROR_INVALID_ARGUMENT;
-    fasa_context *ctx = cache->ctx;
-    fasa__lock(ctx);
-    fasa_status st = need_cuda(ctx, "fasa_cuda_enqueue_append");
-    if (st == FASA_OK) st = fasa__append_check(cache, layer, n, k, k_offset, v, v_offset, src_dtype);
-    fasa_exec *exec = NULL;
-    if (st == FASA_OK) st = ctx->ops->exec_begin(ctx, &exec);
-    if (st == FASA_OK) {
-        st = ctx->ops->append(exec, cache, layer, cache->length[layer], n, k, k_offset, v, v_offset, src_dtype);
-        fasa_status end = ctx->ops->exec_end(ctx, exec, false);
-        if (st == FASA_OK) st = end;
-    }
-    if (st == FASA_OK) cache->length[layer] += n;
-    fasa__unlock(ctx);
-    return st;
+    return fasa__enqueue_append(FASA_BACKEND_CUDA, "fasa_cuda_enqueue_append", cache, layer, n,
+                                k, k_offset, v, v_offset, src_dtype);
 }

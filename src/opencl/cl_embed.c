@@ -1,15 +1,13 @@
 /* The OpenCL embedding API (include/fasa_opencl.h): wrapping host cl_mem
  * objects and enqueue-only decode/append on the context's queue.  The
- * enqueue calls take the same path as fasa_decode / fasa_kv_cache_append
- * (lock, fasa__step_resolve / fasa__append_check, the backend's exec,
- * fasa__step_record) but end the exec without waiting. */
+ * enqueue calls are fasa__enqueue_decode / fasa__enqueue_append
+ * (src/decode.c, src/cache.c): the path of fasa_decode /
+ * fasa_kv_cache_append_buffers, ending the exec without waiting. */
 #include "cl_internal.h"
 
 static fasa_status need_opencl(fasa_context *ctx, const char *fn)
 {
-    if (ctx->backend == FASA_BACKEND_OPENCL) return FASA_OK;
-    return fasa__error(ctx, FASA_ERROR_UNSUPPORTED, "%s: the context's backend is %s, not opencl", fn,
-                       fasa_backend_name(ctx->backend));
+    return fasa__need_backend(ctx, FASA_BACKEND_OPENCL, fn);
 }
 
 static fasa_status check_wrap(fasa_context *ctx, cl_mem mem, uint64_t offset, uint64_t size,
@@ -101,41 +99,14 @@ fasa_status fasa_cl_buffer_handle(const fasa_buffer *buf, cl_mem *mem, uint64_t 
 fasa_status fasa_cl_enqueue_decode(fasa_kv_cache *cache, uint32_t layer, const fasa_decode_desc *desc,
                                    fasa_buffer *q, uint64_t q_offset, fasa_buffer *o, uint64_t o_offset)
 {
-    if (!cache) return FASA_ERROR_INVALID_ARGUMENT;
-    fasa_context *ctx = cache->ctx;
-    fasa__lock(ctx);
-    fasa_step step;
-    fasa_status st = need_opencl(ctx, "fasa_cl_enqueue_decode");
-    if (st == FASA_OK) st = fasa__step_resolve(cache, layer, desc, q, q_offset, o, o_offset, &step);
-    fasa_exec *exec = NULL;
-    if (st == FASA_OK) st = ctx->ops->exec_begin(ctx, &exec);
-    if (st == FASA_OK) {
-        st = fasa__step_record(exec, &step);
-        fasa_status end = ctx->ops->exec_end(ctx, exec, false);
-        if (st == FASA_OK) st = end;
-    }
-    fasa__unlock(ctx);
-    return st;
+    return fasa__enqueue_decode(FASA_BACKEND_OPENCL, "fasa_cl_enqueue_decode", cache, layer, desc,
+                                q, q_offset, o, o_offset);
 }
 
 fasa_status fasa_cl_enqueue_append(fasa_kv_cache *cache, uint32_t layer, uint32_t n, fasa_buffer *k,
                                    uint64_t k_offset, fasa_buffer *v, uint64_t v_offset,
                                    fasa_dtype src_dtype)
 {
-    if (!cache) return FASA_ERROR_INVALID_ARGUMENT;
-    fasa_context *ctx = cache->ctx;
-    fasa__lock(ctx);
-    fasa_status st = need_opencl(ctx, "fasa_cl_enqueue_append");
-    if (st == FASA_OK) st = fasa__append_check(cache, layer, n, k, k_offset, v, v_offset, src_dtype);
-    fasa_exec *exec = NULL;
-    if (st == FASA_OK) st = ctx->ops->exec_begin(ctx, &exec);
-    if (st == FASA_OK) {
-        st = ctx->ops->append(exec, cache, layer, cache->length[layer], n, k, k_offset, v, v_offset,
-                              src_dtype);
-        fasa_status end = ctx->ops->exec_end(ctx, exec, false);
-        if (st == FASA_OK) st = end;
-    }
-    if (st == FASA_OK) cache->length[layer] += n;
-    fasa__unlock(ctx);
-    return st;
+    return fasa__enqueue_append(FASA_BACKEND_OPENCL, "fasa_cl_enqueue_append", cache, layer, n,
+                                k, k_offset, v, v_offset, src_dtype);
 }

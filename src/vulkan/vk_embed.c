@@ -129,7 +129,7 @@ fasa_status fasa_vk_record_append(fasa_kv_cache *cache, uint32_t layer, uint32_t
     fasa_context *ctx = cache->ctx;
     fasa__lock(ctx);
     fasa_status st = need_embedded(ctx, cmd, "fasa_vk_record_append");
-    if (st == FASA_OK) st = fasa__append_check(cache, layer, n, k, k_offset, v, v_offset, src_dtype);
+    if (st == FASA_OK) st = fasa__append_check(cache, layer, n, k, k_offset, v, v_offset, src_dtype, "fasa_vk_record_append");
     if (st == FASA_OK) {
         struct fasa_exec exec = {.vk = fasa__vk(ctx), .ctx = ctx, .cmd = cmd, .embedded = true};
         st = fasa__vk_append(&exec, cache, layer, cache->length[layer], n, k, k_offset, v, v_offset, src_dtype);
