@@ -6,7 +6,8 @@
 typedef float v8f __attribute__((vector_size(32)));
 
 
-#if defined(__x86_64__) && defined(__GNUC__) && defined(__has_attribute)
+/* GCC only: clang 14 emits no symbol for an external target_clones function. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__has_attribute)
 #if __has_attribute(target_clones)
 #define FM_CLONES __attribute__((target_clones("avx2", "default")))
 #endif
