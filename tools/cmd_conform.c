@@ -142,7 +142,7 @@ static bool run_backend(const conform_opts *o, fasa_backend b, const conform_cas
 static void print_summary(const conform_opts *o, const backend_summary *s, uint32_t n)
 {
     if (o->markdown) {
-        printf("| backend | device | cases | passed | max NMSE | max score err | near-tie swaps | time s |\n");
+        printf("| backend | device | cases | passed | max NMSE | max score err | near-tie swaps | decode calls s |\n");
         printf("|---|---|---|---|---|---|---|---|\n");
         for (uint32_t i = 0; i < n; i++) {
             if (!s[i].available) {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages libfasa needs, skipping those present.
 # Idempotent; used by both README commands and by CI.  Needs root or sudo
-# only when something is missing.
+# only when something is missing.  Extra package names given as arguments
+# are installed too (tools/fuzz.sh adds clang and its fuzzer runtime).
 set -euo pipefail
 
 packages=(
@@ -10,6 +11,7 @@ packages=(
   mesa-vulkan-drivers vulkan-tools vulkan-validationlayers
   ocl-icd-opencl-dev ocl-icd-libopencl1 opencl-headers pocl-opencl-icd clinfo
   libcjson-dev valgrind
+  "$@"
 )
 
 missing=()
