@@ -30,7 +30,7 @@ for t in "${targets[@]}"; do
   case $t in
     calib_json) cp -n tests/fuzz/corpus_calib/* "$corpus"/ ;;
     cli_args) cp -n tests/fuzz/corpus_cli/* "$corpus"/ ;;
-    gguf) build-fuzz/tests/fuzz/make_gguf_seed "$corpus" ;;
+    gguf) cp -n tests/fuzz/corpus_gguf/* "$corpus"/; build-fuzz/tests/fuzz/make_gguf_seed "$corpus" ;;
   esac
   log="$work/$t.log"
   echo "fuzz_$t: ${seconds}s ..." >&2
