@@ -11,6 +11,8 @@ series = {}
 for r in rows:
     name = f"fasa N_tip={r['ntip']}" if r["method"] == "fasa" else (
         f"{r['method']} N_tip={r['ntip']}" if r["ntip"] else r["method"])
+    if r.get("n_sink") or r.get("n_recent"):
+        name += f" +{r.get('n_sink', 0)}s/{r.get('n_recent', 0)}r"
     series.setdefault(name, []).append((r["nfac"], max(r["kl"], 1e-4)))
 W, H, L, R, T, B = 720, 420, 70, 190, 30, 50
 xs = sorted({x for pts in series.values() for x, _ in pts})
