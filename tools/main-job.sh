@@ -14,4 +14,5 @@ build/tools/fasa info | grep -E "^auto picks"
 # about 3000 tokens of the novel: chapters I-II
 head -c 12000 texts/persuasion.txt > build/prompt-persuasion.txt
 build/tools/fasa run --model "$model" --prompt-file build/prompt-persuasion.txt \
-  --question "Who is Sir Walter Elliot, and what does he like to read?" --max-tokens 96 "$@"
+  --question "Who is Sir Walter Elliot, and what does he like to read?" --max-tokens 96 \
+  --n-sink 4 --n-recent 28 "$@"   # the best 25%-of-dims setting in docs/QUALITY.md
