@@ -24,6 +24,12 @@ typedef enum fasa_fault {
 FASA_API fasa_status fasa_debug_fault(fasa_context *ctx, fasa_fault kind, uint32_t n);
 /* Events of `kind` seen since the last fasa_debug_fault call for it. */
 FASA_API uint32_t fasa_debug_fault_count(const fasa_context *ctx, fasa_fault kind);
+/* fasa_context_create with the fault armed before the backend initialises,
+ * so events of context creation (device setup, OpenCL program builds, the
+ * CUDA kernel image load) count too.  On success the fault stays armed as
+ * if fasa_debug_fault(*out, kind, n) had been called before creation. */
+FASA_API fasa_status fasa_debug_context_create(const fasa_context_desc *desc, fasa_fault kind, uint32_t n,
+                                               fasa_context **out);
 
 #ifdef __cplusplus
 }

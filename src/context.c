@@ -352,7 +352,9 @@ static fasa_status resolve_device(const fasa_context_desc *desc, fasa_context *c
     return FASA_OK;
 }
 
-fasa_status fasa_context_create(const fasa_context_desc *desc, fasa_context **out)
+/* fault_kind / fault_at: a fault armed from the start (fasa_debug_context_create). */
+static fasa_status context_create(const fasa_context_desc *desc, fasa_fault fault_kind, uint32_t fault_at,
+                                  fasa_context **out)
 {
     char msg[FASA_ERROR_MAX] = "";
     if (!out) return create_fail(desc, FASA_ERROR_INVALID_ARGUMENT, "out is NULL");
@@ -369,6 +371,7 @@ fasa_status fasa_context_create(const fasa_context_desc *desc, fasa_context **ou
     ctx->alloc = desc->allocator;
     ctx->logger = desc->logger;
     ctx->flags = desc->flags;
+    if ((unsigned)fault_kind < FASA_FAULT_COUNT_) ctx->fault_at[fault_kind] = fault_at;
     pthread_mutex_init(&ctx->lock, NULL);
     if (desc->cache_dir && !(ctx->cache_dir = fasa__strdup(ctx, desc->cache_dir))) {
         pthread_mutex_destroy(&ctx->lock);
@@ -403,6 +406,21 @@ fasa_status fasa_context_create(const fasa_context_desc *desc, fasa_context **ou
               desc->backend == FASA_BACKEND_AUTO ? " (picked by auto)" : "");
     *out = ctx;
     return FASA_OK;
+}
+
+fasa_status fasa_context_create(const fasa_context_desc *desc, fasa_context **out)
+{
+    return context_create(desc, FASA_FAULT_COUNT_, 0, out);
+}
+
+fasa_status fasa_debug_context_create(const fasa_context_desc *desc, fasa_fault kind, uint32_t n,
+                                      fasa_context **out)
+{
+    if ((unsigned)kind >= FASA_FAULT_COUNT_) {
+        if (out) *out = NULL;
+        return create_fail(desc, FASA_ERROR_INVALID_ARGUMENT, "fasa_debug_context_create: unknown fault kind");
+    }
+    return context_create(desc, kind, n, out);
 }
 
 void fasa_context_destroy(fasa_context *ctx)

@@ -86,6 +86,7 @@ fasa_status fasa__pool_create(fasa_context *ctx, uint32_t n_threads, fasa_pool *
     uint32_t n_workers = pool->n_threads - 1;
     pool->threads = fasa__alloc(ctx, sizeof(pthread_t) * (n_workers ? n_workers : 1));
     if (!pool->threads) {
+        pool->n_threads = 1; /* no worker was started: nothing to stop or join */
         fasa__pool_destroy(ctx, pool);
         return FASA_ERROR_OUT_OF_HOST_MEMORY;
     }

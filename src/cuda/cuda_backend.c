@@ -50,8 +50,28 @@ fasa_status fasa__cuda_fail(fasa_context *ctx, cudaError_t err, const char *what
     /* reset the runtime's last error so a later, unrelated check does not
      * see this one again (sticky errors stay, by CUDA's design) */
     (void)cudaGetLastError();
-    return fasa__error(ctx, fasa__cuda_status_of(err), "cuda: %s failed: %s (%s)", what,
-                       cudaGetErrorString(err), cudaGetErrorName(err));
+    fasa_status st = fasa__cuda_status_of(err);
+    cuda_ctx *cc = ctx ? ctx->impl : NULL;
+    if (cc && st == FASA_ERROR_DEVICE_LOST) cc->lost = true; /* every later CUDA call fails too */
+    return fasa__error(ctx, st, "cuda: %s failed: %s (%s)", what, cudaGetErrorString(err), cudaGetErrorName(err));
+}
+
+cudaError_t fasa__cuda_malloc(fasa_context *ctx, void **p, size_t size)
+{
+    if (fasa__fault(ctx, FASA_FAULT_DEVICE_ALLOC)) return cudaErrorMemoryAllocation;
+    return cudaMalloc(p, size);
+}
+
+cudaError_t fasa__cuda_host_alloc(fasa_context *ctx, void **p, size_t size, unsigned int flags)
+{
+    if (fasa__fault(ctx, FASA_FAULT_DEVICE_ALLOC)) return cudaErrorMemoryAllocation;
+    return cudaHostAlloc(p, size, flags);
+}
+
+cudaError_t fasa__cuda_host_map(fasa_context *ctx, void **dev, void *host)
+{
+    if (fasa__fault(ctx, FASA_FAULT_MAP)) return cudaErrorMemoryAllocation;
+    return cudaHostGetDevicePointer(dev, host, 0);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -59,6 +79,15 @@ fasa_status fasa__cuda_fail(fasa_context *ctx, cudaError_t err, const char *what
 /* ------------------------------------------------------------------------ */
 
 fasa_status fasa__cuda_enter(fasa_context *ctx, int *prev)
+{
+    *prev = -1;
+    if (((cuda_ctx *)ctx->impl)->lost)
+        return fasa__error(ctx, FASA_ERROR_DEVICE_LOST,
+                           "cuda: the context is lost (an earlier call hit a sticky CUDA error); destroy it");
+    return fasa__cuda_enter_any(ctx, prev);
+}
+
+fasa_status fasa__cuda_enter_any(fasa_context *ctx, int *prev)
 {
     cuda_ctx *cc = ctx->impl;
     int cur = -1;
@@ -157,7 +186,7 @@ static void cuda_context_destroy(fasa_context *ctx)
     cuda_ctx *cc = ctx->impl;
     if (!cc) return;
     int prev = -1;
-    if (fasa__cuda_enter(ctx, &prev) == FASA_OK) {
+    if (fasa__cuda_enter_any(ctx, &prev) == FASA_OK) {
         if (!cc->embedded && cc->stream) {
             cudaStreamSynchronize(cc->stream);
             cudaStreamDestroy(cc->stream);
@@ -215,7 +244,8 @@ static fasa_status probe_device(fasa_context *ctx, cuda_ctx *cc)
         return fasa__error(ctx, FASA_ERROR_UNSUPPORTED,
                            "cuda: device %d '%s' is sm_%d%d; this build carries code for sm_80 and newer",
                            cc->device, ctx->device.name, major, minor);
-    err = fasa_cu_probe();
+    /* test hook: a BUILD fault fails the kernel image load */
+    err = fasa__fault(ctx, FASA_FAULT_BUILD) ? cudaErrorInvalidKernelImage : fasa_cu_probe();
     if (err != cudaSuccess) {
         char what[320];
         snprintf(what, sizeof what, "loading the kernels on device %d '%s' (sm_%d%d)", cc->device,
@@ -306,7 +336,7 @@ static fasa_status cuda_buffer_create(fasa_context *ctx, fasa_buffer *buf)
     fasa_status st = fasa__cuda_enter(ctx, &prev);
     if (st != FASA_OK) return st;
     void *p = NULL;
-    cudaError_t err = cudaMalloc(&p, buf->size);
+    cudaError_t err = fasa__cuda_malloc(ctx, &p, buf->size);
     if (err != cudaSuccess) {
         char what[96];
         snprintf(what, sizeof what, "cudaMalloc(%llu bytes)", (unsigned long long)buf->size);
@@ -331,7 +361,7 @@ static void cuda_buffer_destroy(fasa_context *ctx, fasa_buffer *buf)
     cuda_ctx *cc = ctx->impl;
     if (buf->impl && !buf->wrapped) {
         int prev;
-        if (fasa__cuda_enter(ctx, &prev) == FASA_OK) {
+        if (fasa__cuda_enter_any(ctx, &prev) == FASA_OK) {
             cudaStreamSynchronize(cc->stream); /* no enqueued kernel may still use it */
             cudaFree(buf->impl);
             (void)cudaGetLastError();

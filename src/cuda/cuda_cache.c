@@ -15,7 +15,7 @@ static fasa_status dev_alloc(fasa_kv_cache *c, size_t size, const char *what, vo
 {
     cuda_ctx *cc = c->ctx->impl;
     if (size == 0) size = 4;
-    cudaError_t err = cudaMalloc(out, size);
+    cudaError_t err = fasa__cuda_malloc(c->ctx, out, size);
     if (err != cudaSuccess) {
         *out = NULL;
         char msg[160];
@@ -33,7 +33,7 @@ static fasa_status dev_alloc(fasa_kv_cache *c, size_t size, const char *what, vo
 static fasa_status host_alloc(fasa_kv_cache *c, size_t size, const char *what, void **host, void **dev)
 {
     if (size == 0) size = 4;
-    cudaError_t err = cudaHostAlloc(host, size, cudaHostAllocMapped | cudaHostAllocPortable);
+    cudaError_t err = fasa__cuda_host_alloc(c->ctx, host, size, cudaHostAllocMapped | cudaHostAllocPortable);
     if (err != cudaSuccess) {
         *host = NULL;
         (void)cudaGetLastError();
@@ -41,7 +41,7 @@ static fasa_status host_alloc(fasa_kv_cache *c, size_t size, const char *what, v
                            "cuda: cudaHostAlloc of %s (%zu bytes) failed: %s", what, size, cudaGetErrorString(err));
     }
     memset(*host, 0, size);
-    err = cudaHostGetDevicePointer(dev, *host, 0);
+    err = fasa__cuda_host_map(c->ctx, dev, *host);
     return err == cudaSuccess ? FASA_OK : fasa__cuda_fail(c->ctx, err, "cudaHostGetDevicePointer (FASA-M storage)");
 }
 
@@ -86,7 +86,7 @@ void fasa__cuda_cache_destroy(fasa_kv_cache *cache)
     fasa_context *ctx = cache->ctx;
     cuda_ctx *cc = ctx->impl;
     int prev;
-    bool entered = fasa__cuda_enter(ctx, &prev) == FASA_OK;
+    bool entered = fasa__cuda_enter_any(ctx, &prev) == FASA_OK;
     if (entered) cudaStreamSynchronize(cc->stream); /* no enqueued kernel may still use the memory */
     free_all(cache, cu);
     if (entered) fasa__cuda_leave(prev);

@@ -77,7 +77,7 @@ static fasa_status fm_alloc(fasa_kv_cache *c, size_t size, const char *what, int
 {
     cuda_ctx *cc = c->ctx->impl;
     if (size == 0) size = 8;
-    cudaError_t err = cudaMalloc(out, size);
+    cudaError_t err = fasa__cuda_malloc(c->ctx, out, size);
     if (err != cudaSuccess) {
         *out = NULL;
         char msg[160];
@@ -209,8 +209,14 @@ fasa_status fasa__cuda_fetch(fasa_exec *exec, const fasa_step *s, const void **k
         .row_words = c->shape.head_dim * c->elem_size / 4, /* d is even */
         .copy_blocks = copy_blocks(exec, c, fm),
     };
-    cudaError_t err = fasa_cu_fetch(&a, exec->stream);
-    if (err != cudaSuccess) return fasa__cuda_fail(exec->ctx, err, "fetch kernel launch");
+    cudaError_t err = FASA_CUDA_LAUNCH(exec->ctx, fasa_cu_fetch(&a, exec->stream));
+    if (err != cudaSuccess) {
+        /* some phases may have run: slots can name rows that were never
+         * copied, so the layer's next step forgets every row (a truncation
+         * to 0; moot after a sticky error, which loses the context) */
+        fm->trunc[s->layer] = 0;
+        return fasa__cuda_fail(exec->ctx, err, "fetch kernel launch");
+    }
     fm->trunc[s->layer] = c->capacity; /* applied by this step */
     if (fm->staged) {
         *k = sl->k;

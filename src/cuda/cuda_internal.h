@@ -30,6 +30,8 @@ typedef struct cuda_ctx {
     cudaEvent_t ev_start, ev_stop;
     uint32_t sm_count;
     bool logged_unified;         /* the "FASA-M saves nothing here" note was logged */
+    bool lost;                   /* a sticky error was reported: every later call
+                                    fails with FASA_ERROR_DEVICE_LOST */
     struct fasa_exec exec;       /* calls are serialised by the context lock */
 } cuda_ctx;
 
@@ -67,9 +69,22 @@ typedef struct cuda_cache {
 fasa_status fasa__cuda_fail(fasa_context *ctx, cudaError_t err, const char *what);
 fasa_status fasa__cuda_status_of(cudaError_t err);
 /* Makes the context's device current; *prev receives the device to put
- * back with fasa__cuda_leave (-1 when nothing changes). */
+ * back with fasa__cuda_leave (-1 when nothing changes).  Fails with
+ * FASA_ERROR_DEVICE_LOST once the context is lost; fasa__cuda_enter_any
+ * (for releasing memory and streams) does not. */
 fasa_status fasa__cuda_enter(fasa_context *ctx, int *prev);
+fasa_status fasa__cuda_enter_any(fasa_context *ctx, int *prev);
 void fasa__cuda_leave(int prev);
+
+/* Allocations, the FASA-M host mapping and kernel launches go through the
+ * test hook of fasa_debug.h: a hit returns the runtime's own error without
+ * calling it (cudaErrorMemoryAllocation; for a launch cudaErrorLaunchFailure,
+ * a sticky error, so the context is lost from then on as after a kernel
+ * that faults). */
+cudaError_t fasa__cuda_malloc(fasa_context *ctx, void **p, size_t size);
+cudaError_t fasa__cuda_host_alloc(fasa_context *ctx, void **p, size_t size, unsigned int flags);
+cudaError_t fasa__cuda_host_map(fasa_context *ctx, void **dev, void *host);
+#define FASA_CUDA_LAUNCH(ctx, call) (fasa__fault((ctx), FASA_FAULT_SUBMIT) ? cudaErrorLaunchFailure : (call))
 
 /* --- cuda_cache.c --------------------------------------------------------- */
 fasa_status fasa__cuda_cache_create(fasa_kv_cache *cache);

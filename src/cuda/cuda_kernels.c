@@ -47,7 +47,7 @@ fasa_status fasa__cuda_append(fasa_exec *exec, fasa_kv_cache *c, uint32_t layer,
         .cap = c->capacity,
         .u_pad = c->u_pad,
     };
-    return launched(exec, fasa_cu_append(&a, exec->stream), "append kernel launch");
+    return launched(exec, FASA_CUDA_LAUNCH(exec->ctx, fasa_cu_append(&a, exec->stream)), "append kernel launch");
 }
 
 fasa_status fasa__cuda_tip(fasa_exec *exec, const fasa_step *s)
@@ -71,7 +71,7 @@ fasa_status fasa__cuda_tip(fasa_exec *exec, const fasa_step *s)
         .scores = cu->scores,
         .score_stride = c->capacity,
     };
-    return launched(exec, fasa_cu_tip(&a, exec->stream), "tip kernel launch");
+    return launched(exec, FASA_CUDA_LAUNCH(exec->ctx, fasa_cu_tip(&a, exec->stream)), "tip kernel launch");
 }
 
 fasa_status fasa__cuda_topk(fasa_exec *exec, const fasa_step *s)
@@ -92,7 +92,7 @@ fasa_status fasa__cuda_topk(fasa_exec *exec, const fasa_step *s)
         .hist = cu->tk_hist,
         .tiles = cu->tk_tiles,
     };
-    return launched(exec, fasa_cu_topk(&a, exec->stream), "top-k kernel launch");
+    return launched(exec, FASA_CUDA_LAUNCH(exec->ctx, fasa_cu_topk(&a, exec->stream)), "top-k kernel launch");
 }
 
 /* Split-K attention over n tokens per unit, then the reduce into o: K and
@@ -126,7 +126,8 @@ static fasa_status attend(fasa_exec *exec, const fasa_step *s, const void *k, co
         .part = cu->part,
         .pmax = cu->pmax,
     };
-    fasa_status st = launched(exec, fasa_cu_attend(&a, exec->stream), sel ? "fac kernel launch" : "dense kernel launch");
+    fasa_status st = launched(exec, FASA_CUDA_LAUNCH(exec->ctx, fasa_cu_attend(&a, exec->stream)),
+                              sel ? "fac kernel launch" : "dense kernel launch");
     if (st != FASA_OK) return st;
     fasa_cu_reduce_args r = {
         .part = cu->part,
@@ -136,7 +137,7 @@ static fasa_status attend(fasa_exec *exec, const fasa_step *s, const void *k, co
         .head_dim = c->shape.head_dim,
         .o = at(s->o, s->o_offset),
     };
-    return launched(exec, fasa_cu_reduce(&r, exec->stream), "reduce kernel launch");
+    return launched(exec, FASA_CUDA_LAUNCH(exec->ctx, fasa_cu_reduce(&r, exec->stream)), "reduce kernel launch");
 }
 
 fasa_status fasa__cuda_fac(fasa_exec *exec, const fasa_step *s)

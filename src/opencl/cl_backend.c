@@ -59,7 +59,7 @@ const char *fasa__cl_error_name(cl_int err)
     }
 }
 
-static fasa_status status_of(cl_int err)
+fasa_status fasa__cl_status(cl_int err)
 {
     switch (err) {
     case CL_SUCCESS: return FASA_OK;
@@ -78,15 +78,24 @@ static fasa_status status_of(cl_int err)
 
 fasa_status fasa__cl_fail(fasa_context *ctx, cl_int err, const char *what)
 {
-    return fasa__error(ctx, status_of(err), "opencl: %s failed: %s (%d)", what,
+    return fasa__error(ctx, fasa__cl_status(err), "opencl: %s failed: %s (%d)", what,
                        fasa__cl_error_name(err), (int)err);
+}
+
+cl_mem fasa__cl_create_buffer(fasa_context *ctx, cl_mem_flags flags, size_t size, void *host, cl_int *err)
+{
+    if (fasa__fault(ctx, FASA_FAULT_DEVICE_ALLOC)) {
+        *err = CL_MEM_OBJECT_ALLOCATION_FAILURE;
+        return NULL;
+    }
+    return clCreateBuffer(((cl_ctx *)ctx->impl)->context, flags, size, host, err);
 }
 
 /* Errors reported while waiting for submitted work: the kernels ran (or
  * died) on the device, so a failure there means the device is gone. */
 static fasa_status wait_fail(fasa_context *ctx, cl_int err, const char *what)
 {
-    fasa_status st = status_of(err);
+    fasa_status st = fasa__cl_status(err);
     if (st == FASA_ERROR_BACKEND || err == CL_OUT_OF_RESOURCES) st = FASA_ERROR_DEVICE_LOST;
     return fasa__error(ctx, st, "opencl: %s failed: %s (%d)", what, fasa__cl_error_name(err), (int)err);
 }
@@ -112,8 +121,12 @@ fasa_status fasa__cl_launch(fasa_exec *exec, int kind, cl_kernel k, cl_uint dims
     for (cl_uint i = 0; i < dims; i++)
         if (gws[i] == 0) return FASA_OK; /* nothing to do */
     cl_event ev = NULL;
-    cl_int err = clEnqueueNDRangeKernel(exec->queue, k, dims, NULL, gws, lws, 0, NULL,
-                                        exec->profile ? &ev : NULL);
+    /* test hook (fasa_debug.h): a SUBMIT fault fails the launch as a driver
+     * short of resources does; the kernels enqueued before it still run */
+    cl_int err = fasa__fault(exec->ctx, FASA_FAULT_SUBMIT)
+                     ? CL_OUT_OF_RESOURCES
+                     : clEnqueueNDRangeKernel(exec->queue, k, dims, NULL, gws, lws, 0, NULL,
+                                              exec->profile ? &ev : NULL);
     if (err != CL_SUCCESS) {
         char what[96];
         snprintf(what, sizeof what, "clEnqueueNDRangeKernel(%s)", fasa__cl_kernel_names[kind]);
@@ -493,7 +506,7 @@ static fasa_status cl_buffer_create(fasa_context *ctx, fasa_buffer *buf)
                            (unsigned long long)cc->max_alloc);
     }
     cl_int err = CL_SUCCESS;
-    b->mem = clCreateBuffer(cc->context, CL_MEM_READ_WRITE, buf->size, NULL, &err);
+    b->mem = fasa__cl_create_buffer(ctx, CL_MEM_READ_WRITE, buf->size, NULL, &err);
     if (!b->mem) {
         fasa__free(ctx, b);
         return fasa__cl_fail(ctx, err, "clCreateBuffer");

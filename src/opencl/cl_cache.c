@@ -29,9 +29,9 @@ static fasa_status new_mem_at(fasa_kv_cache *c, cl_mem_flags flags, uint64_t siz
     cl_ctx *cc = c->ctx->impl;
     cl_int err = CL_SUCCESS;
     if (size == 0) size = 4;
-    *out = clCreateBuffer(cc->context, CL_MEM_READ_WRITE | flags, size, host, &err);
+    *out = fasa__cl_create_buffer(c->ctx, CL_MEM_READ_WRITE | flags, size, host, &err);
     if (!*out)
-        return fasa__error(c->ctx, FASA_ERROR_OUT_OF_DEVICE_MEMORY,
+        return fasa__error(c->ctx, fasa__cl_status(err),
                            "opencl: cannot allocate %s (%llu bytes): clCreateBuffer: %s", what,
                            (unsigned long long)size, fasa__cl_error_name(err));
     cl_uint pat = pattern;

@@ -323,10 +323,19 @@ fasa_status fasa__cl_fetch(fasa_exec *exec, const fasa_step *s)
     c->step_count++; /* the row-cache stamp of this step (as the CPU backend) */
     c->transfer.steps++;
     fasa_status st = need(exec, s, fm);
-    if (st == FASA_OK && fm->staged) st = slots(exec, s, fm);
+    bool placed = false;
+    if (st == FASA_OK && fm->staged) {
+        st = slots(exec, s, fm);
+        placed = st == FASA_OK;
+    }
     if (st == FASA_OK && fm->staged && fm->slots) st = order(exec, s, fm);
     if (st == FASA_OK && fm->staged) st = copy_rows(exec, s, fm);
     if (st == FASA_OK) fm->trunc[s->layer] = c->capacity; /* applied by this step */
+    /* fetch_slots ran but a later kernel of the step could not be enqueued:
+     * slots now name rows that were never copied (and the order list may
+     * lack them), so the layer's next step forgets every row, as after a
+     * truncation to 0, and fetches them again */
+    else if (placed) fm->trunc[s->layer] = 0;
     return st;
 }
 

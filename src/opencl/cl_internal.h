@@ -156,6 +156,11 @@ typedef struct cl_cache {
 void fasa__cl_tuning_preset(cl_tuning *out, bool cpu_style, uint64_t local_mem, size_t max_wg,
                             uint32_t compute_units);
 fasa_status fasa__cl_fail(fasa_context *ctx, cl_int err, const char *what);
+/* The status an OpenCL error maps to (the one fasa__cl_fail reports). */
+fasa_status fasa__cl_status(cl_int err);
+/* clCreateBuffer, through the DEVICE_ALLOC test hook of fasa_debug.h (a hit
+ * fails as the driver does: NULL, CL_MEM_OBJECT_ALLOCATION_FAILURE). */
+cl_mem fasa__cl_create_buffer(fasa_context *ctx, cl_mem_flags flags, size_t size, void *host, cl_int *err);
 const char *fasa__cl_error_name(cl_int err);
 /* Enqueues a kernel into exec, keeping its event when profiling. */
 fasa_status fasa__cl_launch(fasa_exec *exec, int kind, cl_kernel k, cl_uint dims,

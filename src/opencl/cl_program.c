@@ -236,6 +236,25 @@ void fasa__cl_build_options(const cl_ctx *cc, bool f16, uint32_t half_load, char
              t->wg_fetch);
 }
 
+/* The build calls, each a point of the BUILD test hook (fasa_debug.h): a
+ * hit fails clBuildProgram with CL_BUILD_PROGRAM_FAILURE (a binary from
+ * the cache is then rebuilt from source, a source build fails the call) or
+ * clCreateKernel with CL_OUT_OF_HOST_MEMORY. */
+static cl_int build_program(fasa_context *ctx, cl_ctx *cc, cl_program prog, const char *options)
+{
+    if (fasa__fault(ctx, FASA_FAULT_BUILD)) return CL_BUILD_PROGRAM_FAILURE;
+    return clBuildProgram(prog, 1, &cc->device, options, NULL, NULL);
+}
+
+static cl_kernel create_kernel(fasa_context *ctx, cl_program prog, const char *name, cl_int *err)
+{
+    if (fasa__fault(ctx, FASA_FAULT_BUILD)) {
+        *err = CL_OUT_OF_HOST_MEMORY;
+        return NULL;
+    }
+    return clCreateKernel(prog, name, err);
+}
+
 static void release_set(cl_program_set *ps)
 {
     for (int i = 0; i < CLK_COUNT; i++)
@@ -275,7 +294,7 @@ static fasa_status make_kernels(fasa_context *ctx, cl_ctx *cc, cl_program_set *p
 {
     for (int i = 0; i < CLK_COUNT; i++) {
         cl_int err = CL_SUCCESS;
-        ps->kernels[i] = clCreateKernel(ps->program, fasa__cl_kernel_names[i], &err);
+        ps->kernels[i] = create_kernel(ctx, ps->program, fasa__cl_kernel_names[i], &err);
         if (!ps->kernels[i]) {
             char what[80];
             snprintf(what, sizeof what, "clCreateKernel(%s)", fasa__cl_kernel_names[i]);
@@ -312,7 +331,7 @@ static cl_program program_from_entry(fasa_context *ctx, cl_ctx *cc, const char *
     cl_program prog = clCreateProgramWithBinary(cc->context, 1, &cc->device, &len, bins, &bin_status, &err);
     fasa__free(ctx, bin);
     if (prog && err == CL_SUCCESS && bin_status == CL_SUCCESS)
-        err = clBuildProgram(prog, 1, &cc->device, options, NULL, NULL);
+        err = build_program(ctx, cc, prog, options);
     else if (err == CL_SUCCESS)
         err = bin_status;
     if (err != CL_SUCCESS || !prog) {
@@ -374,7 +393,7 @@ static fasa_status build_one(fasa_context *ctx, cl_ctx *cc, bool f16, cl_program
     cl_int err = CL_SUCCESS;
     ps->program = clCreateProgramWithSource(cc->context, 1, &src, &len, &err);
     if (!ps->program) return fasa__cl_fail(ctx, err, "clCreateProgramWithSource");
-    err = clBuildProgram(ps->program, 1, &cc->device, options, NULL, NULL);
+    err = build_program(ctx, cc, ps->program, options);
     if (err != CL_SUCCESS)
         return build_failed(ctx, cc, ps->program, err, f16 ? "the fp16 kernels" : "the fp32 kernels");
     fasa_status st = make_kernels(ctx, cc, ps);

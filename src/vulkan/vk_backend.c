@@ -64,7 +64,11 @@ fasa_status fasa__vk_submit_wait(vk_context *vk)
     VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO};
     si.commandBufferCount = 1;
     si.pCommandBuffers = &vk->cmd;
-    r = vk->fn.vkQueueSubmit(vk->queue, 1, &si, vk->fence);
+    /* test hook (fasa_debug.h): a SUBMIT fault fails the submission with
+     * VK_ERROR_OUT_OF_DEVICE_MEMORY, after which, as the specification
+     * requires of a failed vkQueueSubmit, nothing of it has run */
+    r = fasa__fault(vk->ctx, FASA_FAULT_SUBMIT) ? VK_ERROR_OUT_OF_DEVICE_MEMORY
+                                                : vk->fn.vkQueueSubmit(vk->queue, 1, &si, vk->fence);
     if (r != VK_SUCCESS) return fasa__vk_result(vk, r, "vkQueueSubmit");
     r = vk->fn.vkWaitForFences(vk->device, 1, &vk->fence, VK_TRUE, WAIT_TIMEOUT_NS);
     if (r == VK_TIMEOUT) {
@@ -126,6 +130,7 @@ fasa_status fasa__vk_exec_end(fasa_context *ctx, fasa_exec *exec, bool wait)
     VkResult r = vk->fn.vkEndCommandBuffer(vk->cmd);
     if (exec->failed) return fasa__vk_check(vk, FASA_OK); /* the kernel reported its error */
     fasa_status st = r == VK_SUCCESS ? fasa__vk_submit_wait(vk) : fasa__vk_result(vk, r, "vkEndCommandBuffer");
+    if (st == FASA_OK && exec->applies_trunc) *exec->applies_trunc = VK_NO_TRUNC;
     if (st == FASA_OK && exec->is_step && vk->qpool) read_timestamps(vk);
     return fasa__vk_check(vk, st);
 }

@@ -15,12 +15,12 @@
  * host-visible memory) until fasa_kv_cache_transfer_stats folds them in, so
  * steps recorded into a host's command buffers are counted like standalone
  * ones.  A truncation is applied by the layer's next fetch (recording order
- * is execution order, see fasa_vulkan.h), so it needs no submission. */
+ * is execution order, see fasa_vulkan.h), so it needs no submission; a
+ * standalone step marks it done only once submitted, so that a failed
+ * submission leaves it pending for the next step. */
 #include "vk_internal.h"
 
 #include <string.h>
-
-#define NO_TRUNC 0xffffffffu
 
 typedef struct push_fetch {
     uint64_t scratch, state, counters, src_k, src_v, dst_k, dst_v;
@@ -86,7 +86,7 @@ fasa_status fasa__vk_fetch_plan(fasa_kv_cache *c, vk_context *vk, vk_cache *vc)
     if (st != FASA_OK) return st;
     fm->trunc = fasa__alloc(c->ctx, c->shape.n_layers * sizeof(uint32_t));
     if (!fm->trunc) return fasa__error(c->ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "vulkan: out of host memory");
-    for (uint32_t l = 0; l < c->shape.n_layers; l++) fm->trunc[l] = NO_TRUNC;
+    for (uint32_t l = 0; l < c->shape.n_layers; l++) fm->trunc[l] = VK_NO_TRUNC;
     if (fm->mode == VK_FETCH_COUNT) return FASA_OK;
     fm->n_slot_arrays = fm->mode == VK_FETCH_ROWCACHE ? c->shape.n_layers : 1;
     fm->k_slots = fasa__alloc(c->ctx, fm->n_slot_arrays * sizeof(vk_array));
@@ -238,7 +238,7 @@ static push_fetch fetch_push(const fasa_step *step, const vk_cache *vc, const vk
     p.capacity = c->capacity;
     p.rmax = fm->rmax;
     p.slots = fm->slots;
-    p.trunc = NO_TRUNC;
+    p.trunc = VK_NO_TRUNC;
     p.mode = (uint32_t)fm->mode;
     p.kv_stride = vc->kv_stride;
     p.kv_shift = lay->k.shift;
@@ -277,7 +277,11 @@ vk_fac_source fasa__vk_fetch_record(fasa_exec *e, const fasa_step *step)
     const vk_layer *lay = &vc->layers[step->layer];
     vk_fac_source in_place = {lay->k.table, lay->v.table, vc->kv_stride, lay->k.shift, vc->sel_off};
     push_fetch p = fetch_push(step, vc, fm);
-    fm->trunc[step->layer] = NO_TRUNC; /* this fetch applies it */
+    /* this fetch applies the truncation: done now for a host's command
+     * buffer (recording order is execution order), else once the stream
+     * is submitted; a failed submission leaves it pending */
+    if (e->embedded) fm->trunc[step->layer] = VK_NO_TRUNC;
+    else e->applies_trunc = &fm->trunc[step->layer];
     fasa__vk_dispatch(e, VK_K_FETCH, 0, &p, sizeof p, c->shape.n_kv_heads, 1);
     if (e->embedded) counters_to_host(e);
     if (fm->mode == VK_FETCH_COUNT) return in_place;

@@ -40,6 +40,7 @@ _Static_assert(VK_TOPK_TILE % VK_TIP_TOKENS == 0, "a TIP workgroup's scores must
 #define VK_FETCH_RPW 16u   /* fetch.comp RPW: rows per copy workgroup */
 #define VK_MAX_SPLITS 256u /* split-K partials per head */
 #define VK_PUSH_MAX 128u
+#define VK_NO_TRUNC 0xffffffffu  /* FASA-M: no truncation pending (vk_fetch.c) */
 
 typedef struct vk_tunables {
     uint32_t qmax;           /* floats of masked q in tip's shared memory */
@@ -93,6 +94,8 @@ struct fasa_exec {
     bool embedded;
     bool is_step;                /* a decode step was recorded (timestamps) */
     bool failed;                 /* recording failed: do not submit */
+    uint32_t *applies_trunc;     /* FASA-M: the pending truncation this stream applies;
+                                    marked done only once the stream is submitted */
 };
 
 

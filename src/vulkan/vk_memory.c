@@ -3,6 +3,7 @@
  * the block sub-allocator that backs them. */
 #include "vk_internal.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #define BUF_USAGE                                                                                  \
@@ -28,8 +29,14 @@ static bool mappable(const vk_context *vk, uint32_t type)
     return (vk->mem.memoryTypes[type].propertyFlags & HOST_MAPPABLE) == HOST_MAPPABLE;
 }
 
+/* Every allocation, buffer object and mapping of the backend goes through
+ * allocate, create_buffer and map_memory, so that the test hook of
+ * fasa_debug.h fails the n-th one with the driver's own error code
+ * (VK_ERROR_OUT_OF_DEVICE_MEMORY, VK_ERROR_MEMORY_MAP_FAILED) and the
+ * caller takes the path a real failure takes. */
 static VkResult allocate(vk_context *vk, VkDeviceSize size, uint32_t type, VkDeviceMemory *out)
 {
+    if (fasa__fault(vk->ctx, FASA_FAULT_DEVICE_ALLOC)) return VK_ERROR_OUT_OF_DEVICE_MEMORY;
     VkMemoryAllocateFlagsInfo fi = {.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_FLAGS_INFO};
     fi.flags = VK_MEMORY_ALLOCATE_DEVICE_ADDRESS_BIT;
     VkMemoryAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO, .pNext = &fi};
@@ -47,11 +54,18 @@ static VkDeviceAddress buffer_address(vk_context *vk, VkBuffer b)
 
 static VkResult create_buffer(vk_context *vk, VkDeviceSize size, VkBuffer *out)
 {
+    if (fasa__fault(vk->ctx, FASA_FAULT_DEVICE_ALLOC)) return VK_ERROR_OUT_OF_DEVICE_MEMORY;
     VkBufferCreateInfo bi = {.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO};
     bi.size = size;
     bi.usage = BUF_USAGE;
     bi.sharingMode = VK_SHARING_MODE_EXCLUSIVE;
     return vk->fn.vkCreateBuffer(vk->device, &bi, vk->vk_alloc, out);
+}
+
+static VkResult map_memory(vk_context *vk, VkDeviceMemory memory, void **out)
+{
+    if (fasa__fault(vk->ctx, FASA_FAULT_MAP)) return VK_ERROR_MEMORY_MAP_FAILED;
+    return vk->fn.vkMapMemory(vk->device, memory, 0, VK_WHOLE_SIZE, 0, out);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -78,7 +92,7 @@ fasa_status fasa__vk_buf_create(vk_context *vk, VkDeviceSize size, bool host, vk
     if (r == VK_SUCCESS) r = vk->fn.vkBindBufferMemory(vk->device, out->buffer, out->memory, 0);
     if (r == VK_SUCCESS && mappable(vk, (uint32_t)type) && (host || !vk->force_staging)) {
         void *p = NULL;
-        r = vk->fn.vkMapMemory(vk->device, out->memory, 0, VK_WHOLE_SIZE, 0, &p);
+        r = map_memory(vk, out->memory, &p);
         out->map = p;
         out->coherent = true;
     }
@@ -196,10 +210,10 @@ fasa_status fasa__vk_array_create(vk_context *vk, vk_array *a, const char *what)
         b->size = chunk_rows(a, c) * a->row_words * 4;
         VkResult r = create_buffer(vk, b->size, &b->buffer);
         if (r != VK_SUCCESS) {
-            fasa__vk_result(vk, r, "vkCreateBuffer");
-            return fasa__error(vk->ctx, r == VK_ERROR_OUT_OF_DEVICE_MEMORY ? FASA_ERROR_OUT_OF_DEVICE_MEMORY
-                                                                            : FASA_ERROR_BACKEND,
-                               "vulkan: creating chunk %u of %s failed (%s)", c, what, vk->ctx->last_error);
+            char why[FASA_ERROR_MAX]; /* a copy: the message is rewritten from it */
+            fasa_status st = fasa__vk_result(vk, r, "vkCreateBuffer");
+            snprintf(why, sizeof why, "%s", vk->ctx->last_error);
+            return fasa__error(vk->ctx, st, "vulkan: creating chunk %u of %s failed (%s)", c, what, why);
         }
     }
     return FASA_OK;
@@ -296,14 +310,15 @@ static fasa_status alloc_blocks(vk_context *vk, vk_arena *arena, const uint64_t 
         VkResult r = allocate(vk, block_size[b], type, &arena->blocks[b]);
         if (r == VK_SUCCESS && mappable(vk, type) && !vk->force_staging) {
             void *p = NULL;
-            r = vk->fn.vkMapMemory(vk->device, arena->blocks[b], 0, VK_WHOLE_SIZE, 0, &p);
+            r = map_memory(vk, arena->blocks[b], &p);
             arena->maps[b] = p;
         }
-        if (r != VK_SUCCESS) {
-            fasa__vk_result(vk, r, "vkAllocateMemory");
-            return fasa__error(vk->ctx, r == VK_ERROR_OUT_OF_DEVICE_MEMORY ? FASA_ERROR_OUT_OF_DEVICE_MEMORY : FASA_ERROR_BACKEND,
-                               "vulkan: allocating block %u (%llu MiB) of %s failed: %s", b,
-                               (unsigned long long)(block_size[b] >> 20), what, vk->ctx->last_error);
+        if (r != VK_SUCCESS) { /* the status of the failed call: vkAllocateMemory or vkMapMemory */
+            char why[FASA_ERROR_MAX]; /* a copy: the message is rewritten from it */
+            fasa_status st = fasa__vk_result(vk, r, arena->blocks[b] ? "vkMapMemory" : "vkAllocateMemory");
+            snprintf(why, sizeof why, "%s", vk->ctx->last_error);
+            return fasa__error(vk->ctx, st, "vulkan: allocating block %u (%llu MiB) of %s failed: %s", b,
+                               (unsigned long long)(block_size[b] >> 20), what, why);
         }
     }
     return FASA_OK;

@@ -63,16 +63,34 @@ static uint32_t spec_values(const vk_context *vk, vk_kernel k, uint32_t *id, uin
     }
 }
 
+/* The two build calls, each a point of the BUILD test hook (fasa_debug.h):
+ * a hit fails it with VK_ERROR_OUT_OF_HOST_MEMORY, as a driver whose
+ * compiler runs out of memory does. */
+static VkResult create_module(vk_context *vk, const fasa_vk_spirv *spv, VkShaderModule *out)
+{
+    if (fasa__fault(vk->ctx, FASA_FAULT_BUILD)) return VK_ERROR_OUT_OF_HOST_MEMORY;
+    VkShaderModuleCreateInfo mi = {.sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO};
+    mi.codeSize = spv->size;
+    mi.pCode = spv->code;
+    return vk->fn.vkCreateShaderModule(vk->device, &mi, vk->vk_alloc, out);
+}
+
+static VkResult create_pipeline(vk_context *vk, const VkComputePipelineCreateInfo *ci, VkPipeline *out)
+{
+    if (fasa__fault(vk->ctx, FASA_FAULT_BUILD)) {
+        *out = VK_NULL_HANDLE; /* as vkCreateComputePipelines leaves a failed pipeline */
+        return VK_ERROR_OUT_OF_HOST_MEMORY;
+    }
+    return vk->fn.vkCreateComputePipelines(vk->device, vk->pcache, 1, ci, vk->vk_alloc, out);
+}
+
 VkResult fasa__vk_pipeline_create(vk_context *vk, vk_kernel k, int dtype, uint32_t required_subgroup_size,
                                   VkPipelineCreateFlags flags, VkPipeline *out)
 {
     const fasa_vk_spirv *spv = find_spirv(fasa__vk_kernel_name(k, dtype));
     if (!spv) return VK_ERROR_INITIALIZATION_FAILED;
-    VkShaderModuleCreateInfo mi = {.sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO};
-    mi.codeSize = spv->size;
-    mi.pCode = spv->code;
     VkShaderModule module = VK_NULL_HANDLE;
-    VkResult r = vk->fn.vkCreateShaderModule(vk->device, &mi, vk->vk_alloc, &module);
+    VkResult r = create_module(vk, spv, &module);
     if (r != VK_SUCCESS) return r;
     uint32_t ids[4], values[4];
     VkSpecializationMapEntry entries[4];
@@ -91,7 +109,7 @@ VkResult fasa__vk_pipeline_create(vk_context *vk, vk_kernel k, int dtype, uint32
     ci.stage.pName = "main";
     ci.stage.pSpecializationInfo = n ? &si : NULL;
     ci.layout = vk->layout;
-    r = vk->fn.vkCreateComputePipelines(vk->device, vk->pcache, 1, &ci, vk->vk_alloc, out);
+    r = create_pipeline(vk, &ci, out);
     vk->fn.vkDestroyShaderModule(vk->device, module, vk->vk_alloc);
     return r;
 }
