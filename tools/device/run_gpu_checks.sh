@@ -150,6 +150,8 @@ bench() { # backend device limit
 
 conform cuda "$DEV_cuda" 100 quick
 tests test_cuda_embed 60
+tests test_cuda_fasam 60
+tests test_faults_cuda 90 cuda
 bench cuda "$DEV_cuda" 70
 conform vulkan "$DEV_vulkan" 80 quick
 conform opencl "$DEV_opencl" 80 quick
