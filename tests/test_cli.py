@@ -64,6 +64,7 @@ with tempfile.TemporaryDirectory() as tmp:
 # errors: exit 2 with a message naming the problem
 for args, needle in [(["bench", "--bogus"], "--bogus"), (["bench", "--L", "12x"], "--L"),
                      (["bench", "--dtype", "f8"], "--dtype"), (["conform", "--backend", "metal"], "metal"),
+                     (["conform", "--against", "metal"], "metal"),
                      (["nosuch"], "nosuch"), (["bench", "--hq", "5"], "--hq")]:
     rc, out, err = run(*args)
     check(rc == 2 and needle in err, f"{args}: rc {rc} err {err!r}")
@@ -73,6 +74,18 @@ rc, out, _ = run("--help")
 check(rc == 0 and "conform" in out, "top-level help")
 rc, out, _ = run("conform", "--list", "--quick")
 check(rc == 0 and len(out.splitlines()) > 300, "conform --list")
+
+# conform --against: every other available backend compared case by case with the
+# reference's outputs (JSON rows under "cross", a summary per backend)
+rc, out, err = run("conform", "--backend", "all", "--against", "cpu", "--json", "--variant", "fasa", "--filter",
+                   "hq8-hkv8-d64/norm/f32/head/fasa/planted/L1000")
+doc = json.loads(out) if rc == 0 else {}
+others = [s for s in doc.get("summary", []) if s["backend"] != "cpu" and s["available"]]
+check(rc == 0 and doc["summary"][0]["backend"] == "cpu" and doc["summary"][0]["cases"] == 1,
+      f"conform --against: rc {rc} {err}")
+check(len(doc.get("cross", [])) == len(others) and all(r["pass"] and r["against"] == "cpu" for r in doc["cross"]),
+      "conform --against: one passing cross row per other backend")
+check(all(s["against"]["cases"] == 1 and s["against"]["passed"] == 1 for s in others), "conform --against summary")
 
 print(f"test_cli: {passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)

@@ -15,8 +15,8 @@
 #define EXIT_SKIP 77
 
 typedef struct conform_opts {
-    const char *backend, *filter, *replay, *variants;
-    uint32_t device, threads;
+    const char *backend, *filter, *replay, *variants, *against;
+    uint32_t device, against_device, threads;
     bool json, markdown, quick, list, verbose, no_validation, compile_only;
 } conform_opts;
 
@@ -99,43 +99,108 @@ static cJSON *case_json(const char *backend, const char *device, const conform_c
     return j;
 }
 
-/* Runs every selected case on one backend; returns false on any failure. */
-static bool run_backend(const conform_opts *o, fasa_backend b, const conform_case *cases,
-                        const conform_data *const *data, uint32_t n, backend_summary *sum, cJSON *rows)
+/* One backend of the run: its context and totals; cross: its totals
+ * against the --against backend. */
+typedef struct backend_run {
+    fasa_backend backend;
+    fasa_context *ctx;
+    backend_summary sum;
+    uint32_t cross_run, cross_passed, cross_swaps;
+    double cross_max_nmse, cross_max_score_err;
+} backend_run;
+
+static void open_backend(const conform_opts *o, backend_run *b, uint32_t device)
 {
-    snprintf(sum->backend, sizeof sum->backend, "%s", fasa_backend_name(b));
+    backend_summary *sum = &b->sum;
+    snprintf(sum->backend, sizeof sum->backend, "%s", fasa_backend_name(b->backend));
     char err[1024] = "";
-    fasa_context *ctx = NULL;
     uint32_t flags = o->no_validation ? 0 : FASA_CONTEXT_ENABLE_VALIDATION;
-    if (cli_make_context(fasa_backend_name(b), (int)o->device, o->threads, flags, &ctx, err, sizeof err) != FASA_OK) {
+    if (cli_make_context(fasa_backend_name(b->backend), (int)device, o->threads, flags, &b->ctx, err,
+                         sizeof err) != FASA_OK) {
         snprintf(sum->skip_reason, sizeof sum->skip_reason, "%s", err);
-        return true;
+        b->ctx = NULL;
+        return;
     }
     sum->available = true;
     fasa_device_info info;
-    fasa_context_device(ctx, &info);
+    fasa_context_device(b->ctx, &info);
     snprintf(sum->device, sizeof sum->device, "%s", info.name);
+}
+
+/* Runs a case on one backend and folds the result into its totals. */
+static bool run_one(const conform_opts *o, backend_run *b, const conform_case *c, const conform_data *data,
+                    conform_capture *cap, cJSON *rows, bool progress_line)
+{
+    backend_summary *sum = &b->sum;
+    conform_result r;
+    conform_run(b->ctx, c, data, &r, cap);
+    sum->run++;
+    sum->passed += r.pass;
+    sum->near_ties += r.near_ties;
+    sum->seconds += r.seconds;
+    if (r.nmse > sum->max_nmse) sum->max_nmse = r.nmse;
+    if (r.score_err > sum->max_score_err) sum->max_score_err = r.score_err;
+    if (!r.pass && progress_line) fprintf(stderr, "\n");
+    print_case(o, sum->backend, c, &r);
+    if (rows) cJSON_AddItemToArray(rows, case_json(sum->backend, sum->device, c, &r));
+    return r.pass;
+}
+
+/* b against ref on case c (both captured); folds into b's cross totals. */
+static bool cross_one(const conform_opts *o, backend_run *b, const backend_run *ref, const conform_case *c,
+                      const conform_capture *ref_cap, const conform_capture *cap, cJSON *rows)
+{
+    conform_cross x;
+    conform_cross_compare(c, ref_cap, cap, &x);
+    b->cross_run++;
+    b->cross_passed += x.pass;
+    b->cross_swaps += x.swaps;
+    if (x.nmse > b->cross_max_nmse) b->cross_max_nmse = x.nmse;
+    if (x.score_err > b->cross_max_score_err) b->cross_max_score_err = x.score_err;
+    if (!o->json && (!x.pass || o->verbose))
+        printf("%-4s %s vs %s %-70s nmse %.2e score %.2e swaps %u  %s\n", x.pass ? "ok" : "FAIL", b->sum.backend,
+               ref->sum.backend, c->name, x.nmse, x.score_err, x.swaps, x.pass ? "" : x.why);
+    if (rows) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "backend", b->sum.backend);
+        cJSON_AddStringToObject(j, "against", ref->sum.backend);
+        cJSON_AddStringToObject(j, "case", c->name);
+        cJSON_AddBoolToObject(j, "pass", x.pass);
+        cJSON_AddNumberToObject(j, "nmse", x.nmse);
+        cJSON_AddNumberToObject(j, "max_abs_err", x.max_abs_err);
+        cJSON_AddNumberToObject(j, "score_err", x.score_err);
+        cJSON_AddNumberToObject(j, "swaps", x.swaps);
+        if (!x.pass) cJSON_AddStringToObject(j, "why", x.why);
+        cJSON_AddItemToArray(rows, j);
+    }
+    return x.pass;
+}
+
+/* Every selected case on every backend, case by case.  With a reference
+ * backend (ref >= 0, available) each case runs there first and every other
+ * backend's outputs are also compared with its outputs. */
+static bool run_all(const conform_opts *o, backend_run *bs, uint32_t nb, int ref, const conform_case *cases,
+                    const conform_data *const *data, uint32_t n, cJSON *rows, cJSON *cross_rows)
+{
+    bool ok = true, use_ref = ref >= 0 && bs[ref].ctx;
     cli_progress prog;
-    cli_progress_start(&prog, sum->backend, n);
-    bool ok = true;
+    cli_progress_start(&prog, "conform", n);
     for (uint32_t i = 0; i < n; i++) {
         cli_progress_step(&prog, 1);
         if (!selected_case(o, &cases[i])) continue;
-        conform_result r;
-        conform_run(ctx, &cases[i], data ? data[i] : NULL, &r);
-        sum->run++;
-        sum->passed += r.pass;
-        sum->near_ties += r.near_ties;
-        sum->seconds += r.seconds;
-        if (r.nmse > sum->max_nmse) sum->max_nmse = r.nmse;
-        if (r.score_err > sum->max_score_err) sum->max_score_err = r.score_err;
-        ok &= r.pass;
-        if (!r.pass && prog.active) fprintf(stderr, "\n");
-        print_case(o, sum->backend, &cases[i], &r);
-        if (rows) cJSON_AddItemToArray(rows, case_json(sum->backend, sum->device, &cases[i], &r));
+        const conform_data *d = data ? data[i] : NULL;
+        conform_capture ref_cap = {0};
+        if (use_ref) ok &= run_one(o, &bs[ref], &cases[i], d, &ref_cap, rows, prog.active);
+        for (uint32_t b = 0; b < nb; b++) {
+            if ((int)b == ref || !bs[b].ctx) continue;
+            conform_capture cap = {0};
+            ok &= run_one(o, &bs[b], &cases[i], d, use_ref ? &cap : NULL, rows, prog.active);
+            if (use_ref) ok &= cross_one(o, &bs[b], &bs[ref], &cases[i], &ref_cap, &cap, cross_rows);
+            conform_capture_free(&cap);
+        }
+        conform_capture_free(&ref_cap);
     }
     cli_progress_end(&prog);
-    fasa_context_destroy(ctx);
     return ok;
 }
 
@@ -163,6 +228,33 @@ static void print_summary(const conform_opts *o, const backend_summary *s, uint3
         }
         printf("%-8s %-40.40s %7u %7u %10.2e %10.2e %6u\n", s[i].backend, s[i].device, s[i].run, s[i].passed,
                s[i].max_nmse, s[i].max_score_err, s[i].near_ties);
+    }
+}
+
+/* The --against table: every other backend's outputs vs the reference's. */
+static void print_cross(const conform_opts *o, const backend_run *runs, uint32_t n, int ref)
+{
+    if (ref < 0) return;
+    if (!runs[ref].ctx) {
+        printf("\nagainst %s: not run (%s)\n", runs[ref].sum.backend, runs[ref].sum.skip_reason);
+        return;
+    }
+    if (o->markdown) {
+        printf("\n| backend | against | cases | agree | max output NMSE | max score err | selection swaps |\n");
+        printf("|---|---|---|---|---|---|---|\n");
+    } else {
+        printf("\n%-8s %-8s %7s %7s %10s %10s %6s\n", "backend", "against", "cases", "agree", "max_nmse",
+               "score_err", "swaps");
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        if ((int)i == ref || !runs[i].cross_run) continue;
+        const backend_run *b = &runs[i];
+        if (o->markdown)
+            printf("| %s | %s | %u | %u | %.2e | %.2e | %u |\n", b->sum.backend, runs[ref].sum.backend, b->cross_run,
+                   b->cross_passed, b->cross_max_nmse, b->cross_max_score_err, b->cross_swaps);
+        else
+            printf("%-8s %-8s %7u %7u %10.2e %10.2e %6u\n", b->sum.backend, runs[ref].sum.backend, b->cross_run,
+                   b->cross_passed, b->cross_max_nmse, b->cross_max_score_err, b->cross_swaps);
     }
 }
 
@@ -217,6 +309,9 @@ int cmd_conform(int argc, char **argv)
     const cli_opt opts[] = {
         {"backend", CLI_STRING, &o.backend, "B", "cpu, vulkan, opencl, cuda or all (default all)"},
         {"device", CLI_UINT, &o.device, "N", "device index within each backend (default 0)"},
+        {"against", CLI_STRING, &o.against, "B|none",
+         "also compare every other backend with B case by case (default with --backend all: cuda, when it runs)"},
+        {"against-device", CLI_UINT, &o.against_device, "N", "device index of the --against backend (default 0)"},
         {"threads", CLI_UINT, &o.threads, "N", "host threads (default: all cores)"},
         {"filter", CLI_STRING, &o.filter, "TEXT", "run only cases whose name contains TEXT"},
         {"variant", CLI_STRING, &o.variants, "V[,V]", "dense, fasa (FASA-C), fasa-m (default all three)"},
@@ -233,7 +328,9 @@ int cmd_conform(int argc, char **argv)
     int parsed = cli_parse_command("fasa conform", "fasa conform [--backend B|all] [options]",
                   "Runs the seeded conformance matrix (shapes, layouts, dtypes, GQA modes, modes, edge\n"
                   "lengths, budgets, forced tokens) through the public API and compares every output,\n"
-                  "TIP score and selected set with an independent fp64 reference.  Exit status: 0 all\n"
+                  "TIP score and selected set with an independent fp64 reference; with --against B, also\n"
+                  "with backend B's outputs for the same case (the CUDA reference on the same GPU).  Exit\n"
+                  "status: 0 all "
                   "passed, 1 a case failed, 77 the requested backend is unavailable.", opts, argc, argv,
                                    NULL, NULL);
     if (parsed >= 0) return parsed;
@@ -272,13 +369,37 @@ int cmd_conform(int argc, char **argv)
     } else {
         n_backends = 1;
     }
-    backend_summary sums[FASA_BACKEND_COUNT_] = {0};
+    int ref = -1;
+    const char *against = o.against ? o.against : n_backends > 1 ? "cuda" : "none";
+    fasa_backend ref_backend = FASA_BACKEND_AUTO;
+    if (strcmp(against, "none") != 0 &&
+        (fasa_backend_from_name(against, &ref_backend) != FASA_OK || ref_backend == FASA_BACKEND_AUTO)) {
+        fprintf(stderr, "fasa conform: --against: unknown backend '%s'\n", against);
+        free(cases);
+        free_replay(data, n);
+        return 2;
+    }
+    if (ref_backend != FASA_BACKEND_AUTO) {
+        for (uint32_t i = 0; i < n_backends; i++)
+            if (list[i] == ref_backend) ref = (int)i;
+        if (ref < 0) list[ref = (int)n_backends++] = ref_backend; /* run it too */
+    }
+    backend_run runs[FASA_BACKEND_COUNT_] = {0};
+    for (uint32_t i = 0; i < n_backends; i++) {
+        runs[i].backend = list[i];
+        open_backend(&o, &runs[i], (int)i == ref ? o.against_device : o.device);
+        if (!o.json)
+            printf("fasa conform: backend %s: %s\n", runs[i].sum.backend,
+                   runs[i].ctx ? runs[i].sum.device : "unavailable");
+    }
     cJSON *root = o.json ? cJSON_CreateObject() : NULL;
     cJSON *rows = root ? cJSON_AddArrayToObject(root, "cases") : NULL;
-    bool ok = true;
+    cJSON *cross_rows = root && ref >= 0 ? cJSON_AddArrayToObject(root, "cross") : NULL;
+    bool ok = run_all(&o, runs, n_backends, ref, cases, (const conform_data *const *)data, n, rows, cross_rows);
+    backend_summary sums[FASA_BACKEND_COUNT_] = {0};
     for (uint32_t i = 0; i < n_backends; i++) {
-        if (!o.json) printf("fasa conform: backend %s ...\n", fasa_backend_name(list[i]));
-        ok &= run_backend(&o, list[i], cases, (const conform_data *const *)data, n, &sums[i], rows);
+        sums[i] = runs[i].sum;
+        fasa_context_destroy(runs[i].ctx);
     }
     if (root) {
         cJSON *summary = cJSON_AddArrayToObject(root, "summary");
@@ -293,6 +414,15 @@ int cmd_conform(int argc, char **argv)
             cJSON_AddNumberToObject(s, "max_nmse", sums[i].max_nmse);
             cJSON_AddNumberToObject(s, "max_score_err", sums[i].max_score_err);
             cJSON_AddNumberToObject(s, "near_ties", sums[i].near_ties);
+            if (ref >= 0 && (int)i != ref && runs[i].cross_run) {
+                cJSON *x = cJSON_AddObjectToObject(s, "against");
+                cJSON_AddStringToObject(x, "backend", sums[ref].backend);
+                cJSON_AddNumberToObject(x, "cases", runs[i].cross_run);
+                cJSON_AddNumberToObject(x, "passed", runs[i].cross_passed);
+                cJSON_AddNumberToObject(x, "max_nmse", runs[i].cross_max_nmse);
+                cJSON_AddNumberToObject(x, "max_score_err", runs[i].cross_max_score_err);
+                cJSON_AddNumberToObject(x, "swaps", runs[i].cross_swaps);
+            }
             cJSON_AddItemToArray(summary, s);
         }
         char *text = cJSON_Print(root);
@@ -301,6 +431,7 @@ int cmd_conform(int argc, char **argv)
         cJSON_Delete(root);
     } else {
         print_summary(&o, sums, n_backends);
+        print_cross(&o, runs, n_backends, ref);
     }
     free(cases);
     free_replay(data, n);

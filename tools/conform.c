@@ -396,7 +396,32 @@ static void check_output(const ref_step *rs, const int32_t *sel, const float *o,
     free(want);
 }
 
-static void compare(const conform_case *c, case_data *cd, const fasa_decode_outputs *out, conform_result *r)
+/* Copies the outputs (and the score magnitudes, when sparse) into cap. */
+static void capture(const conform_case *c, const case_data *cd, fasa_path path, const double *mag,
+                    conform_capture *cap)
+{
+    size_t rows = c->gqa == FASA_GQA_PER_GROUP ? c->hkv : c->hq;
+    bool sparse = mag != NULL;
+    cap->path = path;
+    cap->n_o = (size_t)c->hq * c->d;
+    cap->n_sel = sparse ? rows * c->n_fac : 0;
+    cap->n_scores = sparse ? rows * c->L : 0;
+    cap->o = malloc(cap->n_o * sizeof(float));
+    cap->sel = malloc((cap->n_sel ? cap->n_sel : 1) * sizeof(int32_t));
+    cap->scores = malloc((cap->n_scores ? cap->n_scores : 1) * sizeof(float));
+    cap->mag = malloc((cap->n_scores ? cap->n_scores : 1) * sizeof(double));
+    if (!cap->o || !cap->sel || !cap->scores || !cap->mag) return; /* valid stays false */
+    memcpy(cap->o, cd->o_buf + GUARD, cap->n_o * sizeof(float));
+    if (sparse) {
+        memcpy(cap->sel, cd->sel_buf + GUARD, cap->n_sel * sizeof(int32_t));
+        memcpy(cap->scores, cd->score_buf + GUARD, cap->n_scores * sizeof(float));
+        memcpy(cap->mag, mag, cap->n_scores * sizeof(double));
+    }
+    cap->valid = true;
+}
+
+static void compare(const conform_case *c, case_data *cd, const fasa_decode_outputs *out, conform_result *r,
+                    conform_capture *cap)
 {
     bool dense = c->mode == FASA_MODE_DENSE || c->on_dense_layer || c->L <= c->n_fac;
     r->path = out->path;
@@ -413,6 +438,7 @@ static void compare(const conform_case *c, case_data *cd, const fasa_decode_outp
             fail(r, "the dense path wrote the selection or score outputs");
         rs.n_fac = c->L;
         check_output(&rs, NULL, cd->o_buf + GUARD, r);
+        if (cap && r->pass) capture(c, cd, out->path, NULL, cap);
         return;
     }
     size_t rows = ref_rows(&rs);
@@ -424,14 +450,17 @@ static void compare(const conform_case *c, case_data *cd, const fasa_decode_outp
     /* integer data is exact in fp32 too: no swap at all is acceptable there */
     if (r->pass) check_selection(&rs, cd->sel_buf + GUARD, want, scores, mag, c->data == SYNTH_INTEGER, r);
     if (r->pass) check_output(&rs, cd->sel_buf + GUARD, cd->o_buf + GUARD, r);
+    if (cap && r->pass) capture(c, cd, out->path, mag, cap);
     free(scores);
     free(mag);
     free(want);
 }
 
-bool conform_run(fasa_context *ctx, const conform_case *c, const conform_data *data, conform_result *r)
+bool conform_run(fasa_context *ctx, const conform_case *c, const conform_data *data, conform_result *r,
+                 conform_capture *cap)
 {
     memset(r, 0, sizeof *r);
+    if (cap) memset(cap, 0, sizeof *cap);
     r->pass = true;
     case_data cd;
     if (!make_data(c, data, &cd)) {
@@ -441,9 +470,83 @@ bool conform_run(fasa_context *ctx, const conform_case *c, const conform_data *d
     }
     fasa_decode_outputs out = {.selected = cd.sel_buf + GUARD, .selected_stride = c->n_fac,
                                .scores = cd.score_buf + GUARD, .scores_stride = c->L};
-    if (run_library(ctx, c, &cd, &out, r) == FASA_OK) compare(c, &cd, &out, r);
+    if (run_library(ctx, c, &cd, &out, r) == FASA_OK) compare(c, &cd, &out, r, cap);
     free_data(&cd);
     return true;
+}
+
+void conform_capture_free(conform_capture *cap)
+{
+    free(cap->o);
+    free(cap->sel);
+    free(cap->scores);
+    free(cap->mag);
+    memset(cap, 0, sizeof *cap);
+}
+
+static void cross_fail(conform_cross *x, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void cross_fail(conform_cross *x, const char *fmt, ...)
+{
+    if (!x->pass) return;
+    x->pass = false;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(x->why, sizeof x->why, fmt, ap);
+    va_end(ap);
+}
+
+/* Tokens in one row's selection and not in the other's. */
+static uint32_t row_swaps(const int32_t *a, const int32_t *b, uint32_t k, uint32_t L, uint8_t *mark)
+{
+    memset(mark, 0, L);
+    for (uint32_t i = 0; i < k; i++) mark[a[i]] |= 1;
+    for (uint32_t i = 0; i < k; i++) mark[b[i]] |= 2;
+    uint32_t n = 0;
+    for (uint32_t j = 0; j < L; j++) n += mark[j] == 2;
+    return n;
+}
+
+void conform_cross_compare(const conform_case *c, const conform_capture *ref, const conform_capture *got,
+                           conform_cross *x)
+{
+    memset(x, 0, sizeof *x);
+    x->pass = true;
+    if (!ref->valid || !got->valid) {
+        cross_fail(x, "no outputs to compare (a run failed)");
+        return;
+    }
+    if (ref->path != got->path) {
+        cross_fail(x, "paths differ");
+        return;
+    }
+    /* selections (indices are in range: both runs passed their checks) */
+    uint32_t rows = ref->n_sel ? (uint32_t)(ref->n_sel / c->n_fac) : 0;
+    uint8_t *mark = rows ? malloc(c->L) : NULL;
+    if (rows && !mark) {
+        cross_fail(x, "out of host memory");
+        return;
+    }
+    for (uint32_t row = 0; row < rows; row++)
+        x->swaps += row_swaps(ref->sel + (size_t)row * c->n_fac, got->sel + (size_t)row * c->n_fac, c->n_fac,
+                              c->L, mark);
+    free(mark);
+    if (x->swaps && c->data == SYNTH_INTEGER) cross_fail(x, "%u selection differences on exact data", x->swaps);
+    for (size_t i = 0; i < ref->n_scores; i++) {
+        double m = ref->mag[i] > 1e-30 ? ref->mag[i] : 1e-30;
+        double rel = fabs((double)got->scores[i] - (double)ref->scores[i]) / m;
+        if (rel > x->score_err) x->score_err = rel;
+    }
+    if (!(x->score_err <= CONFORM_CROSS_SCORE_REL)) cross_fail(x, "TIP score difference %.3g", x->score_err);
+    if (x->swaps) return; /* different token sets: outputs are not comparable */
+    double num = 0, den = 0;
+    for (size_t i = 0; i < ref->n_o; i++) {
+        double e = (double)got->o[i] - (double)ref->o[i];
+        num += e * e;
+        den += (double)ref->o[i] * ref->o[i];
+        if (fabs(e) > x->max_abs_err) x->max_abs_err = fabs(e);
+    }
+    x->nmse = den > 0 ? num / den : num;
+    if (!(x->nmse <= CONFORM_CROSS_NMSE_MAX)) cross_fail(x, "output NMSE %.3g between the backends", x->nmse);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -55,9 +55,43 @@ typedef struct conform_data {
  * copies of the sparse ones); returns the count.  quick drops the
  * largest L. */
 uint32_t conform_cases(conform_case *cases, uint32_t max, bool quick, const char *variants);
+/* A case's outputs as one backend produced them, kept to compare two
+ * backends directly (conform_cross_compare); mag holds the fp64 Σ|q_c k_c|
+ * of every score, the scale of the score tolerance. */
+typedef struct conform_capture {
+    bool valid;                  /* the backend ran the case and it passed */
+    fasa_path path;
+    size_t n_o, n_sel, n_scores;
+    float *o, *scores;
+    int32_t *sel;
+    double *mag;
+} conform_capture;
+
+/* One backend against another on the same case. */
+typedef struct conform_cross {
+    bool pass;
+    char why[256];
+    double nmse, max_abs_err;    /* output vs the other backend's (equal selections only) */
+    double score_err;            /* max |S_a - S_b| / (sum |q_c k_c|) */
+    uint32_t swaps;              /* tokens in one selection and not the other */
+} conform_cross;
+
+/* Bounds implied by both backends passing the fp64 checks: output NMSE
+ * (sqrt(1e-9) + sqrt(1e-9))^2 when the selections agree, twice the score
+ * tolerance; selections may differ only by near-tie swaps, never on
+ * integer (exactly representable) data. */
+#define CONFORM_CROSS_NMSE_MAX (4 * CONFORM_NMSE_MAX)
+#define CONFORM_CROSS_SCORE_REL (2 * CONFORM_SCORE_REL)
+
 /* Runs one case on ctx (data NULL: synthesised from the case's seed);
- * false only if the harness itself failed. */
-bool conform_run(fasa_context *ctx, const conform_case *c, const conform_data *data, conform_result *r);
+ * false only if the harness itself failed.  cap (may be NULL) receives the
+ * outputs; free it with conform_capture_free. */
+bool conform_run(fasa_context *ctx, const conform_case *c, const conform_data *data, conform_result *r,
+                 conform_capture *cap);
+void conform_capture_free(conform_capture *cap);
+/* Compares got with ref, both captured from passing runs of case c. */
+void conform_cross_compare(const conform_case *c, const conform_capture *ref, const conform_capture *got,
+                           conform_cross *x);
 
 /* Real decode cases on disk ("FASACASE 1" + a JSON header line + binary
  * q, k, v, dims), written by 'fasa eval --dump', replayed by

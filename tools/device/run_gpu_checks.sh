@@ -14,7 +14,10 @@
 #              in two parts each (--quick, then the 65536-token cases); each
 #              GPU backend on its NVIDIA device, picked by name (the machine
 #              also exposes PoCL on its CPU)
-#   tests      test_cuda_embed, then a test_cuda_compare subset (CUDA vs CPU)
+#   tests      test_cuda_embed, test_cuda_fasam, test_faults_cuda, then a
+#              test_cuda_compare subset (CUDA vs CPU)
+#   cross      (last) fasa conform --against cuda for vulkan and opencl: each
+#              case compared with CUDA's outputs on the same GPU
 #   bench      fasa bench --json for cuda, vulkan and opencl at L = 131072 and
 #              524288 (Hq 32, Hkv 8, d 128, f16, N_tip 16, N_fac 256)
 # Results go to $OUT (the device tool's result folder; ./out when unset), at
@@ -163,10 +166,19 @@ tests test_cuda_compare 60 1 f32 rand 20000
 conform vulkan "$DEV_vulkan" 40 long
 conform opencl "$DEV_opencl" 40 long
 conform cpu 0 60 quick
+# Cross-backend: Vulkan and OpenCL against CUDA on the same GPU, case by case
+# (last, so a slow run costs nothing above).
+cross() { # backend device limit
+    step "conform $1 against cuda" "$3" "$TMP/$1-vs-cuda.json" "$FASA" conform --backend "$1" --device "$2" \
+        --against cuda --against-device "$DEV_cuda" --quick --json
+    keep_err "conform $1 vs cuda" "$TMP/$1-vs-cuda.json" "$OUT/conform.txt"
+}
+cross vulkan "$DEV_vulkan" 90
+cross opencl "$DEV_opencl" 90
 
 # --- collect ---------------------------------------------------------------
 conform_files=()
-for k in cuda vulkan opencl cuda-long vulkan-long opencl-long cpu; do
+for k in cuda vulkan opencl cuda-long vulkan-long opencl-long cpu vulkan-vs-cuda opencl-vs-cuda; do
     [ -e "$TMP/$k.json" ] && conform_files+=("$TMP/$k.json")
 done
 merge_json "$OUT/conform.json" "${conform_files[@]}"
