@@ -179,6 +179,20 @@ uint32_t fasa__rowcache_step(fasa_rowcache *rc, const int32_t *tokens, uint32_t 
 /* Forgets rows of tokens at or past `length` (they may be overwritten). */
 void fasa__rowcache_truncate(fasa_rowcache *rc, uint32_t length);
 
+/* Host side shared by the GPU FASA-M fetch implementations (OpenCL, CUDA). */
+typedef struct fasa_fetch_plan {
+    bool staged;                 /* FASA_FETCH_STAGED */
+    uint32_t slots;              /* row-cache slots per (layer, KV head); 0 = none */
+    uint32_t rmax;               /* rows one step can need per KV head */
+    uint32_t words;              /* token bitmap words per KV head */
+    uint32_t *trunc;             /* [n_layers] truncation each layer's next fetch applies */
+} fasa_fetch_plan;
+/* Sizes the fetch of cache c; NULL trunc = out of host memory (error set). */
+fasa_status fasa__fetch_plan(fasa_kv_cache *c, fasa_fetch_plan *plan);
+/* Adds what the device counters gained since the last fold (total: needed
+ * rows and row-cache hits, summed over KV heads) to c->transfer. */
+void fasa__fetch_fold(fasa_kv_cache *c, const uint64_t total[2], uint64_t folded[2]);
+
 /* --- decode (decode.c): the step shared by every backend ---------------- */
 /* Validates and resolves a step; does not run anything. */
 fasa_status fasa__step_resolve(fasa_kv_cache *cache, uint32_t layer,

@@ -116,3 +116,30 @@ void fasa__rowcache_truncate(fasa_rowcache *rc, uint32_t length)
         }
     }
 }
+
+/* ------------------------------------------------------------------------ */
+/* GPU fetch: sizes and counter folding                                      */
+/* ------------------------------------------------------------------------ */
+
+fasa_status fasa__fetch_plan(fasa_kv_cache *c, fasa_fetch_plan *plan)
+{
+    plan->staged = c->fetch == FASA_FETCH_STAGED;
+    plan->slots = c->row_cache_rows;
+    uint64_t rmax = (uint64_t)c->group * c->max_n_fac; /* per-head selection: G rows of n_fac */
+    plan->rmax = (uint32_t)(rmax < c->capacity ? rmax : c->capacity);
+    plan->words = (c->capacity + 31) / 32;
+    plan->trunc = fasa__alloc(c->ctx, c->shape.n_layers * sizeof(uint32_t));
+    if (!plan->trunc) return fasa__error(c->ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "FASA-M fetch: out of host memory");
+    for (uint32_t l = 0; l < c->shape.n_layers; l++) plan->trunc[l] = c->capacity; /* nothing pending */
+    return FASA_OK;
+}
+
+void fasa__fetch_fold(fasa_kv_cache *c, const uint64_t total[2], uint64_t folded[2])
+{
+    uint64_t needed = total[0] - folded[0], hits = total[1] - folded[1];
+    c->transfer.rows_needed += needed;
+    c->transfer.rows_cached += hits;
+    c->transfer.bytes += (needed - hits) * 2ull * c->shape.head_dim * c->elem_size; /* a K and a V row each */
+    folded[0] = total[0];
+    folded[1] = total[1];
+}

@@ -27,8 +27,7 @@ typedef struct cuda_fm_slots {
 } cuda_fm_slots;
 
 typedef struct cuda_fetch {
-    bool staged;
-    uint32_t slots, rmax, words;  /* see fasa_cu_fetch_args */
+    fasa_fetch_plan p;            /* sizes and pending truncations (src/rowcache.c) */
     uint32_t *bits;
     int32_t *need;
     uint32_t *info;
@@ -36,7 +35,6 @@ typedef struct cuda_fetch {
     int32_t *work, *copy, *remap;
     cuda_fm_slots *layers;        /* [n_layers] with a row cache */
     cuda_fm_slots staging;        /* without one */
-    uint32_t *trunc;              /* [n_layers] truncation the layer's next fetch applies */
     uint64_t folded[2];           /* counter totals already in cache->transfer */
 } cuda_fetch;
 
@@ -66,7 +64,7 @@ void fasa__cuda_fetch_free(fasa_kv_cache *cache)
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) dfree(all[i]);
     (void)cudaGetLastError();
     fasa__free(cache->ctx, fm->layers);
-    fasa__free(cache->ctx, fm->trunc);
+    fasa__free(cache->ctx, fm->p.trunc);
     fasa__free(cache->ctx, fm);
     cu->fm = NULL;
 }
@@ -123,17 +121,17 @@ static fasa_status alloc_slots(fasa_kv_cache *c, cuda_fm_slots *s, uint32_t slot
 static fasa_status alloc_staged(fasa_kv_cache *c, cuda_fetch *fm, uint64_t *dev, uint64_t *scratch)
 {
     const fasa_model_shape *s = &c->shape;
-    fasa_status st = fm_alloc(c, (size_t)s->n_kv_heads * fm->rmax * 8, "fetch list", 0, (void **)&fm->copy, scratch);
+    fasa_status st = fm_alloc(c, (size_t)s->n_kv_heads * fm->p.rmax * 8, "fetch list", 0, (void **)&fm->copy, scratch);
     if (st == FASA_OK)
         st = fm_alloc(c, (size_t)s->n_q_heads * c->max_n_fac * 4, "remapped selection", 0, (void **)&fm->remap, scratch);
     if (st != FASA_OK) return st;
-    if (!fm->slots) return alloc_slots(c, &fm->staging, fm->rmax, false, dev, scratch);
-    st = fm_alloc(c, (size_t)s->n_kv_heads * ((size_t)fm->rmax + fm->slots) * 4, "row cache scratch", 0,
+    if (!fm->p.slots) return alloc_slots(c, &fm->staging, fm->p.rmax, false, dev, scratch);
+    st = fm_alloc(c, (size_t)s->n_kv_heads * ((size_t)fm->p.rmax + fm->p.slots) * 4, "row cache scratch", 0,
                   (void **)&fm->work, scratch);
     fm->layers = st == FASA_OK ? fasa__alloc(c->ctx, s->n_layers * sizeof(cuda_fm_slots)) : NULL;
     if (st == FASA_OK && !fm->layers) st = fasa__error(c->ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "cuda: out of host memory");
     for (uint32_t l = 0; st == FASA_OK && l < s->n_layers; l++)
-        st = alloc_slots(c, &fm->layers[l], fm->slots, true, dev, scratch);
+        st = alloc_slots(c, &fm->layers[l], fm->p.slots, true, dev, scratch);
     return st;
 }
 
@@ -145,21 +143,15 @@ fasa_status fasa__cuda_fetch_create(fasa_kv_cache *c)
     cuda_fetch *fm = fasa__alloc(c->ctx, sizeof *fm);
     if (!fm) return fasa__error(c->ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "cuda: out of host memory");
     cu->fm = fm;
-    fm->staged = c->fetch == FASA_FETCH_STAGED;
-    fm->slots = c->row_cache_rows;
-    uint64_t rmax = (uint64_t)c->group * c->max_n_fac; /* per-head selection: G rows of n_fac */
-    fm->rmax = (uint32_t)(rmax < c->capacity ? rmax : c->capacity);
-    fm->words = (c->capacity + 31) / 32;
-    fm->trunc = fasa__alloc(c->ctx, s->n_layers * sizeof(uint32_t));
-    if (!fm->trunc) return fasa__error(c->ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "cuda: out of host memory");
-    for (uint32_t l = 0; l < s->n_layers; l++) fm->trunc[l] = c->capacity;
+    fasa_status pst = fasa__fetch_plan(c, &fm->p);
+    if (pst != FASA_OK) return pst;
     uint64_t dev = 0, scratch = 0;
     size_t hkv = s->n_kv_heads;
-    fasa_status st = fm_alloc(c, hkv * fm->words * 4, "token bitmap", 0, (void **)&fm->bits, &scratch);
-    if (st == FASA_OK) st = fm_alloc(c, hkv * fm->rmax * 4, "needed rows", 0, (void **)&fm->need, &scratch);
+    fasa_status st = fm_alloc(c, hkv * fm->p.words * 4, "token bitmap", 0, (void **)&fm->bits, &scratch);
+    if (st == FASA_OK) st = fm_alloc(c, hkv * fm->p.rmax * 4, "needed rows", 0, (void **)&fm->need, &scratch);
     if (st == FASA_OK) st = fm_alloc(c, hkv * 16, "fetch state", 0, (void **)&fm->info, &scratch);
     if (st == FASA_OK) st = fm_alloc(c, hkv * 16, "transfer counters", 0, (void **)&fm->counts, &scratch);
-    if (st == FASA_OK && fm->staged) st = alloc_staged(c, fm, &dev, &scratch);
+    if (st == FASA_OK && fm->p.staged) st = alloc_staged(c, fm, &dev, &scratch);
     if (st != FASA_OK) return st;
     c->device_bytes += dev;
     c->scratch_bytes += scratch;
@@ -172,7 +164,7 @@ fasa_status fasa__cuda_fetch_create(fasa_kv_cache *c)
 
 static const cuda_fm_slots *slots_of(const cuda_fetch *fm, uint32_t layer)
 {
-    return fm->slots ? &fm->layers[layer] : &fm->staging;
+    return fm->p.slots ? &fm->layers[layer] : &fm->staging;
 }
 
 /* Copy blocks per KV head: a few per SM in all, at most one per row. */
@@ -180,7 +172,7 @@ static uint32_t copy_blocks(const fasa_exec *exec, const fasa_kv_cache *c, const
 {
     const cuda_ctx *cc = exec->ctx->impl;
     uint32_t n = (4 * cc->sm_count + c->shape.n_kv_heads - 1) / c->shape.n_kv_heads;
-    if (n > fm->rmax) n = fm->rmax;
+    if (n > fm->p.rmax) n = fm->p.rmax;
     return n ? n : 1;
 }
 
@@ -198,14 +190,14 @@ fasa_status fasa__cuda_fetch(fasa_exec *exec, const fasa_step *s, const void **k
         .sel = cu->sel, .sel_stride = c->max_n_fac,
         .rows_per_group = s->select == FASA_GQA_PER_GROUP ? 1 : c->group,
         .n_fac = s->n_fac, .L = s->L, .n_kv_heads = c->shape.n_kv_heads,
-        .bits = fm->bits, .words = fm->words, .need = fm->need, .rmax = fm->rmax,
-        .info = fm->info, .counts = fm->counts, .staged = fm->staged,
-        .tslot = fm->staged ? sl->tslot : NULL, .cap = c->capacity, .slots = fm->slots,
-        .meta = fm->staged ? sl->meta : NULL, .stamp = fm->staged ? sl->stamp : NULL,
-        .step = c->step_count, .trunc_len = fm->trunc[s->layer],
+        .bits = fm->bits, .words = fm->p.words, .need = fm->need, .rmax = fm->p.rmax,
+        .info = fm->info, .counts = fm->counts, .staged = fm->p.staged,
+        .tslot = fm->p.staged ? sl->tslot : NULL, .cap = c->capacity, .slots = fm->p.slots,
+        .meta = fm->p.staged ? sl->meta : NULL, .stamp = fm->p.staged ? sl->stamp : NULL,
+        .step = c->step_count, .trunc_len = fm->p.trunc[s->layer],
         .work = fm->work, .copy = fm->copy, .remap = fm->remap,
         .k_src = lay->k, .v_src = lay->v,
-        .k_dst = fm->staged ? sl->k : NULL, .v_dst = fm->staged ? sl->v : NULL,
+        .k_dst = fm->p.staged ? sl->k : NULL, .v_dst = fm->p.staged ? sl->v : NULL,
         .row_words = c->shape.head_dim * c->elem_size / 4, /* d is even */
         .copy_blocks = copy_blocks(exec, c, fm),
     };
@@ -214,14 +206,14 @@ fasa_status fasa__cuda_fetch(fasa_exec *exec, const fasa_step *s, const void **k
         /* some phases may have run: slots can name rows that were never
          * copied, so the layer's next step forgets every row (a truncation
          * to 0; moot after a sticky error, which loses the context) */
-        fm->trunc[s->layer] = 0;
+        fm->p.trunc[s->layer] = 0;
         return fasa__cuda_fail(exec->ctx, err, "fetch kernel launch");
     }
-    fm->trunc[s->layer] = c->capacity; /* applied by this step */
-    if (fm->staged) {
+    fm->p.trunc[s->layer] = c->capacity; /* applied by this step */
+    if (fm->p.staged) {
         *k = sl->k;
         *v = sl->v;
-        *cap = fm->slots ? fm->slots : fm->rmax;
+        *cap = fm->p.slots ? fm->p.slots : fm->p.rmax;
         *sel = fm->remap;
     }
     return FASA_OK;
@@ -236,7 +228,7 @@ void fasa__cuda_cache_truncate(fasa_kv_cache *c, uint32_t length)
     cuda_cache *cu = c->impl;
     cuda_fetch *fm = cu ? cu->fm : NULL;
     for (uint32_t l = 0; fm && l < c->shape.n_layers; l++)
-        if (length < fm->trunc[l]) fm->trunc[l] = length;
+        if (length < fm->p.trunc[l]) fm->p.trunc[l] = length;
 }
 
 /* Reads the device totals (waiting for the stream) and adds what is new
@@ -264,11 +256,6 @@ fasa_status fasa__cuda_transfer_stats_sync(fasa_kv_cache *c)
     }
     fasa__free(c->ctx, v);
     if (st != FASA_OK) return st;
-    uint64_t needed = tot[0] - fm->folded[0], hits = tot[1] - fm->folded[1];
-    c->transfer.rows_needed += needed;
-    c->transfer.rows_cached += hits;
-    c->transfer.bytes += (needed - hits) * 2ull * c->shape.head_dim * c->elem_size;
-    fm->folded[0] = tot[0];
-    fm->folded[1] = tot[1];
+    fasa__fetch_fold(c, tot, fm->folded);
     return FASA_OK;
 }

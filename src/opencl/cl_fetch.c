@@ -31,10 +31,7 @@ typedef struct cl_fm_slots {
 } cl_fm_slots;
 
 typedef struct cl_fetch {
-    bool staged;
-    uint32_t slots;               /* row-cache slots per (layer, KV head); 0 = none */
-    uint32_t rmax;                /* rows one step can need per KV head */
-    uint32_t words;               /* bitmap words per KV head */
+    fasa_fetch_plan p;            /* sizes and pending truncations (src/rowcache.c) */
     cl_mem bits;                  /* [Hkv][words], zero between steps */
     cl_mem need;                  /* [Hkv][rmax] this step's needed tokens, ascending */
     cl_mem info;                  /* [Hkv][4] uint: needed, hits, misses */
@@ -44,7 +41,6 @@ typedef struct cl_fetch {
     cl_mem remap;                 /* [Hq][max_n_fac] the selection as slot indices */
     cl_fm_slots *layers;          /* [n_layers] with a row cache */
     cl_fm_slots staging;          /* without one */
-    uint32_t *trunc;              /* [n_layers] truncation the layer's next fetch applies */
     uint64_t folded[2];           /* counter totals already in cache->transfer */
 } cl_fetch;
 
@@ -77,7 +73,7 @@ void fasa__cl_fetch_destroy(fasa_kv_cache *cache)
     cl_mem *all[] = {&fm->bits, &fm->need, &fm->info, &fm->counts, &fm->work, &fm->copy, &fm->remap};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) release(all[i]);
     fasa__free(cache->ctx, fm->layers);
-    fasa__free(cache->ctx, fm->trunc);
+    fasa__free(cache->ctx, fm->p.trunc);
     fasa__free(cache->ctx, fm);
     cl->fm = NULL;
 }
@@ -131,23 +127,23 @@ static fasa_status alloc_staged(fasa_kv_cache *c, cl_fetch *fm, uint64_t *dev, u
 {
     const fasa_model_shape *s = &c->shape;
     cl_cache *cl = c->impl;
-    uint32_t eff = fm->slots ? fm->slots : fm->rmax;
+    uint32_t eff = fm->p.slots ? fm->p.slots : fm->p.rmax;
     /* fac sees slot indices offset by token chunk (opencl/fetch.cl remap_rows) */
     if ((uint64_t)cl->n_tchunks * eff > 0x7fffffffull)
         return fasa__error(c->ctx, FASA_ERROR_UNSUPPORTED,
                            "opencl: FASA-M: %u storage chunks x %u slots do not fit 31-bit slot indices; lower "
                            "desc.row_cache_rows", cl->n_tchunks, eff);
-    fasa_status st = fm_mem(c, (uint64_t)s->n_kv_heads * fm->rmax * 8, "fetch list", 0, &fm->copy, scratch);
+    fasa_status st = fm_mem(c, (uint64_t)s->n_kv_heads * fm->p.rmax * 8, "fetch list", 0, &fm->copy, scratch);
     if (st == FASA_OK)
         st = fm_mem(c, (uint64_t)s->n_q_heads * c->max_n_fac * 4, "remapped selection", 0, &fm->remap, scratch);
     if (st != FASA_OK) return st;
-    if (!fm->slots) return alloc_slots(c, &fm->staging, fm->rmax, false, dev, scratch);
-    st = fm_mem(c, (uint64_t)s->n_kv_heads * (fm->rmax + (uint64_t)fm->slots) * 4, "row cache scratch", 0, &fm->work,
+    if (!fm->p.slots) return alloc_slots(c, &fm->staging, fm->p.rmax, false, dev, scratch);
+    st = fm_mem(c, (uint64_t)s->n_kv_heads * (fm->p.rmax + (uint64_t)fm->p.slots) * 4, "row cache scratch", 0, &fm->work,
                 scratch);
     fm->layers = st == FASA_OK ? fasa__alloc(c->ctx, s->n_layers * sizeof(cl_fm_slots)) : NULL;
     if (st == FASA_OK && !fm->layers) st = fasa__error(c->ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "opencl: out of host memory");
     for (uint32_t l = 0; st == FASA_OK && l < s->n_layers; l++)
-        st = alloc_slots(c, &fm->layers[l], fm->slots, true, dev, scratch);
+        st = alloc_slots(c, &fm->layers[l], fm->p.slots, true, dev, scratch);
     return st;
 }
 
@@ -159,20 +155,14 @@ fasa_status fasa__cl_fetch_create(fasa_kv_cache *c)
     cl_fetch *fm = fasa__alloc(c->ctx, sizeof *fm);
     if (!fm) return fasa__error(c->ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "opencl: out of host memory");
     cl->fm = fm;
-    fm->staged = c->fetch == FASA_FETCH_STAGED;
-    fm->slots = c->row_cache_rows;
-    uint64_t rmax = (uint64_t)c->group * c->max_n_fac; /* per-head selection: G rows of n_fac */
-    fm->rmax = (uint32_t)(rmax < c->capacity ? rmax : c->capacity);
-    fm->words = (c->capacity + 31) / 32;
-    fm->trunc = fasa__alloc(c->ctx, s->n_layers * sizeof(uint32_t));
-    if (!fm->trunc) return fasa__error(c->ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "opencl: out of host memory");
-    for (uint32_t l = 0; l < s->n_layers; l++) fm->trunc[l] = c->capacity;
+    fasa_status pst = fasa__fetch_plan(c, &fm->p);
+    if (pst != FASA_OK) return pst;
     uint64_t dev = 0, scratch = 0, hkv = s->n_kv_heads;
-    fasa_status st = fm_mem(c, hkv * fm->words * 4, "token bitmap", 0, &fm->bits, &scratch);
-    if (st == FASA_OK) st = fm_mem(c, hkv * fm->rmax * 4, "needed rows", 0, &fm->need, &scratch);
+    fasa_status st = fm_mem(c, hkv * fm->p.words * 4, "token bitmap", 0, &fm->bits, &scratch);
+    if (st == FASA_OK) st = fm_mem(c, hkv * fm->p.rmax * 4, "needed rows", 0, &fm->need, &scratch);
     if (st == FASA_OK) st = fm_mem(c, hkv * 16, "fetch state", 0, &fm->info, &scratch);
     if (st == FASA_OK) st = fm_mem(c, hkv * 16, "transfer counters", 0, &fm->counts, &scratch);
-    if (st == FASA_OK && fm->staged) st = alloc_staged(c, fm, &dev, &scratch);
+    if (st == FASA_OK && fm->p.staged) st = alloc_staged(c, fm, &dev, &scratch);
     if (st != FASA_OK) return st;
     c->device_bytes += dev;
     c->scratch_bytes += scratch;
@@ -207,10 +197,10 @@ static fasa_status need(fasa_exec *exec, const fasa_step *s, cl_fetch *fm)
     fasa__cl_arg_u32(&x, s->n_fac);
     fasa__cl_arg_u32(&x, s->L);
     fasa__cl_arg_mem(&x, fm->bits);
-    fasa__cl_arg_u32(&x, fm->words);
+    fasa__cl_arg_u32(&x, fm->p.words);
     fasa__cl_arg_mem(&x, fm->need);
-    fasa__cl_arg_u32(&x, fm->rmax);
-    fasa__cl_arg_u32(&x, fm->staged);
+    fasa__cl_arg_u32(&x, fm->p.rmax);
+    fasa__cl_arg_u32(&x, fm->p.staged);
     fasa__cl_arg_mem(&x, fm->counts);
     fasa__cl_arg_mem(&x, fm->info);
     fasa_status st = args_done(c->ctx, &x, CLK_FETCH_NEED);
@@ -220,7 +210,7 @@ static fasa_status need(fasa_exec *exec, const fasa_step *s, cl_fetch *fm)
 
 static const cl_fm_slots *slots_of(const cl_fetch *fm, uint32_t layer)
 {
-    return fm->slots ? &fm->layers[layer] : &fm->staging;
+    return fm->p.slots ? &fm->layers[layer] : &fm->staging;
 }
 
 static fasa_status slots(fasa_exec *exec, const fasa_step *s, cl_fetch *fm)
@@ -235,16 +225,16 @@ static fasa_status slots(fasa_exec *exec, const fasa_step *s, cl_fetch *fm)
     fasa__cl_arg_u32(&x, rows_per_group(s));
     fasa__cl_arg_u32(&x, s->n_fac);
     fasa__cl_arg_mem(&x, fm->need);
-    fasa__cl_arg_u32(&x, fm->rmax);
+    fasa__cl_arg_u32(&x, fm->p.rmax);
     fasa__cl_arg_mem(&x, fm->info);
     fasa__cl_arg_mem(&x, sl->tslot);
     fasa__cl_arg_u32(&x, c->capacity);
-    fasa__cl_arg_u32(&x, fm->slots);
-    fasa__cl_arg_mem(&x, fm->slots ? sl->meta : cl->dummy);
-    fasa__cl_arg_mem(&x, fm->slots ? sl->stamp : cl->dummy);
+    fasa__cl_arg_u32(&x, fm->p.slots);
+    fasa__cl_arg_mem(&x, fm->p.slots ? sl->meta : cl->dummy);
+    fasa__cl_arg_mem(&x, fm->p.slots ? sl->stamp : cl->dummy);
     fasa__cl_arg_u64(&x, c->step_count);
-    fasa__cl_arg_u32(&x, fm->trunc[s->layer]);
-    fasa__cl_arg_mem(&x, fm->slots ? fm->work : cl->dummy);
+    fasa__cl_arg_u32(&x, fm->p.trunc[s->layer]);
+    fasa__cl_arg_mem(&x, fm->p.slots ? fm->work : cl->dummy);
     fasa__cl_arg_mem(&x, fm->copy);
     fasa__cl_arg_u32(&x, cl->tokens_per_chunk);
     fasa__cl_arg_mem(&x, fm->remap);
@@ -267,12 +257,12 @@ static fasa_status order(fasa_exec *exec, const fasa_step *s, cl_fetch *fm)
     fasa__cl_arg_u32(&x, s->n_fac);
     fasa__cl_arg_mem(&x, sl->tslot);
     fasa__cl_arg_u32(&x, c->capacity);
-    fasa__cl_arg_u32(&x, fm->slots);
+    fasa__cl_arg_u32(&x, fm->p.slots);
     fasa__cl_arg_mem(&x, sl->meta);
     fasa__cl_arg_mem(&x, sl->stamp);
     fasa__cl_arg_u64(&x, c->step_count);
     fasa__cl_arg_mem(&x, fm->work);
-    fasa__cl_arg_u32(&x, fm->rmax);
+    fasa__cl_arg_u32(&x, fm->p.rmax);
     fasa__cl_arg_u32(&x, cl->tokens_per_chunk);
     fasa__cl_arg_mem(&x, fm->remap);
     fasa_status st = args_done(c->ctx, &x, CLK_FETCH_ORDER);
@@ -290,7 +280,7 @@ static fasa_status copy_rows(fasa_exec *exec, const fasa_step *s, cl_fetch *fm)
     const cl_fm_slots *sl = slots_of(fm, s->layer);
     uint32_t wgc = fasa__cl_wg_copy(&cc->tune), hkv = c->shape.n_kv_heads;
     uint32_t per_head = (4 * cc->compute_units + hkv - 1) / hkv;
-    if (per_head > fm->rmax) per_head = fm->rmax;
+    if (per_head > fm->p.rmax) per_head = fm->p.rmax;
     if (per_head < 1) per_head = 1;
     for (uint32_t i = 0; i < cl->n_chunks; i++) {
         const cl_chunk *ch = &cl->chunks[(size_t)s->layer * cl->n_chunks + i];
@@ -304,9 +294,9 @@ static fasa_status copy_rows(fasa_exec *exec, const fasa_step *s, cl_fetch *fm)
         fasa__cl_arg_u32(&x, ch->t0);
         fasa__cl_arg_mem(&x, sl->k);
         fasa__cl_arg_mem(&x, sl->v);
-        fasa__cl_arg_u32(&x, fm->slots ? fm->slots : fm->rmax);
+        fasa__cl_arg_u32(&x, fm->p.slots ? fm->p.slots : fm->p.rmax);
         fasa__cl_arg_mem(&x, fm->copy);
-        fasa__cl_arg_u32(&x, fm->rmax);
+        fasa__cl_arg_u32(&x, fm->p.rmax);
         fasa__cl_arg_mem(&x, fm->info);
         fasa_status st = args_done(c->ctx, &x, CLK_FETCH_COPY);
         size_t gws[2] = {(size_t)per_head * wgc, ch->ng}, lws[2] = {wgc, 1};
@@ -324,18 +314,18 @@ fasa_status fasa__cl_fetch(fasa_exec *exec, const fasa_step *s)
     c->transfer.steps++;
     fasa_status st = need(exec, s, fm);
     bool placed = false;
-    if (st == FASA_OK && fm->staged) {
+    if (st == FASA_OK && fm->p.staged) {
         st = slots(exec, s, fm);
         placed = st == FASA_OK;
     }
-    if (st == FASA_OK && fm->staged && fm->slots) st = order(exec, s, fm);
-    if (st == FASA_OK && fm->staged) st = copy_rows(exec, s, fm);
-    if (st == FASA_OK) fm->trunc[s->layer] = c->capacity; /* applied by this step */
+    if (st == FASA_OK && fm->p.staged && fm->p.slots) st = order(exec, s, fm);
+    if (st == FASA_OK && fm->p.staged) st = copy_rows(exec, s, fm);
+    if (st == FASA_OK) fm->p.trunc[s->layer] = c->capacity; /* applied by this step */
     /* fetch_slots ran but a later kernel of the step could not be enqueued:
      * slots now name rows that were never copied (and the order list may
      * lack them), so the layer's next step forgets every row, as after a
      * truncation to 0, and fetches them again */
-    else if (placed) fm->trunc[s->layer] = 0;
+    else if (placed) fm->p.trunc[s->layer] = 0;
     return st;
 }
 
@@ -343,12 +333,12 @@ void fasa__cl_fac_source(const fasa_kv_cache *c, uint32_t layer, const cl_chunk 
 {
     const cl_cache *cl = c->impl;
     const cl_fetch *fm = cl->fm;
-    if (!fm || !fm->staged) {
+    if (!fm || !fm->p.staged) {
         *out = (cl_fac_src){ch->k, ch->v, cl->sel, ch->nt, ch->g0, ch->t0, ch->t0 + ch->nt};
         return;
     }
     const cl_fm_slots *sl = slots_of(fm, layer);
-    uint32_t eff = fm->slots ? fm->slots : fm->rmax;
+    uint32_t eff = fm->p.slots ? fm->p.slots : fm->p.rmax;
     /* slot arrays hold every KV head; entry = token chunk * eff + slot */
     *out = (cl_fac_src){sl->k, sl->v, fm->remap, eff, 0, ch->tc * eff, ch->tc * eff + eff};
 }
@@ -362,7 +352,7 @@ void fasa__cl_cache_truncate(fasa_kv_cache *c, uint32_t length)
     cl_cache *cl = c->impl;
     cl_fetch *fm = cl ? cl->fm : NULL;
     for (uint32_t l = 0; fm && l < c->shape.n_layers; l++)
-        if (length < fm->trunc[l]) fm->trunc[l] = length;
+        if (length < fm->p.trunc[l]) fm->p.trunc[l] = length;
 }
 
 /* Reads the device totals (waiting for the queue) and adds what is new
@@ -382,11 +372,6 @@ fasa_status fasa__cl_transfer_stats_sync(fasa_kv_cache *c)
     }
     fasa__free(c->ctx, v);
     if (err != CL_SUCCESS) return fasa__cl_fail(c->ctx, err, "clEnqueueReadBuffer (FASA-M counters)");
-    uint64_t needed = tot[0] - fm->folded[0], hits = tot[1] - fm->folded[1];
-    c->transfer.rows_needed += needed;
-    c->transfer.rows_cached += hits;
-    c->transfer.bytes += (needed - hits) * 2ull * c->shape.head_dim * c->elem_size;
-    fm->folded[0] = tot[0];
-    fm->folded[1] = tot[1];
+    fasa__fetch_fold(c, tot, fm->folded);
     return FASA_OK;
 }

@@ -23,24 +23,12 @@
 static void check_config(const fm_seq *sq, const fm_config *cf, const fm_result *ref, const fm_result *g,
                          const fm_result *c)
 {
-    size_t n = (size_t)sq->steps * sq->shape.n_q_heads * sq->shape.head_dim;
-    CT_CHECK(g->status == FASA_OK && c->status == FASA_OK, "%s: cuda '%s', cpu '%s'", cf->name, g->error, c->error);
-    if (g->status != FASA_OK || c->status != FASA_OK) return;
-    size_t first = n;
-    for (size_t i = 0; i < n && first == n; i++)
-        if (memcmp(&g->out[i], &ref->out[i], sizeof(float)) != 0) first = i;
-    CT_CHECK(first == n, "%s: output %zu (step %zu) %.9g differs from FASA-C's %.9g", cf->name, first,
-             first / (sq->shape.n_q_heads * sq->shape.head_dim), (double)g->out[first], (double)ref->out[first]);
-    double e = ct_nmse(c->out, g->out, n);
-    CT_CHECK(e < 1e-9, "%s: NMSE vs the CPU backend %.3g", cf->name, e);
-    CT_CHECK(fm_stats_equal(&g->half, &c->half) && fm_stats_equal(&g->end, &c->end),
-             "%s: transfer statistics differ from the CPU backend's", cf->name);
-    CT_CHECK(cf->row_cache ? g->end.rows_cached > 0 : g->end.rows_cached == 0, "%s: %llu row-cache hits", cf->name,
-             (unsigned long long)g->end.rows_cached);
+    char why[512] = "";
+    CT_CHECK(fm_check_config(sq, cf, ref, g, c, why, sizeof why), "%s: %s", cf->name, why);
     fm_print_stats("cuda half (reset)", &g->half);
-    fm_print_stats("cpu  half (reset)", &c->half);
+    fm_print_stats("cpu   half (reset)", &c->half);
     fm_print_stats("cuda end", &g->end);
-    fm_print_stats("cpu  end", &c->end);
+    fm_print_stats("cpu   end", &c->end);
 }
 
 static void run_dtype(fasa_context *cpu, fasa_context *cu, fasa_dtype dtype)

@@ -162,4 +162,42 @@ static inline void fm_print_stats(const char *what, const fasa_transfer_stats *t
            (unsigned long long)t->rows_needed, (unsigned long long)t->rows_cached, (unsigned long long)t->bytes);
 }
 
+/* The checks every backend's FASA-M test makes on one configuration: g
+ * (the backend's FASA-M run) bit-equal to ref (its FASA-C run), within 1e-9
+ * NMSE of c (the CPU backend's FASA-M run), the same transfer statistics as
+ * c, bytes = (needed - cached) x a K and a V row, and row-cache hits exactly
+ * when there is a row cache.  False with the first failure in why. */
+static inline bool fm_check_config(const fm_seq *sq, const fm_config *cf, const fm_result *ref, const fm_result *g,
+                                   const fm_result *c, char *why, size_t why_size)
+{
+    size_t n = (size_t)sq->steps * sq->shape.n_q_heads * sq->shape.head_dim;
+    if (g->status != FASA_OK || c->status != FASA_OK) {
+        snprintf(why, why_size, "backend '%.200s', cpu '%.200s'", g->error, c->error);
+        return false;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (memcmp(&g->out[i], &ref->out[i], sizeof(float)) != 0) {
+            snprintf(why, why_size, "output %zu (step %zu) %.9g differs from FASA-C's %.9g", i,
+                     i / (sq->shape.n_q_heads * sq->shape.head_dim), (double)g->out[i], (double)ref->out[i]);
+            return false;
+        }
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = (double)g->out[i] - (double)c->out[i];
+        num += e * e;
+        den += (double)c->out[i] * c->out[i];
+    }
+    double nmse = den > 0 ? num / den : num;
+    uint64_t row = 2ull * sq->shape.head_dim * (sq->dtype == FASA_DTYPE_F16 ? 2 : 4);
+    if (!(nmse < 1e-9)) snprintf(why, why_size, "NMSE vs the CPU backend %.3g", nmse);
+    else if (!fm_stats_equal(&g->half, &c->half) || !fm_stats_equal(&g->end, &c->end))
+        snprintf(why, why_size, "transfer statistics differ from the CPU backend's");
+    else if (g->end.bytes != (g->end.rows_needed - g->end.rows_cached) * row || g->end.steps == 0)
+        snprintf(why, why_size, "bytes %llu are not (needed - cached) x 2 d b", (unsigned long long)g->end.bytes);
+    else if (cf->row_cache ? !(g->end.rows_cached > 0 && g->half.rows_cached > 0) : g->end.rows_cached != 0)
+        snprintf(why, why_size, "%llu row-cache hits", (unsigned long long)g->end.rows_cached);
+    else return true;
+    return false;
+}
+
 #endif
