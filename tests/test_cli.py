@@ -19,8 +19,8 @@ def check(cond, what):
         print(f"FAIL: {what}", file=sys.stderr)
 
 
-def run(*args):
-    p = subprocess.run([FASA, *args], capture_output=True, text=True, timeout=600)
+def run(*args, env=None):
+    p = subprocess.run([FASA, *args], capture_output=True, text=True, timeout=600, env=env)
     return p.returncode, p.stdout, p.stderr
 
 
@@ -77,15 +77,18 @@ check(rc == 0 and len(out.splitlines()) > 300, "conform --list")
 
 # conform --against: every other available backend compared case by case with the
 # reference's outputs (JSON rows under "cross", a summary per backend)
+# (the GPU drivers keep allocations past exit: no leak checking under ASan here)
 rc, out, err = run("conform", "--backend", "all", "--against", "cpu", "--json", "--variant", "fasa", "--filter",
-                   "hq8-hkv8-d64/norm/f32/head/fasa/planted/L1000")
+                   "hq8-hkv8-d64/norm/f32/head/fasa/planted/L1000",
+                   env={**os.environ, "ASAN_OPTIONS": "detect_leaks=0"})
 doc = json.loads(out) if rc == 0 else {}
 others = [s for s in doc.get("summary", []) if s["backend"] != "cpu" and s["available"]]
 check(rc == 0 and doc["summary"][0]["backend"] == "cpu" and doc["summary"][0]["cases"] == 1,
       f"conform --against: rc {rc} {err}")
-check(len(doc.get("cross", [])) == len(others) and all(r["pass"] and r["against"] == "cpu" for r in doc["cross"]),
+check(len(doc.get("cross", [])) == len(others) and all(r["pass"] and r["against"] == "cpu" for r in doc.get("cross", [])),
       "conform --against: one passing cross row per other backend")
-check(all(s["against"]["cases"] == 1 and s["against"]["passed"] == 1 for s in others), "conform --against summary")
+check(all(s.get("against", {}).get("cases") == 1 and s["against"]["passed"] == 1 for s in others),
+      "conform --against summary")
 
 print(f"test_cli: {passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)
