@@ -187,6 +187,9 @@ typedef struct fasa_fetch_plan {
     uint32_t words;              /* token bitmap words per KV head */
     uint32_t *trunc;             /* [n_layers] truncation each layer's next fetch applies */
 } fasa_fetch_plan;
+/* Rows one step can need per KV head: G selection rows of max_n_fac
+ * (per-head selection), at most the capacity. */
+uint32_t fasa__fetch_rows_max(const fasa_kv_cache *c);
 /* Sizes the fetch of cache c; NULL trunc = out of host memory (error set). */
 fasa_status fasa__fetch_plan(fasa_kv_cache *c, fasa_fetch_plan *plan);
 /* Adds what the device counters gained since the last fold (total: needed

@@ -121,12 +121,17 @@ void fasa__rowcache_truncate(fasa_rowcache *rc, uint32_t length)
 /* GPU fetch: sizes and counter folding                                      */
 /* ------------------------------------------------------------------------ */
 
+uint32_t fasa__fetch_rows_max(const fasa_kv_cache *c)
+{
+    uint64_t rmax = (uint64_t)c->group * c->max_n_fac;
+    return (uint32_t)(rmax < c->capacity ? rmax : c->capacity);
+}
+
 fasa_status fasa__fetch_plan(fasa_kv_cache *c, fasa_fetch_plan *plan)
 {
     plan->staged = c->fetch == FASA_FETCH_STAGED;
     plan->slots = c->row_cache_rows;
-    uint64_t rmax = (uint64_t)c->group * c->max_n_fac; /* per-head selection: G rows of n_fac */
-    plan->rmax = (uint32_t)(rmax < c->capacity ? rmax : c->capacity);
+    plan->rmax = fasa__fetch_rows_max(c);
     plan->words = (c->capacity + 31) / 32;
     plan->trunc = fasa__alloc(c->ctx, c->shape.n_layers * sizeof(uint32_t));
     if (!plan->trunc) return fasa__error(c->ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "FASA-M fetch: out of host memory");

@@ -181,6 +181,16 @@ static fasa_status args_done(fasa_context *ctx, const cl_args *a, int kind)
     return fasa__cl_fail(ctx, a->err, what);
 }
 
+/* Checks the arguments set on x and launches its kernel with one
+ * workgroup of wg_fetch items per KV head (need, slots, order). */
+static fasa_status launch_per_head(fasa_exec *exec, const fasa_kv_cache *c, const cl_args *x, int kind)
+{
+    fasa_status st = args_done(c->ctx, x, kind);
+    uint32_t wg = ctx_of(c)->tune.wg_fetch;
+    size_t gws[1] = {(size_t)c->shape.n_kv_heads * wg}, lws[1] = {wg};
+    return st == FASA_OK ? fasa__cl_launch(exec, kind, x->k, 1, gws, lws) : st;
+}
+
 static uint32_t rows_per_group(const fasa_step *s)
 {
     return s->select == FASA_GQA_PER_GROUP ? 1 : s->cache->group;
@@ -189,7 +199,6 @@ static uint32_t rows_per_group(const fasa_step *s)
 static fasa_status need(fasa_exec *exec, const fasa_step *s, cl_fetch *fm)
 {
     fasa_kv_cache *c = s->cache;
-    const cl_tuning *t = &ctx_of(c)->tune;
     cl_args x = {kern(c, CLK_FETCH_NEED), 0, CL_SUCCESS};
     fasa__cl_arg_mem(&x, ((cl_cache *)c->impl)->sel);
     fasa__cl_arg_u32(&x, c->max_n_fac);
@@ -203,9 +212,7 @@ static fasa_status need(fasa_exec *exec, const fasa_step *s, cl_fetch *fm)
     fasa__cl_arg_u32(&x, fm->p.staged);
     fasa__cl_arg_mem(&x, fm->counts);
     fasa__cl_arg_mem(&x, fm->info);
-    fasa_status st = args_done(c->ctx, &x, CLK_FETCH_NEED);
-    size_t gws[1] = {(size_t)c->shape.n_kv_heads * t->wg_fetch}, lws[1] = {t->wg_fetch};
-    return st == FASA_OK ? fasa__cl_launch(exec, CLK_FETCH_NEED, x.k, 1, gws, lws) : st;
+    return launch_per_head(exec, c, &x, CLK_FETCH_NEED);
 }
 
 static const cl_fm_slots *slots_of(const cl_fetch *fm, uint32_t layer)
@@ -217,7 +224,6 @@ static fasa_status slots(fasa_exec *exec, const fasa_step *s, cl_fetch *fm)
 {
     fasa_kv_cache *c = s->cache;
     cl_cache *cl = c->impl;
-    const cl_tuning *t = &ctx_of(c)->tune;
     const cl_fm_slots *sl = slots_of(fm, s->layer);
     cl_args x = {kern(c, CLK_FETCH_SLOTS), 0, CL_SUCCESS};
     fasa__cl_arg_mem(&x, cl->sel);
@@ -239,16 +245,13 @@ static fasa_status slots(fasa_exec *exec, const fasa_step *s, cl_fetch *fm)
     fasa__cl_arg_u32(&x, cl->tokens_per_chunk);
     fasa__cl_arg_mem(&x, fm->remap);
     fasa__cl_arg_mem(&x, fm->counts);
-    fasa_status st = args_done(c->ctx, &x, CLK_FETCH_SLOTS);
-    size_t gws[1] = {(size_t)c->shape.n_kv_heads * t->wg_fetch}, lws[1] = {t->wg_fetch};
-    return st == FASA_OK ? fasa__cl_launch(exec, CLK_FETCH_SLOTS, x.k, 1, gws, lws) : st;
+    return launch_per_head(exec, c, &x, CLK_FETCH_SLOTS);
 }
 
 static fasa_status order(fasa_exec *exec, const fasa_step *s, cl_fetch *fm)
 {
     fasa_kv_cache *c = s->cache;
     cl_cache *cl = c->impl;
-    const cl_tuning *t = &ctx_of(c)->tune;
     const cl_fm_slots *sl = slots_of(fm, s->layer);
     cl_args x = {kern(c, CLK_FETCH_ORDER), 0, CL_SUCCESS};
     fasa__cl_arg_mem(&x, cl->sel);
@@ -265,9 +268,7 @@ static fasa_status order(fasa_exec *exec, const fasa_step *s, cl_fetch *fm)
     fasa__cl_arg_u32(&x, fm->p.rmax);
     fasa__cl_arg_u32(&x, cl->tokens_per_chunk);
     fasa__cl_arg_mem(&x, fm->remap);
-    fasa_status st = args_done(c->ctx, &x, CLK_FETCH_ORDER);
-    size_t gws[1] = {(size_t)c->shape.n_kv_heads * t->wg_fetch}, lws[1] = {t->wg_fetch};
-    return st == FASA_OK ? fasa__cl_launch(exec, CLK_FETCH_ORDER, x.k, 1, gws, lws) : st;
+    return launch_per_head(exec, c, &x, CLK_FETCH_ORDER);
 }
 
 /* One copy dispatch per storage chunk holding tokens below L; a few

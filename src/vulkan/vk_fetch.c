@@ -58,8 +58,7 @@ static uint64_t state_words(const fasa_kv_cache *c, const vk_fetch *fm)
 static fasa_status plan_sizes(fasa_kv_cache *c, const vk_context *vk, vk_fetch *fm)
 {
     const fasa_model_shape *s = &c->shape;
-    uint64_t rmax = (uint64_t)c->group * c->max_n_fac; /* per-head selection: G rows of n_fac */
-    fm->rmax = (uint32_t)(rmax < c->capacity ? rmax : c->capacity);
+    fm->rmax = fasa__fetch_rows_max(c);
     fm->slots = fm->mode == VK_FETCH_ROWCACHE ? c->row_cache_rows : 0;
     fm->map16 = fm->slots < 0xffffu && !vk->test_fetch_fallbacks;
     uint64_t words = (c->capacity + 31ull) / 32;
@@ -323,12 +322,9 @@ fasa_status fasa__vk_transfer_stats_sync(fasa_kv_cache *c)
         total[0] += word64(w + 4 * g);
         total[1] += word64(w + 4 * g + 2);
     }
-    uint64_t needed = total[0] - fm->folded[0], hits = total[1] - fm->folded[1];
-    c->transfer.rows_needed += needed;
-    c->transfer.rows_cached += hits;
-    c->transfer.bytes += (needed - hits) * 2ull * c->shape.head_dim * c->elem_size;
-    c->transfer.steps += total[2] - fm->folded[2];
-    memcpy(fm->folded, total, sizeof total);
+    c->transfer.steps += total[2] - fm->folded[2]; /* counted on the device: recorded steps too */
+    fm->folded[2] = total[2];
+    fasa__fetch_fold(c, total, fm->folded);
     return FASA_OK;
 }
 

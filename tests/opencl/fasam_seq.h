@@ -162,6 +162,46 @@ static inline void fm_print_stats(const char *what, const fasa_transfer_stats *t
            (unsigned long long)t->rows_needed, (unsigned long long)t->rows_cached, (unsigned long long)t->bytes);
 }
 
+/* The sequence every backend's FASA-M test runs. */
+static inline fm_seq fm_standard_seq(fasa_dtype dtype)
+{
+    fm_seq sq = {.shape = {2, 8, 2, 64, FASA_ROPE_NORM}, .capacity = 2400, .first_len = 1500, .n_fac = 64,
+                 .steps = 24, .dtype = dtype, .seed = 0x5eed0000u + (uint64_t)dtype};
+    return sq;
+}
+
+typedef void (*fm_check_fn)(const fm_seq *sq, const fm_config *cf, const fm_result *ref, const fm_result *g,
+                            const fm_result *c);
+
+/* FASA-C on dev (the reference), then FASA-M with direct reads, staging,
+ * and a row cache of two steps' rows of a KV group, each on dev and on cpu,
+ * handed to check.  Returns the FASA-C run's status (its error in err). */
+static inline fasa_status fm_run_configs(fasa_context *dev, const fasa_calibration *cal_dev, fasa_context *cpu,
+                                         const fasa_calibration *cal_cpu, const fm_seq *sq, fm_check_fn check,
+                                         char *err, size_t err_size)
+{
+    uint32_t G = sq->shape.n_q_heads / sq->shape.n_kv_heads;
+    const fm_config cfs[] = {
+        {"fasa-c", FASA_PLACEMENT_DEVICE, FASA_FETCH_DIRECT, 0},
+        {"fasa-m direct", FASA_PLACEMENT_OFFLOAD, FASA_FETCH_DIRECT, 0},
+        {"fasa-m staged", FASA_PLACEMENT_OFFLOAD, FASA_FETCH_STAGED, 0},
+        {"fasa-m staged + row cache", FASA_PLACEMENT_OFFLOAD, FASA_FETCH_STAGED, 2 * G * sq->n_fac},
+    };
+    size_t n = (size_t)sq->steps * sq->shape.n_q_heads * sq->shape.head_dim;
+    fm_result ref = {.out = calloc(n, sizeof(float))}, g = {.out = calloc(n, sizeof(float))},
+              c = {.out = calloc(n, sizeof(float))};
+    fm_run(dev, cal_dev, sq, &cfs[0], &ref);
+    snprintf(err, err_size, "%s", ref.error);
+    for (size_t i = 1; ref.status == FASA_OK && i < sizeof cfs / sizeof cfs[0]; i++) {
+        printf(" %s\n", cfs[i].name);
+        fm_run(dev, cal_dev, sq, &cfs[i], &g);
+        fm_run(cpu, cal_cpu, sq, &cfs[i], &c);
+        check(sq, &cfs[i], &ref, &g, &c);
+    }
+    free(ref.out), free(g.out), free(c.out);
+    return ref.status;
+}
+
 /* The checks every backend's FASA-M test makes on one configuration: g
  * (the backend's FASA-M run) bit-equal to ref (its FASA-C run), within 1e-9
  * NMSE of c (the CPU backend's FASA-M run), the same transfer statistics as

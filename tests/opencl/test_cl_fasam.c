@@ -59,34 +59,17 @@ static void check_config(const fm_seq *sq, const fm_config *cf, const fm_result 
 
 static void run_variant(const variant *v, int32_t dev)
 {
-    fm_seq sq = {.shape = {2, 8, 2, 64, FASA_ROPE_NORM}, .capacity = 2400, .first_len = 1500, .n_fac = 64,
-                 .steps = 24, .dtype = v->dtype, .seed = 0x5eed0000u + (uint64_t)v->dtype};
+    fm_seq sq = fm_standard_seq(v->dtype);
     fasa_context *cpu = t_context(FASA_BACKEND_CPU, 0, 0, NULL);
     fasa_context *cl = t_context(FASA_BACKEND_OPENCL, dev, 0, NULL);
     tune(cl, v);
     fasa_calibration *cal_c = t_calibration(cpu, &sq.shape, sq.shape.head_dim / 8, false, sq.seed);
     fasa_calibration *cal_g = t_calibration(cl, &sq.shape, sq.shape.head_dim / 8, false, sq.seed);
-    uint32_t G = sq.shape.n_q_heads / sq.shape.n_kv_heads;
-    fm_config cfs[] = {
-        {"fasa-c", FASA_PLACEMENT_DEVICE, FASA_FETCH_DIRECT, 0},
-        {"fasa-m direct", FASA_PLACEMENT_OFFLOAD, FASA_FETCH_DIRECT, 0},
-        {"fasa-m staged", FASA_PLACEMENT_OFFLOAD, FASA_FETCH_STAGED, 0},
-        {"fasa-m staged + row cache", FASA_PLACEMENT_OFFLOAD, FASA_FETCH_STAGED, 2 * G * sq.n_fac},
-    };
-    size_t n = (size_t)sq.steps * sq.shape.n_q_heads * sq.shape.head_dim;
-    fm_result ref = {.out = calloc(n, sizeof(float))}, g = {.out = calloc(n, sizeof(float))},
-              c = {.out = calloc(n, sizeof(float))};
     printf("%s (%s storage, wg_fetch %u):\n", v->name, v->dtype == FASA_DTYPE_F16 ? "f16" : "f32",
            wg_fetch_of(cl));
-    fm_run(cl, cal_g, &sq, &cfs[0], &ref);
-    T_CHECK(ref.status == FASA_OK, "fasa-c: %s", ref.error);
-    for (size_t i = 1; ref.status == FASA_OK && i < sizeof cfs / sizeof cfs[0]; i++) {
-        printf(" %s\n", cfs[i].name);
-        fm_run(cl, cal_g, &sq, &cfs[i], &g);
-        fm_run(cpu, cal_c, &sq, &cfs[i], &c);
-        check_config(&sq, &cfs[i], &ref, &g, &c);
-    }
-    free(ref.out), free(g.out), free(c.out);
+    char err[512];
+    fasa_status st = fm_run_configs(cl, cal_g, cpu, cal_c, &sq, check_config, err, sizeof err);
+    T_CHECK(st == FASA_OK, "fasa-c: %s", err);
     fasa_calibration_destroy(cal_c);
     fasa_calibration_destroy(cal_g);
     fasa_context_destroy(cl);
