@@ -335,10 +335,11 @@ static void print_results(const eval_run *r, uint32_t n_windows)
             cJSON_AddNumberToObject(j, "ctx", o->ctx);
             cJSON_AddNumberToObject(j, "steps", (double)c->steps);
             cJSON_AddNumberToObject(j, "windows", n_windows);
-            /* forced tokens of the non-window methods, and the GQA option */
-            bool forced = strcmp(c->method, "window") != 0 && (uint64_t)o->n_sink + o->n_recent < c->nfac;
-            cJSON_AddNumberToObject(j, "n_sink", forced ? o->n_sink : 0);
-            cJSON_AddNumberToObject(j, "n_recent", forced ? o->n_recent : 0);
+            /* tokens forced inside a selector's budget (the window method is all forced) */
+            fasa_decode_desc d = config_desc(r, c);
+            bool window = strcmp(c->method, "window") == 0;
+            cJSON_AddNumberToObject(j, "n_sink", window ? 0 : d.n_sink);
+            cJSON_AddNumberToObject(j, "n_recent", window ? 0 : d.n_recent);
             cJSON_AddStringToObject(j, "gqa_select", o->gqa);
             cJSON_AddStringToObject(j, "backend", fasa_backend_name(dev.backend));
             cJSON_AddItemToArray(arr, j);
