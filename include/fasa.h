@@ -459,6 +459,11 @@ typedef struct fasa_transfer_stats {
     uint64_t rows_needed;         /* distinct (KV head, token) rows FAC needed */
     uint64_t rows_cached;         /* of those, already device-resident (row cache hits) */
     uint64_t bytes;               /* host -> device bytes (read in place or copied) */
+    /* FASA_DECODE_PREFETCH steps (sparse path only), the rows they copied
+     * into the row cache and their bytes (not included in `bytes`): */
+    uint64_t prefetch_steps;
+    uint64_t prefetch_rows;
+    uint64_t prefetch_bytes;
 } fasa_transfer_stats;
 
 /* Copies the counters and, if reset, zeroes them.  Backends with one memory
@@ -475,7 +480,21 @@ typedef struct fasa_decode_desc {
     uint32_t n_sink;              /* first tokens always kept (inside the budget) */
     uint32_t n_recent;            /* last tokens always kept (inside the budget) */
     fasa_gqa_select gqa_select;   /* 0 = per query head */
+    uint32_t flags;               /* FASA_DECODE_* */
 } fasa_decode_desc;
+
+/* FASA-M prefetch: the step scores and selects the tokens for q as usual and
+ * brings the selected K and V rows into the layer's row cache, but computes
+ * no attention (o is not written and may be NULL).  Meant for a speculative
+ * query of a layer not yet reached (e.g. the next layer's q projected from
+ * the current hidden state): issued early, its transfer overlaps the
+ * engine's other work, and the real step then finds the rows resident.
+ * Counted in fasa_transfer_stats.prefetch_*, not in the demand counters.
+ * Needs a cache with placement OFFLOAD, fetch STAGED and row_cache_rows > 0;
+ * on a step that takes the dense path it does nothing.  On Vulkan the step
+ * ends without a trailing barrier, so a host's next commands may run
+ * alongside it (libfasa's next step begins with a full barrier). */
+#define FASA_DECODE_PREFETCH 0x1u
 
 /* Which path a step took. */
 typedef enum fasa_path {
@@ -498,14 +517,16 @@ typedef struct fasa_decode_outputs {
 } fasa_decode_outputs;
 
 /* Enqueues one decode step of `layer` on the context's queue.  q is
- * [Hq][d] fp32 at q_offset in a buffer, o is written as [Hq][d] fp32.
+ * [Hq][d] fp32 at q_offset in a buffer, o is written as [Hq][d] fp32
+ * (a FASA_DECODE_PREFETCH step writes no o; o may then be NULL).
  * On standalone GPU contexts the step is submitted and waited for; engines
  * that record into their own command buffers use the backend headers. */
 FASA_API fasa_status fasa_decode(fasa_kv_cache *cache, uint32_t layer,
                                  const fasa_decode_desc *desc, fasa_buffer *q,
                                  uint64_t q_offset, fasa_buffer *o, uint64_t o_offset);
 /* Host-pointer convenience: q and o are host arrays [Hq][d] fp32; q is
- * scanned for NaN/Inf.  outputs (optional) receives the selection. */
+ * scanned for NaN/Inf.  outputs (optional) receives the selection.  o may
+ * be NULL with FASA_DECODE_PREFETCH. */
 FASA_API fasa_status fasa_decode_host(fasa_kv_cache *cache, uint32_t layer,
                                       const fasa_decode_desc *desc, const float *q, float *o,
                                       fasa_decode_outputs *outputs);

@@ -40,6 +40,14 @@ static fasa_status check_desc(fasa_kv_cache *c, const fasa_decode_desc *d, uint3
         return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT,
                            "desc.n_sink + desc.n_recent (%u + %u) exceeds desc.n_fac (%u): forced "
                            "tokens must fit in the budget", d->n_sink, d->n_recent, n_fac);
+    if (d->flags & ~FASA_DECODE_PREFETCH)
+        return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "desc.flags: unknown bits 0x%x",
+                           d->flags & ~FASA_DECODE_PREFETCH);
+    if ((d->flags & FASA_DECODE_PREFETCH) &&
+        (c->placement != FASA_PLACEMENT_OFFLOAD || c->fetch != FASA_FETCH_STAGED || !c->row_cache_rows))
+        return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT,
+                           "desc.flags: FASA_DECODE_PREFETCH needs a cache with a row cache (placement "
+                           "OFFLOAD, fetch STAGED, row_cache_rows > 0)");
     if (d->mode == FASA_MODE_FASA && !c->has_dims)
         return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT,
                            "desc.mode: FASA needs a cache created with a calibration "
@@ -61,11 +69,12 @@ fasa_status fasa__step_resolve(fasa_kv_cache *c, uint32_t layer, const fasa_deco
         return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "fasa_decode: layer %u out of range (n_layers %u)",
                            layer, c->shape.n_layers);
     fasa_status st = check_desc(c, &d, n_fac);
+    bool prefetch = (d.flags & FASA_DECODE_PREFETCH) != 0;
     if (st == FASA_OK) st = check_io(c, q, q_off, "q");
-    if (st == FASA_OK) st = check_io(c, o, o_off, "o");
+    if (st == FASA_OK && !prefetch) st = check_io(c, o, o_off, "o");
     if (st != FASA_OK) return st;
     uint64_t bytes = (uint64_t)c->shape.n_q_heads * c->shape.head_dim * 4;
-    if (q == o && ranges_overlap(q_off, o_off, bytes))
+    if (!prefetch && q == o && ranges_overlap(q_off, o_off, bytes))
         return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "fasa_decode: q and o overlap");
     uint32_t L = c->length[layer];
     if (L == 0)
@@ -93,6 +102,8 @@ fasa_status fasa__step_resolve(fasa_kv_cache *c, uint32_t layer, const fasa_deco
                            d.gqa_select == FASA_GQA_PER_GROUP ? 1u : c->group);
     step->path = dense ? FASA_PATH_DENSE : FASA_PATH_SPARSE;
     step->oracle = d.mode == FASA_MODE_ORACLE;
+    step->prefetch = prefetch;
+    if (prefetch) step->o = NULL; /* never written */
     step->n_fac = n_fac;
     step->n_sink = d.n_sink;
     step->n_recent = d.n_recent; /* L > n_fac >= n_sink + n_recent on the sparse path */
@@ -102,7 +113,8 @@ fasa_status fasa__step_resolve(fasa_kv_cache *c, uint32_t layer, const fasa_deco
 fasa_status fasa__step_record(fasa_exec *exec, const fasa_step *step)
 {
     const fasa_backend_ops *ops = step->cache->ctx->ops;
-    if (step->path == FASA_PATH_DENSE) return ops->dense(exec, step);
+    if (step->path == FASA_PATH_DENSE) return step->prefetch ? FASA_OK : ops->dense(exec, step);
+    /* a prefetch step: fac fetches the rows and returns before attending */
     fasa_status st = ops->tip(exec, step);
     if (st == FASA_OK) st = ops->topk(exec, step);
     if (st == FASA_OK) st = ops->fac(exec, step);
@@ -157,9 +169,10 @@ static fasa_status check_host_args(fasa_kv_cache *c, uint32_t layer, const float
 {
     fasa_context *ctx = c->ctx;
     if (!q) return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "fasa_decode_host: q is NULL");
-    if (!o) return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "fasa_decode_host: o is NULL");
+    bool prefetch = desc && (desc->flags & FASA_DECODE_PREFETCH);
+    if (!o && !prefetch) return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "fasa_decode_host: o is NULL");
     size_t n = (size_t)c->shape.n_q_heads * c->shape.head_dim;
-    if (q == o || ((const float *)o < q + n && q < (const float *)o + n))
+    if (o && (q == o || ((const float *)o < q + n && q < (const float *)o + n)))
         return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "fasa_decode_host: q and o overlap");
     for (size_t i = 0; i < n; i++)
         if (!isfinite(q[i]))
@@ -191,7 +204,7 @@ static fasa_status host_step(fasa_kv_cache *c, uint32_t layer, const fasa_decode
     if (st == FASA_OK && out && sparse && (out->selected || out->scores))
         st = ctx->ops->read_selection(c, &step, out->selected, out->selected_stride, out->scores,
                                       out->scores_stride);
-    if (st == FASA_OK) st = ctx->ops->buffer_read(ctx, c->o_stage, 0, o, bytes);
+    if (st == FASA_OK && !step.prefetch) st = ctx->ops->buffer_read(ctx, c->o_stage, 0, o, bytes);
     if (st == FASA_OK && out) {
         out->path = step.path;
         out->n_rows = sparse ? step.n_rows : 0;

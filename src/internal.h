@@ -97,6 +97,7 @@ typedef struct fasa_step {
     uint32_t L;                  /* tokens attended to (cache length) */
     fasa_path path;
     bool oracle;                 /* sparse path scores by the full q.k */
+    bool prefetch;               /* FASA_DECODE_PREFETCH: select and fetch, no FAC */
     fasa_gqa_select select;
     uint32_t n_rows;             /* selection rows: Hq or Hkv */
     uint32_t n_fac;              /* tokens per row on the sparse path (< L) */
@@ -195,6 +196,8 @@ fasa_status fasa__fetch_plan(fasa_kv_cache *c, fasa_fetch_plan *plan);
 /* Adds what the device counters gained since the last fold (total: needed
  * rows and row-cache hits, summed over KV heads) to c->transfer. */
 void fasa__fetch_fold(fasa_kv_cache *c, const uint64_t total[2], uint64_t folded[2]);
+/* Same for the counters of prefetch steps (FASA_DECODE_PREFETCH). */
+void fasa__fetch_fold_prefetch(fasa_kv_cache *c, const uint64_t total[2], uint64_t folded[2]);
 
 /* --- decode (decode.c): the step shared by every backend ---------------- */
 /* Validates and resolves a step; does not run anything. */

@@ -139,12 +139,25 @@ fasa_status fasa__fetch_plan(fasa_kv_cache *c, fasa_fetch_plan *plan)
     return FASA_OK;
 }
 
+static uint64_t row_pair_bytes(const fasa_kv_cache *c) { return 2ull * c->shape.head_dim * c->elem_size; }
+
 void fasa__fetch_fold(fasa_kv_cache *c, const uint64_t total[2], uint64_t folded[2])
 {
     uint64_t needed = total[0] - folded[0], hits = total[1] - folded[1];
     c->transfer.rows_needed += needed;
     c->transfer.rows_cached += hits;
-    c->transfer.bytes += (needed - hits) * 2ull * c->shape.head_dim * c->elem_size; /* a K and a V row each */
+    c->transfer.bytes += (needed - hits) * row_pair_bytes(c); /* a K and a V row each */
+    folded[0] = total[0];
+    folded[1] = total[1];
+}
+
+/* A prefetch counts only what it copied: the rows it needed that were not
+ * resident yet. */
+void fasa__fetch_fold_prefetch(fasa_kv_cache *c, const uint64_t total[2], uint64_t folded[2])
+{
+    uint64_t copied = (total[0] - folded[0]) - (total[1] - folded[1]);
+    c->transfer.prefetch_rows += copied;
+    c->transfer.prefetch_bytes += copied * row_pair_bytes(c);
     folded[0] = total[0];
     folded[1] = total[1];
 }

@@ -203,10 +203,10 @@ static bool untouched(const float *x, size_t n)
 static bool decode_host(scenario *s, fasa_kv_cache *c, uint32_t layer, const fasa_decode_desc *d, const float *q,
                         float *o, fasa_decode_outputs *out, const char *what)
 {
-    fill(o, HQ * D, poison);
+    if (o) fill(o, HQ * D, poison); /* o NULL: a prefetch */
     mark(s);
     if (first(s, what, fasa_decode_host(c, layer, d, q, o, out))) return true;
-    CHECK(untouched(o, HQ * D), "%s: the failed decode wrote o", what);
+    CHECK(!o || untouched(o, HQ * D), "%s: the failed decode wrote o", what);
     return AGAIN(s, what, fasa_decode_host(c, layer, d, q, o, out));
 }
 
@@ -305,14 +305,17 @@ static bool fasam_steps(scenario *s, const fasa_model_shape *shape)
     fasa_kv_cache_desc kd = {.shape = *shape, .capacity = L, .calibration = s->cal,
                              .placement = FASA_PLACEMENT_OFFLOAD, .fetch = FASA_FETCH_STAGED,
                              .row_cache_rows = RC_ROWS};
-    fasa_decode_desc d = {.n_fac = NFAC, .n_recent = 8};
+    fasa_decode_desc d = {.n_fac = NFAC, .n_recent = 8}, pd = d;
+    pd.flags = FASA_DECODE_PREFETCH;
     fasa_transfer_stats stats;
     return CREATE(s, "kv_cache_create FASA-M", fasa_kv_cache_create(s->ctx, &kd, &s->mcache), s->mcache) &&
            append(s, s->mcache, 1, L, k_in, v_in, "FASA-M append") &&
            decode_host(s, s->mcache, 1, &d, q_in, s->r.o_m[0], NULL, "FASA-M decode 1") &&
+           decode_host(s, s->mcache, 1, &pd, q2, NULL, NULL, "FASA-M prefetch 2") &&
            decode_host(s, s->mcache, 1, &d, q2, s->r.o_m[1], NULL, "FASA-M decode 2") &&
            TRY(s, "FASA-M truncate", fasa_kv_cache_truncate(s->mcache, TRUNC)) &&
            append(s, s->mcache, 1, L - TRUNC, k_alt, v_alt, "FASA-M append after truncate") &&
+           decode_host(s, s->mcache, 1, &pd, q_in, NULL, NULL, "FASA-M prefetch 3") &&
            decode_host(s, s->mcache, 1, &d, q_in, s->r.o_m[2], NULL, "FASA-M decode 3") &&
            TRY(s, "FASA-M transfer_stats", fasa_kv_cache_transfer_stats(s->mcache, &stats, false));
 }

@@ -81,6 +81,75 @@ static void test_stats(fasa_context *ctx)
     fasa_calibration_destroy(cal);
 }
 
+/* FASA_DECODE_PREFETCH on the CPU backend: validation, no output written,
+ * the rows placed so that the same step then hits them all, its own
+ * counters, nothing on the dense path, and outputs unchanged. */
+static void test_prefetch(fasa_context *ctx)
+{
+    enum { HQ = 4, HKV = 2, D = 64, L = 400 };
+    static float k[L * HKV * D], v[L * HKV * D];
+    float q[HQ * D], o[HQ * D], o_ref[HQ * D];
+    for (int i = 0; i < L * HKV * D; i++) {
+        k[i] = sinf(0.11f * (float)i);
+        v[i] = cosf(0.37f * (float)i);
+    }
+    for (int i = 0; i < HQ * D; i++) q[i] = cosf(0.5f * (float)i);
+    uint16_t dims[HQ * 8];
+    for (int i = 0; i < HQ * 8; i++) dims[i] = (uint16_t)(8 + i % 8);
+    fasa_model_shape shape = {1, HQ, HKV, D, FASA_ROPE_NORM};
+    fasa_calibration_desc cd = {.shape = shape, .n_tip = 4, .dims = dims};
+    fasa_calibration *cal = NULL;
+    fasa_calibration_create(ctx, &cd, &cal);
+    fasa_kv_cache_desc kd = {.shape = shape, .capacity = L, .calibration = cal, .flags = FASA_CACHE_NO_DENSE_LAYERS,
+                             .placement = FASA_PLACEMENT_OFFLOAD, .fetch = FASA_FETCH_STAGED, .row_cache_rows = 2 * 64};
+    fasa_kv_cache_desc plain = kd;
+    plain.fetch = FASA_FETCH_DIRECT;
+    plain.row_cache_rows = 0;
+    fasa_kv_cache *c = NULL, *ref = NULL;
+    CHECK(fasa_kv_cache_create(ctx, &kd, &c) == FASA_OK && fasa_kv_cache_create(ctx, &plain, &ref) == FASA_OK, "caches");
+    fasa_kv_cache_append(c, 0, L, k, v, FASA_DTYPE_F32);
+    fasa_kv_cache_append(ref, 0, L, k, v, FASA_DTYPE_F32);
+    fasa_decode_desc d = {.n_fac = 64}, pd = d;
+    pd.flags = FASA_DECODE_PREFETCH;
+    fasa_decode_desc bad = d;
+    bad.flags = 0x6;
+    CHECK(fasa_decode_host(c, 0, &bad, q, o, NULL) == FASA_ERROR_INVALID_ARGUMENT &&
+              strstr(fasa_context_last_error(ctx), "desc.flags: unknown bits 0x6"), "unknown flags: %s",
+          fasa_context_last_error(ctx));
+    CHECK(fasa_decode_host(ref, 0, &pd, q, NULL, NULL) == FASA_ERROR_INVALID_ARGUMENT &&
+              strstr(fasa_context_last_error(ctx), "row cache"), "prefetch without a row cache: %s",
+          fasa_context_last_error(ctx));
+    CHECK(fasa_decode_host(c, 0, &d, q, NULL, NULL) == FASA_ERROR_INVALID_ARGUMENT, "o NULL without prefetch");
+    for (int i = 0; i < HQ * D; i++) o[i] = NAN; /* poison: a prefetch writes no output */
+    CHECK(fasa_decode_host(c, 0, &pd, q, o, NULL) == FASA_OK && isnan(o[0]) && isnan(o[HQ * D - 1]),
+          "prefetch leaves o alone");
+    fasa_transfer_stats a, b;
+    fasa_kv_cache_transfer_stats(c, &a, false);
+    CHECK(fasa_decode_host(c, 0, &d, q, o, NULL) == FASA_OK && fasa_decode_host(ref, 0, &d, q, o_ref, NULL) == FASA_OK &&
+              memcmp(o, o_ref, sizeof o) == 0, "outputs unchanged by a prefetch");
+    fasa_kv_cache_transfer_stats(c, &b, false);
+    uint64_t row = 2ull * D * 2;
+    CHECK(a.steps == 0 && a.prefetch_steps == 1 && a.prefetch_rows >= 64 && a.prefetch_bytes == a.prefetch_rows * row,
+          "prefetch counters (%llu steps, %llu rows)", (unsigned long long)a.prefetch_steps,
+          (unsigned long long)a.prefetch_rows);
+    CHECK(b.steps == 1 && b.rows_needed == a.prefetch_rows && b.rows_cached == b.rows_needed && b.bytes == 0,
+          "the prefetched step hits every row (%llu of %llu)", (unsigned long long)b.rows_cached,
+          (unsigned long long)b.rows_needed);
+    fasa_decode_desc wide = pd;
+    wide.n_fac = 2 * L; /* L <= n_fac: the dense path, nothing to prefetch */
+    fasa_kv_cache_desc big = kd;
+    big.max_n_fac = 2 * L;
+    fasa_kv_cache *cb = NULL;
+    fasa_kv_cache_create(ctx, &big, &cb);
+    fasa_kv_cache_append(cb, 0, L, k, v, FASA_DTYPE_F32);
+    CHECK(fasa_decode_host(cb, 0, &wide, q, NULL, NULL) == FASA_OK && fasa_kv_cache_transfer_stats(cb, &a, false) == FASA_OK &&
+              a.prefetch_steps == 0 && a.prefetch_rows == 0, "a dense-path prefetch does nothing");
+    fasa_kv_cache_destroy(cb);
+    fasa_kv_cache_destroy(c);
+    fasa_kv_cache_destroy(ref);
+    fasa_calibration_destroy(cal);
+}
+
 int main(void)
 {
     fasa_context *ctx = NULL;
@@ -88,6 +157,7 @@ int main(void)
     if (fasa_context_create(&cd, &ctx) != FASA_OK) return 1;
     test_policy(ctx);
     test_stats(ctx);
+    test_prefetch(ctx);
     fasa_context_destroy(ctx);
     return check_done("test_rowcache");
 }

@@ -69,6 +69,7 @@ static conform_case *add(case_list *l, shape3 s, fasa_rope_layout layout, fasa_d
 /* FASA-M copies of the sparse cases, alternating the fetch strategies. */
 static void add_offload_copies(case_list *l, uint32_t n_base)
 {
+    uint32_t n_row_cache = 0;
     for (uint32_t i = 0; i < n_base && l->n < l->max; i++) {
         const conform_case *c = &l->v[i];
         bool sparse = c->mode != FASA_MODE_DENSE && !c->on_dense_layer && c->L > c->n_fac;
@@ -81,9 +82,10 @@ static void add_offload_copies(case_list *l, uint32_t n_base)
         uint32_t rows_per_group = c->gqa == FASA_GQA_PER_GROUP ? 1 : c->hq / c->hkv;
         m->row_cache_rows = i % 4 == 1 ? 2 * rows_per_group * c->n_fac : 0;
         if (m->row_cache_rows > m->L) m->row_cache_rows = m->L;
+        m->prefetch = m->row_cache_rows && n_row_cache++ % 2 == 1; /* every other row-cache case */
         size_t len = strlen(m->name);
-        snprintf(m->name + len, sizeof m->name - len, "/fasa-m-%s%s", m->fetch == FASA_FETCH_STAGED ? "staged" : "direct",
-                 m->row_cache_rows ? "-rowcache" : "");
+        snprintf(m->name + len, sizeof m->name - len, "/fasa-m-%s%s%s", m->fetch == FASA_FETCH_STAGED ? "staged" : "direct",
+                 m->row_cache_rows ? "-rowcache" : "", m->prefetch ? "-prefetch" : "");
     }
 }
 
@@ -263,6 +265,23 @@ static bool fail(conform_result *r, const char *fmt, ...)
     return true;
 }
 
+/* A prefetch with another query (the heads' rows rotated by one) before the
+ * decode: it moves rows in and out of the row cache but must not change
+ * what the decode computes. */
+static fasa_status prefetch_other_query(fasa_kv_cache *cache, uint32_t layer, const fasa_decode_desc *dd,
+                                        const conform_case *c, const float *q)
+{
+    size_t nq = (size_t)c->hq * c->d;
+    float *other = malloc(nq * sizeof(float));
+    if (!other) return FASA_ERROR_OUT_OF_HOST_MEMORY;
+    for (size_t i = 0; i < nq; i++) other[i] = q[(i + c->d) % nq];
+    fasa_decode_desc pd = *dd;
+    pd.flags = FASA_DECODE_PREFETCH;
+    fasa_status st = fasa_decode_host(cache, layer, &pd, other, NULL, NULL);
+    free(other);
+    return st;
+}
+
 /* Builds calibration + cache, appends, decodes with outputs. */
 static fasa_status run_library(fasa_context *ctx, const conform_case *c, case_data *cd,
                                fasa_decode_outputs *out, conform_result *r)
@@ -291,6 +310,7 @@ static fasa_status run_library(fasa_context *ctx, const conform_case *c, case_da
     }
     fasa_decode_desc dd = {.mode = c->mode, .n_fac = c->n_fac, .n_sink = c->n_sink,
                            .n_recent = c->n_recent, .gqa_select = c->gqa};
+    if (st == FASA_OK && c->prefetch) st = prefetch_other_query(cache, layer, &dd, c, cd->q);
     double t0 = cli_now();
     if (st == FASA_OK) st = fasa_decode_host(cache, layer, &dd, cd->q, cd->o_buf + GUARD, out);
     r->seconds = cli_now() - t0;

@@ -21,6 +21,7 @@ typedef struct conform_case {
     fasa_placement placement;    /* FASA-M cases: OFFLOAD */
     fasa_fetch fetch;
     uint32_t row_cache_rows;
+    bool prefetch;               /* a FASA_DECODE_PREFETCH step (another query) before the decode */
     uint64_t seed;
 } conform_case;
 

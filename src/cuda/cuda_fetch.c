@@ -31,11 +31,12 @@ typedef struct cuda_fetch {
     uint32_t *bits;
     int32_t *need;
     uint32_t *info;
-    uint64_t *counts;
+    uint64_t *counts;             /* [2][Hkv][2]: demand, then prefetch steps: rows needed, hits */
     int32_t *work, *copy, *remap;
     cuda_fm_slots *layers;        /* [n_layers] with a row cache */
     cuda_fm_slots staging;        /* without one */
     uint64_t folded[2];           /* counter totals already in cache->transfer */
+    uint64_t folded_pf[2];        /* same for the prefetch block */
 } cuda_fetch;
 
 static void dfree(void *p)
@@ -150,7 +151,8 @@ fasa_status fasa__cuda_fetch_create(fasa_kv_cache *c)
     fasa_status st = fm_alloc(c, hkv * fm->p.words * 4, "token bitmap", 0, (void **)&fm->bits, &scratch);
     if (st == FASA_OK) st = fm_alloc(c, hkv * fm->p.rmax * 4, "needed rows", 0, (void **)&fm->need, &scratch);
     if (st == FASA_OK) st = fm_alloc(c, hkv * 16, "fetch state", 0, (void **)&fm->info, &scratch);
-    if (st == FASA_OK) st = fm_alloc(c, hkv * 16, "transfer counters", 0, (void **)&fm->counts, &scratch);
+    /* two blocks: demand steps, then prefetch steps (FASA_DECODE_PREFETCH) */
+    if (st == FASA_OK) st = fm_alloc(c, hkv * 32, "transfer counters", 0, (void **)&fm->counts, &scratch);
     if (st == FASA_OK && fm->p.staged) st = alloc_staged(c, fm, &dev, &scratch);
     if (st != FASA_OK) return st;
     c->device_bytes += dev;
@@ -185,13 +187,14 @@ fasa_status fasa__cuda_fetch(fasa_exec *exec, const fasa_step *s, const void **k
     const cuda_layer *lay = &cu->layers[s->layer];
     const cuda_fm_slots *sl = slots_of(fm, s->layer);
     c->step_count++; /* the row-cache stamp of this step (as the CPU backend) */
-    c->transfer.steps++;
+    if (s->prefetch) c->transfer.prefetch_steps++;
+    else c->transfer.steps++;
     fasa_cu_fetch_args a = {
         .sel = cu->sel, .sel_stride = c->max_n_fac,
         .rows_per_group = s->select == FASA_GQA_PER_GROUP ? 1 : c->group,
         .n_fac = s->n_fac, .L = s->L, .n_kv_heads = c->shape.n_kv_heads,
         .bits = fm->bits, .words = fm->p.words, .need = fm->need, .rmax = fm->p.rmax,
-        .info = fm->info, .counts = fm->counts, .staged = fm->p.staged,
+        .info = fm->info, .counts = fm->counts + (s->prefetch ? 2 * c->shape.n_kv_heads : 0), .staged = fm->p.staged,
         .tslot = fm->p.staged ? sl->tslot : NULL, .cap = c->capacity, .slots = fm->p.slots,
         .meta = fm->p.staged ? sl->meta : NULL, .stamp = fm->p.staged ? sl->stamp : NULL,
         .step = c->step_count, .trunc_len = fm->p.trunc[s->layer],
@@ -240,12 +243,12 @@ fasa_status fasa__cuda_transfer_stats_sync(fasa_kv_cache *c)
     if (!fm) return FASA_OK;
     cuda_ctx *cc = c->ctx->impl;
     uint32_t hkv = c->shape.n_kv_heads;
-    uint64_t *v = fasa__alloc(c->ctx, (size_t)hkv * 2 * sizeof(uint64_t)), tot[2] = {0, 0};
+    uint64_t *v = fasa__alloc(c->ctx, (size_t)hkv * 4 * sizeof(uint64_t)), tot[2] = {0, 0}, pf[2] = {0, 0};
     if (!v) return fasa__error(c->ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "cuda: out of host memory");
     int prev;
     fasa_status st = fasa__cuda_enter(c->ctx, &prev);
     if (st == FASA_OK) {
-        cudaError_t err = cudaMemcpyAsync(v, fm->counts, (size_t)hkv * 16, cudaMemcpyDeviceToHost, cc->stream);
+        cudaError_t err = cudaMemcpyAsync(v, fm->counts, (size_t)hkv * 32, cudaMemcpyDeviceToHost, cc->stream);
         if (err == cudaSuccess) err = cudaStreamSynchronize(cc->stream);
         if (err != cudaSuccess) st = fasa__cuda_fail(c->ctx, err, "cudaMemcpyAsync (FASA-M counters)");
         fasa__cuda_leave(prev);
@@ -253,9 +256,12 @@ fasa_status fasa__cuda_transfer_stats_sync(fasa_kv_cache *c)
     for (uint32_t g = 0; st == FASA_OK && g < hkv; g++) {
         tot[0] += v[2 * g];
         tot[1] += v[2 * g + 1];
+        pf[0] += v[2 * (hkv + g)];
+        pf[1] += v[2 * (hkv + g) + 1];
     }
     fasa__free(c->ctx, v);
     if (st != FASA_OK) return st;
     fasa__fetch_fold(c, tot, fm->folded);
+    fasa__fetch_fold_prefetch(c, pf, fm->folded_pf);
     return FASA_OK;
 }

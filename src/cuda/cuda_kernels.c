@@ -150,7 +150,7 @@ fasa_status fasa__cuda_fac(fasa_exec *exec, const fasa_step *s)
     /* FASA-M: counts, and with STAGED the rows gathered into device slots */
     if (c->placement == FASA_PLACEMENT_OFFLOAD) {
         fasa_status st = fasa__cuda_fetch(exec, s, &k, &v, &cap, &sel);
-        if (st != FASA_OK) return st;
+        if (st != FASA_OK || s->prefetch) return st; /* a prefetch places rows, no attention */
     }
     return attend(exec, s, k, v, cap, sel, s->n_fac);
 }

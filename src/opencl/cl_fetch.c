@@ -36,12 +36,14 @@ typedef struct cl_fetch {
     cl_mem need;                  /* [Hkv][rmax] this step's needed tokens, ascending */
     cl_mem info;                  /* [Hkv][4] uint: needed, hits, misses */
     cl_mem counts;                /* [Hkv][2] ulong: rows needed, hits (running totals) */
+    cl_mem counts_pf;             /* same for the prefetch steps (FASA_DECODE_PREFETCH) */
     cl_mem work;                  /* row cache: [Hkv][rmax + slots] */
     cl_mem copy;                  /* [Hkv][rmax][2] (token, slot) of the rows to copy */
     cl_mem remap;                 /* [Hq][max_n_fac] the selection as slot indices */
     cl_fm_slots *layers;          /* [n_layers] with a row cache */
     cl_fm_slots staging;          /* without one */
     uint64_t folded[2];           /* counter totals already in cache->transfer */
+    uint64_t folded_pf[2];        /* same for counts_pf */
 } cl_fetch;
 
 static cl_ctx *ctx_of(const fasa_kv_cache *c) { return c->ctx->impl; }
@@ -70,7 +72,7 @@ void fasa__cl_fetch_destroy(fasa_kv_cache *cache)
     if (!fm) return;
     for (uint32_t l = 0; fm->layers && l < cache->shape.n_layers; l++) release_slots(&fm->layers[l]);
     release_slots(&fm->staging);
-    cl_mem *all[] = {&fm->bits, &fm->need, &fm->info, &fm->counts, &fm->work, &fm->copy, &fm->remap};
+    cl_mem *all[] = {&fm->bits, &fm->need, &fm->info, &fm->counts, &fm->counts_pf, &fm->work, &fm->copy, &fm->remap};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) release(all[i]);
     fasa__free(cache->ctx, fm->layers);
     fasa__free(cache->ctx, fm->p.trunc);
@@ -162,6 +164,8 @@ fasa_status fasa__cl_fetch_create(fasa_kv_cache *c)
     if (st == FASA_OK) st = fm_mem(c, hkv * fm->p.rmax * 4, "needed rows", 0, &fm->need, &scratch);
     if (st == FASA_OK) st = fm_mem(c, hkv * 16, "fetch state", 0, &fm->info, &scratch);
     if (st == FASA_OK) st = fm_mem(c, hkv * 16, "transfer counters", 0, &fm->counts, &scratch);
+    if (st == FASA_OK && fm->p.slots)
+        st = fm_mem(c, hkv * 16, "prefetch counters", 0, &fm->counts_pf, &scratch);
     if (st == FASA_OK && fm->p.staged) st = alloc_staged(c, fm, &dev, &scratch);
     if (st != FASA_OK) return st;
     c->device_bytes += dev;
@@ -210,7 +214,7 @@ static fasa_status need(fasa_exec *exec, const fasa_step *s, cl_fetch *fm)
     fasa__cl_arg_mem(&x, fm->need);
     fasa__cl_arg_u32(&x, fm->p.rmax);
     fasa__cl_arg_u32(&x, fm->p.staged);
-    fasa__cl_arg_mem(&x, fm->counts);
+    fasa__cl_arg_mem(&x, s->prefetch ? fm->counts_pf : fm->counts);
     fasa__cl_arg_mem(&x, fm->info);
     return launch_per_head(exec, c, &x, CLK_FETCH_NEED);
 }
@@ -244,7 +248,7 @@ static fasa_status slots(fasa_exec *exec, const fasa_step *s, cl_fetch *fm)
     fasa__cl_arg_mem(&x, fm->copy);
     fasa__cl_arg_u32(&x, cl->tokens_per_chunk);
     fasa__cl_arg_mem(&x, fm->remap);
-    fasa__cl_arg_mem(&x, fm->counts);
+    fasa__cl_arg_mem(&x, s->prefetch ? fm->counts_pf : fm->counts);
     return launch_per_head(exec, c, &x, CLK_FETCH_SLOTS);
 }
 
@@ -312,7 +316,8 @@ fasa_status fasa__cl_fetch(fasa_exec *exec, const fasa_step *s)
     fasa_kv_cache *c = s->cache;
     cl_fetch *fm = ((cl_cache *)c->impl)->fm;
     c->step_count++; /* the row-cache stamp of this step (as the CPU backend) */
-    c->transfer.steps++;
+    if (s->prefetch) c->transfer.prefetch_steps++;
+    else c->transfer.steps++;
     fasa_status st = need(exec, s, fm);
     bool placed = false;
     if (st == FASA_OK && fm->p.staged) {
@@ -356,6 +361,22 @@ void fasa__cl_cache_truncate(fasa_kv_cache *c, uint32_t length)
         if (length < fm->p.trunc[l]) fm->p.trunc[l] = length;
 }
 
+/* Totals over KV heads of one counter buffer: rows needed, hits. */
+static fasa_status read_counts(fasa_kv_cache *c, cl_mem counts, uint64_t tot[2])
+{
+    uint32_t hkv = c->shape.n_kv_heads;
+    uint64_t *v = fasa__alloc(c->ctx, (size_t)hkv * 2 * sizeof(uint64_t));
+    if (!v) return fasa__error(c->ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "opencl: out of host memory");
+    cl_int err = clEnqueueReadBuffer(ctx_of(c)->queue, counts, CL_TRUE, 0, (size_t)hkv * 16, v, 0, NULL, NULL);
+    tot[0] = tot[1] = 0;
+    for (uint32_t g = 0; err == CL_SUCCESS && g < hkv; g++) {
+        tot[0] += v[2 * g];
+        tot[1] += v[2 * g + 1];
+    }
+    fasa__free(c->ctx, v);
+    return err == CL_SUCCESS ? FASA_OK : fasa__cl_fail(c->ctx, err, "clEnqueueReadBuffer (FASA-M counters)");
+}
+
 /* Reads the device totals (waiting for the queue) and adds what is new
  * since the last fold: bytes = (needed - hits) x a K row and a V row. */
 fasa_status fasa__cl_transfer_stats_sync(fasa_kv_cache *c)
@@ -363,16 +384,11 @@ fasa_status fasa__cl_transfer_stats_sync(fasa_kv_cache *c)
     cl_cache *cl = c->impl;
     cl_fetch *fm = cl ? cl->fm : NULL;
     if (!fm) return FASA_OK;
-    uint32_t hkv = c->shape.n_kv_heads;
-    uint64_t *v = fasa__alloc(c->ctx, (size_t)hkv * 2 * sizeof(uint64_t)), tot[2] = {0, 0};
-    if (!v) return fasa__error(c->ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "opencl: out of host memory");
-    cl_int err = clEnqueueReadBuffer(ctx_of(c)->queue, fm->counts, CL_TRUE, 0, (size_t)hkv * 16, v, 0, NULL, NULL);
-    for (uint32_t g = 0; err == CL_SUCCESS && g < hkv; g++) {
-        tot[0] += v[2 * g];
-        tot[1] += v[2 * g + 1];
-    }
-    fasa__free(c->ctx, v);
-    if (err != CL_SUCCESS) return fasa__cl_fail(c->ctx, err, "clEnqueueReadBuffer (FASA-M counters)");
-    fasa__fetch_fold(c, tot, fm->folded);
+    uint64_t demand[2], prefetch[2] = {0, 0};
+    fasa_status st = read_counts(c, fm->counts, demand);
+    if (st == FASA_OK && fm->counts_pf) st = read_counts(c, fm->counts_pf, prefetch);
+    if (st != FASA_OK) return st;
+    fasa__fetch_fold(c, demand, fm->folded);
+    fasa__fetch_fold_prefetch(c, prefetch, fm->folded_pf);
     return FASA_OK;
 }

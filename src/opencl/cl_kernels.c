@@ -350,7 +350,7 @@ fasa_status fasa__cl_fac(fasa_exec *exec, const fasa_step *s)
     splits = ceil_div(s->n_fac, split_len);
     /* FASA-M: counts, and with STAGED the rows gathered into device slots */
     fasa_status fst = c->placement == FASA_PLACEMENT_OFFLOAD ? fasa__cl_fetch(exec, s) : FASA_OK;
-    if (fst != FASA_OK) return fst;
+    if (fst != FASA_OK || s->prefetch) return fst; /* a prefetch places rows, no attention */
     for (uint32_t i = 0; i < cl->n_chunks; i++) {
         const cl_chunk *ch = chunk_at(cl, s->layer, i);
         if (ch->t0 >= s->L) continue;

@@ -185,12 +185,16 @@ static bool can_copy_quads(const fasa_kv_cache *c, const vk_cache *vc, const vk_
     return true;
 }
 
+/* One block of counters: [Hkv] (needed lo/hi, hits lo/hi), steps lo/hi. */
+static uint64_t counter_block_bytes(const fasa_kv_cache *c) { return (4ull * c->shape.n_kv_heads + 2) * 4; }
+
 fasa_status fasa__vk_fetch_init(fasa_kv_cache *c, vk_context *vk, vk_cache *vc)
 {
     vk_fetch *fm = vc->fm;
     if (!fm) return FASA_OK;
     fm->quad = can_copy_quads(c, vc, fm) && !vk->test_fetch_fallbacks;
-    fasa_status st = fasa__vk_buf_create(vk, (4ull * c->shape.n_kv_heads + 2) * 4, true, &fm->counters);
+    /* two blocks: demand steps, then prefetch steps (FASA_DECODE_PREFETCH) */
+    fasa_status st = fasa__vk_buf_create(vk, 2 * counter_block_bytes(c), true, &fm->counters);
     if (st != FASA_OK) return st;
     memset(fm->counters.map, 0, fm->counters.size);
     return fm->mode == VK_FETCH_ROWCACHE ? fill_state(c, vk, fm) : FASA_OK;
@@ -224,7 +228,7 @@ static push_fetch fetch_push(const fasa_step *step, const vk_cache *vc, const vk
     push_fetch p;
     memset(&p, 0, sizeof p);
     p.scratch = vc->scratch.addr;
-    p.counters = fm->counters.addr;
+    p.counters = fm->counters.addr + (step->prefetch ? counter_block_bytes(c) : 0);
     p.src_k = lay->k.table;
     p.src_v = lay->v.table;
     p.sel_off = vc->sel_off;
@@ -309,6 +313,18 @@ void fasa__vk_cache_truncate(fasa_kv_cache *c, uint32_t length)
 
 static uint64_t word64(const uint32_t *w) { return (uint64_t)w[0] | (uint64_t)w[1] << 32; }
 
+/* Totals of one counter block: rows needed, hits (over KV heads), steps. */
+static void read_counter_block(const fasa_kv_cache *c, const void *map, uint64_t total[3])
+{
+    const uint32_t *w = map;
+    total[0] = total[1] = 0;
+    total[2] = word64(w + 4 * c->shape.n_kv_heads);
+    for (uint32_t g = 0; g < c->shape.n_kv_heads; g++) {
+        total[0] += word64(w + 4 * g);
+        total[1] += word64(w + 4 * g + 2);
+    }
+}
+
 /* Folds what the counters gained since the last call into cache->transfer.
  * Embedded contexts: valid once the host has waited for its recorded steps. */
 fasa_status fasa__vk_transfer_stats_sync(fasa_kv_cache *c)
@@ -316,15 +332,15 @@ fasa_status fasa__vk_transfer_stats_sync(fasa_kv_cache *c)
     vk_cache *vc = c->impl;
     vk_fetch *fm = vc ? vc->fm : NULL;
     if (!fm) return FASA_OK;
-    const uint32_t *w = (const uint32_t *)fm->counters.map;
-    uint64_t total[3] = {0, 0, word64(w + 4 * c->shape.n_kv_heads)};
-    for (uint32_t g = 0; g < c->shape.n_kv_heads; g++) {
-        total[0] += word64(w + 4 * g);
-        total[1] += word64(w + 4 * g + 2);
-    }
-    c->transfer.steps += total[2] - fm->folded[2]; /* counted on the device: recorded steps too */
-    fm->folded[2] = total[2];
-    fasa__fetch_fold(c, total, fm->folded);
+    uint64_t demand[3], prefetch[3];
+    read_counter_block(c, fm->counters.map, demand);
+    read_counter_block(c, (const char *)fm->counters.map + counter_block_bytes(c), prefetch);
+    c->transfer.steps += demand[2] - fm->folded[2]; /* counted on the device: recorded steps too */
+    fm->folded[2] = demand[2];
+    fasa__fetch_fold(c, demand, fm->folded);
+    c->transfer.prefetch_steps += prefetch[2] - fm->folded_pf[2];
+    fm->folded_pf[2] = prefetch[2];
+    fasa__fetch_fold_prefetch(c, prefetch, fm->folded_pf);
     return FASA_OK;
 }
 

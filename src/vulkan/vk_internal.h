@@ -160,9 +160,10 @@ typedef struct vk_fetch {
     uint32_t n_slot_arrays;      /* layers (row cache), 1 (staging) or 0 */
     vk_array *k_slots, *v_slots; /* [n_slot_arrays], rows [Hkv][R or rmax] */
     vk_array state;              /* row cache: one row per layer (fetch.comp layout) */
-    vk_buf counters;             /* host-visible: [Hkv][4] + steps, see fetch.comp */
+    vk_buf counters;             /* host-visible: 2 blocks (demand, prefetch steps) of [Hkv][4] + steps, see fetch.comp */
     uint32_t *trunc;             /* [n_layers] truncation the layer's next fetch applies */
     uint64_t folded[3];          /* counter totals already in cache->transfer */
+    uint64_t folded_pf[3];       /* same for the prefetch steps' counter block */
     bool quad;                   /* rows and chunks allow 16-byte copies */
     bool map16;                  /* 16-bit token -> slot map (R < 65535) */
 } vk_fetch;

@@ -234,6 +234,7 @@ fasa_status fasa__vk_fac(fasa_exec *e, const fasa_step *step)
     vk_cache *vc = step->cache->impl;
     if (vc->fm) { /* FASA-M: count (DIRECT) or stage (STAGED) the rows first */
         vk_fac_source src = fasa__vk_fetch_record(e, step);
+        if (step->prefetch) return FASA_OK; /* rows placed; no attention, no trailing barrier */
         p.k_tab = src.k_tab;
         p.v_tab = src.v_tab;
         p.kv_stride = src.kv_stride;

@@ -9,6 +9,10 @@
  * way it reads the transfer counters with reset, truncates every layer by
  * 300 tokens and appends 120 new tokens with other values, so that rows a
  * row cache still holds for the dropped positions must not be used again.
+ * With prefetch (FASA_DECODE_PREFETCH), every step first prefetches the
+ * layer it decodes with the query it is about to get (then every row it
+ * needs must be resident) and the other layer with that query too (a
+ * speculative prefetch whose rows are partly evicted again).
  *
  * Keys and queries are small integers: TIP scores are exact on every
  * backend, so selections (and with them the transfer counters) agree
@@ -29,6 +33,7 @@ typedef struct fm_config {
     fasa_placement placement;
     fasa_fetch fetch;
     uint32_t row_cache;           /* rows per (layer, KV head), STAGED only */
+    bool prefetch;                /* prefetch steps between the decode steps */
 } fm_config;
 
 typedef struct fm_seq {
@@ -44,6 +49,7 @@ typedef struct fm_result {
     fasa_memory_report mem;
     fasa_status status;
     char error[512];
+    uint32_t prefetched_misses;   /* steps prefetched with their own query that missed rows */
 } fm_result;
 
 static inline uint64_t fm_rand(uint64_t *s)
@@ -94,7 +100,25 @@ static inline fasa_status fm_fail(fm_result *r, fasa_context *ctx, fasa_status s
     return st;
 }
 
-static inline fasa_status fm_steps(fasa_context *ctx, fasa_kv_cache *c, const fm_seq *sq, fm_result *r)
+/* Prefetches the decode step (layer, d, q) is about to make and the other
+ * layer, then runs the step: it must find every row it needs resident. */
+static inline fasa_status fm_prefetched_step(fasa_kv_cache *c, const fm_seq *sq, uint32_t layer,
+                                             const fasa_decode_desc *d, const float *q, float *o, fm_result *r)
+{
+    fasa_decode_desc pd = *d;
+    pd.flags = FASA_DECODE_PREFETCH;
+    fasa_transfer_stats a, b;
+    fasa_status st = fasa_decode_host(c, layer, &pd, q, NULL, NULL);
+    if (st == FASA_OK) st = fasa_decode_host(c, (layer + 1) % sq->shape.n_layers, &pd, q, NULL, NULL);
+    if (st == FASA_OK) st = fasa_kv_cache_transfer_stats(c, &a, false);
+    if (st == FASA_OK) st = fasa_decode_host(c, layer, d, q, o, NULL);
+    if (st == FASA_OK) st = fasa_kv_cache_transfer_stats(c, &b, false);
+    if (st == FASA_OK && b.rows_needed - a.rows_needed != b.rows_cached - a.rows_cached) r->prefetched_misses++;
+    return st;
+}
+
+static inline fasa_status fm_steps(fasa_context *ctx, fasa_kv_cache *c, const fm_seq *sq, const fm_config *cf,
+                                   fm_result *r)
 {
     size_t nq = (size_t)sq->shape.n_q_heads * sq->shape.head_dim;
     float *q = malloc(nq * sizeof(float)), *q0 = malloc(nq * sizeof(float));
@@ -104,7 +128,9 @@ static inline fasa_status fm_steps(fasa_context *ctx, fasa_kv_cache *c, const fm
     for (uint32_t i = 0; st == FASA_OK && i < sq->steps; i++) {
         for (size_t j = 0; j < nq; j++) q[j] = q0[j] + (fm_rand(&qs) % 4 == 0 ? fm_int(&qs, 2) : 0.0f);
         fasa_decode_desc d = fm_desc(sq, i);
-        st = fasa_decode_host(c, i % sq->shape.n_layers, &d, q, r->out + i * nq, NULL);
+        uint32_t layer = i % sq->shape.n_layers;
+        if (cf->prefetch) st = fm_prefetched_step(c, sq, layer, &d, q, r->out + i * nq, r);
+        else st = fasa_decode_host(c, layer, &d, q, r->out + i * nq, NULL);
         if (st != FASA_OK) return fm_fail(r, ctx, st, "fasa_decode_host");
         st = fm_append(c, sq, 1 + i % 3, &ks);
         if (st == FASA_OK && i == sq->steps / 2) {
@@ -139,12 +165,13 @@ static inline fasa_status fm_run(fasa_context *ctx, const fasa_calibration *cal,
     fasa_kv_cache *c = NULL;
     r->status = FASA_OK;
     r->error[0] = '\0';
+    r->prefetched_misses = 0;
     fasa_status st = fasa_kv_cache_create(ctx, &kd, &c);
     if (st != FASA_OK) return fm_fail(r, ctx, st, "fasa_kv_cache_create");
     uint64_t ks = sq->seed;
     st = fm_append(c, sq, sq->first_len, &ks);
     if (st != FASA_OK) fm_fail(r, ctx, st, "first append");
-    if (st == FASA_OK) st = fm_steps(ctx, c, sq, r);
+    if (st == FASA_OK) st = fm_steps(ctx, c, sq, cf, r);
     if (st == FASA_OK) fasa_kv_cache_memory(c, &r->mem);
     fasa_kv_cache_destroy(c);
     return st;
@@ -153,13 +180,16 @@ static inline fasa_status fm_run(fasa_context *ctx, const fasa_calibration *cal,
 static inline bool fm_stats_equal(const fasa_transfer_stats *a, const fasa_transfer_stats *b)
 {
     return a->steps == b->steps && a->rows_needed == b->rows_needed && a->rows_cached == b->rows_cached &&
-           a->bytes == b->bytes;
+           a->bytes == b->bytes && a->prefetch_steps == b->prefetch_steps && a->prefetch_rows == b->prefetch_rows &&
+           a->prefetch_bytes == b->prefetch_bytes;
 }
 
 static inline void fm_print_stats(const char *what, const fasa_transfer_stats *t)
 {
-    printf("  %-28s steps %3llu rows %7llu cached %7llu bytes %10llu\n", what, (unsigned long long)t->steps,
-           (unsigned long long)t->rows_needed, (unsigned long long)t->rows_cached, (unsigned long long)t->bytes);
+    printf("  %-28s steps %3llu rows %7llu cached %7llu bytes %10llu prefetches %3llu rows %6llu\n", what,
+           (unsigned long long)t->steps, (unsigned long long)t->rows_needed, (unsigned long long)t->rows_cached,
+           (unsigned long long)t->bytes, (unsigned long long)t->prefetch_steps,
+           (unsigned long long)t->prefetch_rows);
 }
 
 /* The sequence every backend's FASA-M test runs. */
@@ -182,10 +212,11 @@ static inline fasa_status fm_run_configs(fasa_context *dev, const fasa_calibrati
 {
     uint32_t G = sq->shape.n_q_heads / sq->shape.n_kv_heads;
     const fm_config cfs[] = {
-        {"fasa-c", FASA_PLACEMENT_DEVICE, FASA_FETCH_DIRECT, 0},
-        {"fasa-m direct", FASA_PLACEMENT_OFFLOAD, FASA_FETCH_DIRECT, 0},
-        {"fasa-m staged", FASA_PLACEMENT_OFFLOAD, FASA_FETCH_STAGED, 0},
-        {"fasa-m staged + row cache", FASA_PLACEMENT_OFFLOAD, FASA_FETCH_STAGED, 2 * G * sq->n_fac},
+        {"fasa-c", FASA_PLACEMENT_DEVICE, FASA_FETCH_DIRECT, 0, false},
+        {"fasa-m direct", FASA_PLACEMENT_OFFLOAD, FASA_FETCH_DIRECT, 0, false},
+        {"fasa-m staged", FASA_PLACEMENT_OFFLOAD, FASA_FETCH_STAGED, 0, false},
+        {"fasa-m staged + row cache", FASA_PLACEMENT_OFFLOAD, FASA_FETCH_STAGED, 2 * G * sq->n_fac, false},
+        {"fasa-m row cache + prefetch", FASA_PLACEMENT_OFFLOAD, FASA_FETCH_STAGED, 2 * G * sq->n_fac, true},
     };
     size_t n = (size_t)sq->steps * sq->shape.n_q_heads * sq->shape.head_dim;
     fm_result ref = {.out = calloc(n, sizeof(float))}, g = {.out = calloc(n, sizeof(float))},
@@ -236,6 +267,14 @@ static inline bool fm_check_config(const fm_seq *sq, const fm_config *cf, const 
         snprintf(why, why_size, "bytes %llu are not (needed - cached) x 2 d b", (unsigned long long)g->end.bytes);
     else if (cf->row_cache ? !(g->end.rows_cached > 0 && g->half.rows_cached > 0) : g->end.rows_cached != 0)
         snprintf(why, why_size, "%llu row-cache hits", (unsigned long long)g->end.rows_cached);
+    else if (g->prefetched_misses || c->prefetched_misses)
+        snprintf(why, why_size, "%u (cpu: %u) steps prefetched with their own query missed rows",
+                 g->prefetched_misses, c->prefetched_misses);
+    else if (cf->prefetch != (g->end.prefetch_steps > 0 && g->end.prefetch_rows > 0) ||
+             g->end.prefetch_bytes != g->end.prefetch_rows * row)
+        snprintf(why, why_size, "prefetch counters: %llu steps, %llu rows, %llu bytes",
+                 (unsigned long long)g->end.prefetch_steps, (unsigned long long)g->end.prefetch_rows,
+                 (unsigned long long)g->end.prefetch_bytes);
     else return true;
     return false;
 }

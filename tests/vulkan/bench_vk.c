@@ -69,9 +69,9 @@ int main(int argc, char **argv)
     }
     float *q = malloc((size_t)s.n_q_heads * s.head_dim * 4), *o = malloc((size_t)s.n_q_heads * s.head_dim * 4);
     for (uint32_t i = 0; i < s.n_q_heads * s.head_dim; i++) q[i] = vt_normal(&r);
-    fasa_decode_desc d[3] = {{FASA_MODE_FASA, 256, 0, 0, FASA_GQA_PER_HEAD},
-                             {FASA_MODE_FASA, 256, 0, 0, FASA_GQA_PER_GROUP},
-                             {FASA_MODE_DENSE, 256, 0, 0, FASA_GQA_PER_HEAD}};
+    fasa_decode_desc d[3] = {{.mode = FASA_MODE_FASA, .n_fac = 256, .n_sink = 0, .n_recent = 0, .gqa_select = FASA_GQA_PER_HEAD},
+                             {.mode = FASA_MODE_FASA, .n_fac = 256, .n_sink = 0, .n_recent = 0, .gqa_select = FASA_GQA_PER_GROUP},
+                             {.mode = FASA_MODE_DENSE, .n_fac = 256, .n_sink = 0, .n_recent = 0, .gqa_select = FASA_GQA_PER_HEAD}};
     uint64_t med[3];
     median_steps(ctx, c, d, q, o, reps, med);
     uint64_t tf = med[0], tg = med[1], td = med[2];

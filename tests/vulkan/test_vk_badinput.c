@@ -123,7 +123,7 @@ static void decode_matrix(fixture *f)
 {
     fasa_context *vk = f->vk;
     VkCommandBuffer cmd = f->h->cmd;
-    fasa_decode_desc d = {FASA_MODE_FASA, 64, 0, 0, FASA_GQA_PER_HEAD};
+    fasa_decode_desc d = {.mode = FASA_MODE_FASA, .n_fac = 64, .n_sink = 0, .n_recent = 0, .gqa_select = FASA_GQA_PER_HEAD};
     const char *fn = "fasa_vk_record_decode";
     expect(NULL, fasa_vk_record_decode(NULL, 0, &d, cmd, f->q, 0, f->o, 0), FASA_ERROR_INVALID_ARGUMENT, NULL,
            "decode: cache NULL");

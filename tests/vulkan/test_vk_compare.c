@@ -251,7 +251,7 @@ static void check_guards(run *r, const char *tag, const fasa_decode_desc *d, con
 static void one_config(run *r, fasa_mode mode, fasa_gqa_select sel, uint32_t n_fac, uint32_t n_sink,
                        uint32_t n_recent, bool guards)
 {
-    fasa_decode_desc d = {mode, n_fac, n_sink, n_recent, sel};
+    fasa_decode_desc d = {.mode = mode, .n_fac = n_fac, .n_sink = n_sink, .n_recent = n_recent, .gqa_select = sel};
     char tag[160];
     snprintf(tag, sizeof tag, "L=%u mode=%d select=%d n_fac=%u sink=%u recent=%u", r->L, (int)mode, (int)sel, n_fac,
              n_sink, n_recent);

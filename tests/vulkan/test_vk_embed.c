@@ -73,7 +73,7 @@ int main(void)
     VT_CHECK(handle == ob.buf && off == 256, "fasa_vk_buffer_handle gave another buffer or offset");
 
     /* step 1: append 3000 tokens to both layers and decode layer 1 (FASA), one command buffer */
-    fasa_decode_desc d = {FASA_MODE_FASA, 256, 2, 2, FASA_GQA_PER_HEAD};
+    fasa_decode_desc d = {.mode = FASA_MODE_FASA, .n_fac = 256, .n_sink = 2, .n_recent = 2, .gqa_select = FASA_GQA_PER_HEAD};
     memset(ob.map, 0xa5, ob.size);
     begin(&h);
     for (uint32_t l = 0; l < 2; l++) VT_OK(vk, fasa_vk_record_append(vc, l, n0, h.cmd, k, 0, v, 0, FASA_DTYPE_F32));
@@ -95,7 +95,7 @@ int main(void)
     VT_CHECK(guards, "bytes around the wrapped output range were written");
 
     /* step 2: one more token, then a dense decode of layer 0, in a second submission */
-    fasa_decode_desc dd = {FASA_MODE_DENSE, 0, 0, 0, FASA_GQA_PER_HEAD};
+    fasa_decode_desc dd = {.mode = FASA_MODE_DENSE, .n_fac = 0, .n_sink = 0, .n_recent = 0, .gqa_select = FASA_GQA_PER_HEAD};
     begin(&h);
     VT_OK(vk, fasa_vk_record_append(vc, 0, 1, h.cmd, k, n0 * row * 4, v, n0 * row * 4, FASA_DTYPE_F32));
     VT_OK(vk, fasa_vk_record_decode(vc, 0, &dd, h.cmd, qw, 128, ow, 0));

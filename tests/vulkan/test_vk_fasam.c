@@ -1,11 +1,16 @@
 /* FASA-M on Vulkan: a multi-step decode sequence (changing queries, appends
  * between steps, truncations in the middle, both layers, per-head and
  * per-group selection) on offloaded caches with DIRECT, STAGED without a row
- * cache and STAGED with R = 2*G*n_fac, next to a FASA-C cache:
+ * cache, STAGED with R = 2*G*n_fac, and the same with prefetch steps
+ * (FASA_DECODE_PREFETCH: before layer 0 decodes, layer 1 is prefetched with
+ * the query it will get, and on odd steps layer 0 with another query), next
+ * to a FASA-C cache:
  *   - every FASA-M output is bit-identical to Vulkan FASA-C's (fac reads the
  *     same values in the same order; L stays within one top-k tile, where
  *     the selection order is deterministic, docs/VULKAN.md §12);
- *   - fasa_kv_cache_transfer_stats equals the CPU backend's after every step;
+ *   - fasa_kv_cache_transfer_stats equals the CPU backend's after every step,
+ *     prefetch counters included; a step prefetched with its own query
+ *     finds every row resident;
  *   - the same sequence recorded into a host's command buffers
  *     (fasa_vk_record_append / fasa_vk_record_decode) gives the same; this
  *     run takes the fetch fallbacks (32-bit token maps as for R >= 65535,
@@ -26,7 +31,7 @@ void fasa__vk_test_set_chunk_limit(fasa_context *ctx, uint64_t bytes);
 fasa_status fasa__vk_test_read_slots(fasa_kv_cache *cache, uint32_t layer, uint32_t g, int32_t *out);
 void fasa__vk_test_fetch_fallbacks(fasa_context *ctx, bool on);
 
-#define N_CFG 3
+#define N_CFG 4
 #define N_STEPS 10
 #define N_FAC 64u
 #define L0 2000u
@@ -34,7 +39,7 @@ void fasa__vk_test_fetch_fallbacks(fasa_context *ctx, bool on);
 #define R_SLOTS (2 * 4 * N_FAC) /* 2 * G * n_fac */
 
 static const fasa_model_shape shape = {2, 8, 2, 64, FASA_ROPE_NORM};
-static const char *const cfg_name[N_CFG] = {"direct", "staged R=0", "staged R=2*G*n_fac"};
+static const char *const cfg_name[N_CFG] = {"direct", "staged R=0", "staged R=2*G*n_fac", "R + prefetch"};
 static const uint32_t appends[N_STEPS] = {1, 2, 1, 3, 1, 1, 2, 1, 1, 2};
 
 /* What one sequence runs on: caches c[0] = FASA-C, c[1 + i] = FASA-M
@@ -59,7 +64,7 @@ typedef struct oracle {
     uint64_t step;
 } oracle;
 
-static oracle orc;
+static oracle orc[2]; /* the row-cache configs: without and with prefetch */
 
 static int cmp_i32(const void *a, const void *b)
 {
@@ -69,21 +74,22 @@ static int cmp_i32(const void *a, const void *b)
 
 static void oracle_truncate(uint32_t len)
 {
-    for (int l = 0; l < 2; l++)
-        for (int g = 0; g < 2; g++) {
-            fasa__rowcache_truncate(orc.rc[l][g], len);
-            for (uint32_t s = 0; s < R_SLOTS; s++)
-                if (orc.slot_tok[l][g][s] >= (int32_t)len) orc.slot_tok[l][g][s] = -1;
-        }
+    for (int i = 0; i < 2; i++)
+        for (int l = 0; l < 2; l++)
+            for (int g = 0; g < 2; g++) {
+                fasa__rowcache_truncate(orc[i].rc[l][g], len);
+                for (uint32_t s = 0; s < R_SLOTS; s++)
+                    if (orc[i].slot_tok[l][g][s] >= (int32_t)len) orc[i].slot_tok[l][g][s] = -1;
+            }
 }
 
 /* One sparse step of `layer` with selection sel [rows][N_FAC]: the
  * reference slots, then the device's, head by head. */
-static void oracle_step(fasa_kv_cache *c, uint32_t layer, const fasa_decode_outputs *out)
+static void oracle_step(oracle *oc, fasa_kv_cache *c, uint32_t layer, const fasa_decode_outputs *out)
 {
     uint32_t per = out->n_rows / shape.n_kv_heads;
     int32_t tok[4 * N_FAC], slot[4 * N_FAC], dev[R_SLOTS];
-    orc.step++;
+    oc->step++;
     for (uint32_t g = 0; g < shape.n_kv_heads; g++) {
         uint32_t n = 0;
         for (uint32_t i = 0; i < per * N_FAC; i++) {
@@ -93,12 +99,12 @@ static void oracle_step(fasa_kv_cache *c, uint32_t layer, const fasa_decode_outp
             if (!dup) tok[n++] = t;
         }
         qsort(tok, n, sizeof tok[0], cmp_i32);
-        fasa__rowcache_step(orc.rc[layer][g], tok, n, orc.step, slot);
-        for (uint32_t i = 0; i < n; i++) orc.slot_tok[layer][g][slot[i]] = tok[i];
+        fasa__rowcache_step(oc->rc[layer][g], tok, n, oc->step, slot);
+        for (uint32_t i = 0; i < n; i++) oc->slot_tok[layer][g][slot[i]] = tok[i];
         VT_OK(NULL, fasa__vk_test_read_slots(c, layer, g, dev));
-        VT_CHECK(memcmp(dev, orc.slot_tok[layer][g], sizeof dev) == 0,
+        VT_CHECK(memcmp(dev, oc->slot_tok[layer][g], sizeof dev) == 0,
                  "sparse step %llu, layer %u, KV head %u: device row-cache slots differ from src/rowcache.c's",
-                 (unsigned long long)orc.step, layer, g);
+                 (unsigned long long)oc->step, layer, g);
     }
 }
 
@@ -117,7 +123,7 @@ static fasa_kv_cache *make_cache(fasa_context *ctx, fasa_calibration *cal, int c
     if (cfg >= 0) {
         cd.placement = FASA_PLACEMENT_OFFLOAD;
         cd.fetch = cfg ? FASA_FETCH_STAGED : FASA_FETCH_DIRECT;
-        cd.row_cache_rows = cfg == 2 ? R_SLOTS : 0;
+        cd.row_cache_rows = cfg >= 2 ? R_SLOTS : 0;
     }
     fasa_kv_cache *c = NULL;
     VT_OK(ctx, fasa_kv_cache_create(ctx, &cd, &c));
@@ -167,7 +173,8 @@ static void check_outputs(rig *r, int step, const float *o, const float *cpu_o)
 static bool same_stats(const fasa_transfer_stats *a, const fasa_transfer_stats *b)
 {
     return a->steps == b->steps && a->rows_needed == b->rows_needed && a->rows_cached == b->rows_cached &&
-           a->bytes == b->bytes;
+           a->bytes == b->bytes && a->prefetch_steps == b->prefetch_steps && a->prefetch_rows == b->prefetch_rows &&
+           a->prefetch_bytes == b->prefetch_bytes;
 }
 
 static void check_stats(rig *r, int step)
@@ -186,28 +193,77 @@ static void check_stats(rig *r, int step)
     }
 }
 
-/* Decodes both layers on every cache; o: [1 + N_CFG][layer][Hq * d]. */
-static void decode_all(rig *r, const fasa_decode_desc *d, const float *q, float *o, float *cpu_o)
+/* A prefetch of `layer` with query q on cache i (and its CPU twin); with
+ * slot checks the device's slots are compared with the reference after it. */
+static void prefetch(rig *r, int i, uint32_t layer, const fasa_decode_desc *d, const float *q, uint64_t q_at)
+{
+    fasa_decode_desc pd = *d;
+    pd.flags = FASA_DECODE_PREFETCH;
+    int32_t sel[8 * N_FAC];
+    fasa_decode_outputs out = {.selected = sel, .selected_stride = N_FAC};
+    if (r->h) {
+        VT_OK(r->vk, fasa_vk_record_decode(r->c[i], layer, &pd, r->h->cmd, r->qw, q_at, NULL, 0));
+        return;
+    }
+    VT_OK(r->vk, fasa_decode_host(r->c[i], layer, &pd, q, NULL, &out));
+    oracle_step(&orc[1], r->c[i], layer, &out);
+    VT_OK(r->cpu, fasa_decode_host(r->ref[i - 1], layer, &pd, q, NULL, NULL));
+}
+
+/* The transfer counters of cache i (standalone only). */
+static fasa_transfer_stats stats_of(rig *r, int i)
+{
+    fasa_transfer_stats t = {0};
+    VT_OK(r->vk, fasa_kv_cache_transfer_stats(r->c[i], &t, false));
+    return t;
+}
+
+/* Decodes both layers on every cache; o: [1 + N_CFG][layer][Hq * d].  The
+ * prefetch config (cache 4) first prefetches layer 1 with q (the query it
+ * gets next: all its rows must then be resident) and, on odd steps, layer 0
+ * with q_other (partly other rows: evictions happen in between). */
+static void decode_all(rig *r, int step, const fasa_decode_desc *d, const float *q, const float *q_other,
+                       float *o, float *cpu_o)
 {
     size_t nq = q_floats();
-    if (r->h) memcpy(r->qb.map, q, nq * 4);
-    for (int i = 0; i < 1 + N_CFG; i++)
+    if (r->h) { /* the host's q buffer: q, then q_other */
+        memcpy(r->qb.map, q, nq * 4);
+        memcpy((char *)r->qb.map + nq * 4, q_other, nq * 4);
+    }
+    for (int i = 0; i < 1 + N_CFG; i++) {
+        fasa_transfer_stats before = {0};
+        if (i == 4) {
+            prefetch(r, i, 1, d, q, 0);
+            if (step % 2) prefetch(r, i, 0, d, q_other, nq * 4);
+        }
         for (uint32_t l = 0; l < shape.n_layers; l++) {
             size_t at = ((size_t)i * shape.n_layers + l) * nq;
             int32_t sel[8 * N_FAC];
             fasa_decode_outputs out = {.selected = sel, .selected_stride = N_FAC};
-            bool check_slots = !r->h && i == 3; /* the row-cache config */
+            bool check_slots = !r->h && i >= 3; /* the row-cache configs */
+            if (i == 4 && l == 1 && !r->h) before = stats_of(r, i);
             if (r->h) VT_OK(r->vk, fasa_vk_record_decode(r->c[i], l, d, r->h->cmd, r->qw, 0, r->ow, at * 4));
             else VT_OK(r->vk, fasa_decode_host(r->c[i], l, d, q, o + at, check_slots ? &out : NULL));
-            if (check_slots) oracle_step(r->c[i], l, &out);
-            if (!r->h && i < N_CFG) VT_OK(r->cpu, fasa_decode_host(r->ref[i], l, d, q, cpu_o + at, NULL));
+            if (check_slots) oracle_step(&orc[i - 3], r->c[i], l, &out);
+            if (!r->h && i > 0)
+                VT_OK(r->cpu, fasa_decode_host(r->ref[i - 1], l, d, q, cpu_o + at - nq * shape.n_layers, NULL));
+            if (i == 4 && l == 1 && !r->h) {
+                fasa_transfer_stats after = stats_of(r, i);
+                VT_CHECK(after.rows_cached - before.rows_cached == after.rows_needed - before.rows_needed &&
+                         after.rows_needed > before.rows_needed,
+                         "step %d: layer 1 prefetched with its own query still missed %llu of %llu rows", step,
+                         (unsigned long long)((after.rows_needed - before.rows_needed) -
+                                              (after.rows_cached - before.rows_cached)),
+                         (unsigned long long)(after.rows_needed - before.rows_needed));
+            }
         }
+    }
 }
 
 static void run_sequence(rig *r)
 {
     size_t nq = q_floats();
-    float *q = malloc(nq * 4), *o = malloc((1 + N_CFG) * shape.n_layers * nq * 4);
+    float *q = malloc(nq * 4), *q_prev = malloc(nq * 4), *o = malloc((1 + N_CFG) * shape.n_layers * nq * 4);
     float *cpu_o = malloc(N_CFG * shape.n_layers * nq * 4);
     vt_rng rq = {77};
     for (size_t i = 0; i < nq; i++) q[i] = (float)vt_int(&rq, -3, 3);
@@ -225,8 +281,9 @@ static void run_sequence(rig *r)
         if (r->h) begin(r->h);
         if (s == 7) append(r, 40);
         append(r, appends[s]);
-        fasa_decode_desc d = {FASA_MODE_FASA, N_FAC, 4, 4, s % 2 ? FASA_GQA_PER_GROUP : FASA_GQA_PER_HEAD};
-        decode_all(r, &d, q, o, cpu_o);
+        fasa_decode_desc d = {.mode = FASA_MODE_FASA, .n_fac = N_FAC, .n_sink = 4, .n_recent = 4, .gqa_select = s % 2 ? FASA_GQA_PER_GROUP : FASA_GQA_PER_HEAD};
+        decode_all(r, s, &d, q, q_prev, o, cpu_o);
+        memcpy(q_prev, q, nq * 4);
         if (r->h) {
             end_and_submit(r->h);
             memcpy(o, r->ob.map, (1 + N_CFG) * shape.n_layers * nq * 4);
@@ -235,12 +292,15 @@ static void run_sequence(rig *r)
         check_stats(r, s);
     }
     for (int i = 0; i < N_CFG; i++)
-        printf("%s %-20s %llu steps, %llu rows needed, %llu hits, %llu bytes\n", r->h ? "recorded  " : "standalone",
-               cfg_name[i], (unsigned long long)cpu_stats[N_STEPS - 1][i].steps,
+        printf("%s %-20s %llu steps, %llu rows needed, %llu hits, %llu bytes; %llu prefetches, %llu rows, %llu bytes\n",
+               r->h ? "recorded  " : "standalone", cfg_name[i], (unsigned long long)cpu_stats[N_STEPS - 1][i].steps,
                (unsigned long long)cpu_stats[N_STEPS - 1][i].rows_needed,
                (unsigned long long)cpu_stats[N_STEPS - 1][i].rows_cached,
-               (unsigned long long)cpu_stats[N_STEPS - 1][i].bytes);
-    free(q), free(o), free(cpu_o);
+               (unsigned long long)cpu_stats[N_STEPS - 1][i].bytes,
+               (unsigned long long)cpu_stats[N_STEPS - 1][i].prefetch_steps,
+               (unsigned long long)cpu_stats[N_STEPS - 1][i].prefetch_rows,
+               (unsigned long long)cpu_stats[N_STEPS - 1][i].prefetch_bytes);
+    free(q), free(q_prev), free(o), free(cpu_o);
 }
 
 static void make_caches(rig *r, fasa_calibration *cal_vk, fasa_calibration *cal_cpu)
@@ -264,18 +324,26 @@ static void standalone(void)
     fasa__vk_test_set_chunk_limit(r.vk, 64u << 10);
     fasa_calibration *cv = vt_calibration(r.vk, &shape, 8, false, 5), *cc = vt_calibration(r.cpu, &shape, 8, false, 5);
     make_caches(&r, cv, cc);
-    memset(&orc, 0, sizeof orc);
-    memset(orc.slot_tok, 0xff, sizeof orc.slot_tok);
+    memset(orc, 0, sizeof orc);
+    for (int i = 0; i < 2; i++) memset(orc[i].slot_tok, 0xff, sizeof orc[i].slot_tok);
     for (int l = 0; l < 2; l++)
-        for (int g = 0; g < 2; g++) orc.rc[l][g] = fasa__rowcache_create(r.cpu, R_SLOTS, 2100);
+        for (int g = 0; g < 2; g++)
+            for (int i = 0; i < 2; i++) orc[i].rc[l][g] = fasa__rowcache_create(r.cpu, R_SLOTS, 2100);
     fasa_memory_report m;
     fasa_kv_cache_memory(r.c[3], &m);
     printf("row-cache cache: device %llu B, host %llu B, scratch %llu B\n", (unsigned long long)m.device_bytes,
            (unsigned long long)m.host_bytes, (unsigned long long)m.scratch_bytes);
     run_sequence(&r);
     VT_CHECK(cpu_stats[N_STEPS - 1][2].rows_cached > 0, "the row cache never hit");
+    const fasa_transfer_stats *pf = &cpu_stats[N_STEPS - 1][3];
+    VT_CHECK(pf->prefetch_steps == N_STEPS + N_STEPS / 2 && pf->prefetch_rows > 0 &&
+                 pf->prefetch_bytes == pf->prefetch_rows * 2 * shape.head_dim * 2 && pf->rows_cached > cpu_stats[N_STEPS - 1][2].rows_cached,
+             "prefetch counters: %llu steps, %llu rows, %llu bytes, %llu hits", (unsigned long long)pf->prefetch_steps,
+             (unsigned long long)pf->prefetch_rows, (unsigned long long)pf->prefetch_bytes,
+             (unsigned long long)pf->rows_cached);
     for (int l = 0; l < 2; l++)
-        for (int g = 0; g < 2; g++) fasa__rowcache_destroy(r.cpu, orc.rc[l][g]);
+        for (int g = 0; g < 2; g++)
+            for (int i = 0; i < 2; i++) fasa__rowcache_destroy(r.cpu, orc[i].rc[l][g]);
     destroy_caches(&r);
     fasa_calibration_destroy(cv);
     fasa_calibration_destroy(cc);
@@ -302,7 +370,7 @@ static void recorded(void)
     size_t nq = q_floats(), pool_bytes = (size_t)POOL * row_floats() * 4;
     VkBufferUsageFlags src = VK_BUFFER_USAGE_TRANSFER_SRC_BIT, dst = VK_BUFFER_USAGE_TRANSFER_DST_BIT;
     r.kb = make_buffer(&h, pool_bytes, src), r.vb = make_buffer(&h, pool_bytes, src);
-    r.qb = make_buffer(&h, nq * 4, src), r.ob = make_buffer(&h, (1 + N_CFG) * shape.n_layers * nq * 4, dst);
+    r.qb = make_buffer(&h, 2 * nq * 4, src), r.ob = make_buffer(&h, (1 + N_CFG) * shape.n_layers * nq * 4, dst);
     memcpy(r.kb.map, kpool, pool_bytes);
     memcpy(r.vb.map, vpool, pool_bytes);
     VT_OK(r.vk, fasa_vk_buffer_wrap(r.vk, r.kb.buf, 0, r.kb.size, &r.kw));

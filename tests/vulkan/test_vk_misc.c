@@ -104,7 +104,7 @@ static void placements_and_staging(void)
     float q[8 * 64], oa[8 * 64], ob[8 * 64];
     vt_rng r = {12};
     for (uint32_t i = 0; i < nq; i++) q[i] = vt_normal(&r);
-    fasa_decode_desc modes[2] = {{FASA_MODE_DENSE, 0, 0, 0, 0}, {FASA_MODE_ORACLE, 300, 4, 4, FASA_GQA_PER_GROUP}};
+    fasa_decode_desc modes[2] = {{.mode = FASA_MODE_DENSE, .n_fac = 0, .n_sink = 0, .n_recent = 0, .gqa_select = 0}, {.mode = FASA_MODE_ORACLE, .n_fac = 300, .n_sink = 4, .n_recent = 4, .gqa_select = FASA_GQA_PER_GROUP}};
     for (int m = 0; m < 2; m++) {
         VT_OK(a, fasa_decode_host(ca, 0, &modes[m], q, oa, NULL));
         VT_OK(b, fasa_decode_host(cb, 0, &modes[m], q, ob, NULL));
@@ -186,7 +186,7 @@ static void transfer_stats(void)
     float *q = malloc(nq * 4), *o = malloc(nq * 4);
     for (int step = 0; step < 6; step++) {
         for (uint32_t i = 0; i < nq; i++) q[i] = vt_normal(&r) + (step % 2 ? 0.0f : 0.5f);
-        fasa_decode_desc d = {FASA_MODE_ORACLE, 64, 0, 0, step >= 3 ? FASA_GQA_PER_GROUP : FASA_GQA_PER_HEAD};
+        fasa_decode_desc d = {.mode = FASA_MODE_ORACLE, .n_fac = 64, .n_sink = 0, .n_recent = 0, .gqa_select = step >= 3 ? FASA_GQA_PER_GROUP : FASA_GQA_PER_HEAD};
         for (int b = 0; b < 2; b++) VT_OK(ctx[b], fasa_decode_host(c[b], 0, &d, q, o, NULL));
     }
     fasa_transfer_stats t[2];
@@ -222,7 +222,7 @@ static void validation_fails_the_call(void)
     if (!c) return;
     fill(ctx, c, 4, s.n_kv_heads * s.head_dim, 3);
     float q[4 * 32] = {0}, o[4 * 32];
-    fasa_decode_desc d = {FASA_MODE_DENSE, 0, 0, 0, 0};
+    fasa_decode_desc d = {.mode = FASA_MODE_DENSE, .n_fac = 0, .n_sink = 0, .n_recent = 0, .gqa_select = 0};
     VT_OK(ctx, fasa_decode_host(c, 0, &d, q, o, NULL));
     fasa__vk_test_inject_invalid(ctx);
     fasa_status st = fasa_decode_host(c, 0, &d, q, o, NULL);

@@ -90,7 +90,7 @@ static void reference(const float *s, uint32_t L, uint32_t n_fac, uint32_t n_sin
 
 static void check(ctx_pair *p, int pattern, uint32_t n_fac, uint32_t n_sink, uint32_t n_recent, bool group)
 {
-    fasa_decode_desc d = {FASA_MODE_ORACLE, n_fac, n_sink, n_recent, group ? FASA_GQA_PER_GROUP : FASA_GQA_PER_HEAD};
+    fasa_decode_desc d = {.mode = FASA_MODE_ORACLE, .n_fac = n_fac, .n_sink = n_sink, .n_recent = n_recent, .gqa_select = group ? FASA_GQA_PER_GROUP : FASA_GQA_PER_HEAD};
     uint32_t rows = group ? 1 : 2;
     float q[2 * D] = {0}, o[2 * D];
     q[0] = 1.0f;          /* head 0: score = k[0] */
