@@ -90,5 +90,46 @@ check(len(doc.get("cross", [])) == len(others) and all(r["pass"] and r["against"
 check(all(s.get("against", {}).get("cases") == 1 and s["against"]["passed"] == 1 for s in others),
       "conform --against summary")
 
+# run: the FASA-M fetch / row-cache / prefetch options are checked before the model loads
+for args, needle in [(["--fetch", "staged"], "--fetch staged needs --variant fasa-m"),
+                     (["--variant", "fasa-m", "--fetch", "dma"], "--fetch"),
+                     (["--variant", "fasa-m", "--row-cache", "1024"], "--row-cache needs --fetch staged"),
+                     (["--variant", "fasa-m", "--fetch", "staged", "--prefetch", "mlp"], "--row-cache"),
+                     (["--variant", "fasa-m", "--fetch", "staged", "--row-cache", "1024", "--prefetch", "next"],
+                      "--prefetch")]:
+    rc, out, err = run("run", "--model", "/nonexistent.gguf", "--prompt", "hi", *args)
+    check(rc == 2 and needle in err, f"run {args}: rc {rc} err {err!r}")
+rc, out, _ = run("run", "--help")
+check(rc == 0 and "--prefetch" in out and "--row-cache" in out, "run --help lists the FASA-M options")
+
+# run with a next-layer prefetch: fetches rows early, never changes the tokens (needs FASA_MODEL)
+MODEL = os.environ.get("FASA_MODEL", "")
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+if MODEL and os.path.exists(MODEL):
+    with tempfile.TemporaryDirectory() as tmp:
+        # the first ~2000 characters of a novel (or the GPL): ~500 tokens, L > n_fac so steps are sparse
+        novel = os.path.join(os.environ.get("FASA_TEXTS") or os.path.join(ROOT, "texts"), "prideprejudice.txt")
+        source = novel if os.path.exists(novel) else "/usr/share/common-licenses/GPL-3"
+        prompt = os.path.join(tmp, "prompt.txt")
+        open(prompt, "w").write(open(source).read()[:2000])
+        base = ["run", "--model", MODEL, "--prompt-file", prompt, "--raw", "--backend", "cpu", "--variant", "fasa-m",
+                "--calibration", os.path.join(ROOT, "data", "smollm2-135m-instruct.calib.json"), "--nfac", "32",
+                "--fetch", "staged", "--row-cache", "1024", "--max-tokens", "6", "--json"]
+        docs = {}
+        for pf in ("none", "mlp"):
+            rc, out, err = run(*base, "--prefetch", pf)
+            docs[pf] = json.loads(out) if rc == 0 else {}
+            check(rc == 0 and docs[pf].get("prompt_tokens", 0) > 32, f"run --prefetch {pf}: rc {rc} {err[-500:]}")
+        t = {pf: d.get("transfer", {}) for pf, d in docs.items()}
+        check(t["none"].get("steps", 0) > 0 and t["none"].get("prefetch_steps") == 0, f"run: sparse steps {t}")
+        check(t["mlp"].get("prefetch_steps", 0) > 0 and t["mlp"].get("prefetch_rows", 0) > 0, f"run: prefetches {t}")
+        check(docs["mlp"].get("tokens") and docs["mlp"].get("tokens") == docs["none"].get("tokens"),
+              "run: a prefetch leaves the generated tokens unchanged")
+        # 3 query heads per KV head x n_fac 32 = 96 rows one step may need: 64 is too few
+        rc, out, err = run(*[a if a != "1024" else "64" for a in base])
+        check(rc == 1 and "--row-cache 64" in err, f"run --row-cache below group x nfac: rc {rc} {err!r}")
+else:
+    print("test_cli: FASA_MODEL not set, skipping the model run checks")
+
 print(f"test_cli: {passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)

@@ -173,9 +173,9 @@ static bool run_config(eval_run *r, const fm_tokens *toks, size_t start, eval_co
     if (c && !cal) return false;
     fasa_kv_cache *cache = NULL;
     uint32_t capacity = r->o->ctx + r->o->steps + 1;
-    fasa_status st = model_attn_make_cache(r->ctx, r->state, r->hp, cal, capacity, r->o->ctx,
-                                           strcmp(r->o->dtype, "f32") == 0 ? FASA_DTYPE_F32 : FASA_DTYPE_F16,
-                                           FASA_PLACEMENT_DEVICE, &cache);
+    model_attn_cache_opts co = {.dtype = strcmp(r->o->dtype, "f32") == 0 ? FASA_DTYPE_F32 : FASA_DTYPE_F16,
+                                .placement = FASA_PLACEMENT_DEVICE};
+    fasa_status st = model_attn_make_cache(r->ctx, r->state, r->hp, cal, capacity, r->o->ctx, &co, &cache);
     fasa_calibration_destroy(cal);
     if (st != FASA_OK) {
         fprintf(stderr, "fasa eval: cache: %s\n", fasa_context_last_error(r->ctx));

@@ -13,9 +13,19 @@
 
 typedef struct run_opts {
     const char *model, *prompt, *prompt_file, *question, *backend, *variant, *calibration, *dtype;
-    uint32_t device, nfac, ntip, max_tokens, threads, n_sink, n_recent;
+    const char *fetch, *prefetch;          /* FASA-M: direct|staged, none|attn|mlp */
+    uint32_t device, nfac, ntip, max_tokens, threads, n_sink, n_recent, row_cache;
     bool raw, json, quiet;
 } run_opts;
+
+/* --prefetch as the engine's prefetch point; -1 when unknown. */
+static int prefetch_point(const char *name)
+{
+    static const char *const names[] = {"none", "attn", "mlp"};
+    for (int i = 0; i < 3; i++)
+        if (strcmp(name, names[i]) == 0) return i;   /* = FM_PREFETCH_NONE, _ATTN, _MLP */
+    return -1;
+}
 
 /* The prompt: a chat turn holding the prompt text (a file and/or --prompt
  * and --question), or the raw text with --raw. */
@@ -58,8 +68,11 @@ static void print_token(const fm_model *m, int32_t id)
 }
 
 typedef struct run_result {
-    uint32_t prompt_tokens, generated;
+    uint32_t prompt_tokens, generated, row_cache;
+    int32_t *tokens;                       /* [max_tokens] generated ids */
     double prefill_s, decode_s, attended;
+    bool has_transfer;                     /* fasa-m: transfer holds the cache's counters */
+    fasa_transfer_stats transfer;
 } run_result;
 
 static bool prefill(fm_state *s, const fm_tokens *prompt, float *logits, double *secs)
@@ -92,7 +105,7 @@ static bool generate(const run_opts *o, const fm_model *m, fm_state *s, float *l
         int32_t next = argmax(logits, n_vocab);
         if (next == sp->eos || next == sp->im_end) break;
         if (!o->quiet && !o->json) print_token(m, next);
-        r->generated++;
+        r->tokens[r->generated++] = next;
         if (fm_state_eval(s, &next, 1, logits, 0, &err) != FM_OK) {
             fprintf(stderr, "\nfasa run: decode: %s\n", err.msg);
             return false;
@@ -103,30 +116,106 @@ static bool generate(const run_opts *o, const fm_model *m, fm_state *s, float *l
     return true;
 }
 
-static void report(const run_opts *o, const fasa_device_info *dev, const run_result *r)
+/* Drops bytes that are not part of a valid UTF-8 sequence (a token may end
+ * inside a character), so the JSON text is valid. */
+static void utf8_clean(char *s)
 {
-    double pre_tps = r->prefill_s > 0 ? r->prompt_tokens / r->prefill_s : 0;
-    double dec_tps = r->decode_s > 0 ? r->generated / r->decode_s : 0;
+    unsigned char *src = (unsigned char *)s, *dst = src;
+    while (*src) {
+        int n = *src < 0x80 ? 1 : (*src >> 5) == 6 ? 2 : (*src >> 4) == 14 ? 3 : (*src >> 3) == 30 ? 4 : 0;
+        bool ok = n > 0;
+        for (int i = 1; ok && i < n; i++) ok = (src[i] & 0xC0) == 0x80;
+        if (!ok) { src++; continue; }
+        for (int i = 0; i < n; i++) *dst++ = *src++;
+    }
+    *dst = 0;
+}
+
+static char *generated_text(const fm_model *m, const run_result *r)
+{
+    const fm_tokenizer *tok = fm_model_tokenizer(m);
+    size_t cap = 1, len = 0, n;
+    for (uint32_t i = 0; i < r->generated; i++) cap += fm_token_bytes(tok, r->tokens[i], &n) ? n : 0;
+    char *text = malloc(cap);
+    if (!text) return NULL;
+    for (uint32_t i = 0; i < r->generated; i++) {
+        const char *b = fm_token_bytes(tok, r->tokens[i], &n);
+        if (b && !fm_tokenizer_is_control(tok, r->tokens[i])) memcpy(text + len, b, n), len += n;
+    }
+    text[len] = 0;
+    utf8_clean(text);
+    return text;
+}
+
+/* FASA-M traffic per sparse (layer, token) step; prefetch bytes are divided
+ * by the same demand steps, so demand + prefetch compares with 'none'. */
+static double kb_per_step(uint64_t bytes, uint64_t steps) { return steps ? bytes / 1024.0 / steps : 0; }
+static double hit_rate(const fasa_transfer_stats *t)
+{
+    return t->rows_needed ? (double)t->rows_cached / t->rows_needed : 0;
+}
+
+static void transfer_json(cJSON *j, const run_opts *o, const run_result *r)
+{
+    const fasa_transfer_stats *t = &r->transfer;
+    cJSON_AddStringToObject(j, "fetch", o->fetch);
+    cJSON_AddNumberToObject(j, "row_cache_rows", r->row_cache);
+    cJSON_AddStringToObject(j, "prefetch", o->prefetch);
+    cJSON *x = cJSON_AddObjectToObject(j, "transfer");
+    cJSON_AddNumberToObject(x, "steps", (double)t->steps);
+    cJSON_AddNumberToObject(x, "rows_needed", (double)t->rows_needed);
+    cJSON_AddNumberToObject(x, "rows_cached", (double)t->rows_cached);
+    cJSON_AddNumberToObject(x, "hit_rate", hit_rate(t));
+    cJSON_AddNumberToObject(x, "demand_bytes", (double)t->bytes);
+    cJSON_AddNumberToObject(x, "demand_kb_per_step", kb_per_step(t->bytes, t->steps));
+    cJSON_AddNumberToObject(x, "prefetch_steps", (double)t->prefetch_steps);
+    cJSON_AddNumberToObject(x, "prefetch_rows", (double)t->prefetch_rows);
+    cJSON_AddNumberToObject(x, "prefetch_bytes", (double)t->prefetch_bytes);
+    cJSON_AddNumberToObject(x, "prefetch_kb_per_step", kb_per_step(t->prefetch_bytes, t->steps));
+}
+
+static void report_json(const run_opts *o, const fm_model *m, const fasa_device_info *dev, const run_result *r)
+{
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "backend", fasa_backend_name(dev->backend));
+    cJSON_AddStringToObject(j, "device", dev->name);
+    cJSON_AddStringToObject(j, "variant", o->variant);
+    cJSON_AddNumberToObject(j, "prompt_tokens", r->prompt_tokens);
+    cJSON_AddNumberToObject(j, "generated_tokens", r->generated);
+    cJSON_AddNumberToObject(j, "prefill_tokens_per_s", r->prefill_s > 0 ? r->prompt_tokens / r->prefill_s : 0);
+    cJSON_AddNumberToObject(j, "decode_tokens_per_s", r->decode_s > 0 ? r->generated / r->decode_s : 0);
+    cJSON_AddNumberToObject(j, "attended_fraction", r->attended);
+    cJSON_AddItemToObject(j, "tokens", cJSON_CreateIntArray(r->tokens, (int)r->generated));
+    char *text = generated_text(m, r);
+    cJSON_AddStringToObject(j, "text", text ? text : "");
+    free(text);
+    if (r->has_transfer) transfer_json(j, o, r);
+    char *out = cJSON_Print(j);
+    printf("%s\n", out);
+    free(out);
+    cJSON_Delete(j);
+}
+
+static void report(const run_opts *o, const fm_model *m, const fasa_device_info *dev, const run_result *r)
+{
     if (o->json) {
-        cJSON *j = cJSON_CreateObject();
-        cJSON_AddStringToObject(j, "backend", fasa_backend_name(dev->backend));
-        cJSON_AddStringToObject(j, "device", dev->name);
-        cJSON_AddStringToObject(j, "variant", o->variant);
-        cJSON_AddNumberToObject(j, "prompt_tokens", r->prompt_tokens);
-        cJSON_AddNumberToObject(j, "generated_tokens", r->generated);
-        cJSON_AddNumberToObject(j, "prefill_tokens_per_s", pre_tps);
-        cJSON_AddNumberToObject(j, "decode_tokens_per_s", dec_tps);
-        cJSON_AddNumberToObject(j, "attended_fraction", r->attended);
-        char *text = cJSON_Print(j);
-        printf("%s\n", text);
-        free(text);
-        cJSON_Delete(j);
+        report_json(o, m, dev, r);
         return;
     }
+    double pre_tps = r->prefill_s > 0 ? r->prompt_tokens / r->prefill_s : 0;
+    double dec_tps = r->decode_s > 0 ? r->generated / r->decode_s : 0;
     fprintf(stderr, "\n[%s on %s (%s): prompt %u tokens, prefill %.1f tok/s; generated %u tokens, %.2f tok/s; "
                     "attention read %.1f%% of the cached tokens per decode step]\n",
             o->variant, fasa_backend_name(dev->backend), dev->name, r->prompt_tokens, pre_tps, r->generated, dec_tps,
             100 * r->attended);
+    if (!r->has_transfer) return;
+    const fasa_transfer_stats *t = &r->transfer;
+    fprintf(stderr, "[FASA-M, fetch %s, row cache %u rows, prefetch %s: %llu sparse steps, row-cache hit rate "
+                    "%.1f%% (%llu of %llu rows), demand %.1f KB/step; prefetch %llu steps, %llu rows, %.1f KB/step]\n",
+            o->fetch, r->row_cache, o->prefetch, (unsigned long long)t->steps, 100 * hit_rate(t),
+            (unsigned long long)t->rows_cached, (unsigned long long)t->rows_needed, kb_per_step(t->bytes, t->steps),
+            (unsigned long long)t->prefetch_steps, (unsigned long long)t->prefetch_rows,
+            kb_per_step(t->prefetch_bytes, t->steps));
 }
 
 static bool check_opts(const run_opts *o, char *err, size_t n)
@@ -137,8 +226,72 @@ static bool check_opts(const run_opts *o, char *err, size_t n)
     else if (strcmp(o->dtype, "f16") && strcmp(o->dtype, "f32")) snprintf(err, n, "--dtype must be f16 or f32");
     else if (o->nfac == 0 || o->nfac > FASA_MAX_N_FAC) snprintf(err, n, "--nfac must be in 1..%d", FASA_MAX_N_FAC);
     else if ((uint64_t)o->n_sink + o->n_recent > o->nfac) snprintf(err, n, "--n-sink + --n-recent exceed --nfac");
+    else if (strcmp(o->fetch, "direct") && strcmp(o->fetch, "staged")) snprintf(err, n, "--fetch must be direct or staged");
+    else if (strcmp(o->fetch, "staged") == 0 && strcmp(o->variant, "fasa-m"))
+        snprintf(err, n, "--fetch staged needs --variant fasa-m");
+    else if (o->row_cache && strcmp(o->fetch, "staged")) snprintf(err, n, "--row-cache needs --fetch staged");
+    else if (prefetch_point(o->prefetch) < 0) snprintf(err, n, "--prefetch must be none, attn or mlp");
+    else if (prefetch_point(o->prefetch) > 0 && !o->row_cache)
+        snprintf(err, n, "--prefetch %s needs --row-cache N > 0 (with --fetch staged)", o->prefetch);
     else return true;
     return false;
+}
+
+/* --row-cache for this prompt: clamped to the cache capacity (libfasa's
+ * limit; a row cache of >= L rows holds the whole layer), and large enough
+ * for the rows one step may need per KV head unless it holds everything. */
+static bool row_cache_rows(const run_opts *o, const fm_hparams *hp, uint32_t capacity, uint32_t *rows)
+{
+    *rows = o->row_cache < capacity ? o->row_cache : capacity;
+    uint64_t need = (uint64_t)(hp->n_head / hp->n_head_kv) * o->nfac;
+    if (*rows == 0 || *rows >= need || *rows == capacity) return true;
+    fprintf(stderr, "fasa run: --row-cache %u is below the %llu rows one step may need per KV head (%u query heads "
+                    "per KV head x --nfac %u)\n", o->row_cache, (unsigned long long)need, hp->n_head / hp->n_head_kv,
+            o->nfac);
+    return false;
+}
+
+static fasa_status make_cache(const run_opts *o, fasa_context *ctx, const fm_hparams *hp, const fasa_calibration *cal,
+                              uint32_t capacity, uint32_t rows, fasa_kv_cache **cache)
+{
+    bool offload = strcmp(o->variant, "fasa-m") == 0;
+    model_attn_cache_opts co = {
+        .dtype = strcmp(o->dtype, "f32") == 0 ? FASA_DTYPE_F32 : FASA_DTYPE_F16,
+        .placement = offload ? FASA_PLACEMENT_OFFLOAD : FASA_PLACEMENT_DEVICE,
+        .fetch = strcmp(o->fetch, "staged") == 0 ? FASA_FETCH_STAGED : FASA_FETCH_DIRECT,
+        .row_cache_rows = rows};
+    return model_attn_make_cache(ctx, NULL, hp, cal, capacity, 0, &co, cache);
+}
+
+/* Prefill, generate and report with the attention in place. */
+static bool run_attn(const run_opts *o, fm_model *m, fasa_context *ctx, model_attn *attn, const fm_tokens *prompt,
+                     run_result *r)
+{
+    fm_attn_ops ops = model_attn_ops(attn);
+    int point = prefetch_point(o->prefetch);
+    fm_state_desc sd = {.n_ctx = attn->capacity, .n_threads = o->threads, .attn = &ops,
+                        .prefetch = (fm_prefetch_point)point, .prefetch_fn = point ? model_attn_prefetch_fn() : NULL};
+    fm_state *state = NULL;
+    fm_error err = {0};
+    float *logits = malloc((size_t)fm_model_hparams(m)->n_vocab * sizeof(float));
+    bool ok = logits && (r->tokens = malloc(((size_t)o->max_tokens + 1) * sizeof(int32_t)));
+    if (ok && fm_state_create(m, &sd, &state, &err) != FM_OK) {
+        fprintf(stderr, "fasa run: %s\n", err.msg);
+        ok = false;
+    }
+    ok = ok && prefill(state, prompt, logits, &r->prefill_s) && generate(o, m, state, logits, r);
+    if (ok) {
+        fasa_device_info dev;
+        fasa_context_device(ctx, &dev);
+        r->attended = model_attn_attended(attn);
+        r->has_transfer = strcmp(o->variant, "fasa-m") == 0 &&
+                          fasa_kv_cache_transfer_stats(attn->cache, &r->transfer, false) == FASA_OK;
+        report(o, m, &dev, r);
+    }
+    fm_state_destroy(state);
+    free(logits);
+    free(r->tokens);
+    return ok;
 }
 
 static int run_model(const run_opts *o, fm_model *m, fasa_context *ctx)
@@ -146,53 +299,43 @@ static int run_model(const run_opts *o, fm_model *m, fasa_context *ctx)
     const fm_hparams *hp = fm_model_hparams(m);
     fm_tokens prompt = {0};
     if (!build_prompt(o, m, &prompt)) return 1;
-    uint32_t capacity = (uint32_t)prompt.n + o->max_tokens + 1;
+    uint32_t capacity = (uint32_t)prompt.n + o->max_tokens + 1, rows = 0;
     if (capacity > hp->n_ctx_train)
         fprintf(stderr, "fasa run: warning: %u tokens exceed the model's trained context (%u)\n", capacity,
                 hp->n_ctx_train);
     bool dense = strcmp(o->variant, "dense") == 0;
-    fasa_calibration *cal = dense ? NULL : load_calibration("fasa run", ctx, o->calibration, hp, o->ntip);
+    fasa_calibration *cal = NULL;
+    if (row_cache_rows(o, hp, capacity, &rows) && !dense)
+        cal = load_calibration("fasa run", ctx, o->calibration, hp, o->ntip);
     model_attn attn;
     fasa_kv_cache *cache = NULL;
-    fm_state *state = NULL;
-    fm_error err = {0};
-    float *logits = malloc((size_t)hp->n_vocab * sizeof(float));
+    run_result r = {.prompt_tokens = (uint32_t)prompt.n, .row_cache = rows};
     int rc = 1;
-    if ((dense || cal) && logits && model_attn_init(&attn, ctx, hp, capacity, o->nfac) &&
-        model_attn_make_cache(ctx, NULL, hp, cal, capacity, 0,
-                              strcmp(o->dtype, "f32") == 0 ? FASA_DTYPE_F32 : FASA_DTYPE_F16,
-                              strcmp(o->variant, "fasa-m") == 0 ? FASA_PLACEMENT_OFFLOAD : FASA_PLACEMENT_DEVICE,
-                              &cache) == FASA_OK) {
+    if (!dense && !cal) {
+        /* the reason is printed already */
+    } else if (!model_attn_init(&attn, ctx, hp, capacity, o->nfac)) {
+        fprintf(stderr, "fasa run: out of memory\n");
+        model_attn_free(&attn);
+    } else if (make_cache(o, ctx, hp, cal, capacity, rows, &cache) != FASA_OK) {
+        fprintf(stderr, "fasa run: %s\n", fasa_context_last_error(ctx));
+        model_attn_free(&attn);
+    } else {
         attn.cache = cache;
         attn.desc = (fasa_decode_desc){.mode = dense ? FASA_MODE_DENSE : FASA_MODE_FASA, .n_fac = o->nfac,
                                        .n_sink = o->n_sink, .n_recent = o->n_recent};
-        fm_attn_ops ops = model_attn_ops(&attn);
-        fm_state_desc sd = {.n_ctx = capacity, .n_threads = o->threads, .attn = &ops};
-        run_result r = {.prompt_tokens = (uint32_t)prompt.n};
-        if (fm_state_create(m, &sd, &state, &err) != FM_OK) fprintf(stderr, "fasa run: %s\n", err.msg);
-        else if (prefill(state, &prompt, logits, &r.prefill_s) && generate(o, m, state, logits, &r)) {
-            fasa_device_info dev;
-            fasa_context_device(ctx, &dev);
-            r.attended = model_attn_attended(&attn);
-            report(o, &dev, &r);
-            rc = 0;
-        }
+        rc = run_attn(o, m, ctx, &attn, &prompt, &r) ? 0 : 1;
         model_attn_free(&attn);
-    } else if (dense || cal) {
-        fprintf(stderr, "fasa run: %s\n", fasa_context_last_error(ctx));
     }
-    fm_state_destroy(state);
     fasa_kv_cache_destroy(cache);
     fasa_calibration_destroy(cal);
     fm_tokens_free(&prompt);
-    free(logits);
     return rc;
 }
 
 int cmd_run(int argc, char **argv)
 {
     run_opts o = {.backend = "auto", .variant = "fasa", .calibration = DEFAULT_CALIBRATION, .dtype = "f16",
-                  .nfac = 256, .max_tokens = 128};
+                  .fetch = "direct", .prefetch = "none", .nfac = 256, .max_tokens = 128};
     uint32_t device = UINT32_MAX;
     const cli_opt opts[] = {
         {"model", CLI_STRING, &o.model, "FILE", "GGUF model (tools/get-model.sh prints it)"},
@@ -209,16 +352,25 @@ int cmd_run(int argc, char **argv)
         {"n-sink", CLI_UINT, &o.n_sink, "N", "first tokens always attended, inside the budget (default 0)"},
         {"n-recent", CLI_UINT, &o.n_recent, "N", "last tokens always attended, inside the budget (default 0)"},
         {"dtype", CLI_STRING, &o.dtype, "f16|f32", "KV storage (default f16)"},
+        {"fetch", CLI_STRING, &o.fetch, "direct|staged", "fasa-m: FAC reads host rows in place or gathers them first"},
+        {"row-cache", CLI_UINT, &o.row_cache, "N", "with --fetch staged: device rows kept per layer and KV head"},
+        {"prefetch", CLI_STRING, &o.prefetch, "none|attn|mlp", "with --row-cache: fetch layer l+1's rows during l"},
         {"max-tokens", CLI_UINT, &o.max_tokens, "N", "tokens to generate at most (default 128)"},
         {"threads", CLI_UINT, &o.threads, "N", "threads (default: all cores)"},
         {"quiet", CLI_FLAG, &o.quiet, NULL, "do not print the generated text"},
-        {"json", CLI_FLAG, &o.json, NULL, "print only the statistics as JSON"},
+        {"json", CLI_FLAG, &o.json, NULL, "print the statistics, token ids and text as JSON"},
         {NULL, 0, NULL, NULL, NULL}};
     int parsed = cli_parse_command("fasa run", "fasa run --model FILE --prompt TEXT [options]",
                   "Greedy generation with a Llama-architecture GGUF model (SmolLM2-135M-Instruct);\n"
                   "the prompt is prefilled densely, every generated token's attention runs through\n"
                   "libfasa in the chosen variant.  Streams the text, then prints tokens/s and the\n"
-                  "fraction of the cache the attention read.", opts, argc, argv, (cli_check_fn)check_opts, &o);
+                  "fraction of the cache the attention read; for fasa-m also the host->device\n"
+                  "traffic (row-cache hit rate, demand and prefetch KB per sparse step).\n"
+                  "FASA-M options: --fetch staged gathers the selected rows into device memory\n"
+                  "(default direct: read in place); --row-cache N keeps N rows per layer and KV\n"
+                  "head there across steps (N >= group x nfac, clamped to the context); --prefetch\n"
+                  "attn|mlp forms layer l+1's query from layer l's input or from its state after\n"
+                  "the attention, and fetches l+1's selected rows early (InfiniGen-style).", opts, argc, argv, (cli_check_fn)check_opts, &o);
     if (parsed >= 0) return parsed;
     char err[512];
     fm_model *m = model_open("fasa run", o.model, o.threads);

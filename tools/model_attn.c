@@ -130,6 +130,24 @@ fm_attn_ops model_attn_ops(model_attn *a)
     return (fm_attn_ops){.append_kv = cb_append, .decode = cb_decode, .truncate = cb_truncate, .user = a};
 }
 
+/* The same selection as a real step of this layer would make for q, but only
+ * the row-cache fill: no attention output, no statistics of our own (libfasa
+ * counts it under prefetch_*), no on_decode (it is not a real step). */
+static fm_status cb_prefetch(void *user, uint32_t layer, const float *q, fm_error *err)
+{
+    model_attn *a = user;
+    if (!a->cache) return fm_fail(err, FM_ERR_CALLBACK, "libfasa prefetch: no cache attached");
+    fasa_decode_desc d = a->desc;
+    d.flags |= FASA_DECODE_PREFETCH;
+    fasa_status st = fasa_decode_host(a->cache, layer, &d, q, NULL, NULL);
+    return st == FASA_OK ? FM_OK : fail(err, a->ctx, st, "prefetch");
+}
+
+fm_prefetch_fn model_attn_prefetch_fn(void)
+{
+    return cb_prefetch;
+}
+
 double model_attn_attended(const model_attn *a)
 {
     uint64_t n = a->stats.dense_steps + a->stats.sparse_steps;
@@ -138,11 +156,14 @@ double model_attn_attended(const model_attn *a)
 
 fasa_status model_attn_make_cache(fasa_context *ctx, const fm_state *state, const fm_hparams *hp,
                                   const fasa_calibration *cal, uint32_t capacity, uint32_t n_prefix,
-                                  fasa_dtype dtype, fasa_placement placement, fasa_kv_cache **out)
+                                  const model_attn_cache_opts *opts, fasa_kv_cache **out)
 {
+    static const model_attn_cache_opts defaults = {0};
+    opts = opts ? opts : &defaults;
     fasa_model_shape shape = {hp->n_layer, hp->n_head, hp->n_head_kv, hp->head_dim, FASA_ROPE_NORM};
-    fasa_kv_cache_desc kd = {.shape = shape, .capacity = capacity, .dtype = dtype, .calibration = cal,
-                             .placement = placement};
+    fasa_kv_cache_desc kd = {.shape = shape, .capacity = capacity, .dtype = opts->dtype, .calibration = cal,
+                             .placement = opts->placement, .fetch = opts->fetch,
+                             .row_cache_rows = opts->row_cache_rows};
     fasa_status st = fasa_kv_cache_create(ctx, &kd, out);
     if (st != FASA_OK || n_prefix == 0) return st;
     size_t row = (size_t)hp->n_head_kv * hp->head_dim;

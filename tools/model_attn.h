@@ -37,14 +37,27 @@ bool model_attn_init(model_attn *a, fasa_context *ctx, const fm_hparams *hp, uin
                      uint32_t max_n_fac);
 void model_attn_free(model_attn *a);
 fm_attn_ops model_attn_ops(model_attn *a);
+/* The fm_state_desc.prefetch_fn for these ops (user = the model_attn): a
+ * FASA_DECODE_PREFETCH step with a->desc, o = NULL.  Pass it only when a
+ * prefetch point is wanted; the cache must be OFFLOAD, STAGED, with a row
+ * cache. */
+fm_prefetch_fn model_attn_prefetch_fn(void);
 /* Fraction of cached tokens attended per decode call, averaged. */
 double model_attn_attended(const model_attn *a);
+
+/* Storage and FASA-M options of model_attn_make_cache ({0}: f16, DEVICE). */
+typedef struct model_attn_cache_opts {
+    fasa_dtype dtype;
+    fasa_placement placement;
+    fasa_fetch fetch;                    /* OFFLOAD only */
+    uint32_t row_cache_rows;             /* STAGED only; 0 = no row cache */
+} model_attn_cache_opts;
 
 /* A cache for this model with the given calibration (may be NULL for dense
  * only), holding a copy of the first n_prefix tokens of the state's host
  * cache. */
 fasa_status model_attn_make_cache(fasa_context *ctx, const fm_state *state, const fm_hparams *hp,
                                   const fasa_calibration *cal, uint32_t capacity, uint32_t n_prefix,
-                                  fasa_dtype dtype, fasa_placement placement, fasa_kv_cache **out);
+                                  const model_attn_cache_opts *opts, fasa_kv_cache **out);
 
 #endif

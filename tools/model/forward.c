@@ -18,9 +18,12 @@ struct fm_state {
     fm_attn_ops decode_ops;     /* ext when set, else the host cache's ops */
     fm_qk_hook hook;
     void *hook_user;
+    fm_prefetch_point prefetch;
+    fm_prefetch_fn prefetch_fn; /* called with ext.user */
     float *rope_cos, *rope_sin; /* [capacity][d/2] */
     float *x, *xn, *q, *k, *v, *att, *gate, *up;  /* [max_batch][...] */
     float *dense_scratch;       /* per thread */
+    float *pf_xn, *pf_q;        /* one token's speculative next-layer xn / q */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -52,6 +55,7 @@ static fm_status alloc_scratch(fm_state *s, fm_error *err)
         { &s->gate, b * hp->n_ff }, { &s->up, b * hp->n_ff },
         { &s->rope_cos, rope }, { &s->rope_sin, rope },
         { &s->dense_scratch, fm_pool_threads(s->pool) * fm_dense_scratch_floats(s->capacity) },
+        { &s->pf_xn, e },      { &s->pf_q, qd },
     };
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         if (!(*bufs[i].dst = fm_alloc(bufs[i].n * sizeof(float))))
@@ -68,6 +72,10 @@ static fm_status check_desc(const fm_model *m, const fm_state_desc *d, fm_error 
         return fm_fail(err, FM_ERR_ARG, "state: FM_STATE_NO_HOST_KV needs external attn ops");
     if ((d->flags & FM_STATE_NO_HOST_KV) && d->qk_hook)
         return fm_fail(err, FM_ERR_ARG, "state: qk_hook needs the host KV cache");
+    if ((unsigned)d->prefetch > FM_PREFETCH_MLP)
+        return fm_fail(err, FM_ERR_ARG, "state: unknown prefetch point %d", (int)d->prefetch);
+    if (d->prefetch && (!d->attn || !d->prefetch_fn))
+        return fm_fail(err, FM_ERR_ARG, "state: a prefetch point needs attn ops and prefetch_fn");
     if (d->n_ctx > m->hp.n_ctx_train)
         return fm_fail(err, FM_ERR_ARG, "state: n_ctx %u exceeds the model's context length %u",
                        d->n_ctx, m->hp.n_ctx_train);
@@ -95,6 +103,8 @@ fm_status fm_state_create(const fm_model *m, const fm_state_desc *desc, fm_state
     s->flags = desc->flags;
     s->hook = desc->qk_hook;
     s->hook_user = desc->hook_user;
+    s->prefetch = desc->prefetch;
+    s->prefetch_fn = desc->prefetch_fn;
     st = fm_pool_create(desc->n_threads, &s->pool, err);
     if (!st)
         st = alloc_scratch(s, err);
@@ -116,7 +126,7 @@ void fm_state_destroy(fm_state *s)
     if (!s)
         return;
     float *bufs[] = { s->x, s->xn, s->q, s->k, s->v, s->att, s->gate, s->up,
-                      s->rope_cos, s->rope_sin, s->dense_scratch };
+                      s->rope_cos, s->rope_sin, s->dense_scratch, s->pf_xn, s->pf_q };
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         fm_free(bufs[i]);
     fm_ref_attn_destroy(s->host);
@@ -202,22 +212,50 @@ static void norm_rows(const fm_state *s, float *dst, const float *src, const flo
         fm_rmsnorm(dst + (uint64_t)t * e, src + (uint64_t)t * e, w, e, s->hp.rms_eps);
 }
 
+/* InfiniGen-style speculation for a single-token decode: the residual
+ * stream x changes little from layer to layer, so layer l+1's query formed
+ * from the current x selects nearly the tokens the real one will, and the
+ * attention can start bringing their K/V rows close while layer l's
+ * remaining work runs.  Does nothing unless `point` is the configured one
+ * and layer l+1 exists.  Own scratch: layer l's q/xn/att stay intact. */
+static fm_status prefetch_next(fm_state *s, uint32_t l, uint32_t n, bool decode,
+                               fm_prefetch_point point, fm_error *err)
+{
+    if (!decode || n != 1 || s->prefetch != point || l + 1 >= s->hp.n_layer)
+        return FM_OK;
+    const fm_layer_weights *w = &s->m->layers[l + 1];
+    uint32_t e = s->hp.n_embd, qd = s->hp.n_head * s->hp.head_dim;
+    norm_rows(s, s->pf_xn, s->x, w->attn_norm, 1);
+    fm_matmul(s->pool, w->wq, qd, e, s->pf_xn, 1, s->pf_q, qd);
+    rope_rows(s, s->pf_q, 1, s->hp.n_head);   /* same position as the real q */
+    fm_status st = s->prefetch_fn(s->ext.user, l + 1, s->pf_q, err);
+    if (st)
+        return fm_wrap(err, FM_ERR_CALLBACK, "prefetch(layer %u, position %u)", l + 1, s->pos);
+    return FM_OK;
+}
+
 static fm_status layer_forward(fm_state *s, uint32_t l, uint32_t n, bool decode, fm_error *err)
 {
     const fm_hparams *hp = &s->hp;
     const fm_layer_weights *w = &s->m->layers[l];
     uint32_t e = hp->n_embd, qd = hp->n_head * hp->head_dim, kvd = hp->n_head_kv * hp->head_dim;
+    fm_status st = prefetch_next(s, l, n, decode, FM_PREFETCH_ATTN, err);
+    if (st)
+        return st;
     norm_rows(s, s->xn, s->x, w->attn_norm, n);
     fm_matmul(s->pool, w->wq, qd, e, s->xn, n, s->q, qd);
     fm_matmul(s->pool, w->wk, kvd, e, s->xn, n, s->k, kvd);
     fm_matmul(s->pool, w->wv, kvd, e, s->xn, n, s->v, kvd);
     rope_rows(s, s->q, n, hp->n_head);
     rope_rows(s, s->k, n, hp->n_head_kv);
-    fm_status st = attention(s, l, n, decode, err);
+    st = attention(s, l, n, decode, err);
     if (st)
         return st;
     fm_matmul(s->pool, w->wo, e, qd, s->att, n, s->xn, e);
     add_rows(s->x, s->xn, (uint64_t)n * e);
+    st = prefetch_next(s, l, n, decode, FM_PREFETCH_MLP, err);
+    if (st)
+        return st;
     norm_rows(s, s->xn, s->x, w->ffn_norm, n);
     fm_matmul(s->pool, w->w_gate, hp->n_ff, e, s->xn, n, s->gate, hp->n_ff);
     fm_matmul(s->pool, w->w_up, hp->n_ff, e, s->xn, n, s->up, hp->n_ff);

@@ -14,6 +14,7 @@
  * Eval paths:
  *  - one token (or FM_EVAL_DECODE_EACH): per layer append_kv(1 token), then
  *    decode(q) -> o through the ops (the built-in reference by default);
+ *    with fm_state_desc.prefetch, layer l also calls prefetch_fn(l + 1, q~);
  *  - several tokens: append_kv(n tokens), then the engine's own dense causal
  *    attention over the host copy of the cache.  The host copy (an f32
  *    [layer][pos][Hkv][d] cache) is always kept unless FM_STATE_NO_HOST_KV;
@@ -89,6 +90,23 @@ typedef void (*fm_qk_hook)(void *user, uint32_t layer, uint32_t pos, const float
 
 #define FM_STATE_NO_HOST_KV 0x1u   /* with external attn: keep no f32 host cache */
 
+/* Where a single-token decode forms the speculative query of layer l+1
+ * (InfiniGen-style: the residual stream changes little between layers, so
+ * q~(l+1) = RoPE(W_q(l+1) RMSNorm(x; attn_norm(l+1))) approximates the real
+ * q of layer l+1) and hands it to fm_state_desc.prefetch_fn. */
+typedef enum fm_prefetch_point {
+    FM_PREFETCH_NONE = 0,
+    FM_PREFETCH_ATTN,          /* x at layer l's input: overlaps all of layer l */
+    FM_PREFETCH_MLP            /* x after layer l's attention: overlaps its MLP */
+} fm_prefetch_point;
+
+/* Receives that speculative q [Hq][d] (post-RoPE, current position) of a
+ * layer not yet reached, with user = attn->user, so the attention can bring
+ * the layer's selected K/V close before its decode call; it must not change
+ * what decode computes.  (A field of fm_state_desc rather than fm_attn_ops
+ * so that positional fm_attn_ops initialisers stay complete.) */
+typedef fm_status (*fm_prefetch_fn)(void *user, uint32_t layer, const float *q, fm_error *err);
+
 typedef struct fm_state_desc {
     uint32_t n_ctx;            /* capacity in tokens, 0 = the model's n_ctx_train */
     uint32_t n_threads;        /* 0 = online CPUs */
@@ -97,6 +115,8 @@ typedef struct fm_state_desc {
     fm_qk_hook qk_hook;        /* optional, needs the host cache */
     void *hook_user;
     uint32_t flags;            /* FM_STATE_* */
+    fm_prefetch_point prefetch; /* 0 = none; else needs attn and prefetch_fn */
+    fm_prefetch_fn prefetch_fn;
 } fm_state_desc;
 
 typedef struct fm_state fm_state;
