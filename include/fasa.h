@@ -410,6 +410,16 @@ typedef struct fasa_kv_cache_desc {
     uint32_t row_cache_rows;      /* STAGED: device-resident rows kept per (layer, KV
                                      head) across steps, so rows selected again
                                      need no transfer; 0 = no row cache */
+    void *host_memory;            /* optional: application-owned host memory for
+                                     the offloaded K and V, used in place of an
+                                     allocation of libfasa's (Vulkan with
+                                     VK_EXT_external_memory_host imports it; no
+                                     copy).  Size and alignment: see
+                                     fasa_kv_cache_host_memory_requirements.  It
+                                     must stay valid, and untouched by the
+                                     application, until fasa_kv_cache_destroy.
+                                     NULL = libfasa allocates. */
+    uint64_t host_memory_size;    /* bytes at host_memory */
 } fasa_kv_cache_desc;
 
 #define FASA_CACHE_NO_DENSE_LAYERS 0x1u /* no layer is forced dense */
@@ -417,6 +427,14 @@ typedef struct fasa_kv_cache_desc {
 FASA_API fasa_status fasa_kv_cache_create(fasa_context *ctx, const fasa_kv_cache_desc *desc,
                                           fasa_kv_cache **out);
 FASA_API void fasa_kv_cache_destroy(fasa_kv_cache *cache);
+/* Bytes and alignment that desc.host_memory must have for an offloaded
+ * cache described by desc on ctx (desc's own host_memory fields are
+ * ignored).  FASA_ERROR_UNSUPPORTED where the backend or the device cannot
+ * use application host memory: today the Vulkan backend on a device with
+ * VK_EXT_external_memory_host (enabled by libfasa on its own devices; an
+ * embedding host says so in fasa_vk_embed). */
+FASA_API fasa_status fasa_kv_cache_host_memory_requirements(fasa_context *ctx, const fasa_kv_cache_desc *desc,
+                                                            uint64_t *size, uint64_t *alignment);
 /* The context a cache was created from (for fasa_context_last_error). */
 FASA_API fasa_context *fasa_kv_cache_context(const fasa_kv_cache *cache);
 

@@ -110,6 +110,9 @@ typedef struct fasa_vk_embed {
     VkPipelineCache pipeline_cache;       /* optional: used instead of libfasa's own */
     const VkAllocationCallbacks *allocation_callbacks; /* optional, for every vkCreate*
                                              libfasa makes on the host's device */
+    bool external_memory_host_enabled;    /* the host enabled VK_EXT_external_memory_host:
+                                             FASA-M caches may then import application
+                                             host memory (fasa_kv_cache_desc.host_memory) */
 } fasa_vk_embed;
 
 /* Wraps [offset, offset + size) of a host VkBuffer of ctx's device as a

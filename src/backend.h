@@ -52,6 +52,10 @@ struct fasa_backend_ops {
      * capacity, Hq and max_n_fac; uploads the dims tables.  Sets
      * cache->device_bytes, host_bytes and scratch_bytes. */
     fasa_status (*cache_create)(fasa_kv_cache *cache);
+    /* Optional (NULL = unsupported): size and alignment of the application
+     * host memory an offloaded cache of desc would use (cache->host_memory). */
+    fasa_status (*host_memory_requirements)(fasa_context *ctx, const fasa_kv_cache_desc *desc, uint64_t *size,
+                                            uint64_t *alignment);
     void (*cache_destroy)(fasa_kv_cache *cache);
     /* Optional: told that every layer now holds at most `length` tokens
      * (e.g. to forget FASA-M rows of dropped tokens).  May be NULL. */

@@ -32,6 +32,38 @@ static fasa_status check_calibration_match(fasa_context *ctx, const fasa_model_s
     return FASA_OK;
 }
 
+static fasa_status host_memory_requirements(fasa_context *ctx, const fasa_kv_cache_desc *desc, uint64_t *size,
+                                            uint64_t *alignment)
+{
+    if (desc->placement != FASA_PLACEMENT_OFFLOAD)
+        return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT,
+                           "desc.host_memory: application host memory is only for placement FASA_PLACEMENT_OFFLOAD");
+    if (!ctx->ops->host_memory_requirements)
+        return fasa__error(ctx, FASA_ERROR_UNSUPPORTED,
+                           "desc.host_memory: the %s backend cannot use application host memory (the Vulkan backend "
+                           "with VK_EXT_external_memory_host can)", ctx->ops->name);
+    return ctx->ops->host_memory_requirements(ctx, desc, size, alignment);
+}
+
+/* Application host memory for the offloaded K and V: where the backend can
+ * use it, aligned and large enough. */
+static fasa_status check_host_memory(fasa_context *ctx, const fasa_kv_cache_desc *desc)
+{
+    if (!desc->host_memory)
+        return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "desc.host_memory_size: set without desc.host_memory");
+    uint64_t size = 0, align = 1;
+    fasa_status st = host_memory_requirements(ctx, desc, &size, &align);
+    if (st != FASA_OK) return st;
+    if ((uintptr_t)desc->host_memory % align)
+        return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "desc.host_memory: %p is not aligned to %llu bytes",
+                           desc->host_memory, (unsigned long long)align);
+    if (desc->host_memory_size < size)
+        return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT,
+                           "desc.host_memory_size: %llu bytes, but this cache needs %llu",
+                           (unsigned long long)desc->host_memory_size, (unsigned long long)size);
+    return FASA_OK;
+}
+
 static fasa_status check_cache_desc(fasa_context *ctx, const fasa_kv_cache_desc *desc)
 {
     fasa_status st = fasa__check_shape(ctx, &desc->shape, "desc.shape");
@@ -60,6 +92,7 @@ static fasa_status check_cache_desc(fasa_context *ctx, const fasa_kv_cache_desc 
     if (desc->max_n_fac > FASA_MAX_N_FAC)
         return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "desc.max_n_fac: %u is more than %u",
                            desc->max_n_fac, FASA_MAX_N_FAC);
+    if (desc->host_memory || desc->host_memory_size) return check_host_memory(ctx, desc);
     if (desc->n_dense_layers > 0 && !desc->dense_layers)
         return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT,
                            "desc.dense_layers is NULL but desc.n_dense_layers is %u", desc->n_dense_layers);
@@ -175,6 +208,8 @@ static fasa_status create_locked(fasa_context *ctx, const fasa_kv_cache_desc *de
     c->placement = desc->placement;
     c->fetch = desc->fetch;
     c->row_cache_rows = desc->row_cache_rows;
+    c->host_memory = desc->host_memory;
+    c->host_memory_size = desc->host_memory_size;
     c->max_n_fac = desc->max_n_fac ? desc->max_n_fac : 2048;
     c->length = fasa__alloc(ctx, s->n_layers * sizeof(uint32_t));
     c->dense_layer = fasa__alloc(ctx, s->n_layers);
@@ -211,6 +246,27 @@ fasa_status fasa_kv_cache_create(fasa_context *ctx, const fasa_kv_cache_desc *de
         *out = NULL;
         st = create_locked(ctx, desc, out);
     }
+    fasa__unlock(ctx);
+    return st;
+}
+
+fasa_status fasa_kv_cache_host_memory_requirements(fasa_context *ctx, const fasa_kv_cache_desc *desc,
+                                                   uint64_t *size, uint64_t *alignment)
+{
+    if (!ctx) return FASA_ERROR_INVALID_ARGUMENT;
+    fasa__lock(ctx);
+    fasa_status st = FASA_OK;
+    if (!desc || !size || !alignment)
+        st = fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "fasa_kv_cache_host_memory_requirements: %s is NULL",
+                         !desc ? "desc" : !size ? "size" : "alignment");
+    fasa_kv_cache_desc d;
+    if (st == FASA_OK) {
+        d = *desc;
+        d.host_memory = NULL; /* the answer does not depend on them */
+        d.host_memory_size = 0;
+        st = check_cache_desc(ctx, &d);
+    }
+    if (st == FASA_OK) st = host_memory_requirements(ctx, &d, size, alignment);
     fasa__unlock(ctx);
     return st;
 }

@@ -66,6 +66,8 @@ struct fasa_kv_cache {
     fasa_placement placement;
     fasa_fetch fetch;            /* FASA-M strategy */
     uint32_t row_cache_rows;     /* FASA-M staged row cache, per (layer, KV head) */
+    void *host_memory;           /* FASA-M: application memory for K and V, or NULL */
+    uint64_t host_memory_size;
     fasa_transfer_stats transfer;/* FASA-M counters, updated by the backend */
     fasa_rowcache **rowcaches;   /* [n_layers][Hkv] reference row-cache state (CPU backend) or NULL */
     uint64_t step_count;         /* sparse steps so far (row-cache stamps) */

@@ -111,12 +111,13 @@ typedef struct results {
     int32_t sel[HQ * NFAC];
     float k_read[NAPP * HKV * D];
     float o_m[3][HQ * D];
+    float o_imp[HQ * D];         /* FASA-M in application host memory (Vulkan) */
 } results;
 
 typedef struct scenario {
     fasa_context *ctx;
     fasa_calibration *cal, *loaded;
-    fasa_kv_cache *cache, *mcache;
+    fasa_kv_cache *cache, *mcache, *icache;
     fasa_calibrator *calr;
     fasa_buffer *qb, *ob, *kvb;
     results r;
@@ -134,11 +135,12 @@ static void cleanup(scenario *s)
     fasa_buffer_destroy(s->kvb);
     fasa_kv_cache_destroy(s->cache);
     fasa_kv_cache_destroy(s->mcache);
+    fasa_kv_cache_destroy(s->icache);
     fasa_calibrator_destroy(s->calr);
     fasa_calibration_destroy(s->cal);
     fasa_calibration_destroy(s->loaded);
     s->qb = s->ob = s->kvb = NULL;
-    s->cache = s->mcache = NULL;
+    s->cache = s->mcache = s->icache = NULL;
     s->calr = NULL;
     s->cal = s->loaded = NULL;
 }
@@ -320,6 +322,33 @@ static bool fasam_steps(scenario *s, const fasa_model_shape *shape)
            TRY(s, "FASA-M transfer_stats", fasa_kv_cache_transfer_stats(s->mcache, &stats, false));
 }
 
+/* Application host memory for the imported FASA-M cache (allocated once). */
+static uint8_t *host_mem;
+
+/* FASA-M with K and V in application host memory, where the backend can
+ * import it (Vulkan with VK_EXT_external_memory_host): the first FASA-M
+ * decode again, which must give the same output. */
+static bool imported_steps(scenario *s, const fasa_model_shape *shape)
+{
+    fasa_kv_cache_desc kd = {.shape = *shape, .capacity = L, .calibration = s->cal,
+                             .placement = FASA_PLACEMENT_OFFLOAD, .fetch = FASA_FETCH_STAGED,
+                             .row_cache_rows = RC_ROWS};
+    fasa_decode_desc d = {.n_fac = NFAC, .n_recent = 8};
+    uint64_t size = 0, align = 0;
+    fasa_status st = fasa_kv_cache_host_memory_requirements(s->ctx, &kd, &size, &align);
+    if (st == FASA_ERROR_UNSUPPORTED) return true; /* not on this backend */
+    if (!TRY(s, "host_memory_requirements", st)) return false;
+    if (!host_mem && !(host_mem = aligned_alloc(align, (size + align - 1) / align * align))) return false;
+    kd.host_memory = host_mem;
+    kd.host_memory_size = size;
+    bool ok = CREATE(s, "kv_cache_create imported", fasa_kv_cache_create(s->ctx, &kd, &s->icache), s->icache) &&
+              append(s, s->icache, 1, L, k_in, v_in, "imported append") &&
+              decode_host(s, s->icache, 1, &d, q_in, s->r.o_imp, NULL, "imported decode");
+    CHECK(!ok || memcmp(s->r.o_imp, s->r.o_m[0], sizeof s->r.o_imp) == 0,
+          "the imported cache's output differs from the FASA-M cache's");
+    return ok;
+}
+
 static bool calibration_steps(scenario *s)
 {
     char path[64];
@@ -353,7 +382,7 @@ static bool run(scenario *s)
     ok = ok && CREATE(s, "kv_cache_create", fasa_kv_cache_create(s->ctx, &kd, &s->cache), s->cache);
     ok = ok && append(s, s->cache, 1, 200, k_in, v_in, "append 1");
     ok = ok && append(s, s->cache, 1, L - 200, k_in + 200 * HKV * D, v_in + 200 * HKV * D, "append 2");
-    ok = ok && decode_steps(s) && fasam_steps(s, &shape) && calibration_steps(s);
+    ok = ok && decode_steps(s) && fasam_steps(s, &shape) && imported_steps(s, &shape) && calibration_steps(s);
     cleanup(s);
     return ok && !s->failed_again;
 }
@@ -369,7 +398,7 @@ static bool same_results(const results *a, const results *b)
 {
     return close_to(a->o_sparse, b->o_sparse, HQ * D) && close_to(a->o_dense, b->o_dense, HQ * D) &&
            close_to(a->o_buf, b->o_buf, HQ * D) && close_to(a->o_l0, b->o_l0, HQ * D) &&
-           close_to(&a->o_m[0][0], &b->o_m[0][0], 3 * HQ * D) && memcmp(a->sel, b->sel, sizeof a->sel) == 0 &&
+           close_to(&a->o_m[0][0], &b->o_m[0][0], 3 * HQ * D) && close_to(a->o_imp, b->o_imp, HQ * D) && memcmp(a->sel, b->sel, sizeof a->sel) == 0 &&
            memcmp(a->k_read, b->k_read, sizeof a->k_read) == 0;
 }
 
@@ -554,6 +583,7 @@ int main(int argc, char **argv)
         sweep((fasa_fault)kind, &reference.r);
     }
     CHECK(n_validation == 0, "%u validation messages", n_validation);
+    free(host_mem);
     printf("%s: swept in %.1f s\n", fasa_backend_name(backend), now() - t0);
     return check_done("test_faults");
 }

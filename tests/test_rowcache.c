@@ -145,6 +145,21 @@ static void test_prefetch(fasa_context *ctx)
     CHECK(fasa_decode_host(cb, 0, &wide, q, NULL, NULL) == FASA_OK && fasa_kv_cache_transfer_stats(cb, &a, false) == FASA_OK &&
               a.prefetch_steps == 0 && a.prefetch_rows == 0, "a dense-path prefetch does nothing");
     fasa_kv_cache_destroy(cb);
+    /* application host memory: a Vulkan feature; the CPU backend says so */
+    uint64_t size = 0, align = 0;
+    static uint8_t mem[4096];
+    CHECK(fasa_kv_cache_host_memory_requirements(ctx, &kd, &size, &align) == FASA_ERROR_UNSUPPORTED &&
+              strstr(fasa_context_last_error(ctx), "desc.host_memory"), "requirements on cpu: %s",
+          fasa_context_last_error(ctx));
+    CHECK(fasa_kv_cache_host_memory_requirements(ctx, &kd, NULL, &align) == FASA_ERROR_INVALID_ARGUMENT &&
+              strstr(fasa_context_last_error(ctx), "size is NULL"), "NULL size");
+    fasa_kv_cache_desc hm = kd;
+    hm.host_memory_size = sizeof mem;
+    CHECK(fasa_kv_cache_create(ctx, &hm, &cb) == FASA_ERROR_INVALID_ARGUMENT &&
+              strstr(fasa_context_last_error(ctx), "desc.host_memory_size: set without"), "size without memory");
+    hm.host_memory = mem;
+    CHECK(fasa_kv_cache_create(ctx, &hm, &cb) == FASA_ERROR_UNSUPPORTED, "host memory on cpu: %s",
+          fasa_context_last_error(ctx));
     fasa_kv_cache_destroy(c);
     fasa_kv_cache_destroy(ref);
     fasa_calibration_destroy(cal);

@@ -211,6 +211,7 @@ const fasa_backend_ops fasa__vulkan_ops = {
     .buffer_write = vk_buffer_write,
     .buffer_read = vk_buffer_read,
     .cache_create = fasa__vk_cache_create,
+    .host_memory_requirements = fasa__vk_host_memory_requirements,
     .cache_destroy = fasa__vk_cache_destroy,
     .cache_truncate = fasa__vk_cache_truncate,
     .transfer_stats_sync = fasa__vk_transfer_stats_sync,

@@ -166,11 +166,32 @@ static fasa_status create_tables(fasa_kv_cache *c, vk_context *vk, vk_cache *vc)
 
 static uint64_t array_bytes(const vk_array *a) { return a->n_rows * a->row_words * 4; }
 
+/* Application host memory for an offloaded cache of d: K and V of every
+ * layer in the import layout (fasa__vk_import_size). */
+fasa_status fasa__vk_host_memory_requirements(fasa_context *ctx, const fasa_kv_cache_desc *d, uint64_t *size,
+                                              uint64_t *alignment)
+{
+    vk_context *vk = fasa__vk(ctx);
+    if (!vk->host_ptr_props)
+        return fasa__error(ctx, FASA_ERROR_UNSUPPORTED,
+                           "desc.host_memory: VK_EXT_external_memory_host is not enabled on %s (%s)",
+                           vk->props.deviceName, vk->owns_device ? "the device does not offer it"
+                                                                 : "fasa_vk_embed.external_memory_host_enabled is false");
+    uint32_t epw = d->dtype == FASA_DTYPE_F16 ? 2 : 1;
+    vk_array kv;
+    fasa__vk_array_plan(vk, &kv, (uint64_t)d->shape.n_kv_heads * d->capacity, d->shape.head_dim / epw);
+    *size = 2ull * d->shape.n_layers * fasa__vk_import_size(vk, &kv); /* K and V of every layer */
+    *alignment = vk->import_align;
+    return FASA_OK;
+}
+
 static fasa_status create_storage(fasa_kv_cache *c, vk_context *vk, vk_cache *vc)
 {
     uint32_t nl = c->shape.n_layers;
     fasa_status st = FASA_OK;
+    bool import = c->host_memory != NULL; /* K and V in the application's memory */
     for (uint32_t l = 0; st == FASA_OK && l < nl; l++) {
+        vc->layers[l].k.host_import = vc->layers[l].v.host_import = import;
         st = fasa__vk_array_create(vk, &vc->layers[l].k, "K");
         if (st == FASA_OK) st = fasa__vk_array_create(vk, &vc->layers[l].v, "V");
         if (st == FASA_OK && c->has_dims) st = fasa__vk_array_create(vk, &vc->layers[l].kd, "K_dom");
@@ -198,7 +219,9 @@ static fasa_status create_storage(fasa_kv_cache *c, vk_context *vk, vk_cache *vc
         nd += fasa__vk_fetch_arrays(vc->fm, dev + nd); /* slots and row-cache state: device-local */
         st = fasa__vk_arena_bind(vk, &vc->arena_dev, dev, nd, false, "the KV cache (device memory)");
     }
-    if (st == FASA_OK && nh) st = fasa__vk_arena_bind(vk, &vc->arena_host, host, nh, true, "the offloaded K and V");
+    if (st == FASA_OK && nh && import)
+        st = fasa__vk_arena_import(vk, &vc->arena_host, host, nh, c->host_memory, "the offloaded K and V");
+    else if (st == FASA_OK && nh) st = fasa__vk_arena_bind(vk, &vc->arena_host, host, nh, true, "the offloaded K and V");
     fasa__free(c->ctx, dev);
     fasa__free(c->ctx, host);
     return st;

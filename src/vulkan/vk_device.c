@@ -344,6 +344,20 @@ fasa_status fasa__vk_list_devices(fasa_device_info *devices, uint32_t *count, ch
 /* Standalone: our own instance and device                                   */
 /* ------------------------------------------------------------------------ */
 
+/* VK_EXT_external_memory_host, enabled on the device: its entry point and
+ * the alignment imported pointers (and sizes) need. */
+static void init_host_import(vk_context *vk)
+{
+    VkPhysicalDeviceExternalMemoryHostPropertiesEXT hp = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_EXTERNAL_MEMORY_HOST_PROPERTIES_EXT};
+    VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &hp};
+    vk->fn.vkGetPhysicalDeviceProperties2(vk->phys, &p2);
+    vk->import_align = hp.minImportedHostPointerAlignment;
+    vk->host_ptr_props = (PFN_vkGetMemoryHostPointerPropertiesEXT)vk->fn.vkGetDeviceProcAddr(
+        vk->device, "vkGetMemoryHostPointerPropertiesEXT");
+    if (!vk->import_align) vk->host_ptr_props = NULL;
+}
+
 static fasa_status create_device(vk_context *vk)
 {
     float prio = 1.0f;
@@ -353,11 +367,16 @@ static fasa_status create_device(vk_context *vk)
     qi.pQueuePriorities = &prio;
     VkPhysicalDeviceBufferDeviceAddressFeatures bda = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_BUFFER_DEVICE_ADDRESS_FEATURES};
     bda.bufferDeviceAddress = VK_TRUE;
-    const char *exts[1] = {VK_KHR_BUFFER_DEVICE_ADDRESS_EXTENSION_NAME};
+    const char *exts[2];
+    uint32_t n_ext = 0;
+    if (vk->bda_khr) exts[n_ext++] = VK_KHR_BUFFER_DEVICE_ADDRESS_EXTENSION_NAME;
+    /* optional: lets FASA-M caches import application host memory */
+    bool host_import = has_device_ext(&vk->fn, vk->phys, VK_EXT_EXTERNAL_MEMORY_HOST_EXTENSION_NAME);
+    if (host_import) exts[n_ext++] = VK_EXT_EXTERNAL_MEMORY_HOST_EXTENSION_NAME;
     VkDeviceCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO, .pNext = &bda};
     ci.queueCreateInfoCount = 1;
     ci.pQueueCreateInfos = &qi;
-    ci.enabledExtensionCount = vk->bda_khr ? 1 : 0;
+    ci.enabledExtensionCount = n_ext;
     ci.ppEnabledExtensionNames = exts;
     VkResult r = vk->fn.vkCreateDevice(vk->phys, &ci, NULL, &vk->device);
     if (r != VK_SUCCESS) return fasa__vk_result(vk, r, "vkCreateDevice");
@@ -365,6 +384,7 @@ static fasa_status create_device(vk_context *vk)
     if (!fasa__vk_load_device(&vk->fn, vk->device, vk->bda_khr, &missing))
         return fasa__error(vk->ctx, FASA_ERROR_BACKEND, "vulkan: the device lacks %s", missing);
     vk->fn.vkGetDeviceQueue(vk->device, vk->queue_family, 0, &vk->queue);
+    if (host_import) init_host_import(vk);
     return FASA_OK;
 }
 
@@ -458,6 +478,7 @@ static fasa_status init_embedded(vk_context *vk, const fasa_vk_embed *e)
                            "desc.embed: the device gives no %s (enable bufferDeviceAddress%s)", missing,
                            vk->bda_khr ? " through VK_KHR_buffer_device_address" : "");
     if (e->pipeline_cache) vk->pcache = e->pipeline_cache;
+    if (e->external_memory_host_enabled) init_host_import(vk);
     describe_device(&vk->fn, vk->phys, &ctx->device);
     return FASA_OK;
 }

@@ -72,6 +72,7 @@ typedef struct vk_array {
     vk_buf *chunks;
     VkDeviceAddress table;       /* address of the chunk table (uvec2 per chunk) */
     uint64_t table_at;           /* byte offset of the table in the tables buffer */
+    bool host_import;            /* chunks will be bound to imported host memory */
 } vk_array;
 
 /* Device memory blocks backing the chunks of one cache. */
@@ -132,6 +133,9 @@ struct vk_context {
     bool test_invalid;           /* tests: record one invalid command in the next stream */
     bool lost;
     bool logged_unified;         /* the FASA-M "saves nothing here" note was logged */
+    /* VK_EXT_external_memory_host (FASA-M caches in application host memory) */
+    PFN_vkGetMemoryHostPointerPropertiesEXT host_ptr_props; /* NULL: not enabled */
+    uint64_t import_align;       /* minImportedHostPointerAlignment */
     char vmsg[FASA_ERROR_MAX - 64]; /* first validation message since the last check */
     uint32_t n_vmsg;
     struct fasa_exec own_exec;   /* the exec of standalone calls */
@@ -221,6 +225,12 @@ void fasa__vk_array_destroy(vk_context *vk, vk_array *a);
 /* Places the chunks of arrays in blocks of memory (host: host-visible). */
 fasa_status fasa__vk_arena_bind(vk_context *vk, vk_arena *arena, vk_array **arrays, uint32_t n,
                                 bool host, const char *what);
+/* Application host memory (VK_EXT_external_memory_host) for arrays created
+ * with host_import: the bytes their chunks take in the import layout, and
+ * the binding of every chunk to its imported part of base. */
+uint64_t fasa__vk_import_size(const vk_context *vk, const vk_array *a);
+fasa_status fasa__vk_arena_import(vk_context *vk, vk_arena *arena, vk_array **arrays, uint32_t n_arrays,
+                                  uint8_t *base, const char *what);
 void fasa__vk_arena_free(vk_context *vk, vk_arena *arena);
 /* Reads rows [row0, row0 + n) of an array into dst (row_words words each). */
 fasa_status fasa__vk_array_read(vk_context *vk, const vk_array *a, uint64_t row0, uint64_t n,
@@ -248,6 +258,8 @@ void fasa__vk_dispatch(fasa_exec *e, vk_kernel k, int dtype, const void *push, u
                        uint32_t gx, uint32_t gy);
 
 /* vk_cache.c */
+fasa_status fasa__vk_host_memory_requirements(fasa_context *ctx, const fasa_kv_cache_desc *d, uint64_t *size,
+                                              uint64_t *alignment);
 fasa_status fasa__vk_cache_create(fasa_kv_cache *cache);
 void fasa__vk_cache_destroy(fasa_kv_cache *cache);
 fasa_status fasa__vk_cache_read(fasa_kv_cache *cache, uint32_t layer, uint32_t first, uint32_t n,

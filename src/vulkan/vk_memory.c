@@ -52,14 +52,22 @@ static VkDeviceAddress buffer_address(vk_context *vk, VkBuffer b)
     return vk->fn.vkGetBufferDeviceAddress(vk->device, &ai);
 }
 
-static VkResult create_buffer(vk_context *vk, VkDeviceSize size, VkBuffer *out)
+/* external: the buffer will be bound to imported host memory. */
+static VkResult create_buffer_ext(vk_context *vk, VkDeviceSize size, bool external, VkBuffer *out)
 {
     if (fasa__fault(vk->ctx, FASA_FAULT_DEVICE_ALLOC)) return VK_ERROR_OUT_OF_DEVICE_MEMORY;
-    VkBufferCreateInfo bi = {.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO};
+    VkExternalMemoryBufferCreateInfo ei = {.sType = VK_STRUCTURE_TYPE_EXTERNAL_MEMORY_BUFFER_CREATE_INFO};
+    ei.handleTypes = VK_EXTERNAL_MEMORY_HANDLE_TYPE_HOST_ALLOCATION_BIT_EXT;
+    VkBufferCreateInfo bi = {.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO, .pNext = external ? &ei : NULL};
     bi.size = size;
     bi.usage = BUF_USAGE;
     bi.sharingMode = VK_SHARING_MODE_EXCLUSIVE;
     return vk->fn.vkCreateBuffer(vk->device, &bi, vk->vk_alloc, out);
+}
+
+static VkResult create_buffer(vk_context *vk, VkDeviceSize size, VkBuffer *out)
+{
+    return create_buffer_ext(vk, size, false, out);
 }
 
 static VkResult map_memory(vk_context *vk, VkDeviceMemory memory, void **out)
@@ -208,7 +216,7 @@ fasa_status fasa__vk_array_create(vk_context *vk, vk_array *a, const char *what)
     for (uint32_t c = 0; c < a->n_chunks; c++) {
         vk_buf *b = &a->chunks[c];
         b->size = chunk_rows(a, c) * a->row_words * 4;
-        VkResult r = create_buffer(vk, b->size, &b->buffer);
+        VkResult r = create_buffer_ext(vk, b->size, a->host_import, &b->buffer);
         if (r != VK_SUCCESS) {
             char why[FASA_ERROR_MAX]; /* a copy: the message is rewritten from it */
             fasa_status st = fasa__vk_result(vk, r, "vkCreateBuffer");
@@ -370,4 +378,90 @@ void fasa__vk_arena_free(vk_context *vk, vk_arena *arena)
     fasa__free(vk->ctx, arena->blocks);
     fasa__free(vk->ctx, arena->maps);
     memset(arena, 0, sizeof *arena);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Application host memory (VK_EXT_external_memory_host)                     */
+/* ------------------------------------------------------------------------ */
+
+/* The import layout: the chunks of the arrays in order, each at the next
+ * multiple of the import alignment A and taking its size rounded up to A,
+ * one imported allocation per chunk.  It is fixed by the arrays' plans
+ * alone, so fasa_kv_cache_host_memory_requirements needs no device objects;
+ * binding checks that every chunk's requirements fit it. */
+static uint64_t round_up64(uint64_t x, uint64_t m) { return (x + m - 1) / m * m; }
+
+uint64_t fasa__vk_import_size(const vk_context *vk, const vk_array *a)
+{
+    uint64_t bytes = 0;
+    for (uint32_t c = 0; c < a->n_chunks; c++) bytes += round_up64(chunk_rows(a, c) * a->row_words * 4, vk->import_align);
+    return bytes;
+}
+
+static VkResult import_host(vk_context *vk, void *ptr, VkDeviceSize size, uint32_t type, VkDeviceMemory *out)
+{
+    if (fasa__fault(vk->ctx, FASA_FAULT_DEVICE_ALLOC)) return VK_ERROR_OUT_OF_DEVICE_MEMORY;
+    VkImportMemoryHostPointerInfoEXT ii = {.sType = VK_STRUCTURE_TYPE_IMPORT_MEMORY_HOST_POINTER_INFO_EXT};
+    ii.handleType = VK_EXTERNAL_MEMORY_HANDLE_TYPE_HOST_ALLOCATION_BIT_EXT;
+    ii.pHostPointer = ptr;
+    VkMemoryAllocateFlagsInfo fi = {.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_FLAGS_INFO, .pNext = &ii};
+    fi.flags = VK_MEMORY_ALLOCATE_DEVICE_ADDRESS_BIT;
+    VkMemoryAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO, .pNext = &fi};
+    ai.allocationSize = size;
+    ai.memoryTypeIndex = type;
+    return vk->fn.vkAllocateMemory(vk->device, &ai, vk->vk_alloc, out);
+}
+
+/* The memory type for chunk b imported at ptr: host-visible and coherent
+ * (the host writes appends through the pointer), not device-local if it can
+ * be helped. */
+static fasa_status import_type(vk_context *vk, const vk_buf *b, void *ptr, VkDeviceSize span, const char *what,
+                               uint32_t *type)
+{
+    VkMemoryRequirements req;
+    vk->fn.vkGetBufferMemoryRequirements(vk->device, b->buffer, &req);
+    if (vk->import_align % req.alignment || req.size > span)
+        return fasa__error(vk->ctx, FASA_ERROR_UNSUPPORTED,
+                           "vulkan: a chunk of %s needs %llu bytes at alignment %llu, beyond the import layout (%llu "
+                           "bytes at %llu)", what, (unsigned long long)req.size, (unsigned long long)req.alignment,
+                           (unsigned long long)span, (unsigned long long)vk->import_align);
+    VkMemoryHostPointerPropertiesEXT hp = {.sType = VK_STRUCTURE_TYPE_MEMORY_HOST_POINTER_PROPERTIES_EXT};
+    VkResult r = vk->host_ptr_props(vk->device, VK_EXTERNAL_MEMORY_HANDLE_TYPE_HOST_ALLOCATION_BIT_EXT, ptr, &hp);
+    if (r != VK_SUCCESS) return fasa__vk_result(vk, r, "vkGetMemoryHostPointerPropertiesEXT");
+    int t = fasa__vk_memory_type(vk, req.memoryTypeBits & hp.memoryTypeBits, HOST_MAPPABLE,
+                                 VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT);
+    if (t < 0)
+        return fasa__error(vk->ctx, FASA_ERROR_UNSUPPORTED,
+                           "vulkan: no host-visible coherent memory type can import desc.host_memory for %s", what);
+    *type = (uint32_t)t;
+    return FASA_OK;
+}
+
+fasa_status fasa__vk_arena_import(vk_context *vk, vk_arena *arena, vk_array **arrays, uint32_t n_arrays,
+                                  uint8_t *base, const char *what)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < n_arrays; i++) n += arrays[i]->n_chunks;
+    arena->blocks = fasa__alloc(vk->ctx, n * sizeof(VkDeviceMemory));
+    arena->maps = fasa__alloc(vk->ctx, n * sizeof(uint8_t *));
+    if (!arena->blocks || !arena->maps) return fasa__error(vk->ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "vulkan: out of host memory");
+    arena->n_blocks = n;
+    uint64_t at = 0;
+    for (uint32_t i = 0, k = 0; i < n_arrays; i++)
+        for (uint32_t c = 0; c < arrays[i]->n_chunks; c++, k++) {
+            vk_buf *b = &arrays[i]->chunks[c];
+            VkDeviceSize span = round_up64(b->size, vk->import_align);
+            uint32_t type = 0;
+            fasa_status st = import_type(vk, b, base + at, span, what, &type);
+            if (st != FASA_OK) return st;
+            VkResult r = import_host(vk, base + at, span, type, &arena->blocks[k]);
+            if (r == VK_SUCCESS) r = vk->fn.vkBindBufferMemory(vk->device, b->buffer, arena->blocks[k], 0);
+            if (r != VK_SUCCESS) return fasa__vk_result(vk, r, arena->blocks[k] ? "vkBindBufferMemory" : "vkAllocateMemory (host pointer import)");
+            arena->type = type;
+            b->addr = buffer_address(vk, b->buffer);
+            b->map = base + at; /* the application's memory itself */
+            b->coherent = true;
+            at += span;
+        }
+    return FASA_OK;
 }

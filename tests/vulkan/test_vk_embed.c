@@ -52,6 +52,12 @@ int main(void)
     fasa_calibration *cal_v = vt_calibration(vk, &s, 8, false, 99), *cal_c = vt_calibration(cpu, &s, 8, false, 99);
     const uint32_t n0 = 3000, cap = 4096;
     fasa_kv_cache *vc = make_cache(vk, &s, cal_v, cap), *cc = make_cache(cpu, &s, cal_c, cap);
+    /* the host did not enable VK_EXT_external_memory_host: no imports */
+    fasa_kv_cache_desc md = {.shape = s, .capacity = cap, .placement = FASA_PLACEMENT_OFFLOAD};
+    uint64_t msize = 0, malign = 0;
+    VT_CHECK(fasa_kv_cache_host_memory_requirements(vk, &md, &msize, &malign) == FASA_ERROR_UNSUPPORTED &&
+                 strstr(fasa_context_last_error(vk), "external_memory_host_enabled"),
+             "host memory import without the extension: %s", fasa_context_last_error(vk));
 
     size_t row = (size_t)s.n_kv_heads * s.head_dim, n_q = (size_t)s.n_q_heads * s.head_dim;
     VkBufferUsageFlags src = VK_BUFFER_USAGE_TRANSFER_SRC_BIT, dst = VK_BUFFER_USAGE_TRANSFER_DST_BIT;

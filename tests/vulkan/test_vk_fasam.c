@@ -391,6 +391,95 @@ static void recorded(void)
     VT_CHECK(h.n_messages == 0, "%u validation message(s) on the host's instance", h.n_messages);
 }
 
+/* The bytes at p that differ from the fill pattern 0xa5. */
+static size_t touched(const uint8_t *p, size_t n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) k += p[i] != 0xa5;
+    return k;
+}
+
+static void import_errors(fasa_context *vk, fasa_context *cpu, fasa_kv_cache_desc cd, uint8_t *mem, uint64_t size)
+{
+    fasa_kv_cache *c = NULL;
+    cd.host_memory = mem + 64, cd.host_memory_size = size;
+    VT_CHECK(fasa_kv_cache_create(vk, &cd, &c) == FASA_ERROR_INVALID_ARGUMENT &&
+                 strstr(fasa_context_last_error(vk), "desc.host_memory: "), "misaligned: %s", fasa_context_last_error(vk));
+    cd.host_memory = mem, cd.host_memory_size = size - 1;
+    VT_CHECK(fasa_kv_cache_create(vk, &cd, &c) == FASA_ERROR_INVALID_ARGUMENT &&
+                 strstr(fasa_context_last_error(vk), "desc.host_memory_size"), "too small: %s", fasa_context_last_error(vk));
+    cd.host_memory_size = size, cd.placement = FASA_PLACEMENT_DEVICE, cd.fetch = FASA_FETCH_DIRECT, cd.row_cache_rows = 0;
+    VT_CHECK(fasa_kv_cache_create(vk, &cd, &c) == FASA_ERROR_INVALID_ARGUMENT, "host memory for a FASA-C cache");
+    cd.placement = FASA_PLACEMENT_OFFLOAD, cd.calibration = NULL;
+    VT_CHECK(fasa_kv_cache_create(cpu, &cd, &c) == FASA_ERROR_UNSUPPORTED &&
+                 strstr(fasa_context_last_error(cpu), "cpu backend"), "cpu: %s", fasa_context_last_error(cpu));
+    VT_CHECK(c == NULL, "no cache on a failed create");
+}
+
+/* FASA-M with K and V in application host memory (fasa_kv_cache_desc.
+ * host_memory, imported through VK_EXT_external_memory_host, which lavapipe
+ * offers): the rows land in that memory (layer 0's K row of head 0, token 0
+ * first, as fp16), nothing past the size is touched, and decode outputs and
+ * read-back rows equal those of the same cache in libfasa's own memory. */
+static void imported(void)
+{
+    fasa_context *vk = vt_context_validated(), *cpu = vt_context(FASA_BACKEND_CPU, 0);
+    fasa_calibration *cal = vt_calibration(vk, &shape, 8, false, 5);
+    fasa_kv_cache_desc cd = {.shape = shape, .capacity = 2100, .calibration = cal, .flags = FASA_CACHE_NO_DENSE_LAYERS,
+                             .max_n_fac = 256, .placement = FASA_PLACEMENT_OFFLOAD, .fetch = FASA_FETCH_STAGED,
+                             .row_cache_rows = R_SLOTS};
+    uint64_t size = 0, align = 0;
+    VT_OK(vk, fasa_kv_cache_host_memory_requirements(vk, &cd, &size, &align));
+    uint64_t kv_bytes = 2ull * shape.n_layers * shape.n_kv_heads * cd.capacity * shape.head_dim * 2;
+    VT_CHECK(align > 0 && size >= kv_bytes && size % align == 0, "requirements: %llu bytes at %llu (K+V %llu)",
+             (unsigned long long)size, (unsigned long long)align, (unsigned long long)kv_bytes);
+    uint8_t *mem = aligned_alloc(align, size + align);
+    if (!mem) exit(1);
+    memset(mem, 0xa5, size + align);
+    import_errors(vk, cpu, cd, mem, size);
+    fasa_kv_cache *own = NULL, *imp = NULL;
+    VT_OK(vk, fasa_kv_cache_create(vk, &cd, &own));
+    cd.host_memory = mem, cd.host_memory_size = size;
+    VT_OK(vk, fasa_kv_cache_create(vk, &cd, &imp));
+    if (!own || !imp) exit(1);
+    for (uint32_t l = 0; l < shape.n_layers; l++) {
+        VT_OK(vk, fasa_kv_cache_append(own, l, L0, kpool, vpool, FASA_DTYPE_F32));
+        VT_OK(vk, fasa_kv_cache_append(imp, l, L0, kpool, vpool, FASA_DTYPE_F32));
+    }
+    uint16_t first[64];
+    fasa__float_to_half_n(kpool, first, shape.head_dim);
+    VT_CHECK(memcmp(mem, first, sizeof first) == 0, "layer 0's K row (head 0, token 0) is not at the start of host_memory");
+    VT_CHECK(touched(mem, size) > size / 4 && touched(mem + size, align) == 0,
+             "%zu of %llu bytes written, %zu past the end", touched(mem, size), (unsigned long long)size,
+             touched(mem + size, align));
+    size_t nq = q_floats();
+    float *q = malloc(nq * 4), *o1 = malloc(nq * 4), *o2 = malloc(nq * 4);
+    vt_rng rq = {99};
+    for (int step = 0; step < 6; step++) {
+        for (size_t i = 0; i < nq; i++) q[i] = (float)vt_int(&rq, -3, 3);
+        fasa_decode_desc d = {.n_fac = N_FAC, .gqa_select = step % 2 ? FASA_GQA_PER_GROUP : FASA_GQA_PER_HEAD};
+        VT_OK(vk, fasa_decode_host(own, step % 2, &d, q, o1, NULL));
+        VT_OK(vk, fasa_decode_host(imp, step % 2, &d, q, o2, NULL));
+        VT_CHECK(memcmp(o1, o2, nq * 4) == 0, "step %d: imported cache output differs (NMSE %.3g)", step, vt_nmse(o1, o2, nq));
+    }
+    float *r1 = malloc(16 * row_floats() * 4), *r2 = malloc(16 * row_floats() * 4);
+    VT_OK(vk, fasa_kv_cache_read(own, 1, 1000, 16, r1, NULL));
+    VT_OK(vk, fasa_kv_cache_read(imp, 1, 1000, 16, r2, NULL));
+    VT_CHECK(memcmp(r1, r2, 16 * row_floats() * 4) == 0, "read-back rows differ");
+    fasa_memory_report m1, m2;
+    fasa_kv_cache_memory(own, &m1);
+    fasa_kv_cache_memory(imp, &m2);
+    VT_CHECK(m1.device_bytes == m2.device_bytes && m1.host_bytes == m2.host_bytes, "memory reports differ");
+    printf("imported host memory: %llu bytes at alignment %llu, outputs equal\n", (unsigned long long)size,
+           (unsigned long long)align);
+    fasa_kv_cache_destroy(own);
+    fasa_kv_cache_destroy(imp);
+    free(q), free(o1), free(o2), free(r1), free(r2), free(mem);
+    fasa_calibration_destroy(cal);
+    fasa_context_destroy(vk);
+    fasa_context_destroy(cpu);
+}
+
 int main(void)
 {
     vt_require_vulkan();
@@ -400,5 +489,6 @@ int main(void)
         kpool[i] = (float)vt_int(&r, -4, 4), vpool[i] = (float)vt_int(&r, -8, 8);
     standalone();
     recorded();
+    imported();
     return vt_finish("test_vk_fasam");
 }
