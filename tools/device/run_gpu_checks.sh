@@ -19,7 +19,9 @@
 #   cross      (last) fasa conform --against cuda for vulkan and opencl: each
 #              case compared with CUDA's outputs on the same GPU
 #   bench      fasa bench --json for cuda, vulkan and opencl at L = 131072 and
-#              524288 (Hq 32, Hkv 8, d 128, f16, N_tip 16, N_fac 256)
+#              524288 (Hq 32, Hkv 8, d 128, f16, N_tip 16, N_fac 256); FASA-M
+#              next to FASA-C at 131072 (cuda staged R=2048 and direct, vulkan
+#              staged R=2048)
 # Results go to $OUT (the device tool's result folder; ./out when unset), at
 # most 8 files, none in subfolders: summary.txt (every step with its exit
 # status and time), env.txt, conform.json, conform.txt, bench.json,
@@ -156,6 +158,17 @@ tests test_cuda_embed 60
 tests test_cuda_fasam 60
 tests test_faults_cuda 90 cuda
 bench cuda "$DEV_cuda" 70
+# FASA-M (issue #7 target: step <= 2x FASA-C with the row cache; the cost
+# without it), Llama-3-8B shape at L = 131072, FASA-C in the same run.
+bench_m() { # backend device limit fetch row_cache
+    step "bench fasa-m $1 $4 R=$5" "$3" "$TMP/bench-$1-m-$4.json" "$FASA" bench --backend "$1" --device "$2" \
+        --L 131072 --hq 32 --hkv 8 --d 128 --dtype f16 --ntip 16 --nfac 256 --warmup 3 --iters 30 \
+        --variant fasa,fasa-m --fetch "$4" --row-cache "$5" --json
+    keep_err "bench fasa-m $1" "$TMP/bench-$1-m-$4.json" "$OUT/bench.txt"
+}
+bench_m cuda "$DEV_cuda" 45 staged 2048
+bench_m cuda "$DEV_cuda" 45 direct 0
+bench_m vulkan "$DEV_vulkan" 45 staged 2048
 conform vulkan "$DEV_vulkan" 80 quick
 conform opencl "$DEV_opencl" 80 quick
 bench vulkan "$DEV_vulkan" 60
@@ -182,7 +195,8 @@ for k in cuda vulkan opencl cuda-long vulkan-long opencl-long cpu vulkan-vs-cuda
     [ -e "$TMP/$k.json" ] && conform_files+=("$TMP/$k.json")
 done
 merge_json "$OUT/conform.json" "${conform_files[@]}"
-merge_json "$OUT/bench.json" "$TMP"/bench-cuda.json "$TMP"/bench-vulkan.json "$TMP"/bench-opencl.json
+merge_json "$OUT/bench.json" "$TMP"/bench-cuda.json "$TMP"/bench-vulkan.json "$TMP"/bench-opencl.json \
+    "$TMP"/bench-cuda-m-staged.json "$TMP"/bench-cuda-m-direct.json "$TMP"/bench-vulkan-m-staged.json
 python3 - "$OUT/conform.json" "$OUT/bench.json" >> "$OUT/bench.txt" 2>> "$OUT/summary.txt" <<'PY' || true
 import json, sys
 conf, bench = (json.load(open(p)) for p in sys.argv[1:3])
