@@ -92,7 +92,6 @@ static fasa_status check_cache_desc(fasa_context *ctx, const fasa_kv_cache_desc 
     if (desc->max_n_fac > FASA_MAX_N_FAC)
         return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "desc.max_n_fac: %u is more than %u",
                            desc->max_n_fac, FASA_MAX_N_FAC);
-    if (desc->host_memory || desc->host_memory_size) return check_host_memory(ctx, desc);
     if (desc->n_dense_layers > 0 && !desc->dense_layers)
         return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT,
                            "desc.dense_layers is NULL but desc.n_dense_layers is %u", desc->n_dense_layers);
@@ -104,7 +103,11 @@ static fasa_status check_cache_desc(fasa_context *ctx, const fasa_kv_cache_desc 
             return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT,
                                "desc.dense_layers[%u]: layer %u out of range (n_layers %u)", i,
                                desc->dense_layers[i], desc->shape.n_layers);
-    if (desc->calibration) return check_calibration_match(ctx, &desc->shape, desc->calibration);
+    if (desc->calibration) {
+        st = check_calibration_match(ctx, &desc->shape, desc->calibration);
+        if (st != FASA_OK) return st;
+    }
+    if (desc->host_memory || desc->host_memory_size) return check_host_memory(ctx, desc); /* last: asks the backend */
     return FASA_OK;
 }
 

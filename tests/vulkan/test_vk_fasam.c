@@ -408,7 +408,10 @@ static void import_errors(fasa_context *vk, fasa_context *cpu, fasa_kv_cache_des
     cd.host_memory = mem, cd.host_memory_size = size - 1;
     VT_CHECK(fasa_kv_cache_create(vk, &cd, &c) == FASA_ERROR_INVALID_ARGUMENT &&
                  strstr(fasa_context_last_error(vk), "desc.host_memory_size"), "too small: %s", fasa_context_last_error(vk));
-    cd.host_memory_size = size, cd.placement = FASA_PLACEMENT_DEVICE, cd.fetch = FASA_FETCH_DIRECT, cd.row_cache_rows = 0;
+    cd.host_memory_size = size, cd.n_dense_layers = 1; /* dense_layers NULL: still checked with host memory */
+    VT_CHECK(fasa_kv_cache_create(vk, &cd, &c) == FASA_ERROR_INVALID_ARGUMENT &&
+                 strstr(fasa_context_last_error(vk), "desc.dense_layers"), "bad dense layers: %s", fasa_context_last_error(vk));
+    cd.n_dense_layers = 0, cd.placement = FASA_PLACEMENT_DEVICE, cd.fetch = FASA_FETCH_DIRECT, cd.row_cache_rows = 0;
     VT_CHECK(fasa_kv_cache_create(vk, &cd, &c) == FASA_ERROR_INVALID_ARGUMENT, "host memory for a FASA-C cache");
     cd.placement = FASA_PLACEMENT_OFFLOAD, cd.calibration = NULL;
     VT_CHECK(fasa_kv_cache_create(cpu, &cd, &c) == FASA_ERROR_UNSUPPORTED &&
