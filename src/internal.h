@@ -195,11 +195,14 @@ typedef struct fasa_fetch_plan {
 uint32_t fasa__fetch_rows_max(const fasa_kv_cache *c);
 /* Sizes the fetch of cache c; NULL trunc = out of host memory (error set). */
 fasa_status fasa__fetch_plan(fasa_kv_cache *c, fasa_fetch_plan *plan);
-/* Adds what the device counters gained since the last fold (total: needed
- * rows and row-cache hits, summed over KV heads) to c->transfer. */
-void fasa__fetch_fold(fasa_kv_cache *c, const uint64_t total[2], uint64_t folded[2]);
-/* Same for the counters of prefetch steps (FASA_DECODE_PREFETCH). */
-void fasa__fetch_fold_prefetch(fasa_kv_cache *c, const uint64_t total[2], uint64_t folded[2]);
+/* c->transfer, in the bucket of demand steps or of prefetches
+ * (FASA_DECODE_PREFETCH): a step counted on the host (with its row-cache
+ * stamp), the rows a step needed and how many were resident, and what the
+ * device counters gained since the last fold (total: needed rows and hits,
+ * summed over KV heads). */
+void fasa__fetch_step(fasa_kv_cache *c, bool prefetch);
+void fasa__fetch_add(fasa_kv_cache *c, bool prefetch, uint64_t needed, uint64_t hits);
+void fasa__fetch_fold(fasa_kv_cache *c, bool prefetch, const uint64_t total[2], uint64_t folded[2]);
 
 /* --- decode (decode.c): the step shared by every backend ---------------- */
 /* Validates and resolves a step; does not run anything. */

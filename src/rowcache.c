@@ -139,25 +139,33 @@ fasa_status fasa__fetch_plan(fasa_kv_cache *c, fasa_fetch_plan *plan)
     return FASA_OK;
 }
 
-static uint64_t row_pair_bytes(const fasa_kv_cache *c) { return 2ull * c->shape.head_dim * c->elem_size; }
-
-void fasa__fetch_fold(fasa_kv_cache *c, const uint64_t total[2], uint64_t folded[2])
+/* The counters of cache->transfer, one bucket per step kind: demand steps
+ * count the rows they needed, the hits and the bytes of the misses (a K and
+ * a V row each); prefetches count only what they copied in. */
+void fasa__fetch_step(fasa_kv_cache *c, bool prefetch)
 {
-    uint64_t needed = total[0] - folded[0], hits = total[1] - folded[1];
-    c->transfer.rows_needed += needed;
-    c->transfer.rows_cached += hits;
-    c->transfer.bytes += (needed - hits) * row_pair_bytes(c); /* a K and a V row each */
-    folded[0] = total[0];
-    folded[1] = total[1];
+    c->step_count++; /* the row-cache stamp of this step */
+    if (prefetch) c->transfer.prefetch_steps++;
+    else c->transfer.steps++;
 }
 
-/* A prefetch counts only what it copied: the rows it needed that were not
- * resident yet. */
-void fasa__fetch_fold_prefetch(fasa_kv_cache *c, const uint64_t total[2], uint64_t folded[2])
+void fasa__fetch_add(fasa_kv_cache *c, bool prefetch, uint64_t needed, uint64_t hits)
 {
-    uint64_t copied = (total[0] - folded[0]) - (total[1] - folded[1]);
-    c->transfer.prefetch_rows += copied;
-    c->transfer.prefetch_bytes += copied * row_pair_bytes(c);
+    fasa_transfer_stats *t = &c->transfer;
+    uint64_t bytes = (needed - hits) * 2ull * c->shape.head_dim * c->elem_size;
+    if (prefetch) {
+        t->prefetch_rows += needed - hits;
+        t->prefetch_bytes += bytes;
+        return;
+    }
+    t->rows_needed += needed;
+    t->rows_cached += hits;
+    t->bytes += bytes;
+}
+
+void fasa__fetch_fold(fasa_kv_cache *c, bool prefetch, const uint64_t total[2], uint64_t folded[2])
+{
+    fasa__fetch_add(c, prefetch, total[0] - folded[0], total[1] - folded[1]);
     folded[0] = total[0];
     folded[1] = total[1];
 }

@@ -161,6 +161,11 @@ double cli_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+double cli_row_hit_rate(const fasa_transfer_stats *t)
+{
+    return t->rows_needed ? (double)t->rows_cached / (double)t->rows_needed : 0;
+}
+
 static void draw(cli_progress *p)
 {
     int width = 30, fill = p->total ? (int)((double)p->done / (double)p->total * width) : 0;

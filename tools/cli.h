@@ -66,6 +66,8 @@ double cli_now(void);            /* seconds, monotonic */
 /* The user's kernel cache directory: $XDG_CACHE_HOME/libfasa or ~/.cache/libfasa. */
 const char *cli_cache_dir(void);
 const char *cli_device_type_name(fasa_device_type t);
+/* FASA-M row-cache hits / rows needed (0 without steps). */
+double cli_row_hit_rate(const fasa_transfer_stats *t);
 /* Creates a context for --backend / --device; prints the reason on failure. */
 fasa_status cli_make_context(const char *backend, int device, uint32_t threads, uint32_t flags,
                              fasa_context **out, char *err, size_t err_size);

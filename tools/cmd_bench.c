@@ -225,7 +225,7 @@ static void memory_fields(fasa_kv_cache *cache, const fasa_transfer_stats *t, be
     row->device_bytes = (double)mem.device_bytes;
     row->host_bytes = (double)mem.host_bytes;
     row->transfer_bytes = t->steps ? (double)t->bytes / t->steps : 0;
-    row->row_hit_rate = t->rows_needed ? (double)t->rows_cached / t->rows_needed : 0;
+    row->row_hit_rate = cli_row_hit_rate(t);
 }
 
 static const char *const variant_names[] = {"dense", "fasa", "fasa-m"};

@@ -150,10 +150,6 @@ static char *generated_text(const fm_model *m, const run_result *r)
 /* FASA-M traffic per sparse (layer, token) step; prefetch bytes are divided
  * by the same demand steps, so demand + prefetch compares with 'none'. */
 static double kb_per_step(uint64_t bytes, uint64_t steps) { return steps ? bytes / 1024.0 / steps : 0; }
-static double hit_rate(const fasa_transfer_stats *t)
-{
-    return t->rows_needed ? (double)t->rows_cached / t->rows_needed : 0;
-}
 
 static void transfer_json(cJSON *j, const run_opts *o, const run_result *r)
 {
@@ -165,7 +161,7 @@ static void transfer_json(cJSON *j, const run_opts *o, const run_result *r)
     cJSON_AddNumberToObject(x, "steps", (double)t->steps);
     cJSON_AddNumberToObject(x, "rows_needed", (double)t->rows_needed);
     cJSON_AddNumberToObject(x, "rows_cached", (double)t->rows_cached);
-    cJSON_AddNumberToObject(x, "hit_rate", hit_rate(t));
+    cJSON_AddNumberToObject(x, "hit_rate", cli_row_hit_rate(t));
     cJSON_AddNumberToObject(x, "demand_bytes", (double)t->bytes);
     cJSON_AddNumberToObject(x, "demand_kb_per_step", kb_per_step(t->bytes, t->steps));
     cJSON_AddNumberToObject(x, "prefetch_steps", (double)t->prefetch_steps);
@@ -212,7 +208,7 @@ static void report(const run_opts *o, const fm_model *m, const fasa_device_info 
     const fasa_transfer_stats *t = &r->transfer;
     fprintf(stderr, "[FASA-M, fetch %s, row cache %u rows, prefetch %s: %llu sparse steps, row-cache hit rate "
                     "%.1f%% (%llu of %llu rows), demand %.1f KB/step; prefetch %llu steps, %llu rows, %.1f KB/step]\n",
-            o->fetch, r->row_cache, o->prefetch, (unsigned long long)t->steps, 100 * hit_rate(t),
+            o->fetch, r->row_cache, o->prefetch, (unsigned long long)t->steps, 100 * cli_row_hit_rate(t),
             (unsigned long long)t->rows_cached, (unsigned long long)t->rows_needed, kb_per_step(t->bytes, t->steps),
             (unsigned long long)t->prefetch_steps, (unsigned long long)t->prefetch_rows,
             kb_per_step(t->prefetch_bytes, t->steps));

@@ -413,25 +413,14 @@ static void count_offload_rows(const fasa_step *step)
 {
     fasa_kv_cache *c = step->cache;
     cpu_cache *cc = c->impl;
-    uint64_t row_bytes = 2ull * c->shape.head_dim * c->elem_size;
-    fasa_transfer_stats *t = &c->transfer;
-    c->step_count++;
+    fasa__fetch_step(c, step->prefetch);
     for (uint32_t g = 0; g < c->shape.n_kv_heads; g++) {
         uint32_t n = group_tokens(step, g, cc->needed), hits = 0;
         if (c->rowcaches)
             hits = fasa__rowcache_step(c->rowcaches[(size_t)step->layer * c->shape.n_kv_heads + g], cc->needed, n,
                                        c->step_count, NULL);
-        if (step->prefetch) { /* only what the prefetch copies in */
-            t->prefetch_rows += n - hits;
-            t->prefetch_bytes += (n - hits) * row_bytes;
-            continue;
-        }
-        t->rows_needed += n;
-        t->rows_cached += hits;
-        t->bytes += (n - hits) * row_bytes;
+        fasa__fetch_add(c, step->prefetch, n, hits);
     }
-    if (step->prefetch) t->prefetch_steps++;
-    else t->steps++;
 }
 
 fasa_status fasa__cpu_fac(fasa_exec *exec, const fasa_step *step)

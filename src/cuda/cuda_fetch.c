@@ -186,9 +186,7 @@ fasa_status fasa__cuda_fetch(fasa_exec *exec, const fasa_step *s, const void **k
     cuda_fetch *fm = cu->fm;
     const cuda_layer *lay = &cu->layers[s->layer];
     const cuda_fm_slots *sl = slots_of(fm, s->layer);
-    c->step_count++; /* the row-cache stamp of this step (as the CPU backend) */
-    if (s->prefetch) c->transfer.prefetch_steps++;
-    else c->transfer.steps++;
+    fasa__fetch_step(c, s->prefetch);
     fasa_cu_fetch_args a = {
         .sel = cu->sel, .sel_stride = c->max_n_fac,
         .rows_per_group = s->select == FASA_GQA_PER_GROUP ? 1 : c->group,
@@ -261,7 +259,7 @@ fasa_status fasa__cuda_transfer_stats_sync(fasa_kv_cache *c)
     }
     fasa__free(c->ctx, v);
     if (st != FASA_OK) return st;
-    fasa__fetch_fold(c, tot, fm->folded);
-    fasa__fetch_fold_prefetch(c, pf, fm->folded_pf);
+    fasa__fetch_fold(c, false, tot, fm->folded);
+    fasa__fetch_fold(c, true, pf, fm->folded_pf);
     return FASA_OK;
 }

@@ -315,9 +315,7 @@ fasa_status fasa__cl_fetch(fasa_exec *exec, const fasa_step *s)
 {
     fasa_kv_cache *c = s->cache;
     cl_fetch *fm = ((cl_cache *)c->impl)->fm;
-    c->step_count++; /* the row-cache stamp of this step (as the CPU backend) */
-    if (s->prefetch) c->transfer.prefetch_steps++;
-    else c->transfer.steps++;
+    fasa__fetch_step(c, s->prefetch);
     fasa_status st = need(exec, s, fm);
     bool placed = false;
     if (st == FASA_OK && fm->p.staged) {
@@ -388,7 +386,7 @@ fasa_status fasa__cl_transfer_stats_sync(fasa_kv_cache *c)
     fasa_status st = read_counts(c, fm->counts, demand);
     if (st == FASA_OK && fm->counts_pf) st = read_counts(c, fm->counts_pf, prefetch);
     if (st != FASA_OK) return st;
-    fasa__fetch_fold(c, demand, fm->folded);
-    fasa__fetch_fold_prefetch(c, prefetch, fm->folded_pf);
+    fasa__fetch_fold(c, false, demand, fm->folded);
+    fasa__fetch_fold(c, true, prefetch, fm->folded_pf);
     return FASA_OK;
 }

@@ -337,10 +337,10 @@ fasa_status fasa__vk_transfer_stats_sync(fasa_kv_cache *c)
     read_counter_block(c, (const char *)fm->counters.map + counter_block_bytes(c), prefetch);
     c->transfer.steps += demand[2] - fm->folded[2]; /* counted on the device: recorded steps too */
     fm->folded[2] = demand[2];
-    fasa__fetch_fold(c, demand, fm->folded);
+    fasa__fetch_fold(c, false, demand, fm->folded);
     c->transfer.prefetch_steps += prefetch[2] - fm->folded_pf[2];
     fm->folded_pf[2] = prefetch[2];
-    fasa__fetch_fold_prefetch(c, prefetch, fm->folded_pf);
+    fasa__fetch_fold(c, true, prefetch, fm->folded_pf);
     return FASA_OK;
 }
 

@@ -332,6 +332,18 @@ static fasa_status alloc_blocks(vk_context *vk, vk_arena *arena, const uint64_t 
     return FASA_OK;
 }
 
+/* Binds a chunk at offset of memory; map: its host address, NULL when the
+ * memory is not mapped (then reached through the staging buffer). */
+static fasa_status bind_chunk(vk_context *vk, vk_buf *b, VkDeviceMemory memory, VkDeviceSize offset, uint8_t *map)
+{
+    VkResult r = vk->fn.vkBindBufferMemory(vk->device, b->buffer, memory, offset);
+    if (r != VK_SUCCESS) return fasa__vk_result(vk, r, "vkBindBufferMemory");
+    b->addr = buffer_address(vk, b->buffer);
+    b->map = map;
+    b->coherent = map != NULL;
+    return FASA_OK;
+}
+
 fasa_status fasa__vk_arena_bind(vk_context *vk, vk_arena *arena, vk_array **arrays, uint32_t n_arrays,
                                 bool host, const char *what)
 {
@@ -359,12 +371,9 @@ fasa_status fasa__vk_arena_bind(vk_context *vk, vk_arena *arena, vk_array **arra
     if (st == FASA_OK) arena->type = (uint32_t)type;
     if (st == FASA_OK) st = alloc_blocks(vk, arena, block_size, (uint32_t)type, what);
     for (uint32_t i = 0; st == FASA_OK && i < n; i++) {
-        vk_buf *b = place[i].buf;
-        VkResult r = vk->fn.vkBindBufferMemory(vk->device, b->buffer, arena->blocks[place[i].block], place[i].offset);
-        if (r != VK_SUCCESS) st = fasa__vk_result(vk, r, "vkBindBufferMemory");
-        b->addr = buffer_address(vk, b->buffer);
-        b->map = arena->maps[place[i].block] ? arena->maps[place[i].block] + place[i].offset : NULL;
-        b->coherent = b->map != NULL;
+        uint8_t *map = arena->maps[place[i].block];
+        st = bind_chunk(vk, place[i].buf, arena->blocks[place[i].block], place[i].offset,
+                        map ? map + place[i].offset : NULL);
     }
     fasa__free(vk->ctx, place);
     fasa__free(vk->ctx, block_size);
@@ -455,12 +464,10 @@ fasa_status fasa__vk_arena_import(vk_context *vk, vk_arena *arena, vk_array **ar
             fasa_status st = import_type(vk, b, base + at, span, what, &type);
             if (st != FASA_OK) return st;
             VkResult r = import_host(vk, base + at, span, type, &arena->blocks[k]);
-            if (r == VK_SUCCESS) r = vk->fn.vkBindBufferMemory(vk->device, b->buffer, arena->blocks[k], 0);
-            if (r != VK_SUCCESS) return fasa__vk_result(vk, r, arena->blocks[k] ? "vkBindBufferMemory" : "vkAllocateMemory (host pointer import)");
+            if (r != VK_SUCCESS) return fasa__vk_result(vk, r, "vkAllocateMemory (host pointer import)");
             arena->type = type;
-            b->addr = buffer_address(vk, b->buffer);
-            b->map = base + at; /* the application's memory itself */
-            b->coherent = true;
+            st = bind_chunk(vk, b, arena->blocks[k], 0, base + at); /* mapped: the application's memory itself */
+            if (st != FASA_OK) return st;
             at += span;
         }
     return FASA_OK;
