@@ -48,6 +48,21 @@ enum {
 };
 
 /* ------------------------------------------------------------------------ */
+/* TIP                                                                       */
+/* ------------------------------------------------------------------------ */
+
+/* Is a TIP score NaN?  Read from the bits, so that no floating-point mode
+ * can drop the test.  A NaN score is recomputed over the head's own dims
+ * (cuda_ref/tip.cu): the fast masked dot product multiplies the other heads'
+ * slots by zero, and 0 * NaN or 0 * Inf there is NaN. */
+FASA_HD int fasa_tip_is_nan(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return (u & 0x7fffffffu) > 0x7f800000u;
+}
+
+/* ------------------------------------------------------------------------ */
 /* Top-k: MSD radix select over order-preserving keys (GPU_NOTES §5)         */
 /* ------------------------------------------------------------------------ */
 

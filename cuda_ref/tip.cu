@@ -8,6 +8,39 @@
 
 namespace {
 
+/* A score depends only on the head's own dims (FASA_SPEC §2).  The fast dot
+ * product also multiplies the other heads' slots of U_g by an exact zero,
+ * which adds nothing unless the K value there is NaN or Inf (0 * NaN and
+ * 0 * Inf are NaN): so a score that is not NaN is already exact, and only a
+ * NaN one (fasa_tip_is_nan, a bit test) is recomputed over the head's own
+ * slots (tip_map >= 0), in slot order, one fma per term (as
+ * src/cpu/cpu_kernels.c, own_score).  It stays NaN when an own dim holds NaN
+ * or its products give Inf - Inf.  The hot loop only adds a test of the sum
+ * of a batch's scores (any NaN makes it NaN); the rare batch that fails it
+ * is redone in plain loops, so the accumulators stay in registers. */
+template <typename T>
+__device__ float own_score(const T *row, const float *qh, const int16_t *map, uint32_t w)
+{
+    float acc = 0.0f;
+    for (uint32_t c = 0; c < w; c++)
+        if (map[c] >= 0) acc = fmaf(qh[c], fasa_cu::load1(row + c), acc);
+    return acc;
+}
+
+/* One head's score of a row in a batch that met a NaN: the fast dot
+ * product again (the hot loop's arithmetic, so the same value), over its
+ * own dims when that is NaN. */
+template <typename T>
+__device__ float head_score(const T *row, const float *qh, const int16_t *map, uint32_t w)
+{
+    float acc = 0.0f;
+    for (uint32_t c = 0; c < w; c += 2) {
+        float2 k = fasa_cu::load2(row + c);
+        acc = fmaf(qh[c + 1], k.y, fmaf(qh[c], k.x, acc));
+    }
+    return fasa_tip_is_nan(acc) ? own_score(row, qh, map, w) : acc;
+}
+
 /* Block: FASA_CU_TIP_THREADS consecutive tokens of one KV head (one per
  * thread); the masked queries of up to FASA_CU_HEADS heads sit in shared
  * memory, so each thread reads its row once per head batch and every head
@@ -45,10 +78,31 @@ __global__ void tip_kernel(fasa_cu_tip_args a)
             for (uint32_t m = 0; m < FASA_CU_HEADS; m++)
                 if (m < nb) acc[m] = fmaf(qs[m * w + c + 1], k.y, fmaf(qs[m * w + c], k.x, acc[m]));
         }
+        bool redo = false;
+        if (a.tip_map) {
+            float any = 0.0f;
+#pragma unroll
+            for (uint32_t m = 0; m < FASA_CU_HEADS; m++)
+                if (m < nb) any += acc[m];
+            redo = fasa_tip_is_nan(any);
+        }
+        const int16_t *map = redo ? a.tip_map + (size_t)(g * G + m0) * a.u_pad : nullptr;
         if (a.per_group) {
-            for (uint32_t m = 0; m < nb; m++) group_sum += acc[m]; /* head order */
+            if (!redo) {
+                for (uint32_t m = 0; m < nb; m++) group_sum += acc[m]; /* head order */
+            } else {
+#pragma unroll 1
+                for (uint32_t m = 0; m < nb; m++) group_sum += head_score(row, qs + m * w, map + m * a.u_pad, w);
+            }
         } else {
             for (uint32_t m = 0; m < nb; m++) a.scores[(size_t)(g * G + m0 + m) * a.score_stride + j] = acc[m];
+            if (redo) {
+#pragma unroll 1
+                for (uint32_t m = 0; m < nb; m++) {
+                    float *out = a.scores + (size_t)(g * G + m0 + m) * a.score_stride + j;
+                    if (fasa_tip_is_nan(*out)) *out = own_score(row, qs + m * w, map + m * a.u_pad, w);
+                }
+            }
         }
     }
     if (valid && a.per_group) a.scores[(size_t)g * a.score_stride + j] = group_sum;

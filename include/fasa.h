@@ -29,12 +29,16 @@
  * NaN / Inf
  *  - Host-pointer inputs (q in fasa_decode_host, k/v in fasa_kv_cache_append)
  *    are scanned; a non-finite value is rejected with FASA_ERROR_NON_FINITE
- *    naming the field and element, and nothing is written.
+ *    naming the field and element, and nothing is written.  k/v count as
+ *    stored: a finite value that overflows the cache dtype (|x| >= 65520 in
+ *    an fp16 cache) is rejected too.
  *  - Device-buffer inputs are not scanned (that would cost a pass over them).
- *    With non-finite device inputs: a NaN TIP score ranks below every number,
- *    +Inf above and -Inf below every finite score; a selected row holding
- *    NaN/Inf makes that query head's output NaN/Inf; other heads are unaffected
- *    and no memory outside the documented buffers is touched.
+ *    With non-finite device inputs: a TIP score depends only on the head's
+ *    own dims (NaN/Inf in dims only other heads use do not touch it); a NaN
+ *    TIP score ranks below every number, +Inf above and -Inf below every
+ *    finite score; a selected row holding NaN/Inf in any dim makes that query
+ *    head's output NaN/Inf; other heads are unaffected and no memory outside
+ *    the documented buffers is touched.
  *  - Finite inputs whose products overflow fp32 behave like the non-finite case.
  */
 #ifndef FASA_H
@@ -241,7 +245,14 @@ typedef struct fasa_context_desc {
     const char *cache_dir;        /* directory for compiled kernel/pipeline caches;
                                      NULL = no on-disk cache (the library reads no
                                      environment variables; the fasa tool passes
-                                     $XDG_CACHE_HOME/libfasa or ~/.cache/libfasa) */
+                                     $XDG_CACHE_HOME/libfasa or ~/.cache/libfasa).
+                                     Drivers load the code in it, so it must be as
+                                     trusted as the library itself, like a shader
+                                     cache: writable by nobody but the user.
+                                     Entries are checked (sizes, SHA-256, key,
+                                     format headers) and rebuilt on any doubt, but
+                                     a hash does not stop a writer.  libfasa
+                                     creates missing directories user-only (0700). */
     char *error_message;          /* optional: receives the reason when creation fails */
     size_t error_message_size;
 } fasa_context_desc;
@@ -322,13 +333,20 @@ FASA_API fasa_status fasa_calibration_create(fasa_context *ctx, const fasa_calib
 /* Loads a calibration JSON file.  expect (optional) is the model shape the
  * file must match (layout included); a mismatch is FASA_ERROR_MISMATCH naming
  * the field.  Any malformed content is FASA_ERROR_PARSE naming the field,
- * layer and head. */
+ * layer and head, or the byte offset: strict JSON only (no trailing data, no
+ * duplicate or unknown keys, valid UTF-8 without U+0000 in strings; see
+ * docs/CALIBRATION.md).  path must be a regular file (a FIFO, directory or
+ * device is FASA_ERROR_IO at once, never a blocking open); at most 256 MiB. */
 FASA_API fasa_status fasa_calibration_load(fasa_context *ctx, const char *path,
                                            const fasa_model_shape *expect,
                                            fasa_calibration **out);
 FASA_API fasa_status fasa_calibration_load_memory(fasa_context *ctx, const char *json,
                                                   size_t size, const fasa_model_shape *expect,
                                                   fasa_calibration **out);
+/* Writes the calibration as JSON.  The file is replaced atomically (written
+ * to a temporary file in the same directory, fsynced, renamed): on any
+ * failure the previous file at path is left as it was.  A path naming an
+ * existing directory, FIFO or device is refused (FASA_ERROR_IO). */
 FASA_API fasa_status fasa_calibration_save(const fasa_calibration *cal, const char *path);
 /* Re-expresses the dims in another RoPE layout (same FCs, mapped dims). */
 FASA_API fasa_status fasa_calibration_remap_layout(const fasa_calibration *cal,
@@ -439,8 +457,9 @@ FASA_API fasa_status fasa_kv_cache_host_memory_requirements(fasa_context *ctx, c
 FASA_API fasa_context *fasa_kv_cache_context(const fasa_kv_cache *cache);
 
 /* Appends n tokens to one layer.  k and v are [n][Hkv][d] host arrays in
- * src_dtype (F32 floats or F16 bits as uint16_t).  Rejects non-finite values
- * and appending past capacity without writing anything.  Each call is
+ * src_dtype (F32 floats or F16 bits as uint16_t).  Rejects values that are
+ * not finite once stored in the cache dtype (NaN, Inf, and |x| >= 65520 for
+ * an F16 cache) and appending past capacity without writing anything.  Each call is
  * atomic for its layer only: an engine appending layer by layer that fails
  * at layer l rewinds layers 0..l-1 with fasa_kv_cache_truncate. */
 FASA_API fasa_status fasa_kv_cache_append(fasa_kv_cache *cache, uint32_t layer, uint32_t n,

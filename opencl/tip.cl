@@ -31,6 +31,27 @@ __kernel void fasa_tip_prep(__global const float *q, ulong q_off, uint d, uint w
 }
 
 /*
+ * A score depends only on the head's own dims (FASA_SPEC §2).  The fast dot
+ * product also multiplies the other heads' slots of U_g by an exact zero,
+ * which adds nothing unless the K value there is NaN or Inf (0 * NaN and
+ * 0 * Inf are NaN): so a score that is not NaN is already exact, and only a
+ * NaN one is recomputed here over the head's own slots (tip_map >= 0), in
+ * slot order, one fma per term (as src/cpu/cpu_kernels.c, own_score).  It
+ * stays NaN when an own dim holds NaN or its products give Inf - Inf.  The
+ * NaN test reads the bits, so no floating-point mode can drop it.
+ */
+static inline bool tip_is_nan(float x) { return (as_uint(x) & 0x7fffffffu) > 0x7f800000u; }
+
+static float tip_own_score(__global const store_t *row, __local const float *qh, __global const short *map,
+                           uint width)
+{
+    float acc = 0.0f;
+    for (uint c = 0; c < width; c++)
+        if (map[c] >= 0) acc = fma(qh[c], ld1(row, c), acc);
+    return acc;
+}
+
+/*
  * Grid: dim 0 covers tokens [tok_lo, tok_lo + n_tok) in tiles of
  * WG_TIP * TIP_TPT; dim 1 = (KV head g - g_lo) * nhb + head block.  A
  * work-group scores TIP_HB query heads (per-head selection) or all G heads
@@ -38,12 +59,15 @@ __kernel void fasa_tip_prep(__global const float *q, ulong q_off, uint d, uint w
  * rows: the storage chunk (K_dom, or K for the oracle), width elements per
  * row, heads [gk0, ...) of tpb tokens from token t0.
  * scores/hist: the score block whose first KV head is sg0 (row stride cap).
+ * tip_map (from element map_off: the layer's [Hq][width]) is read only when
+ * own_check (not for the oracle, whose score is the full q . k).
  */
 __kernel __attribute__((reqd_work_group_size(WG_TIP, 1, 1)))
 void fasa_tip(__global const store_t *rows, uint width, uint tpb, uint gk0, uint t0,
               uint tok_lo, uint n_tok, uint g_lo, uint nhb, __global const float *qm, uint G,
               uint per_group, __global float *scores, uint cap, uint sg0,
-              __global uint *hist, uint do_hist, uint lo, uint hi)
+              __global uint *hist, uint do_hist, uint lo, uint hi,
+              __global const short *tip_map, ulong map_off, uint own_check)
 {
     __local float ql[TIP_HB * 512];
     __local uint lh[TIP_HB * 256];
@@ -70,7 +94,7 @@ void fasa_tip(__global const store_t *rows, uint width, uint tpb, uint gk0, uint
             if (i >= n_tok) continue;
             uint j = tok_lo + i;
             __global const store_t *row = rows + ((size_t)(g - gk0) * tpb + (j - t0)) * width;
-            float s[TIP_HB];
+            float s[TIP_HB], any = 0.0f;
             FOR_HEAD(m, nb, TIP_HB) s[m] = 0.0f;
             if ((width & 7u) == 0u) {
                 float8 a[TIP_HB];
@@ -79,13 +103,21 @@ void fasa_tip(__global const store_t *rows, uint width, uint tpb, uint gk0, uint
                     float8 k8 = ld8(row, c);
                     FOR_HEAD(m, nb, TIP_HB) a[m] += vload8(0, ql + m * width + c) * k8;
                 }
-                FOR_HEAD(m, nb, TIP_HB) s[m] = hsum8(a[m]);
+                FOR_HEAD(m, nb, TIP_HB) {
+                    s[m] = hsum8(a[m]);
+                    any += s[m];
+                }
             } else {
                 for (uint c = 0; c < width; c++) {
                     float k = ld1(row, c);
                     FOR_HEAD(m, nb, TIP_HB) s[m] += ql[m * width + c] * k;
                 }
+                FOR_HEAD(m, nb, TIP_HB) any += s[m];
             }
+            /* any NaN score makes their sum NaN (so may Inf - Inf between heads) */
+            if (own_check && tip_is_nan(any))
+                FOR_HEAD(m, nb, TIP_HB) if (tip_is_nan(s[m]))
+                    s[m] = tip_own_score(row, ql + m * width, tip_map + map_off + (size_t)(h0 + m) * width, width);
             if (per_group) {
                 FOR_HEAD(m, nb, TIP_HB) gs[tt] += s[m];
             } else {

@@ -117,6 +117,49 @@ void dot4(rows4 r, uint hv, out vec4 s0, out vec4 s1, out vec4 s2, out vec4 s3)
 #endif
 }
 
+/* A score depends only on the head's own dims (FASA_SPEC §2).  The fast dot
+ * product also multiplies the other heads' slots of U_g by an exact zero,
+ * which adds nothing unless the K value there is NaN or Inf (0 * NaN and
+ * 0 * Inf are NaN): so a score that is not NaN is already exact, and only a
+ * NaN one is recomputed over the head's own slots (it stays NaN when an own
+ * dim holds NaN or its products give Inf - Inf).
+ *
+ * own_score: head hq's score of one K_dom row over the slots tip_map puts in
+ * I_h, in slot order, one fused multiply-add per term (as
+ * src/cpu/cpu_kernels.c, own_score).  Rare: only for a NaN fast score. */
+float own_score(uint hq, uvec2 addr, uint off)
+{
+    Words row = Words(addr);
+    float acc = 0.0;
+    for (uint c = 0u; c < pc.width; c++) {
+        int m = int(Words(pc.map).w[hq * pc.u_pad + c]);
+        if (m < 0) continue;
+#if STORAGE_F16
+        uint word = row.w[off + (c >> 1)];
+        float k = unpackHalf2x16((c & 1u) != 0u ? (word >> 16) : (word & 0xffffu)).x;
+#else
+        float k = uintBitsToFloat(row.w[off + c]);
+#endif
+        acc = fma(Floats(pc.scratch).f[pc.q_off + hq * pc.d + uint(m)], k, acc);
+    }
+    return acc;
+}
+
+/* The four head scores of vec4 group hv for one row, NaN ones recomputed
+ * (not for the oracle, whose score is the full q . k by definition).  The
+ * NaN test reads the bits, so no floating-point mode can drop it; one call
+ * site of own_score per row keeps the unrolled code small. */
+vec4 own_dims(vec4 s, uint hv, uvec2 addr, uint off)
+{
+    if ((pc.flags & 2u) != 0u) return s;
+    uvec4 mag = floatBitsToUint(s) & 0x7fffffffu;
+    bvec4 redo = greaterThan(mag, uvec4(0x7f800000u));
+    if (!any(redo)) return s;
+    for (uint i = 0u; i < 4u; i++)
+        if (redo[i] && 4u * hv + i < nh_) s[i] = own_score(h0_ + 4u * hv + i, addr, off);
+    return s;
+}
+
 uint jbase_; /* first token of the workgroup: its tokens share one score chunk per row */
 
 void store_score(uint r, uint j, float s, uint slot)
@@ -159,7 +202,7 @@ void main()
         [[unroll]] for (uint k = 0u; k < TPT; k++) {
             uint j = j0 + k * gl_WorkGroupSize.x;
             if (j >= pc.L) break;
-            vec4 sk = s[k];
+            vec4 sk = own_dims(s[k], hv, r.addr[k], r.off[k]);
             if (per_group) { /* head order, from 0, like the CPU */
                 float a = g[k];
                 a += sk.x;

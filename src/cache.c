@@ -308,21 +308,70 @@ static fasa_status check_append(fasa_kv_cache *c, uint32_t layer, uint32_t n, co
     return FASA_OK;
 }
 
-/* Names the first non-finite element as (token, head, dim). */
+/* Element i of a host source array as fp32 (exact for fp16 sources). */
+static float src_value(const void *x, size_t i, fasa_dtype src)
+{
+    return src == FASA_DTYPE_F32 ? ((const float *)x)[i] : fasa__half_to_float(((const uint16_t *)x)[i]);
+}
+
+/* x as a cache of dtype `storage` holds it, converted the way every
+ * backend's append converts (fp32 -> fp16 rounds to nearest even, so
+ * |x| >= 65520 becomes Inf).  A storage type added later (bf16) adds its
+ * conversion here and the append check below applies to it unchanged. */
+static float stored_value(fasa_dtype storage, float x)
+{
+    switch (storage) {
+    case FASA_DTYPE_F16: return fasa__half_to_float(fasa__float_to_half(x));
+    case FASA_DTYPE_F32: break;
+    }
+    return x;
+}
+
+static const char *dtype_name(fasa_dtype t) { return t == FASA_DTYPE_F16 ? "fp16" : "fp32"; }
+
+/* Appended values must be finite *as stored*: NaN, Inf and finite values
+ * that overflow the cache's storage type (3e38 or 65520 in an fp16 cache)
+ * are rejected, naming the first such element as (token, head, dim).  One
+ * branch-free pass finds the largest magnitude (the magnitude bits of IEEE
+ * values order like the values, NaN above Inf); the storage conversions
+ * are monotone in |x|, so if that value is finite as stored, all are.  Only
+ * a failing array is scanned again, element by element. */
 static fasa_status scan_finite(fasa_kv_cache *c, const void *x, size_t n, fasa_dtype src,
                                const char *what)
 {
+    uint32_t max_bits = 0;
+    float max_abs;
+    if (src == FASA_DTYPE_F32) {
+        const uint32_t *u = x;
+        for (size_t i = 0; i < n; i++) {
+            uint32_t a = u[i] & 0x7fffffffu;
+            max_bits = a > max_bits ? a : max_bits;
+        }
+        memcpy(&max_abs, &max_bits, 4);
+    } else {
+        const uint16_t *h = x;
+        for (size_t i = 0; i < n; i++) {
+            uint32_t a = h[i] & 0x7fffu;
+            max_bits = a > max_bits ? a : max_bits;
+        }
+        max_abs = fasa__half_to_float((uint16_t)max_bits);
+    }
+    if (isfinite(max_abs) && isfinite(stored_value(c->dtype, max_abs))) return FASA_OK;
+    uint32_t d = c->shape.head_dim, hkv = c->shape.n_kv_heads;
     for (size_t i = 0; i < n; i++) {
-        bool finite = src == FASA_DTYPE_F32 ? isfinite(((const float *)x)[i])
-                                            : (((const uint16_t *)x)[i] & 0x7c00u) != 0x7c00u;
-        if (!finite) {
-            uint32_t d = c->shape.head_dim, hkv = c->shape.n_kv_heads;
+        float value = src_value(x, i, src);
+        if (!isfinite(value))
             return fasa__error(c->ctx, FASA_ERROR_NON_FINITE,
                                "fasa_kv_cache_append: %s[token %zu][head %zu][dim %zu] is not finite",
                                what, i / d / hkv, i / d % hkv, i % d);
-        }
+        if (!isfinite(stored_value(c->dtype, value)))
+            return fasa__error(c->ctx, FASA_ERROR_NON_FINITE,
+                               "fasa_kv_cache_append: %s[token %zu][head %zu][dim %zu] is %g, which is not finite "
+                               "once stored in the %s cache (it overflows to %sInf)",
+                               what, i / d / hkv, i / d % hkv, i % d, value, dtype_name(c->dtype),
+                               value < 0 ? "-" : "+");
     }
-    return FASA_OK;
+    return FASA_OK; /* not reached: the first pass found an element */
 }
 
 /* `wait`: finish the append before returning (all but the enqueue-only calls). */

@@ -1,5 +1,6 @@
-/* Calibration files: JSON read with cJSON, written by hand (one line per
- * head, so files diff well).  Format (docs/CALIBRATION.md):
+/* Calibration files: JSON read with the strict reader in json_strict.c,
+ * written by hand (one line per head, so files diff well).  Format
+ * (docs/CALIBRATION.md):
  *
  * { "format": "fasa-calibration", "version": 1, "model_id": "...",
  *   "layout": "NORM"|"NEOX", "fc_convention": "TRUE_PAIR"|"HF_ADJACENT",
@@ -8,11 +9,18 @@
  *   "dims": [[[2n dims] x Hq] x L],
  *   "union_sizes": [[u_g x Hkv] x L]          (optional, checked if present)
  *   "ca_mean": [[[d/2 floats] x Hq] x L] }    (optional)
+ *
+ * Nothing else is accepted: no other key, no key twice, integers written as
+ * plain digits.  A file is read whole (fileio.c: never blocks on a FIFO or a
+ * device) and written to a temporary file renamed over the old one, so a
+ * failed save leaves the old file as it was.
  */
 #include "internal.h"
+#include "fileio.h"
+#include "json_strict.h"
 
-#include <cjson/cJSON.h>
 #include <errno.h>
+#include <locale.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -20,17 +28,35 @@
 #define FORMAT_NAME "fasa-calibration"
 #define FORMAT_VERSION 1
 #define MAX_FILE_BYTES (256u << 20)
+/* the top-level object holding arrays three deep ("dims", "ca_mean") */
+#define FORMAT_DEPTH 4
 
 /* ------------------------------------------------------------------------ */
 /* Loading                                                                   */
 /* ------------------------------------------------------------------------ */
 
+/* Every key of the format, in the order files are written. */
+enum {
+    K_FORMAT, K_VERSION, K_MODEL_ID, K_LAYOUT, K_FC_CONVENTION, K_N_LAYERS, K_N_Q_HEADS, K_N_KV_HEADS,
+    K_HEAD_DIM, K_N_TIP, K_K_CALIB, K_SOURCE, K_N_SAMPLES, K_N_STEPS, K_UNION_SIZES, K_DIMS, K_CA_MEAN,
+    N_KEYS
+};
+static const char *const key_names[N_KEYS] = {
+    "format", "version", "model_id", "layout", "fc_convention", "n_layers", "n_q_heads", "n_kv_heads",
+    "head_dim", "n_tip", "k_calib", "source", "n_samples", "n_steps", "union_sizes", "dims", "ca_mean",
+};
+
 typedef struct loader {
     fasa_context *ctx;
     const char *origin;           /* file path or "memory" */
+    fasa__json doc;
+    int value[N_KEYS];            /* token of each key's value, -1 when absent */
+    int unknown_key;              /* token of the first key not in the format, -1 if none */
     fasa_calibration_desc desc;
     uint16_t *dims;
     float *ca;
+    char *strings[N_KEYS];        /* decoded strings (each key is read once), freed with the loader */
+    int n_strings;
 } loader;
 
 static fasa_status parse_error(loader *ld, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -44,65 +70,131 @@ static fasa_status parse_error(loader *ld, const char *fmt, ...)
     return fasa__error(ld->ctx, FASA_ERROR_PARSE, "calibration %s: %s", ld->origin, msg);
 }
 
-static fasa_status get_uint(loader *ld, const cJSON *root, const char *key, bool required,
-                            uint64_t max, uint64_t *out)
+static fasa_status out_of_memory(loader *ld)
 {
-    const cJSON *item = cJSON_GetObjectItemCaseSensitive(root, key);
-    if (!item) {
-        if (!required) return FASA_OK;
-        return parse_error(ld, "field '%s' is missing", key);
+    return fasa__error(ld->ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "calibration %s: out of host memory", ld->origin);
+}
+
+static size_t at(const loader *ld, int tok) { return fasa__json_offset(&ld->doc, tok); }
+
+/* Finds each key's value; a key given twice is an error (JSON leaves it
+ * open which one counts, and a reader must not pick one silently). */
+static fasa_status index_keys(loader *ld)
+{
+    const fasa__json *doc = &ld->doc;
+    if (fasa__json_type_of(doc, 0) != FASA__JSON_OBJECT) return parse_error(ld, "top level is not a JSON object");
+    for (int k = 0; k < N_KEYS; k++) ld->value[k] = -1;
+    ld->unknown_key = -1;
+    int key = 1, n = fasa__json_size(doc, 0);
+    for (int i = 0; i < n; i++, key = fasa__json_next(doc, key + 1)) {
+        int k = 0;
+        while (k < N_KEYS && !fasa__json_string_is(doc, key, key_names[k])) k++;
+        if (k == N_KEYS) {
+            if (ld->unknown_key < 0) ld->unknown_key = key;
+        } else if (ld->value[k] >= 0) {
+            return parse_error(ld, "duplicate key '%s' at byte %zu (first at byte %zu)", key_names[k], at(ld, key),
+                               at(ld, ld->value[k] - 1));
+        } else {
+            ld->value[k] = key + 1;
+        }
     }
-    double v = cJSON_GetNumberValue(item);
-    if (!cJSON_IsNumber(item) || v < 0 || v > (double)max || v != floor(v))
-        return parse_error(ld, "field '%s' must be an integer in 0..%llu", key, (unsigned long long)max);
-    *out = (uint64_t)v;
     return FASA_OK;
 }
 
-static fasa_status get_string(loader *ld, const cJSON *root, const char *key, bool required,
-                              const char **out)
+/* Describes a token for a message: its byte offset and source text. */
+static const char *token_text(loader *ld, int tok, char *buf, size_t size)
 {
-    const cJSON *item = cJSON_GetObjectItemCaseSensitive(root, key);
-    if (!item) {
-        if (!required) return FASA_OK;
-        return parse_error(ld, "field '%s' is missing", key);
-    }
-    if (!cJSON_IsString(item)) return parse_error(ld, "field '%s' must be a string", key);
-    *out = item->valuestring;
+    char ex[40];
+    snprintf(buf, size, "%s at byte %zu", fasa__json_excerpt(&ld->doc, tok, ex, sizeof ex), at(ld, tok));
+    return buf;
+}
+
+/* A string value as written in the file (escaped, so a message shows no
+ * raw control characters), with its byte offset. */
+static const char *source_text(loader *ld, int key, char *buf, size_t size)
+{
+    return token_text(ld, ld->value[key], buf, size);
+}
+
+static fasa_status get_uint(loader *ld, int key, bool required, uint64_t max, uint64_t *out)
+{
+    int v = ld->value[key];
+    if (v < 0) return required ? parse_error(ld, "field '%s' is missing", key_names[key]) : FASA_OK;
+    char buf[80];
+    if (!fasa__json_get_uint(&ld->doc, v, max, out))
+        return parse_error(ld, "field '%s' must be an integer in 0..%llu written as plain digits, not %s",
+                           key_names[key], (unsigned long long)max, token_text(ld, v, buf, sizeof buf));
     return FASA_OK;
 }
 
-static fasa_status parse_header(loader *ld, const cJSON *root)
+/* *out keeps its default when an optional key is absent. */
+static fasa_status get_string(loader *ld, int key, bool required, const char **out)
 {
-    const char *format = NULL, *layout = NULL, *conv = "TRUE_PAIR";
-    fasa_status st = get_string(ld, root, "format", true, &format);
+    int v = ld->value[key];
+    if (v < 0) return required ? parse_error(ld, "field '%s' is missing", key_names[key]) : FASA_OK;
+    char buf[80];
+    if (fasa__json_type_of(&ld->doc, v) != FASA__JSON_STRING)
+        return parse_error(ld, "field '%s' must be a string, not %s", key_names[key], token_text(ld, v, buf, sizeof buf));
+    char *s = NULL;
+    if (fasa__json_get_string(&ld->doc, v, &s) != FASA_OK) return out_of_memory(ld);
+    ld->strings[ld->n_strings++] = s;
+    *out = s;
+    return FASA_OK;
+}
+
+/* format and version come first: a file of another version may have other keys. */
+static fasa_status parse_version(loader *ld)
+{
+    const char *format = NULL;
+    uint64_t version = 0;
+    char buf[80];
+    fasa_status st = get_string(ld, K_FORMAT, true, &format);
     if (st != FASA_OK) return st;
     if (strcmp(format, FORMAT_NAME) != 0)
-        return parse_error(ld, "field 'format' is '%s', expected '%s'", format, FORMAT_NAME);
-    uint64_t version = 0;
-    if ((st = get_uint(ld, root, "version", true, 1000, &version)) != FASA_OK) return st;
+        return parse_error(ld, "field 'format' is %s, expected \"%s\"", source_text(ld, K_FORMAT, buf, sizeof buf),
+                           FORMAT_NAME);
+    if ((st = get_uint(ld, K_VERSION, true, 1000, &version)) != FASA_OK) return st;
     if (version != FORMAT_VERSION)
         return parse_error(ld, "field 'version' is %llu; this library reads version %d",
                            (unsigned long long)version, FORMAT_VERSION);
-    if ((st = get_string(ld, root, "layout", true, &layout)) != FASA_OK) return st;
+    if (ld->unknown_key >= 0)
+        return parse_error(ld, "unknown key %s (not in format version %d)",
+                           token_text(ld, ld->unknown_key, buf, sizeof buf), FORMAT_VERSION);
+    return FASA_OK;
+}
+
+static fasa_status parse_enums(loader *ld)
+{
+    const char *layout = NULL, *conv = "TRUE_PAIR";
+    char buf[80];
+    fasa_status st = get_string(ld, K_LAYOUT, true, &layout);
+    if (st != FASA_OK) return st;
     if (strcmp(layout, "NORM") == 0) ld->desc.shape.layout = FASA_ROPE_NORM;
     else if (strcmp(layout, "NEOX") == 0) ld->desc.shape.layout = FASA_ROPE_NEOX;
-    else return parse_error(ld, "field 'layout' is '%s', expected NORM or NEOX", layout);
-    if ((st = get_string(ld, root, "fc_convention", false, &conv)) != FASA_OK) return st;
+    else return parse_error(ld, "field 'layout' is %s, expected NORM or NEOX", source_text(ld, K_LAYOUT, buf, sizeof buf));
+    if ((st = get_string(ld, K_FC_CONVENTION, false, &conv)) != FASA_OK) return st;
     if (strcmp(conv, "TRUE_PAIR") == 0) ld->desc.convention = FASA_FC_TRUE_PAIR;
     else if (strcmp(conv, "HF_ADJACENT") == 0) ld->desc.convention = FASA_FC_HF_ADJACENT;
-    else return parse_error(ld, "field 'fc_convention' is '%s', expected TRUE_PAIR or HF_ADJACENT", conv);
+    else return parse_error(ld, "field 'fc_convention' is %s, expected TRUE_PAIR or HF_ADJACENT",
+                            source_text(ld, K_FC_CONVENTION, buf, sizeof buf));
+    return FASA_OK;
+}
 
+static fasa_status parse_header(loader *ld)
+{
+    fasa_status st = parse_version(ld);
+    if (st == FASA_OK) st = parse_enums(ld);
+    if (st != FASA_OK) return st;
     uint64_t n_layers = 0, hq = 0, hkv = 0, d = 0, n_tip = 0, k_calib = 0;
     uint64_t samples = 0, steps = 0;
-    if ((st = get_uint(ld, root, "n_layers", true, 4096, &n_layers)) != FASA_OK ||
-        (st = get_uint(ld, root, "n_q_heads", true, 1024, &hq)) != FASA_OK ||
-        (st = get_uint(ld, root, "n_kv_heads", true, 1024, &hkv)) != FASA_OK ||
-        (st = get_uint(ld, root, "head_dim", true, FASA_MAX_HEAD_DIM, &d)) != FASA_OK ||
-        (st = get_uint(ld, root, "n_tip", true, FASA_MAX_HEAD_DIM / 2, &n_tip)) != FASA_OK ||
-        (st = get_uint(ld, root, "k_calib", false, UINT32_MAX, &k_calib)) != FASA_OK ||
-        (st = get_uint(ld, root, "n_samples", false, UINT64_MAX >> 12, &samples)) != FASA_OK ||
-        (st = get_uint(ld, root, "n_steps", false, UINT64_MAX >> 12, &steps)) != FASA_OK)
+    if ((st = get_uint(ld, K_N_LAYERS, true, 4096, &n_layers)) != FASA_OK ||
+        (st = get_uint(ld, K_N_Q_HEADS, true, 1024, &hq)) != FASA_OK ||
+        (st = get_uint(ld, K_N_KV_HEADS, true, 1024, &hkv)) != FASA_OK ||
+        (st = get_uint(ld, K_HEAD_DIM, true, FASA_MAX_HEAD_DIM, &d)) != FASA_OK ||
+        (st = get_uint(ld, K_N_TIP, true, FASA_MAX_HEAD_DIM / 2, &n_tip)) != FASA_OK ||
+        (st = get_uint(ld, K_K_CALIB, false, UINT32_MAX, &k_calib)) != FASA_OK ||
+        (st = get_uint(ld, K_N_SAMPLES, false, UINT64_MAX >> 12, &samples)) != FASA_OK ||
+        (st = get_uint(ld, K_N_STEPS, false, UINT64_MAX >> 12, &steps)) != FASA_OK)
         return st;
     ld->desc.shape.n_layers = (uint32_t)n_layers;
     ld->desc.shape.n_q_heads = (uint32_t)hq;
@@ -112,8 +204,8 @@ static fasa_status parse_header(loader *ld, const cJSON *root)
     ld->desc.k_calib = (uint32_t)k_calib;
     ld->desc.n_samples = samples;
     ld->desc.n_steps = steps;
-    if ((st = get_string(ld, root, "model_id", false, &ld->desc.model_id)) != FASA_OK) return st;
-    if ((st = get_string(ld, root, "source", false, &ld->desc.source)) != FASA_OK) return st;
+    if ((st = get_string(ld, K_MODEL_ID, false, &ld->desc.model_id)) != FASA_OK) return st;
+    if ((st = get_string(ld, K_SOURCE, false, &ld->desc.source)) != FASA_OK) return st;
     /* shape errors carry the field name; report them as parse errors of the file */
     fasa_status shape_st = fasa__check_shape(ld->ctx, &ld->desc.shape, "header");
     if (shape_st != FASA_OK) return parse_error(ld, "%s", ld->ctx->last_error);
@@ -123,60 +215,61 @@ static fasa_status parse_header(loader *ld, const cJSON *root)
     return FASA_OK;
 }
 
-/* Checks that item is an array of exactly n entries. */
-static fasa_status expect_array(loader *ld, const cJSON *item, int n, const char *what,
-                                uint32_t layer, uint32_t head, int depth)
+/* Checks that token tok is an array of exactly n entries. */
+static fasa_status expect_array(loader *ld, int tok, int n, const char *what, uint32_t layer, uint32_t head,
+                                int depth)
 {
     char where[96];
     if (depth == 0) snprintf(where, sizeof where, "field '%s'", what);
     else if (depth == 1) snprintf(where, sizeof where, "field '%s' layer %u", what, layer);
     else snprintf(where, sizeof where, "field '%s' layer %u head %u", what, layer, head);
-    if (!cJSON_IsArray(item)) return parse_error(ld, "%s must be an array", where);
-    int got = cJSON_GetArraySize(item);
-    if (got != n) return parse_error(ld, "%s has %d entries, expected %d", where, got, n);
+    if (fasa__json_type_of(&ld->doc, tok) != FASA__JSON_ARRAY)
+        return parse_error(ld, "%s must be an array (byte %zu)", where, at(ld, tok));
+    int got = fasa__json_size(&ld->doc, tok);
+    if (got != n) return parse_error(ld, "%s has %d entries, expected %d (byte %zu)", where, got, n, at(ld, tok));
     return FASA_OK;
 }
 
-/* Walks a [n_layers][n_heads][n_per] nested array, calling leaf() per value. */
-typedef fasa_status (*leaf_fn)(loader *ld, const cJSON *v, uint32_t layer, uint32_t head,
-                               uint32_t i, size_t flat);
+/* Walks a [n_layers][n_heads][n_per] nested array, calling leaf() per
+ * value.  Tokens come in text order, so the entries follow each other; a
+ * leaf that is not a single number stops the walk before the order matters. */
+typedef fasa_status (*leaf_fn)(loader *ld, int tok, uint32_t layer, uint32_t head, uint32_t i, size_t flat);
 
-static fasa_status walk3(loader *ld, const cJSON *root, const char *key, uint32_t n_heads,
-                         uint32_t n_per, leaf_fn leaf)
+static fasa_status walk3(loader *ld, int key, uint32_t n_heads, uint32_t n_per, leaf_fn leaf)
 {
-    const cJSON *layers = cJSON_GetObjectItemCaseSensitive(root, key);
+    const char *name = key_names[key];
     uint32_t n_layers = ld->desc.shape.n_layers;
-    fasa_status st = expect_array(ld, layers, (int)n_layers, key, 0, 0, 0);
+    int t = ld->value[key];
+    fasa_status st = expect_array(ld, t++, (int)n_layers, name, 0, 0, 0);
     size_t flat = 0;
     for (uint32_t l = 0; st == FASA_OK && l < n_layers; l++) {
-        const cJSON *heads = cJSON_GetArrayItem(layers, (int)l);
-        st = expect_array(ld, heads, (int)n_heads, key, l, 0, 1);
+        st = expect_array(ld, t++, (int)n_heads, name, l, 0, 1);
         for (uint32_t h = 0; st == FASA_OK && h < n_heads; h++) {
-            const cJSON *vals = cJSON_GetArrayItem(heads, (int)h);
-            st = expect_array(ld, vals, (int)n_per, key, l, h, 2);
-            const cJSON *v = vals ? vals->child : NULL;
-            for (uint32_t i = 0; st == FASA_OK && i < n_per; i++, v = v->next)
-                st = leaf(ld, v, l, h, i, flat++);
+            st = expect_array(ld, t++, (int)n_per, name, l, h, 2);
+            for (uint32_t i = 0; st == FASA_OK && i < n_per; i++) st = leaf(ld, t++, l, h, i, flat++);
         }
     }
     return st;
 }
 
-static fasa_status dims_leaf(loader *ld, const cJSON *v, uint32_t l, uint32_t h, uint32_t i, size_t flat)
+static fasa_status dims_leaf(loader *ld, int tok, uint32_t l, uint32_t h, uint32_t i, size_t flat)
 {
-    double x = cJSON_GetNumberValue(v);
-    if (!cJSON_IsNumber(v) || x != floor(x) || x < 0 || x >= ld->desc.shape.head_dim)
-        return parse_error(ld, "field 'dims' layer %u head %u entry %u: not an integer in 0..%u", l,
-                           h, i, ld->desc.shape.head_dim - 1);
+    uint64_t x = 0;
+    char buf[80];
+    if (!fasa__json_get_uint(&ld->doc, tok, ld->desc.shape.head_dim - 1, &x))
+        return parse_error(ld, "field 'dims' layer %u head %u entry %u: not an integer in 0..%u: %s", l, h, i,
+                           ld->desc.shape.head_dim - 1, token_text(ld, tok, buf, sizeof buf));
     ld->dims[flat] = (uint16_t)x;
     return FASA_OK;
 }
 
-static fasa_status ca_leaf(loader *ld, const cJSON *v, uint32_t l, uint32_t h, uint32_t i, size_t flat)
+static fasa_status ca_leaf(loader *ld, int tok, uint32_t l, uint32_t h, uint32_t i, size_t flat)
 {
-    double x = cJSON_GetNumberValue(v);
-    if (!cJSON_IsNumber(v) || !(x >= 0.0 && x <= 1.0))
-        return parse_error(ld, "field 'ca_mean' layer %u head %u fc %u: not a number in [0,1]", l, h, i);
+    double x = NAN;
+    char buf[80];
+    if (!fasa__json_get_double(&ld->doc, tok, &x) || !(x >= 0.0 && x <= 1.0))
+        return parse_error(ld, "field 'ca_mean' layer %u head %u fc %u: not a number in [0,1]: %s", l, h, i,
+                           token_text(ld, tok, buf, sizeof buf));
     ld->ca[flat] = (float)x;
     return FASA_OK;
 }
@@ -198,21 +291,21 @@ static fasa_status check_dims_lists(loader *ld)
 
 /* union_sizes is informational, but a file whose numbers disagree with its
  * dims is corrupt. */
-static fasa_status check_union_sizes(loader *ld, const cJSON *root, const fasa_calibration *cal)
+static fasa_status check_union_sizes(loader *ld, const fasa_calibration *cal)
 {
-    const cJSON *us = cJSON_GetObjectItemCaseSensitive(root, "union_sizes");
-    if (!us) return FASA_OK;
+    int t = ld->value[K_UNION_SIZES];
+    if (t < 0) return FASA_OK;
     uint32_t n_layers = cal->shape.n_layers, hkv = cal->shape.n_kv_heads;
-    fasa_status st = expect_array(ld, us, (int)n_layers, "union_sizes", 0, 0, 0);
+    fasa_status st = expect_array(ld, t++, (int)n_layers, "union_sizes", 0, 0, 0);
     for (uint32_t l = 0; st == FASA_OK && l < n_layers; l++) {
-        const cJSON *row = cJSON_GetArrayItem(us, (int)l);
-        st = expect_array(ld, row, (int)hkv, "union_sizes", l, 0, 1);
-        for (uint32_t g = 0; st == FASA_OK && g < hkv; g++) {
-            const cJSON *v = cJSON_GetArrayItem(row, (int)g);
+        st = expect_array(ld, t++, (int)hkv, "union_sizes", l, 0, 1);
+        for (uint32_t g = 0; st == FASA_OK && g < hkv; g++, t++) {
+            uint64_t v = 0;
             uint32_t u = fasa__union_dims(cal, l, g, NULL);
-            if (!cJSON_IsNumber(v) || cJSON_GetNumberValue(v) != (double)u)
-                st = parse_error(ld, "field 'union_sizes' layer %u kv head %u: file says %g, dims give %u",
-                                 l, g, cJSON_IsNumber(v) ? cJSON_GetNumberValue(v) : -1.0, u);
+            char buf[80];
+            if (!fasa__json_get_uint(&ld->doc, t, FASA_MAX_HEAD_DIM, &v) || v != u)
+                st = parse_error(ld, "field 'union_sizes' layer %u kv head %u: file says %s, dims give %u", l, g,
+                                 token_text(ld, t, buf, sizeof buf), u);
         }
     }
     return st;
@@ -240,24 +333,27 @@ static fasa_status check_expected(loader *ld, const fasa_model_shape *e)
     return FASA_OK;
 }
 
-static fasa_status load_json(loader *ld, const cJSON *root, const fasa_model_shape *expect,
-                             fasa_calibration **out)
+static fasa_status load_tables(loader *ld)
 {
-    if (!cJSON_IsObject(root)) return parse_error(ld, "top level is not a JSON object");
-    fasa_status st = parse_header(ld, root);
-    if (st != FASA_OK) return st;
     const fasa_model_shape *s = &ld->desc.shape;
     size_t n_heads = (size_t)s->n_layers * s->n_q_heads;
+    bool has_ca = ld->value[K_CA_MEAN] >= 0;
+    if (ld->value[K_DIMS] < 0) return parse_error(ld, "field 'dims' is missing");
     ld->dims = fasa__alloc(ld->ctx, n_heads * 2 * ld->desc.n_tip * sizeof(uint16_t));
-    bool has_ca = cJSON_GetObjectItemCaseSensitive(root, "ca_mean") != NULL;
     if (has_ca) ld->ca = fasa__alloc(ld->ctx, n_heads * (s->head_dim / 2) * sizeof(float));
-    if (!ld->dims || (has_ca && !ld->ca))
-        return fasa__error(ld->ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "calibration: out of host memory");
-    if ((st = walk3(ld, root, "dims", s->n_q_heads, 2 * ld->desc.n_tip, dims_leaf)) != FASA_OK)
-        return st;
-    if (has_ca && (st = walk3(ld, root, "ca_mean", s->n_q_heads, s->head_dim / 2, ca_leaf)) != FASA_OK)
-        return st;
-    if ((st = check_dims_lists(ld)) != FASA_OK) return st;
+    if (!ld->dims || (has_ca && !ld->ca)) return out_of_memory(ld);
+    fasa_status st = walk3(ld, K_DIMS, s->n_q_heads, 2 * ld->desc.n_tip, dims_leaf);
+    if (st == FASA_OK && has_ca) st = walk3(ld, K_CA_MEAN, s->n_q_heads, s->head_dim / 2, ca_leaf);
+    if (st == FASA_OK) st = check_dims_lists(ld);
+    return st;
+}
+
+static fasa_status load_json(loader *ld, const fasa_model_shape *expect, fasa_calibration **out)
+{
+    fasa_status st = index_keys(ld);
+    if (st == FASA_OK) st = parse_header(ld);
+    if (st == FASA_OK) st = load_tables(ld);
+    if (st != FASA_OK) return st;
     if (expect) {
         if ((st = fasa__check_shape(ld->ctx, expect, "expect")) != FASA_OK) return st;
         if ((st = check_expected(ld, expect)) != FASA_OK) return st;
@@ -266,7 +362,7 @@ static fasa_status load_json(loader *ld, const cJSON *root, const fasa_model_sha
     ld->desc.ca_mean = ld->ca;
     fasa_calibration *cal = NULL;
     if ((st = fasa__calibration_build(ld->ctx, &ld->desc, &cal)) != FASA_OK) return st;
-    if ((st = check_union_sizes(ld, root, cal)) != FASA_OK) {
+    if ((st = check_union_sizes(ld, cal)) != FASA_OK) {
         fasa_calibration_destroy(cal);
         return st;
     }
@@ -278,16 +374,13 @@ static fasa_status load_text(fasa_context *ctx, const char *origin, const char *
                              const fasa_model_shape *expect, fasa_calibration **out)
 {
     loader ld = {.ctx = ctx, .origin = origin};
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(json, size, &end, false);
-    fasa_status st;
-    if (!root) {
-        size_t at = end && end >= json ? (size_t)(end - json) : 0;
-        st = parse_error(&ld, "not valid JSON (error near byte %zu of %zu)", at, size);
-    } else {
-        st = load_json(&ld, root, expect, out);
-    }
-    cJSON_Delete(root);
+    char err[512];
+    fasa_status st = fasa__json_parse(ctx, json, size, FORMAT_DEPTH, &ld.doc, err, sizeof err);
+    if (st == FASA_ERROR_PARSE) st = parse_error(&ld, "%s", err);
+    else if (st != FASA_OK) st = fasa__error(ctx, st, "calibration %s: %s", origin, err);
+    else st = load_json(&ld, expect, out);
+    fasa__json_free(&ld.doc);
+    for (int i = 0; i < ld.n_strings; i++) fasa__free(ctx, ld.strings[i]);
     fasa__free(ctx, ld.dims);
     fasa__free(ctx, ld.ca);
     return st;
@@ -299,42 +392,34 @@ fasa_status fasa_calibration_load_memory(fasa_context *ctx, const char *json, si
     if (!ctx) return FASA_ERROR_INVALID_ARGUMENT;
     fasa__lock(ctx);
     fasa_status st;
+    if (out) *out = NULL;
     if (!out) st = fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "fasa_calibration_load_memory: out is NULL");
     else if (!json) st = fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "fasa_calibration_load_memory: json is NULL");
     else if (size == 0) st = fasa__error(ctx, FASA_ERROR_PARSE, "calibration memory: input is empty");
-    else {
-        *out = NULL;
-        st = load_text(ctx, "memory", json, size, expect, out);
-    }
+    else if (size > MAX_FILE_BYTES)
+        st = fasa__error(ctx, FASA_ERROR_PARSE, "calibration memory: input is %zu bytes, more than the %u MiB limit",
+                         size, MAX_FILE_BYTES >> 20);
+    else st = load_text(ctx, "memory", json, size, expect, out);
     fasa__unlock(ctx);
     return st;
 }
 
+/* fasa__read_whole_file allocates through these, so the file's bytes come
+ * from the context's allocator (and its fault injection). */
+static void *file_alloc(void *user, size_t size) { return fasa__alloc_aligned(user, size, 8); }
+static void file_free(void *user, void *ptr) { fasa__free(user, ptr); }
+
 static fasa_status read_file(fasa_context *ctx, const char *path, char **data, size_t *size)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) return fasa__error(ctx, FASA_ERROR_IO, "calibration %s: cannot open: %s", path, strerror(errno));
-    fasa_status st = FASA_OK;
-    long n = -1;
-    if (fseek(f, 0, SEEK_END) == 0) n = ftell(f);
-    if (n < 0 || fseek(f, 0, SEEK_SET) != 0)
-        st = fasa__error(ctx, FASA_ERROR_IO, "calibration %s: cannot determine the file size", path);
-    else if (n == 0) st = fasa__error(ctx, FASA_ERROR_PARSE, "calibration %s: file is empty", path);
-    else if ((unsigned long)n > MAX_FILE_BYTES)
-        st = fasa__error(ctx, FASA_ERROR_PARSE, "calibration %s: %ld bytes is larger than the %u MiB limit",
-                         path, n, MAX_FILE_BYTES >> 20);
-    char *buf = st == FASA_OK ? fasa__alloc_aligned(ctx, (size_t)n + 1, 8) : NULL;
-    if (st == FASA_OK && !buf) st = fasa__error(ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "calibration: out of host memory");
-    if (st == FASA_OK && fread(buf, 1, (size_t)n, f) != (size_t)n)
-        st = fasa__error(ctx, FASA_ERROR_IO, "calibration %s: short read", path);
-    fclose(f);
-    if (st != FASA_OK) {
-        fasa__free(ctx, buf);
-        return st;
-    }
-    buf[n] = '\0';
-    *data = buf;
-    *size = (size_t)n;
+    fasa__file_alloc alloc = {.alloc = file_alloc, .free = file_free, .user = ctx};
+    char err[256];
+    int code = fasa__read_whole_file(path, MAX_FILE_BYTES, &alloc, data, size, err, sizeof err);
+    if (code == ENOMEM) return fasa__error(ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "calibration %s: %s", path, err);
+    /* too large is a property of the content, as an empty file is */
+    if (code == EFBIG) return fasa__error(ctx, FASA_ERROR_PARSE, "calibration %s: %s", path, err);
+    if (code == EISDIR || code == EINVAL) return fasa__error(ctx, FASA_ERROR_IO, "calibration %s: %s", path, err);
+    if (code) return fasa__error(ctx, FASA_ERROR_IO, "calibration %s: cannot open: %s", path, err);
+    if (*size == 0) return fasa__error(ctx, FASA_ERROR_PARSE, "calibration %s: file is empty", path);
     return FASA_OK;
 }
 
@@ -346,10 +431,10 @@ fasa_status fasa_calibration_load(fasa_context *ctx, const char *path, const fas
     fasa_status st;
     char *data = NULL;
     size_t size = 0;
+    if (out) *out = NULL;
     if (!out) st = fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "fasa_calibration_load: out is NULL");
     else if (!path) st = fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "fasa_calibration_load: path is NULL");
     else {
-        *out = NULL;
         st = read_file(ctx, path, &data, &size);
         if (st == FASA_OK) st = load_text(ctx, path, data, size, expect, out);
     }
@@ -362,30 +447,18 @@ fasa_status fasa_calibration_load(fasa_context *ctx, const char *path, const fas
 /* Saving                                                                    */
 /* ------------------------------------------------------------------------ */
 
-static void write_string(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-        else if (c < 0x20) fprintf(f, "\\u%04x", c);
-        else fputc(c, f);
-    }
-    fputc('"', f);
-}
-
 static void write_header(FILE *f, const fasa_calibration *cal)
 {
     const fasa_model_shape *s = &cal->shape;
     fprintf(f, "{\n  \"format\": \"%s\",\n  \"version\": %d,\n  \"model_id\": ", FORMAT_NAME, FORMAT_VERSION);
-    write_string(f, cal->model_id);
+    fasa__json_write_string(f, cal->model_id);
     fprintf(f, ",\n  \"layout\": \"%s\",\n  \"fc_convention\": \"%s\",\n",
             s->layout == FASA_ROPE_NORM ? "NORM" : "NEOX",
             cal->convention == FASA_FC_TRUE_PAIR ? "TRUE_PAIR" : "HF_ADJACENT");
     fprintf(f, "  \"n_layers\": %u,\n  \"n_q_heads\": %u,\n  \"n_kv_heads\": %u,\n  \"head_dim\": %u,\n",
             s->n_layers, s->n_q_heads, s->n_kv_heads, s->head_dim);
     fprintf(f, "  \"n_tip\": %u,\n  \"k_calib\": %u,\n  \"source\": ", cal->n_tip, cal->k_calib);
-    write_string(f, cal->source);
+    fasa__json_write_string(f, cal->source);
     fprintf(f, ",\n  \"n_samples\": %llu,\n  \"n_steps\": %llu,\n",
             (unsigned long long)cal->n_samples, (unsigned long long)cal->n_steps);
 }
@@ -424,26 +497,53 @@ static void write_table(FILE *f, const fasa_calibration *cal, const char *key, u
     fprintf(f, "  ]");
 }
 
+static void write_file(FILE *f, const fasa_calibration *cal)
+{
+    write_header(f, cal);
+    write_union_sizes(f, cal);
+    write_table(f, cal, "dims", 2 * cal->n_tip, cal->dims, NULL);
+    if (cal->ca_mean) write_table(f, cal, "ca_mean", cal->shape.head_dim / 2, NULL, cal->ca_mean);
+    fprintf(f, "\n}\n");
+}
+
+/* Writes into a temporary file that replaces path only once it is complete
+ * and synced: on a full disk or any other failure the old file stays. */
+static fasa_status save_atomic(fasa_context *ctx, const fasa_calibration *cal, const char *path)
+{
+    char err[256];
+    fasa__atomic_file af;
+    if (fasa__atomic_begin(&af, path, err, sizeof err) != 0)
+        return fasa__error(ctx, FASA_ERROR_IO, "calibration %s: cannot create: %s", path, err);
+    /* %.6g must write '.', whatever LC_NUMERIC the application set */
+    locale_t c_locale = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0);
+    if (!c_locale) {
+        fasa__atomic_abort(&af);
+        return fasa__error(ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "calibration %s: out of host memory", path);
+    }
+    locale_t old = uselocale(c_locale);
+    errno = 0;
+    write_file(af.f, cal);
+    int code = ferror(af.f) ? (errno ? errno : EIO) : 0;
+    uselocale(old);
+    freelocale(c_locale);
+    if (code) {
+        fasa__atomic_abort(&af);
+        return fasa__error(ctx, FASA_ERROR_IO, "calibration %s: write failed: %s (the old file is unchanged)", path,
+                           strerror(code));
+    }
+    if (fasa__atomic_commit(&af, err, sizeof err) != 0)
+        return fasa__error(ctx, FASA_ERROR_IO, "calibration %s: write failed: %s (the old file is unchanged)", path,
+                           err);
+    return FASA_OK;
+}
+
 fasa_status fasa_calibration_save(const fasa_calibration *cal, const char *path)
 {
     if (!cal) return FASA_ERROR_INVALID_ARGUMENT;
     fasa_context *ctx = cal->ctx;
     fasa__lock(ctx);
-    fasa_status st = FASA_OK;
-    FILE *f = NULL;
-    if (!path) st = fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "fasa_calibration_save: path is NULL");
-    else if (!(f = fopen(path, "wb")))
-        st = fasa__error(ctx, FASA_ERROR_IO, "calibration %s: cannot create: %s", path, strerror(errno));
-    if (st == FASA_OK) {
-        write_header(f, cal);
-        write_union_sizes(f, cal);
-        write_table(f, cal, "dims", 2 * cal->n_tip, cal->dims, NULL);
-        if (cal->ca_mean) write_table(f, cal, "ca_mean", cal->shape.head_dim / 2, NULL, cal->ca_mean);
-        fprintf(f, "\n}\n");
-        bool bad = ferror(f) != 0;
-        if (fclose(f) != 0 || bad)
-            st = fasa__error(ctx, FASA_ERROR_IO, "calibration %s: write failed", path);
-    }
+    fasa_status st = path ? save_atomic(ctx, cal, path)
+                          : fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "fasa_calibration_save: path is NULL");
     fasa__unlock(ctx);
     return st;
 }

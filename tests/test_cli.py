@@ -2,6 +2,7 @@
 """The fasa tool's contract: JSON shapes, exit codes, error messages."""
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -19,8 +20,13 @@ def check(cond, what):
         print(f"FAIL: {what}", file=sys.stderr)
 
 
-def run(*args, env=None):
-    p = subprocess.run([FASA, *args], capture_output=True, text=True, timeout=600, env=env)
+def run(*args, env=None, timeout=600):
+    """(exit status, stdout, stderr); a run past timeout is killed and reads as status -999."""
+    try:
+        p = subprocess.run([FASA, *args], capture_output=True, text=True, timeout=timeout, env=env,
+                           stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as e:
+        return -999, e.stdout or "", f"timed out after {timeout} s"
     return p.returncode, p.stdout, p.stderr
 
 
@@ -89,6 +95,133 @@ check(len(doc.get("cross", [])) == len(others) and all(r["pass"] and r["against"
       "conform --against: one passing cross row per other backend")
 check(all(s.get("against", {}).get("cases") == 1 and s["against"]["passed"] == 1 for s in others),
       "conform --against summary")
+
+# info: human-readable sizes in the table (every "<number> <unit>" below 1024 of its unit; the CPU's
+# UINT64_MAX max buffer reads "no limit"), exact byte counts in the JSON
+rc, out, err = run("info")
+sizes = re.findall(r"(\d+(?:\.\d+)?) (B|KiB|MiB|GiB|TiB|PiB|EiB)\b", out)
+check(rc == 0 and sizes and all(float(v) < 1024 for v, _ in sizes), f"info sizes human-readable: {sizes}")
+cpu_block = out.split("  cpu", 1)[1].split("\n  vulkan", 1)[0] if "  cpu" in out else ""
+check("max buffer no limit" in cpu_block and "GiB" in cpu_block, f"info cpu device: {cpu_block!r}")
+rc, out, _ = run("info", "--json")
+for b in json.loads(out)["backends"]:
+    for d in b["devices"]:
+        fields = [d["max_buffer_size"], d["max_shared_memory"]] + [h["size"] for h in d["heaps"]]
+        check(all(isinstance(x, int) and 0 <= x < 2**64 for x in fields), f"info JSON bytes are integers: {fields}")
+        check(d["max_buffer_size"] >= 1 << 20, f"info JSON max_buffer_size in bytes: {d['max_buffer_size']}")
+cpu = json.loads(out)["backends"][0]["devices"][0]
+check(cpu["max_buffer_size"] == 2**64 - 1, f"cpu max_buffer_size is UINT64_MAX exactly: {cpu['max_buffer_size']}")
+
+# bench at L <= n_fac takes the dense path: FASA's bytes are the dense bytes (never a selection that was
+# not written: MALLOC_PERTURB_ fills fresh memory with garbage); at L = n_fac + 1 the sparse byte model
+hq, hkv, d, ntip, nfac = 8, 2, 64, 4, 256
+rc, out, err = run("bench", "--backend", "cpu", "--L", "1,100,256,257", "--hq", str(hq), "--hkv", str(hkv), "--d",
+                   str(d), "--ntip", str(ntip), "--nfac", str(nfac), "--iters", "2", "--warmup", "1",
+                   "--bandwidth", "10", "--variant", "dense,fasa,fasa-m", "--json",
+                   env={**os.environ, "MALLOC_PERTURB_": "165"}, timeout=300)
+rows = json.loads(out) if rc == 0 else []
+check(rc == 0 and len(rows) == 12, f"bench dense fallback: rc {rc} rows {len(rows)} {err[-500:]}")
+for r in rows:
+    L, dense_b = r["L"], 2 * hkv * r["L"] * d * 2
+    if L <= nfac:
+        check(r["bytes"] == dense_b and r["floor_bytes"] == dense_b, f"bench L={L} {r['variant']}: dense bytes {r}")
+    elif r["variant"] != "dense":
+        tip, scores = L * hkv * 2 * ntip * 2, hq * L * 8
+        fac_lo, fac_hi = hkv * nfac * 2 * d * 2, hkv * L * 2 * d * 2
+        check(tip + fac_lo <= r["floor_bytes"] <= tip + fac_hi and r["bytes"] == r["floor_bytes"] + scores,
+              f"bench L={L} {r['variant']}: sparse byte model {r}")
+
+# bench --iters / --warmup: one cap (1000 steps) for both, never a run that does not end
+for args, needle in [(["--warmup", "4294967295"], "--warmup"), (["--warmup", "1001"], "--warmup"),
+                     (["--iters", "1001"], "--iters")]:
+    rc, out, err = run("bench", "--backend", "cpu", "--L", "512", "--hq", "4", "--hkv", "2", *args, timeout=60)
+    check(rc == 2 and needle in err and "1000" in err, f"bench {args}: rc {rc} err {err[:300]!r}")
+
+# numbers: digits with an optional k/m suffix, overflow checked after the suffix, no sign or spaces;
+# real numbers finite and decimal.  Every rejection is exit 2 naming the option.
+for opt, val in [("--L", "18014398509481985k"), ("--L", "4194304k"), ("--L", "4096m"), ("--L", "1,18014398509481985k"),
+                 ("--L", "1, 2"), ("--L", " 1"), ("--L", "1,"), ("--hq", "4294967296"), ("--hq", " 8"),
+                 ("--hq", "8 "), ("--hq", "+8"), ("--hq", "0x8"), ("--seed", " -1"), ("--seed", "-1"),
+                 ("--seed", "18446744073709551616"), ("--seed", "18014398509481984k"), ("--seed", "\t1"),
+                 ("--seed", ""), ("--seed", "k"), ("--bandwidth", "nan"), ("--bandwidth", "inf"),
+                 ("--bandwidth", "-inf"), ("--bandwidth", "1e999"), ("--bandwidth", "0x1p3"), ("--bandwidth", " 1"),
+                 ("--bandwidth", "1 "), ("--bandwidth", "-1")]:
+    rc, out, err = run("bench", opt, val, timeout=60)
+    check(rc == 2 and opt in err.splitlines()[0] if err else False, f"bench {opt} {val!r}: rc {rc} err {err[:200]!r}")
+# ... and the edges that are fine (the later --dtype error shows that the number itself parsed)
+for opt, val in [("--seed", "18446744073709551615"), ("--seed", "18014398509481983k"), ("--hq", "4194303k"),
+                 ("--L", "4095m,1k,007"), ("--bandwidth", "1e3"), ("--bandwidth", ".5"), ("--bandwidth", "5.")]:
+    rc, out, err = run("bench", opt, val, "--dtype", "f8", timeout=60)
+    check(rc == 2 and "--dtype" in err and opt not in err.splitlines()[0], f"bench {opt} {val!r} accepted: {err[:200]!r}")
+
+# lists of names: an unknown, empty or repeated name is an error naming it and the valid ones
+for cmd, val, needle in [("conform", "nosuch", "nosuch"), ("conform", "fasa-m,nosuch", "nosuch"),
+                         ("conform", "fasa,,dense", "empty"), ("conform", "", "empty"),
+                         ("conform", "fasa,fasa", "twice"), ("bench", "nosuch", "nosuch"),
+                         ("bench", "dense,FASA", "FASA")]:
+    rc, out, err = run(cmd, "--variant", val, "--list" if cmd == "conform" else "--iters", *([] if cmd == "conform" else ["1"]),
+                       timeout=60)
+    first = err.splitlines()[0] if err else ""
+    check(rc == 2 and "--variant" in first and needle in first and ("fasa-m" in first or needle == "twice"),
+          f"{cmd} --variant {val!r}: rc {rc} err {first!r}")
+# a --filter that matches nothing is an error too (listing or running)
+for extra in ([], ["--list"]):
+    rc, out, err = run("conform", "--backend", "cpu", "--quick", "--filter", "zzzz", *extra, timeout=120)
+    check(rc == 2 and "zzzz" in err and "matches none" in err, f"conform --filter zzzz {extra}: rc {rc} err {err!r}")
+rc, out, err = run("conform", "--filter", "", "--list")
+check(rc == 2 and "--filter" in err, f"conform --filter '': rc {rc} err {err[:200]!r}")
+
+# report files (--output): replaced atomically (temporary file + rename), a directory, FIFO or device
+# refused with a message, an old file left whole when the run fails, no temporary file left behind
+with tempfile.TemporaryDirectory() as tmp:
+    os.mkfifo(os.path.join(tmp, "fifo"))
+    os.mkdir(os.path.join(tmp, "dir"))
+    for cmd in (["bench", "--backend", "cpu", "--L", "512", "--hq", "4", "--hkv", "2", "--iters", "1"],
+                ["conform", "--list", "--quick"]):
+        for bad, needle in [("dir", "directory"), ("fifo", "FIFO"), ("/dev/null", "device")]:
+            path = bad if bad.startswith("/") else os.path.join(tmp, bad)
+            rc, out, err = run(*cmd, "--output", path, timeout=60)
+            check(rc == 1 and "--output" in err and needle in err, f"{cmd[0]} --output {bad}: rc {rc} err {err!r}")
+    report = os.path.join(tmp, "report.txt")
+    open(report, "w").write("old report\n")
+    rc, out, err = run("conform", "--list", "--quick", "--output", report)
+    new = open(report).read()
+    check(rc == 0 and out == "" and len(new.splitlines()) > 300 and "old report" not in new,
+          f"conform --list --output replaces the file: rc {rc} {err!r}")
+    open(report, "w").write("old report\n")
+    rc, out, err = run("bench", "--backend", "cpu", "--device", "7", "--L", "512", "--output", report, timeout=60)
+    check(rc == 1 and open(report).read() == "old report\n", f"bench failing: the old --output stays: rc {rc} {err!r}")
+    rc, out, err = run("bench", "--backend", "cpu", "--L", "300", "--hq", "4", "--hkv", "2", "--d", "64", "--ntip", "4",
+                       "--iters", "1", "--bandwidth", "10", "--json", "--output", report, timeout=120)
+    rows = json.load(open(report)) if rc == 0 else []
+    check(rc == 0 and out == "" and len(rows) == 2 and rows[0]["L"] == 300, f"bench --json --output: rc {rc} {err!r}")
+    check(sorted(os.listdir(tmp)) == ["dir", "fifo", "report.txt"], f"no temporary files left: {os.listdir(tmp)}")
+
+# conform --replay reads case files as regular files only: a FIFO or a directory named *.fasacase is
+# refused (never waited on), a truncated one is reported, the good one runs in its four variants
+def case_file(path, hq=2, hkv=1, d=16, L=300, n_tip=2, cut=0):
+    import random
+    import struct
+    rng = random.Random(5)
+    vals = [rng.gauss(0, 1) for _ in range(hq * d + 2 * L * hkv * d)]
+    body = struct.pack(f"<{len(vals)}f", *vals) + struct.pack(f"<{hq * 2 * n_tip}H", *([0, 1, 2, 3] * hq))
+    head = f'FASACASE 1\n{{"hq": {hq}, "hkv": {hkv}, "d": {d}, "L": {L}, "n_tip": {n_tip}, "layout": "NORM", "origin": "test"}}\n'
+    data = head.encode() + body
+    open(path, "wb").write(data[:len(data) - cut])
+
+with tempfile.TemporaryDirectory() as tmp:
+    case_file(os.path.join(tmp, "good.fasacase"))
+    case_file(os.path.join(tmp, "trunc.fasacase"), cut=10)
+    os.mkfifo(os.path.join(tmp, "fifo.fasacase"))
+    os.mkdir(os.path.join(tmp, "dir.fasacase"))
+    rc, out, err = run("conform", "--backend", "cpu", "--replay", tmp, "--json", timeout=120)
+    doc = json.loads(out) if rc == 0 else {}
+    check(rc == 0 and len(doc.get("cases", [])) == 4 and all(c["pass"] for c in doc["cases"]),
+          f"conform --replay: rc {rc} {err!r}")
+    check("fifo.fasacase: is a FIFO" in err and "dir.fasacase: is a directory" in err and "trunc.fasacase: truncated" in err,
+          f"conform --replay reports the bad case files: {err!r}")
+    rc, out, err = run("conform", "--backend", "cpu", "--replay", os.path.join(tmp, "fifo.fasacase"), timeout=60)
+    check(rc == 2 and "not a directory" in err, f"conform --replay FIFO: rc {rc} err {err!r}")
 
 # run: the FASA-M fetch / row-cache / prefetch options are checked before the model loads
 for args, needle in [(["--fetch", "staged"], "--fetch staged needs --variant fasa-m"),

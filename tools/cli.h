@@ -46,10 +46,27 @@ typedef bool (*cli_check_fn)(const void *opts, char *err, size_t err_size);
 int cli_parse_command(const char *cmd, const char *synopsis, const char *description, const cli_opt *opts,
                       int argc, char **argv, cli_check_fn check, const void *check_arg);
 
+/* Numbers (CLI_UINT, CLI_U64, every CLI_LIST entry): decimal digits only,
+ * optionally followed by k/K (x1024) or m/M (x1048576); no sign, no
+ * leading or trailing spaces, no 0x; the value after the suffix must fit
+ * the type (a 32-bit option rejects 4294967296 and 4194304m).  CLI_DOUBLE:
+ * a finite decimal number ([+-]digits[.digits][e[+-]digits]); nan, inf,
+ * hex floats and spaces are rejected.  Errors name the option and say
+ * what is wrong. */
+
 /* Parses "a,b,c" into a list; false on a malformed entry. */
 bool cli_parse_list(const char *s, cli_list *out);
 /* True if the comma-separated list s contains word. */
 bool cli_list_has(const char *s, const char *word);
+/* Checks an option's comma-separated list of names against allowed (NULL
+ * terminated): at least one name, no empty entry, no unknown or repeated
+ * name.  On failure writes e.g. "--variant: unknown name 'nosuch' in
+ * 'fasa,nosuch' (valid: dense, fasa, fasa-m)" to err and returns false.
+ * opt is the option's name without the dashes. */
+bool cli_check_names(const char *opt, const char *value, const char *const *allowed, char *err, size_t err_size);
+/* Bytes for people: "512 B", "32.0 KiB", "16.0 GiB" (powers of 1024, up
+ * to EiB).  Returns buf. */
+const char *cli_format_bytes(uint64_t bytes, char *buf, size_t size);
 
 /* Progress bar on stderr, drawn only when stdout and stderr are terminals. */
 typedef struct cli_progress {
@@ -61,6 +78,23 @@ typedef struct cli_progress {
 void cli_progress_start(cli_progress *p, const char *label, uint64_t total);
 void cli_progress_step(cli_progress *p, uint64_t n);
 void cli_progress_end(cli_progress *p);
+
+/* Where a command's report goes: stdout, or with --output FILE a temporary
+ * file next to FILE that replaces it in cli_output_finish (fsync +
+ * rename), so an existing FILE stays whole on any failure and no
+ * temporary file is left behind.  A directory, FIFO, device or socket as
+ * FILE is refused by cli_output_begin (err: "is a directory", ...). */
+struct fasa__atomic_file;
+typedef struct cli_output {
+    FILE *f;                     /* print the report here */
+    const char *path;            /* NULL: stdout */
+    struct fasa__atomic_file *file;
+} cli_output;
+bool cli_output_begin(cli_output *out, const char *path, char *err, size_t err_size);
+/* keep: commit the report (replace FILE; on stdout, flush it and check for
+ * write errors); !keep: drop it, FILE untouched.  False with err when the
+ * report could not be written. */
+bool cli_output_finish(cli_output *out, bool keep, char *err, size_t err_size);
 
 double cli_now(void);            /* seconds, monotonic */
 /* The user's kernel cache directory: $XDG_CACHE_HOME/libfasa or ~/.cache/libfasa. */

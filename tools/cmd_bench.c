@@ -10,9 +10,12 @@
 #include <string.h>
 
 #define FILL_CHUNK 4096u
+/* --iters and --warmup: at most this many steps per variant (the timed
+ * samples are kept in an array of this size) */
+#define MAX_STEPS 1000u
 
 typedef struct bench_opts {
-    const char *backend, *variants, *dtype, *gqa, *fetch;
+    const char *backend, *variants, *dtype, *gqa, *fetch, *output;
     uint32_t row_cache;
     uint32_t device, threads, hq, hkv, d, ntip, nfac, iters, warmup;
     uint64_t seed;
@@ -143,33 +146,65 @@ static fasa_status fill_caches(const bench_opts *o, fasa_kv_cache *const *caches
 /* Byte model (FASA_SPEC §7)                                                 */
 /* ------------------------------------------------------------------------ */
 
-/* Distinct rows FAC reads per step, from one selection readback. */
-static double fac_rows(fasa_kv_cache *cache, const bench_opts *o, const fasa_decode_desc *dd, uint32_t L,
-                       const float *q)
+/* Dense attention reads every K and V row once. */
+static double dense_bytes(const bench_opts *o, uint32_t L, double b)
 {
-    uint32_t rows = dd->gqa_select == FASA_GQA_PER_GROUP ? o->hkv : o->hq, G = o->hq / o->hkv;
+    return 2.0 * o->hkv * L * o->d * b;
+}
+
+/* One decode step with the selection read back: the distinct rows FAC
+ * reads (rows selected by several query heads of a group count once), or
+ * *dense when the library took the dense path (L <= n_fac: nothing is
+ * selected, and the selection buffer is never written). */
+static fasa_status fac_rows(fasa_kv_cache *cache, const bench_opts *o, const fasa_decode_desc *dd, uint32_t L,
+                            const float *q, double *distinct, bool *dense)
+{
+    uint32_t rows = dd->gqa_select == FASA_GQA_PER_GROUP ? o->hkv : o->hq;
     int32_t *sel = malloc((size_t)rows * o->nfac * sizeof(int32_t));
     float *out = malloc((size_t)o->hq * o->d * sizeof(float));
-    uint8_t *seen = calloc(L, 1);
-    double distinct = 0;
+    uint8_t *seen = malloc(L);
+    *distinct = 0;
+    *dense = false;
     fasa_decode_outputs outs = {.selected = sel, .selected_stride = o->nfac};
-    if (sel && out && seen && fasa_decode_host(cache, 0, dd, q, out, &outs) == FASA_OK) {
-        uint32_t per_group = dd->gqa_select == FASA_GQA_PER_GROUP ? 1 : G;
-        for (uint32_t g = 0; g < o->hkv; g++) {
-            memset(seen, 0, L);
-            for (uint32_t r = g * per_group; r < (g + 1) * per_group; r++)
-                for (uint32_t i = 0; i < o->nfac; i++) distinct += !seen[sel[(size_t)r * o->nfac + i]]++;
-        }
+    fasa_status st = sel && out && seen ? fasa_decode_host(cache, 0, dd, q, out, &outs) : FASA_ERROR_OUT_OF_HOST_MEMORY;
+    if (st == FASA_OK && outs.path == FASA_PATH_DENSE) *dense = true;
+    else if (st == FASA_OK && (outs.n_rows != rows || outs.n_selected > o->nfac)) {
+        fprintf(stderr, "fasa bench: L=%u: the decode reported %u selection rows of %u tokens, expected %u of at most %u\n",
+                L, outs.n_rows, outs.n_selected, rows, o->nfac);
+        st = FASA_ERROR_BACKEND;
+    }
+    uint32_t per_group = rows / o->hkv;
+    for (uint32_t g = 0; st == FASA_OK && !*dense && g < o->hkv; g++) {
+        memset(seen, 0, L);
+        for (uint32_t r = g * per_group; st == FASA_OK && r < (g + 1) * per_group; r++)
+            for (uint32_t i = 0; i < outs.n_selected; i++) {
+                int32_t t = sel[(size_t)r * o->nfac + i];
+                if (t < 0 || (uint32_t)t >= L) { /* never index with it */
+                    fprintf(stderr, "fasa bench: L=%u: selection row %u holds token %d, outside 0..%u\n", L, r, t, L - 1);
+                    st = FASA_ERROR_BACKEND;
+                    break;
+                }
+                *distinct += !seen[t];
+                seen[t] = 1;
+            }
     }
     free(sel);
     free(out);
     free(seen);
-    return distinct;
+    return st;
 }
 
-static void fasa_bytes(fasa_kv_cache *cache, const fasa_calibration *cal, const bench_opts *o,
-                       const fasa_decode_desc *dd, uint32_t L, const float *q, double b, bench_row *row)
+static fasa_status fasa_bytes(fasa_kv_cache *cache, const fasa_calibration *cal, const bench_opts *o,
+                              const fasa_decode_desc *dd, uint32_t L, const float *q, double b, bench_row *row)
 {
+    double distinct = 0;
+    bool dense = false;
+    fasa_status st = fac_rows(cache, o, dd, L, q, &distinct, &dense);
+    if (st != FASA_OK) return st;
+    if (dense) { /* the dense fallback moves the dense bytes */
+        row->bytes = row->floor_bytes = dense_bytes(o, L, b);
+        return FASA_OK;
+    }
     uint32_t rows = dd->gqa_select == FASA_GQA_PER_GROUP ? o->hkv : o->hq;
     double u_total = 0;
     for (uint32_t g = 0; g < o->hkv; g++) {
@@ -177,10 +212,11 @@ static void fasa_bytes(fasa_kv_cache *cache, const fasa_calibration *cal, const 
         fasa_calibration_union_size(cal, 0, g, &u);
         u_total += u;
     }
-    double tip = (double)L * u_total * b, fac = fac_rows(cache, o, dd, L, q) * 2.0 * o->d * b;
+    double tip = (double)L * u_total * b, fac = distinct * 2.0 * o->d * b;
     double scores = (double)rows * L * 4.0 * 2.0; /* written once, read once */
     row->floor_bytes = tip + fac;
     row->bytes = tip + scores + fac;
+    return FASA_OK;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -200,10 +236,10 @@ static fasa_status time_variant(fasa_context *ctx, fasa_kv_cache *cache, const b
         fasa_status st = fasa_decode(cache, 0, dd, qb, 0, ob, 0);
         if (st != FASA_OK) return st;
     }
-    uint32_t max_iters = o->iters ? o->iters : 200;
-    double samples[1000], start = cli_now();
+    uint32_t max_iters = o->iters ? o->iters : 200; /* check_opts: iters <= MAX_STEPS */
+    double samples[MAX_STEPS], start = cli_now();
     uint32_t n = 0;
-    while (n < max_iters && n < 1000) {
+    while (n < max_iters && n < MAX_STEPS) {
         fasa_status st = fasa_decode(cache, 0, dd, qb, 0, ob, 0);
         uint64_t ns = 0;
         if (st == FASA_OK) st = fasa_context_last_step_ns(ctx, &ns);
@@ -228,7 +264,7 @@ static void memory_fields(fasa_kv_cache *cache, const fasa_transfer_stats *t, be
     row->row_hit_rate = cli_row_hit_rate(t);
 }
 
-static const char *const variant_names[] = {"dense", "fasa", "fasa-m"};
+static const char *const variant_names[] = {"dense", "fasa", "fasa-m", NULL};
 
 static fasa_status time_all(fasa_context *ctx, const bench_opts *o, uint32_t L, fasa_kv_cache *const *caches,
                             const fasa_calibration *cal, fasa_buffer *qb, fasa_buffer *ob, const float *q,
@@ -248,8 +284,8 @@ static fasa_status time_all(fasa_context *ctx, const bench_opts *o, uint32_t L, 
         st = time_variant(ctx, cache, o, &dd, qb, ob, row);
         fasa_kv_cache_transfer_stats(cache, &t, true);
         memory_fields(cache, &t, row);
-        if (v == 0) row->bytes = row->floor_bytes = 2.0 * o->hkv * L * o->d * b;
-        else if (st == FASA_OK) fasa_bytes(cache, cal, o, &dd, L, q, b, row);
+        if (v == 0) row->bytes = row->floor_bytes = dense_bytes(o, L, b);
+        else if (st == FASA_OK) st = fasa_bytes(cache, cal, o, &dd, L, q, b, row);
         if (st == FASA_OK) (*n_rows)++;
     }
     return st;
@@ -297,29 +333,31 @@ static double dense_us(const bench_row *rows, uint32_t n, uint32_t L)
     return 0;
 }
 
-static void print_table(const bench_opts *o, const fasa_device_info *dev, double bw, const bench_row *rows, uint32_t n)
+static void print_table(FILE *f, const bench_opts *o, const fasa_device_info *dev, double bw, const bench_row *rows,
+                        uint32_t n)
 {
-    printf("fasa bench: backend %s, device %s\n", fasa_backend_name(dev->backend), dev->name);
-    printf("shape Hq %u / Hkv %u / d %u, %s storage, N_tip %u (%s), N_fac %u, selection per %s\n", o->hq, o->hkv,
+    fprintf(f, "fasa bench: backend %s, device %s\n", fasa_backend_name(dev->backend), dev->name);
+    fprintf(f, "shape Hq %u / Hkv %u / d %u, %s storage, N_tip %u (%s), N_fac %u, selection per %s\n", o->hq, o->hkv,
            o->d, o->dtype, o->ntip,
            o->per_head_dims ? "dims per query head: u_g up to G*2*N_tip" : "dims shared inside each KV group: u_g = 2*N_tip",
            o->nfac, strcmp(o->gqa, "group") == 0 ? "KV group" : "query head");
-    if (bw > 0) printf("read bandwidth for the floor: %.1f GB/s%s\n", bw, o->bandwidth_gbs > 0 ? " (given)" : " (measured in this run)");
-    printf("\n%8s %-7s %11s %11s %11s %10s %8s %8s %10s %10s %11s\n", "L", "variant", "median_us", "min_us", "MB_moved",
+    if (bw > 0) fprintf(f, "read bandwidth for the floor: %.1f GB/s%s\n", bw, o->bandwidth_gbs > 0 ? " (given)" : " (measured in this run)");
+    fprintf(f, "\n%8s %-7s %11s %11s %11s %10s %8s %8s %10s %10s %11s\n", "L", "variant", "median_us", "min_us", "MB_moved",
            "floor_us", "x_floor", "speedup", "dev_MiB", "host_MiB", "xfer_KB/st");
     for (uint32_t i = 0; i < n; i++) {
         const bench_row *r = &rows[i];
         double floor_us = bw > 0 ? r->floor_bytes / (bw * 1e3) : 0, du = dense_us(rows, n, r->L);
-        printf("%8u %-7s %11.1f %11.1f %11.2f ", r->L, r->variant, r->us_median, r->us_min, r->bytes / 1e6);
-        if (floor_us > 0) printf("%10.1f %8.2f ", floor_us, r->us_median / floor_us);
-        else printf("%10s %8s ", "-", "-");
-        if (du > 0) printf("%7.2fx ", du / r->us_median);
-        else printf("%8s ", "-");
-        printf("%10.1f %10.1f %11.1f\n", r->device_bytes / 1048576, r->host_bytes / 1048576, r->transfer_bytes / 1e3);
+        fprintf(f, "%8u %-7s %11.1f %11.1f %11.2f ", r->L, r->variant, r->us_median, r->us_min, r->bytes / 1e6);
+        if (floor_us > 0) fprintf(f, "%10.1f %8.2f ", floor_us, r->us_median / floor_us);
+        else fprintf(f, "%10s %8s ", "-", "-");
+        if (du > 0) fprintf(f, "%7.2fx ", du / r->us_median);
+        else fprintf(f, "%8s ", "-");
+        fprintf(f, "%10.1f %10.1f %11.1f\n", r->device_bytes / 1048576, r->host_bytes / 1048576, r->transfer_bytes / 1e3);
     }
 }
 
-static void print_json(const bench_opts *o, const fasa_device_info *dev, double bw, const bench_row *rows, uint32_t n)
+static void print_json(FILE *f, const bench_opts *o, const fasa_device_info *dev, double bw, const bench_row *rows,
+                       uint32_t n)
 {
     cJSON *arr = cJSON_CreateArray();
     for (uint32_t i = 0; i < n; i++) {
@@ -354,7 +392,7 @@ static void print_json(const bench_opts *o, const fasa_device_info *dev, double 
         cJSON_AddItemToArray(arr, j);
     }
     char *text = cJSON_Print(arr);
-    printf("%s\n", text);
+    fprintf(f, "%s\n", text);
     free(text);
     cJSON_Delete(arr);
 }
@@ -367,12 +405,20 @@ static bool check_opts(const bench_opts *o, char *err, size_t n)
     else if (!o->d || o->d % 2 || o->d > FASA_MAX_HEAD_DIM) snprintf(err, n, "--d must be even and at most %d", FASA_MAX_HEAD_DIM);
     else if (!o->ntip || o->ntip > o->d / 2) snprintf(err, n, "--ntip must be in 1..d/2");
     else if (!o->nfac || o->nfac > FASA_MAX_N_FAC) snprintf(err, n, "--nfac must be in 1..%d", FASA_MAX_N_FAC);
-    else if (!cli_list_has(o->variants, "dense") && !cli_list_has(o->variants, "fasa") &&
-             !cli_list_has(o->variants, "fasa-m"))
-        snprintf(err, n, "--variant must name dense, fasa and/or fasa-m");
+    else if (!cli_check_names("variant", o->variants, variant_names, err, n)) return false;
+    else if (o->iters > MAX_STEPS) snprintf(err, n, "--iters must be at most %u (0: about 2 s worth)", MAX_STEPS);
+    else if (o->warmup > MAX_STEPS) snprintf(err, n, "--warmup must be at most %u", MAX_STEPS);
+    else if (!(o->bandwidth_gbs >= 0)) snprintf(err, n, "--bandwidth must be a positive GB/s figure (leave it out to measure)");
     else if (strcmp(o->fetch, "direct") && strcmp(o->fetch, "staged")) snprintf(err, n, "--fetch must be direct or staged");
     else if (o->row_cache && strcmp(o->fetch, "staged")) snprintf(err, n, "--row-cache needs --fetch staged");
-    else return true;
+    else {
+        for (uint32_t i = 0; i < o->L.n; i++)
+            if (o->L.v[i] == 0) {
+                snprintf(err, n, "--L: entry %u is 0; every length must be positive", i + 1);
+                return false;
+            }
+        return true;
+    }
     return false;
 }
 
@@ -397,12 +443,13 @@ int cmd_bench(int argc, char **argv)
         {"dtype", CLI_STRING, &o.dtype, "f16|f32", "KV storage type (default f16)"},
         {"gqa-select", CLI_STRING, &o.gqa, "head|group", "selection per query head or per KV group"},
         {"per-head-dims", CLI_FLAG, &o.per_head_dims, NULL, "different dims per query head (u_g > 2*N_tip)"},
-        {"iters", CLI_UINT, &o.iters, "N", "timed steps per variant (default: about 2 s worth)"},
-        {"warmup", CLI_UINT, &o.warmup, "N", "untimed steps first (default 2)"},
+        {"iters", CLI_UINT, &o.iters, "N", "timed steps per variant, at most 1000 (default: about 2 s worth)"},
+        {"warmup", CLI_UINT, &o.warmup, "N", "untimed steps first, at most 1000 (default 2)"},
         {"threads", CLI_UINT, &o.threads, "N", "host threads (default: all cores)"},
         {"bandwidth", CLI_DOUBLE, &o.bandwidth_gbs, "GB/s", "read bandwidth for the floor (cpu: measured)"},
         {"seed", CLI_U64, &o.seed, "N", "synthetic data seed (default 1)"},
         {"json", CLI_FLAG, &o.json, NULL, "print JSON rows"},
+        {"output", CLI_STRING, &o.output, "FILE", "write the table/JSON to FILE (replaced atomically) instead of stdout"},
         {NULL, 0, NULL, NULL, NULL}};
     int parsed = cli_parse_command("fasa bench", "fasa bench [--backend B] [--L N,...] [options]",
                   "Times one decode step of one layer, dense and FASA, on the same backend in the same\n"
@@ -411,10 +458,16 @@ int cmd_bench(int argc, char **argv)
                   "the time a kernel would take at the read bandwidth (the floor).", opts, argc, argv, (cli_check_fn)check_opts, &o);
     if (parsed >= 0) return parsed;
     char err[512];
+    cli_output out;
+    if (!cli_output_begin(&out, o.output, err, sizeof err)) {
+        fprintf(stderr, "fasa bench: --output %s: %s\n", o.output, err);
+        return 1;
+    }
     fasa_context *ctx = NULL;
     if (cli_make_context(o.backend, device == UINT32_MAX ? -1 : (int)device, o.threads, FASA_CONTEXT_PROFILE, &ctx,
                          err, sizeof err) != FASA_OK) {
         fprintf(stderr, "fasa bench: %s\n", err);
+        cli_output_finish(&out, false, err, sizeof err);
         return 1;
     }
     fasa_device_info dev;
@@ -424,16 +477,15 @@ int cmd_bench(int argc, char **argv)
     bench_row rows[3 * CLI_MAX_LIST];
     uint32_t n = 0;
     fasa_status st = FASA_OK;
-    for (uint32_t i = 0; i < o.L.n && st == FASA_OK; i++) {
-        if (o.L.v[i] == 0) {
-            fprintf(stderr, "fasa bench: --L must be positive\n");
-            st = FASA_ERROR_INVALID_ARGUMENT;
-            break;
-        }
-        st = bench_length(ctx, &o, o.L.v[i], rows, &n);
-    }
-    if (o.json) print_json(&o, &dev, bw, rows, n);
-    else print_table(&o, &dev, bw, rows, n);
+    for (uint32_t i = 0; i < o.L.n && st == FASA_OK; i++) st = bench_length(ctx, &o, o.L.v[i], rows, &n);
+    /* a failed run still shows the rows it has on stdout, never in --output */
+    FILE *f = st == FASA_OK || !o.output ? out.f : stdout;
+    if (o.json) print_json(f, &o, &dev, bw, rows, n);
+    else print_table(f, &o, &dev, bw, rows, n);
     fasa_context_destroy(ctx);
+    if (!cli_output_finish(&out, st == FASA_OK, err, sizeof err)) {
+        fprintf(stderr, "fasa bench: %s%s%s\n", o.output ? "--output " : "", o.output ? o.output : "", err);
+        return 1;
+    }
     return st == FASA_OK ? 0 : 1;
 }

@@ -32,6 +32,9 @@ static fasa_status feed(fasa_calibrator *calr, const calib_opts *o)
     float *k = malloc((size_t)o->L * row * sizeof(float)), *v = malloc((size_t)o->L * row * sizeof(float));
     float *q = malloc((size_t)o->hq * o->d * sizeof(float));
     fasa_status st = k && v && q ? FASA_OK : FASA_ERROR_OUT_OF_HOST_MEMORY;
+    if (st != FASA_OK)
+        fprintf(stderr, "fasa calibrate: out of memory for --L %u keys and values (%.1f GiB)\n", o->L,
+                2.0 * (double)o->L * (double)row * sizeof(float) / (1u << 30));
     cli_progress prog;
     cli_progress_start(&prog, "calibrating", (uint64_t)o->layers * o->steps);
     for (uint32_t l = 0; st == FASA_OK && l < o->layers; l++) {
@@ -191,12 +194,23 @@ static void model_report(const calib_opts *o, const fasa_calibration *cal, doubl
            2 * info.n_tip);
 }
 
+/* --output: the library replaces the file atomically; say when one existed. */
+static fasa_status save(const fasa_calibration *cal, const char *path)
+{
+    note_replacing("fasa calibrate", path);
+    return fasa_calibration_save(cal, path);
+}
+
 static int calibrate_model(const calib_opts *o)
 {
-    fm_model *m = model_open("fasa calibrate", o->model, o->threads);
-    if (!m) return 1;
     size_t len = 0;
-    char *text = read_text_file("fasa calibrate", o->text, &len);
+    char *text = read_text_file("fasa calibrate", "--text", o->text, &len);   /* before the model: fail fast */
+    if (!text) return 1;
+    fm_model *m = model_open("fasa calibrate", o->model, o->threads);
+    if (!m) {
+        free(text);
+        return 1;
+    }
     fm_tokens toks = {0};
     fasa_context *ctx = NULL;
     fasa_calibrator *calr = NULL;
@@ -205,9 +219,20 @@ static int calibrate_model(const calib_opts *o)
     int rc = 1;
     const fm_hparams *hp = fm_model_hparams(m);
     const char *base = strrchr(o->model, '/') ? strrchr(o->model, '/') + 1 : o->model;
-    if (!text || !tokenize_text("fasa calibrate", m, text, len, &toks)) goto done;
+    uint32_t window = 0;
+    char what[4096];
+    snprintf(what, sizeof what, "--text %s", o->text);
+    if (!check_context("fasa calibrate", hp, o->window, "--window", 0, NULL, &window) ||
+        !tokenize_text("fasa calibrate", what, m, text, len, &toks))
+        goto done;
     if (toks.n < o->window) {
         fprintf(stderr, "fasa calibrate: %s has %zu tokens, fewer than --window %u\n", o->text, toks.n, o->window);
+        goto done;
+    }
+    if (o->windows > toks.n - o->window + 1) {   /* more would repeat windows (and could run for ever) */
+        fprintf(stderr, "fasa calibrate: --windows %u: %s (%zu tokens) has only %zu distinct window%s of --window %u "
+                        "tokens\n", o->windows, o->text, toks.n, toks.n - o->window + 1,
+                toks.n > o->window ? "s" : "", o->window);
         goto done;
     }
     if (cli_make_context("cpu", 0, o->threads, 0, &ctx, err, sizeof err) != FASA_OK) {
@@ -220,7 +245,7 @@ static int calibrate_model(const calib_opts *o)
     fasa_status st = fasa_calibrator_create(ctx, &cd, &calr);
     if (st == FASA_OK) st = feed_model(o, m, calr, &toks);
     if (st == FASA_OK) st = fasa_calibrator_finish(calr, &cal);
-    if (st == FASA_OK && o->output) st = fasa_calibration_save(cal, o->output);
+    if (st == FASA_OK && o->output) st = save(cal, o->output);
     if (st != FASA_OK) {
         fprintf(stderr, "fasa calibrate: %s: %s\n", fasa_status_string(st), fasa_context_last_error(ctx));
         goto done;
@@ -240,6 +265,9 @@ done:
 
 static bool check_opts(const calib_opts *o, char *err, size_t n)
 {
+    /* the output never replaces an input (a 98 MB GGUF once became 38 KB of JSON) */
+    const model_cli_input inputs[] = {{"--model", o->model}, {"--text", o->text}};
+    if (o->output && !check_output_path("--output", o->output, inputs, 2, err, n)) return false;
     if (!o->synthetic && !o->model) snprintf(err, n, "a data source is required: --synthetic, or --model FILE --text FILE");
     else if (o->synthetic && o->model) snprintf(err, n, "--synthetic and --model exclude each other");
     else if (o->model && !o->text) snprintf(err, n, "--model needs --text FILE (calibration text)");
@@ -249,6 +277,8 @@ static bool check_opts(const calib_opts *o, char *err, size_t n)
     else if (!o->hkv || !o->hq || o->hq % o->hkv) snprintf(err, n, "--hq must be a positive multiple of --hkv");
     else if (o->synthetic && (!o->layers || !o->steps)) snprintf(err, n, "--layers and --steps must be positive");
     else if (o->L < 16) snprintf(err, n, "--L must be at least 16");
+    else if (o->synthetic && o->steps > o->L / 2)   /* more would repeat positions (and could run for ever) */
+        snprintf(err, n, "--steps %u: more than the %u distinct decode positions (--L / 2)", o->steps, o->L / 2);
     else return true;
     return false;
 }
@@ -265,7 +295,7 @@ int cmd_calibrate(int argc, char **argv)
         {"window", CLI_UINT, &o.window, "N", "model: tokens per window (default 4096)"},
         {"tmin", CLI_UINT, &o.tmin, "N", "model: first scored position (default 512)"},
         {"stride", CLI_UINT, &o.stride, "N", "model: score every N-th position (default 16)"},
-        {"output", CLI_STRING, &o.output, "FILE", "write the calibration JSON here"},
+        {"output", CLI_STRING, &o.output, "FILE", "write the calibration JSON here (replaced atomically; never an input)"},
         {"layers", CLI_UINT, &o.layers, "N", "layers (default 2)"},
         {"hq", CLI_UINT, &o.hq, "N", "query heads (default 8)"},
         {"hkv", CLI_UINT, &o.hkv, "N", "KV heads (default 2)"},
@@ -306,7 +336,7 @@ int cmd_calibrate(int argc, char **argv)
     double t0 = cli_now();
     if (st == FASA_OK) st = feed(calr, &o);
     if (st == FASA_OK) st = fasa_calibrator_finish(calr, &cal);
-    if (st == FASA_OK && o.output) st = fasa_calibration_save(cal, o.output);
+    if (st == FASA_OK && o.output) st = save(cal, o.output);
     if (st != FASA_OK) {
         fprintf(stderr, "fasa calibrate: %s: %s\n", fasa_status_string(st), fasa_context_last_error(ctx));
     } else {

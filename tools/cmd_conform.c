@@ -5,6 +5,7 @@
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,15 +16,19 @@
 #define EXIT_SKIP 77
 
 typedef struct conform_opts {
-    const char *backend, *filter, *replay, *variants, *against;
+    const char *backend, *filter, *replay, *variants, *against, *output;
     uint32_t device, against_device, threads;
     bool json, markdown, quick, list, verbose, no_validation, compile_only;
+    FILE *out;                   /* the report: stdout or the --output file */
+    bool report_done;            /* a whole report was written: --output may replace FILE */
 } conform_opts;
+
+static const char *const variant_names[] = {"dense", "fasa", "fasa-m", NULL};
 
 /* --compile-only: build every Vulkan pipeline on the device (no memory
  * needed, so it works on RADV's null-hardware devices) and print the
  * driver's statistics per pipeline and subgroup size. */
-static int compile_only(const conform_opts *o)
+static int compile_only(conform_opts *o)
 {
 #ifdef FASA_TOOL_HAVE_VULKAN
     static fasa_vk_report_row rows[256];
@@ -35,21 +40,23 @@ static int compile_only(const conform_opts *o)
         return st == FASA_ERROR_BACKEND_UNAVAILABLE ? EXIT_SKIP : 1;
     }
     const char *wanted[] = {"VGPRs", "SGPRs", "Code size", "LDS size", "Scratch size", "Spilled VGPRs", "Spilled SGPRs"};
-    printf("%s\n%-14s %5s", n ? rows[0].device : "(no pipelines)", "pipeline", "wave");
-    for (size_t i = 0; i < 7; i++) printf(" %13s", wanted[i]);
-    printf("\n");
+    FILE *f = o->out;
+    fprintf(f, "%s\n%-14s %5s", n ? rows[0].device : "(no pipelines)", "pipeline", "wave");
+    for (size_t i = 0; i < 7; i++) fprintf(f, " %13s", wanted[i]);
+    fprintf(f, "\n");
     bool spills = false;
     for (uint32_t r = 0; r < n && r < 256; r++) {
-        printf("%-14s %5u", rows[r].pipeline, rows[r].subgroup_size);
+        fprintf(f, "%-14s %5u", rows[r].pipeline, rows[r].subgroup_size);
         for (size_t i = 0; i < 7; i++) {
             double v = fasa_vk_report_stat(&rows[r], wanted[i]);
-            if (v < 0) printf(" %13s", "-");
-            else printf(" %13.0f", v);
+            if (v < 0) fprintf(f, " %13s", "-");
+            else fprintf(f, " %13.0f", v);
             spills |= i >= 5 && v > 0;
         }
-        printf("\n");
+        fprintf(f, "\n");
     }
-    printf("%u pipelines built%s\n", n, spills ? "; some spill registers" : ", no spills");
+    fprintf(f, "%u pipelines built%s\n", n, spills ? "; some spill registers" : ", no spills");
+    o->report_done = true;
     return 0;
 #else
     (void)o;
@@ -76,7 +83,7 @@ static void print_case(const conform_opts *o, const char *backend, const conform
 {
     if (o->json) return;
     if (!r->pass || o->verbose)
-        printf("%-4s %-7s %-80s nmse %.2e score %.2e ties %u  %s\n", r->pass ? "ok" : "FAIL", backend,
+        fprintf(o->out, "%-4s %-7s %-80s nmse %.2e score %.2e ties %u  %s\n", r->pass ? "ok" : "FAIL", backend,
                c->name, r->nmse, r->score_err, r->near_ties, r->pass ? "" : r->why);
 }
 
@@ -158,7 +165,7 @@ static bool cross_one(const conform_opts *o, backend_run *b, const backend_run *
     if (x.nmse > b->cross_max_nmse) b->cross_max_nmse = x.nmse;
     if (x.score_err > b->cross_max_score_err) b->cross_max_score_err = x.score_err;
     if (!o->json && (!x.pass || o->verbose))
-        printf("%-4s %s vs %s %-70s nmse %.2e score %.2e swaps %u  %s\n", x.pass ? "ok" : "FAIL", b->sum.backend,
+        fprintf(o->out, "%-4s %s vs %s %-70s nmse %.2e score %.2e swaps %u  %s\n", x.pass ? "ok" : "FAIL", b->sum.backend,
                ref->sum.backend, c->name, x.nmse, x.score_err, x.swaps, x.pass ? "" : x.why);
     if (rows) {
         cJSON *j = cJSON_CreateObject();
@@ -207,26 +214,26 @@ static bool run_all(const conform_opts *o, backend_run *bs, uint32_t nb, int ref
 static void print_summary(const conform_opts *o, const backend_summary *s, uint32_t n)
 {
     if (o->markdown) {
-        printf("| backend | device | cases | passed | max NMSE | max score err | near-tie swaps | decode calls s |\n");
-        printf("|---|---|---|---|---|---|---|---|\n");
+        fprintf(o->out, "| backend | device | cases | passed | max NMSE | max score err | near-tie swaps | decode calls s |\n");
+        fprintf(o->out, "|---|---|---|---|---|---|---|---|\n");
         for (uint32_t i = 0; i < n; i++) {
             if (!s[i].available) {
-                printf("| %s | — | skipped: %s | | | | | |\n", s[i].backend, s[i].skip_reason);
+                fprintf(o->out, "| %s | — | skipped: %s | | | | | |\n", s[i].backend, s[i].skip_reason);
                 continue;
             }
-            printf("| %s | %s | %u | %u | %.2e | %.2e | %u | %.1f |\n", s[i].backend, s[i].device, s[i].run,
+            fprintf(o->out, "| %s | %s | %u | %u | %.2e | %.2e | %u | %.1f |\n", s[i].backend, s[i].device, s[i].run,
                    s[i].passed, s[i].max_nmse, s[i].max_score_err, s[i].near_ties, s[i].seconds);
         }
         return;
     }
-    printf("\n%-8s %-40s %7s %7s %10s %10s %6s\n", "backend", "device", "cases", "passed", "max_nmse",
+    fprintf(o->out, "\n%-8s %-40s %7s %7s %10s %10s %6s\n", "backend", "device", "cases", "passed", "max_nmse",
            "score_err", "ties");
     for (uint32_t i = 0; i < n; i++) {
         if (!s[i].available) {
-            printf("%-8s skipped: %s\n", s[i].backend, s[i].skip_reason);
+            fprintf(o->out, "%-8s skipped: %s\n", s[i].backend, s[i].skip_reason);
             continue;
         }
-        printf("%-8s %-40.40s %7u %7u %10.2e %10.2e %6u\n", s[i].backend, s[i].device, s[i].run, s[i].passed,
+        fprintf(o->out, "%-8s %-40.40s %7u %7u %10.2e %10.2e %6u\n", s[i].backend, s[i].device, s[i].run, s[i].passed,
                s[i].max_nmse, s[i].max_score_err, s[i].near_ties);
     }
 }
@@ -236,47 +243,53 @@ static void print_cross(const conform_opts *o, const backend_run *runs, uint32_t
 {
     if (ref < 0) return;
     if (!runs[ref].ctx) {
-        printf("\nagainst %s: not run (%s)\n", runs[ref].sum.backend, runs[ref].sum.skip_reason);
+        fprintf(o->out, "\nagainst %s: not run (%s)\n", runs[ref].sum.backend, runs[ref].sum.skip_reason);
         return;
     }
     if (o->markdown) {
-        printf("\n| backend | against | cases | agree | max output NMSE | max score err | selection swaps |\n");
-        printf("|---|---|---|---|---|---|---|\n");
+        fprintf(o->out, "\n| backend | against | cases | agree | max output NMSE | max score err | selection swaps |\n");
+        fprintf(o->out, "|---|---|---|---|---|---|---|\n");
     } else {
-        printf("\n%-8s %-8s %7s %7s %10s %10s %6s\n", "backend", "against", "cases", "agree", "max_nmse",
+        fprintf(o->out, "\n%-8s %-8s %7s %7s %10s %10s %6s\n", "backend", "against", "cases", "agree", "max_nmse",
                "score_err", "swaps");
     }
     for (uint32_t i = 0; i < n; i++) {
         if ((int)i == ref || !runs[i].cross_run) continue;
         const backend_run *b = &runs[i];
         if (o->markdown)
-            printf("| %s | %s | %u | %u | %.2e | %.2e | %u |\n", b->sum.backend, runs[ref].sum.backend, b->cross_run,
+            fprintf(o->out, "| %s | %s | %u | %u | %.2e | %.2e | %u |\n", b->sum.backend, runs[ref].sum.backend, b->cross_run,
                    b->cross_passed, b->cross_max_nmse, b->cross_max_score_err, b->cross_swaps);
         else
-            printf("%-8s %-8s %7u %7u %10.2e %10.2e %6u\n", b->sum.backend, runs[ref].sum.backend, b->cross_run,
+            fprintf(o->out, "%-8s %-8s %7u %7u %10.2e %10.2e %6u\n", b->sum.backend, runs[ref].sum.backend, b->cross_run,
                    b->cross_passed, b->cross_max_nmse, b->cross_max_score_err, b->cross_swaps);
     }
 }
 
 /* Real decode cases from 'fasa eval --dump': each file in four variants
- * (fp16/fp32 storage, per-head/per-group selection). */
+ * (fp16/fp32 storage, per-head/per-group selection).  A file that cannot
+ * be read (a FIFO, a directory, a truncated case) is reported and skipped. */
 static uint32_t load_replay(const char *dir, conform_case *cases, conform_data **data, uint32_t max)
 {
-    DIR *dp = opendir(dir);
+    DIR *dp = opendir(dir);   /* O_DIRECTORY | O_NONBLOCK: a FIFO here fails, never waits */
     if (!dp) {
-        fprintf(stderr, "fasa conform: --replay %s: cannot open the directory\n", dir);
+        fprintf(stderr, "fasa conform: --replay %s: %s\n", dir,
+                errno == ENOTDIR ? "not a directory" : errno == ENOENT ? "no such directory" : strerror(errno));
         return 0;
     }
-    uint32_t n = 0;
-    for (struct dirent *e; (e = readdir(dp)) && n + 4 <= max;) {
+    uint32_t n = 0, skipped = 0;
+    for (struct dirent *e; (e = readdir(dp));) {
         size_t len = strlen(e->d_name);
         if (len < 9 || strcmp(e->d_name + len - 9, ".fasacase") != 0) continue;
-        char path[4096], err[512];
+        if (n + 4 > max) {
+            skipped++;
+            continue;
+        }
+        char path[4096], err[4096 + 256];
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
         conform_data *d = calloc(1, sizeof *d);
         conform_case c;
         if (!d || !conform_read_case_file(path, &c, d, err, sizeof err)) {
-            fprintf(stderr, "fasa conform: %s\n", err);
+            fprintf(stderr, "fasa conform: %s\n", d ? err : "out of host memory");
             free(d);
             continue;
         }
@@ -290,6 +303,8 @@ static uint32_t load_replay(const char *dir, conform_case *cases, conform_data *
         }
     }
     closedir(dp);
+    if (skipped) fprintf(stderr, "fasa conform: --replay %s: only the first %u case files are replayed (%u left out)\n",
+                         dir, max / 4, skipped);
     if (n == 0) fprintf(stderr, "fasa conform: --replay %s: no readable .fasacase files\n", dir);
     return n;
 }
@@ -303,81 +318,74 @@ static void free_replay(conform_data **data, uint32_t n)
     free(data);
 }
 
-int cmd_conform(int argc, char **argv)
+static bool check_opts(const conform_opts *o, char *err, size_t n)
 {
-    conform_opts o = {.backend = "all", .variants = "dense,fasa,fasa-m"};
-    const cli_opt opts[] = {
-        {"backend", CLI_STRING, &o.backend, "B", "cpu, vulkan, opencl, cuda or all (default all)"},
-        {"device", CLI_UINT, &o.device, "N", "device index within each backend (default 0)"},
-        {"against", CLI_STRING, &o.against, "B|none",
-         "also compare every other backend with B case by case (default with --backend all: cuda, when it runs)"},
-        {"against-device", CLI_UINT, &o.against_device, "N", "device index of the --against backend (default 0)"},
-        {"threads", CLI_UINT, &o.threads, "N", "host threads (default: all cores)"},
-        {"filter", CLI_STRING, &o.filter, "TEXT", "run only cases whose name contains TEXT"},
-        {"variant", CLI_STRING, &o.variants, "V[,V]", "dense, fasa (FASA-C), fasa-m (default all three)"},
-        {"replay", CLI_STRING, &o.replay, "DIR", "run the real decode cases in DIR (fasa eval --dump)"},
-        {"quick", CLI_FLAG, &o.quick, NULL, "skip the 65536-token cases"},
-        {"list", CLI_FLAG, &o.list, NULL, "list the cases and exit"},
-        {"verbose", CLI_FLAG, &o.verbose, NULL, "print every case, not only failures"},
-        {"no-validation", CLI_FLAG, &o.no_validation, NULL, "do not enable GPU API validation layers"},
-        {"json", CLI_FLAG, &o.json, NULL, "print JSON (one row per case plus a summary)"},
-        {"markdown", CLI_FLAG, &o.markdown, NULL, "print the summary as a Markdown table"},
-        {"compile-only", CLI_FLAG, &o.compile_only, NULL,
-         "vulkan: only build every pipeline and print register/code statistics (works on RADV null devices)"},
-        {NULL, 0, NULL, NULL, NULL}};
-    int parsed = cli_parse_command("fasa conform", "fasa conform [--backend B|all] [options]",
-                  "Runs the seeded conformance matrix (shapes, layouts, dtypes, GQA modes, modes, edge\n"
-                  "lengths, budgets, forced tokens) through the public API and compares every output,\n"
-                  "TIP score and selected set with an independent fp64 reference; with --against B, also\n"
-                  "with backend B's outputs for the same case (the CUDA reference on the same GPU).  Exit\n"
-                  "status: 0 all "
-                  "passed, 1 a case failed, 77 the requested backend is unavailable.", opts, argc, argv,
-                                   NULL, NULL);
-    if (parsed >= 0) return parsed;
-    if (o.compile_only) {
-        if (strcmp(o.backend, "vulkan") != 0) {
+    if (!cli_check_names("variant", o->variants, variant_names, err, n)) return false;
+    if (o->filter && !*o->filter) {
+        snprintf(err, n, "--filter is empty (leave it out to run every case)");
+        return false;
+    }
+    return true;
+}
+
+/* Everything after the options: the report goes to o->out.  Returns the
+ * exit status; sets o->report_done when the report is whole. */
+static int conform_main(conform_opts *o)
+{
+    if (o->compile_only) {
+        if (strcmp(o->backend, "vulkan") != 0) {
             fprintf(stderr, "fasa conform: --compile-only needs --backend vulkan\n");
             return 2;
         }
-        return compile_only(&o);
-    }
-    conform_case *cases = calloc(MAX_CASES, sizeof *cases);
-    conform_data **data = o.replay ? calloc(MAX_CASES, sizeof *data) : NULL;
-    if (!cases || (o.replay && !data)) return 1;
-    uint32_t n = o.replay ? load_replay(o.replay, cases, data, MAX_CASES)
-                          : conform_cases(cases, MAX_CASES, o.quick, o.variants);
-    if (n == 0) {
-        free(cases);
-        free_replay(data, 0);
-        return 2;
-    }
-    if (o.list) {
-        for (uint32_t i = 0; i < n; i++)
-            if (selected_case(&o, &cases[i])) printf("%s seed=%llu\n", cases[i].name, (unsigned long long)cases[i].seed);
-        free(cases);
-        free_replay(data, n);
-        return 0;
+        return compile_only(o);
     }
     fasa_backend list[FASA_BACKEND_COUNT_];
     uint32_t n_backends = 0;
-    if (strcmp(o.backend, "all") == 0) {
+    if (strcmp(o->backend, "all") == 0) {
         for (int b = FASA_BACKEND_CPU; b < FASA_BACKEND_COUNT_; b++) list[n_backends++] = (fasa_backend)b;
-    } else if (fasa_backend_from_name(o.backend, &list[0]) != FASA_OK || list[0] == FASA_BACKEND_AUTO) {
-        fprintf(stderr, "fasa conform: --backend: unknown backend '%s'\n", o.backend);
-        free(cases);
+    } else if (fasa_backend_from_name(o->backend, &list[0]) != FASA_OK || list[0] == FASA_BACKEND_AUTO) {
+        fprintf(stderr, "fasa conform: --backend: unknown backend '%s' (cpu, vulkan, opencl, cuda or all)\n", o->backend);
         return 2;
     } else {
         n_backends = 1;
     }
     int ref = -1;
-    const char *against = o.against ? o.against : n_backends > 1 ? "cuda" : "none";
+    const char *against = o->against ? o->against : n_backends > 1 ? "cuda" : "none";
     fasa_backend ref_backend = FASA_BACKEND_AUTO;
     if (strcmp(against, "none") != 0 &&
         (fasa_backend_from_name(against, &ref_backend) != FASA_OK || ref_backend == FASA_BACKEND_AUTO)) {
-        fprintf(stderr, "fasa conform: --against: unknown backend '%s'\n", against);
+        fprintf(stderr, "fasa conform: --against: unknown backend '%s' (cpu, vulkan, opencl, cuda or none)\n", against);
+        return 2;
+    }
+    conform_case *cases = calloc(MAX_CASES, sizeof *cases);
+    conform_data **data = o->replay ? calloc(MAX_CASES, sizeof *data) : NULL;
+    if (!cases || (o->replay && !data)) {
+        fprintf(stderr, "fasa conform: out of host memory for the case list\n");
+        free(cases);
+        free(data);
+        return 1;
+    }
+    uint32_t n = o->replay ? load_replay(o->replay, cases, data, MAX_CASES)
+                           : conform_cases(cases, MAX_CASES, o->quick, o->variants);
+    uint32_t n_selected = 0;
+    for (uint32_t i = 0; i < n; i++) n_selected += selected_case(o, &cases[i]);
+    if (n == 0 || n_selected == 0) {
+        if (n && o->filter)
+            fprintf(stderr, "fasa conform: --filter '%s' matches none of the %u cases (see --list)\n", o->filter, n);
+        else if (!o->replay)
+            fprintf(stderr, "fasa conform: --variant %s%s selects no case\n", o->variants, o->quick ? " with --quick" : "");
         free(cases);
         free_replay(data, n);
         return 2;
+    }
+    if (o->list) {
+        for (uint32_t i = 0; i < n; i++)
+            if (selected_case(o, &cases[i]))
+                fprintf(o->out, "%s seed=%llu\n", cases[i].name, (unsigned long long)cases[i].seed);
+        free(cases);
+        free_replay(data, n);
+        o->report_done = true;
+        return 0;
     }
     if (ref_backend != FASA_BACKEND_AUTO) {
         for (uint32_t i = 0; i < n_backends; i++)
@@ -387,15 +395,15 @@ int cmd_conform(int argc, char **argv)
     backend_run runs[FASA_BACKEND_COUNT_] = {0};
     for (uint32_t i = 0; i < n_backends; i++) {
         runs[i].backend = list[i];
-        open_backend(&o, &runs[i], (int)i == ref ? o.against_device : o.device);
-        if (!o.json)
-            printf("fasa conform: backend %s: %s\n", runs[i].sum.backend,
-                   runs[i].ctx ? runs[i].sum.device : "unavailable");
+        open_backend(o, &runs[i], (int)i == ref ? o->against_device : o->device);
+        if (!o->json)
+            fprintf(o->out, "fasa conform: backend %s: %s\n", runs[i].sum.backend,
+                    runs[i].ctx ? runs[i].sum.device : "unavailable");
     }
-    cJSON *root = o.json ? cJSON_CreateObject() : NULL;
+    cJSON *root = o->json ? cJSON_CreateObject() : NULL;
     cJSON *rows = root ? cJSON_AddArrayToObject(root, "cases") : NULL;
     cJSON *cross_rows = root && ref >= 0 ? cJSON_AddArrayToObject(root, "cross") : NULL;
-    bool ok = run_all(&o, runs, n_backends, ref, cases, (const conform_data *const *)data, n, rows, cross_rows);
+    bool ok = run_all(o, runs, n_backends, ref, cases, (const conform_data *const *)data, n, rows, cross_rows);
     backend_summary sums[FASA_BACKEND_COUNT_] = {0};
     for (uint32_t i = 0; i < n_backends; i++) {
         sums[i] = runs[i].sum;
@@ -426,12 +434,12 @@ int cmd_conform(int argc, char **argv)
             cJSON_AddItemToArray(summary, s);
         }
         char *text = cJSON_Print(root);
-        printf("%s\n", text);
+        fprintf(o->out, "%s\n", text);
         free(text);
         cJSON_Delete(root);
     } else {
-        print_summary(&o, sums, n_backends);
-        print_cross(&o, runs, n_backends, ref);
+        print_summary(o, sums, n_backends);
+        print_cross(o, runs, n_backends, ref);
     }
     free(cases);
     free_replay(data, n);
@@ -439,5 +447,54 @@ int cmd_conform(int argc, char **argv)
         fprintf(stderr, "fasa conform: backend %s unavailable: %s\n", sums[0].backend, sums[0].skip_reason);
         return EXIT_SKIP;
     }
+    o->report_done = true; /* passing or not, the report is whole */
     return ok ? 0 : 1;
+}
+
+int cmd_conform(int argc, char **argv)
+{
+    conform_opts o = {.backend = "all", .variants = "dense,fasa,fasa-m"};
+    const cli_opt opts[] = {
+        {"backend", CLI_STRING, &o.backend, "B", "cpu, vulkan, opencl, cuda or all (default all)"},
+        {"device", CLI_UINT, &o.device, "N", "device index within each backend (default 0)"},
+        {"against", CLI_STRING, &o.against, "B|none",
+         "also compare every other backend with B case by case (default with --backend all: cuda, when it runs)"},
+        {"against-device", CLI_UINT, &o.against_device, "N", "device index of the --against backend (default 0)"},
+        {"threads", CLI_UINT, &o.threads, "N", "host threads (default: all cores)"},
+        {"filter", CLI_STRING, &o.filter, "TEXT", "run only cases whose name contains TEXT (an error if none does)"},
+        {"variant", CLI_STRING, &o.variants, "V[,V]", "dense, fasa (FASA-C), fasa-m (default all three)"},
+        {"replay", CLI_STRING, &o.replay, "DIR", "run the real decode cases in DIR (fasa eval --dump)"},
+        {"quick", CLI_FLAG, &o.quick, NULL, "skip the 65536-token cases"},
+        {"list", CLI_FLAG, &o.list, NULL, "list the cases and exit"},
+        {"verbose", CLI_FLAG, &o.verbose, NULL, "print every case, not only failures"},
+        {"no-validation", CLI_FLAG, &o.no_validation, NULL, "do not enable GPU API validation layers"},
+        {"json", CLI_FLAG, &o.json, NULL, "print JSON (one row per case plus a summary)"},
+        {"markdown", CLI_FLAG, &o.markdown, NULL, "print the summary as a Markdown table"},
+        {"output", CLI_STRING, &o.output, "FILE",
+         "write the report to FILE instead of stdout (replaced atomically when the run completes)"},
+        {"compile-only", CLI_FLAG, &o.compile_only, NULL,
+         "vulkan: only build every pipeline and print register/code statistics (works on RADV null devices)"},
+        {NULL, 0, NULL, NULL, NULL}};
+    int parsed = cli_parse_command("fasa conform", "fasa conform [--backend B|all] [options]",
+                  "Runs the seeded conformance matrix (shapes, layouts, dtypes, GQA modes, modes, edge\n"
+                  "lengths, budgets, forced tokens) through the public API and compares every output,\n"
+                  "TIP score and selected set with an independent fp64 reference; with --against B, also\n"
+                  "with backend B's outputs for the same case (the CUDA reference on the same GPU).  Exit\n"
+                  "status: 0 all passed, 1 a case failed, 2 a usage error (also a --filter or --variant\n"
+                  "that selects no case), 77 the requested backend is unavailable.", opts, argc, argv,
+                                   (cli_check_fn)check_opts, &o);
+    if (parsed >= 0) return parsed;
+    char err[512];
+    cli_output out;
+    if (!cli_output_begin(&out, o.output, err, sizeof err)) {
+        fprintf(stderr, "fasa conform: --output %s: %s\n", o.output, err);
+        return 1;
+    }
+    o.out = out.f;
+    int rc = conform_main(&o);
+    if (!cli_output_finish(&out, o.report_done, err, sizeof err)) {
+        fprintf(stderr, "fasa conform: %s%s%s\n", o.output ? "--output " : "", o.output ? o.output : "", err);
+        return 1;
+    }
+    return rc;
 }

@@ -4,6 +4,7 @@
  * keeping the K/V of its own run (errors compound as in deployment). */
 #include "cli.h"
 #include "commands.h"
+#include "fileio.h"
 #include "model_attn.h"
 #include "model_cli.h"
 
@@ -34,6 +35,7 @@ typedef struct eval_config {
 
 typedef struct eval_run {
     const eval_opts *o;
+    const char *cal_path;        /* the calibration file read (--calibration or the default) */
     fm_model *m;
     const fm_hparams *hp;
     fasa_context *ctx;
@@ -44,8 +46,8 @@ typedef struct eval_run {
     double dense_nll;
     uint64_t dense_steps;
     eval_config configs[MAX_CONFIGS];
-    uint32_t n_configs;
-    bool dumped;
+    uint32_t n_configs, max_nfac;
+    bool dumped, dump_failed;
 } eval_run;
 
 /* ------------------------------------------------------------------------ */
@@ -172,9 +174,9 @@ static bool run_config(eval_run *r, const fm_tokens *toks, size_t start, eval_co
     fasa_calibration *cal = c ? config_calibration(r, c) : NULL;
     if (c && !cal) return false;
     fasa_kv_cache *cache = NULL;
-    uint32_t capacity = r->o->ctx + r->o->steps + 1;
+    uint32_t capacity = r->attn.capacity;   /* --ctx + --steps, checked against the model's context */
     model_attn_cache_opts co = {.dtype = strcmp(r->o->dtype, "f32") == 0 ? FASA_DTYPE_F32 : FASA_DTYPE_F16,
-                                .placement = FASA_PLACEMENT_DEVICE};
+                                .placement = FASA_PLACEMENT_DEVICE, .max_n_fac = r->max_nfac};
     fasa_status st = model_attn_make_cache(r->ctx, r->state, r->hp, cal, capacity, r->o->ctx, &co, &cache);
     fasa_calibration_destroy(cal);
     if (st != FASA_OK) {
@@ -182,7 +184,9 @@ static bool run_config(eval_run *r, const fm_tokens *toks, size_t start, eval_co
         return false;
     }
     r->attn.cache = cache;
-    r->attn.desc = c ? config_desc(r, c) : (fasa_decode_desc){.mode = FASA_MODE_DENSE};
+    /* n_fac is explicit even for dense steps: 0 would be libfasa's 256,
+     * more than a cache sized for smaller budgets accepts */
+    r->attn.desc = c ? config_desc(r, c) : (fasa_decode_desc){.mode = FASA_MODE_DENSE, .n_fac = r->max_nfac};
     r->attn.measure = c && !r->o->no_measure && strcmp(c->method, "oracle") != 0;
     memset(&r->attn.stats, 0, sizeof r->attn.stats);
     bool ok = run_steps(r, toks, start, c);
@@ -206,6 +210,44 @@ bool conform_write_case_file(const char *path, uint32_t hq, uint32_t hkv, uint32
                              uint32_t n_tip, const float *q, const float *k, const float *v,
                              const uint16_t *dims, const char *origin);
 
+/* Writes one case file atomically (a temporary file renamed over the
+ * target), never over one of the command's inputs. */
+static bool write_case(eval_run *r, const char *path, uint32_t L, uint32_t n_tip, const float *q, const float *k,
+                       const float *v, const uint16_t *dims, const char *origin)
+{
+    model_cli_input inputs[2 + 64] = {{"--model", r->o->model}, {"--calibration", r->cal_path}};
+    size_t n_inputs = 2;
+    char *texts = strdup(r->o->texts), *save = NULL, err[1024];
+    for (char *t = texts ? strtok_r(texts, ",", &save) : NULL; t && n_inputs < sizeof inputs / sizeof inputs[0];
+         t = strtok_r(NULL, ",", &save))
+        inputs[n_inputs++] = (model_cli_input){"--text", t};
+    bool ok = check_output_path("--dump", path, inputs, n_inputs, err, sizeof err);
+    free(texts);
+    if (!ok) {
+        fprintf(stderr, "fasa eval: %s\n", err);
+        return false;
+    }
+    note_replacing("fasa eval", path);
+    fasa__atomic_file af;
+    if (fasa__atomic_begin(&af, path, err, sizeof err) != 0) {
+        fprintf(stderr, "fasa eval: --dump: %s: %s\n", path, err);
+        return false;
+    }
+    /* conform_write_case_file writes by path: hand it the temporary file
+     * (the inode af.f holds, so the commit's fsync covers its content) */
+    const fm_hparams *hp = r->hp;
+    if (!conform_write_case_file(af.tmp, hp->n_head, hp->n_head_kv, hp->head_dim, L, n_tip, q, k, v, dims, origin)) {
+        fprintf(stderr, "fasa eval: --dump: %s: write failed\n", path);
+        fasa__atomic_abort(&af);
+        return false;
+    }
+    if (fasa__atomic_commit(&af, err, sizeof err) != 0) {
+        fprintf(stderr, "fasa eval: --dump: %s: %s\n", path, err);
+        return false;
+    }
+    return true;
+}
+
 static void dump_cases(eval_run *r, const float *q_last, uint32_t layer)
 {
     uint32_t L = 0, d = r->hp->head_dim, hq = r->hp->n_head, hkv = r->hp->n_head_kv;
@@ -217,13 +259,14 @@ static void dump_cases(eval_run *r, const float *q_last, uint32_t layer)
     bool ok = k && v && dims && fasa_kv_cache_read(r->attn.cache, layer, 0, L, k, v) == FASA_OK;
     for (uint32_t h = 0; ok && h < hq; h++)
         ok = fasa_calibration_get_dims(r->cal, layer, h, dims + (size_t)h * 2 * info.n_tip, 2 * info.n_tip) == FASA_OK;
-    char path[1024], origin[256];
+    char path[4096], origin[256];
     snprintf(path, sizeof path, "%s/smollm2-layer%02u-L%u.fasacase", r->o->dump, layer, L);
     snprintf(origin, sizeof origin, "fasa eval: %s, layer %u, position %u", r->o->model, layer, L - 1);
-    if (ok && conform_write_case_file(path, hq, hkv, d, L, info.n_tip, q_last, k, v, dims, origin))
+    if (!ok) fprintf(stderr, "fasa eval: --dump: %s: out of memory or cache read failed\n", path);
+    if (ok && write_case(r, path, L, info.n_tip, q_last, k, v, dims, origin))
         fprintf(stderr, "fasa eval: wrote %s\n", path);
     else
-        fprintf(stderr, "fasa eval: could not write %s\n", path);
+        r->dump_failed = true;
     free(k);
     free(v);
     free(dims);
@@ -233,7 +276,7 @@ static void dump_cases(eval_run *r, const float *q_last, uint32_t layer)
 static void maybe_dump(void *user, uint32_t layer, const float *q)
 {
     eval_run *r = user;
-    if (r->dumped || !r->o->dump || !r->attn.cache) return;
+    if (r->dumped || r->dump_failed || !r->o->dump || !r->attn.cache) return;
     uint32_t last = r->hp->n_layer - 1;
     if (layer == 1 || layer == r->hp->n_layer / 2 || layer == last) dump_cases(r, q, layer);
     if (layer == last) r->dumped = true;
@@ -267,6 +310,7 @@ static bool eval_window(eval_run *r, const fm_tokens *toks, size_t start)
     for (uint32_t i = 0; i < r->n_configs; i++) {
         r->attn.on_decode = i == 0 ? maybe_dump : NULL;
         if (!run_config(r, toks, start, &r->configs[i])) return false;
+        if (r->dump_failed) return false;   /* the reason is printed already */
         cli_progress_step(&prog, 1);
     }
     cli_progress_end(&prog);
@@ -281,17 +325,26 @@ static bool eval_texts(eval_run *r, uint32_t *n_windows)
     *n_windows = 0;
     for (char *path = strtok_r(list, ",", &save); ok && path; path = strtok_r(NULL, ",", &save)) {
         size_t len = 0;
-        char *text = read_text_file("fasa eval", path, &len);
+        char *text = read_text_file("fasa eval", "--text", path, &len), what[4096];
+        snprintf(what, sizeof what, "--text %s", path);
         fm_tokens toks = {0};
-        ok = text && tokenize_text("fasa eval", r->m, text, len, &toks);
+        ok = text && tokenize_text("fasa eval", what, r->m, text, len, &toks);
         size_t need = (size_t)r->o->ctx + r->o->steps + 1;
         if (ok && toks.n < need) {
             fprintf(stderr, "fasa eval: %s has %zu tokens, fewer than ctx + steps + 1 = %zu\n", path, toks.n, need);
             ok = false;
         }
+        /* skip the first 5% (front matter) where the text is long enough, then spread evenly */
+        size_t lo = ok ? toks.n / 20 : 0;
+        lo = ok && lo > toks.n - need ? toks.n - need : lo;
+        size_t span = ok ? toks.n - need - lo : 0;
+        if (ok && r->o->windows > span + 1) {   /* more would repeat windows (and could run for ever) */
+            fprintf(stderr, "fasa eval: --windows %u: %s (%zu tokens) has only %zu distinct window%s of ctx + steps + 1 = "
+                            "%zu tokens after the front matter\n", r->o->windows, path, toks.n, span + 1,
+                    span ? "s" : "", need);
+            ok = false;
+        }
         for (uint32_t w = 0; ok && w < r->o->windows; w++) {
-            /* skip the first 5% (front matter), then spread evenly */
-            size_t lo = toks.n / 20, span = toks.n - need - lo;
             size_t start = lo + (r->o->windows > 1 ? span * w / (r->o->windows - 1) : span / 2);
             if (!r->o->json) fprintf(stderr, "fasa eval: %s window %u at token %zu\n", path, w, start);
             ok = eval_window(r, &toks, start);
@@ -366,22 +419,68 @@ static void print_results(const eval_run *r, uint32_t n_windows)
     }
 }
 
+/* The configurations plan() makes, without making them. */
+static uint64_t count_configs(const eval_opts *o)
+{
+    static const char *const with_dims[] = {"fasa", "random", "highfreq"}, *const without[] = {"oracle", "window"};
+    uint64_t per_nfac = 0;
+    for (int m = 0; m < 3; m++) per_nfac += cli_list_has(o->methods, with_dims[m]) ? o->ntip.n : 0;
+    for (int m = 0; m < 2; m++) per_nfac += cli_list_has(o->methods, without[m]);
+    return per_nfac * o->nfac.n;
+}
+
+/* A list of numbers: each in lo..hi, none twice. */
+static bool check_number_list(const char *opt, const cli_list *l, uint32_t lo, uint32_t hi, const char *why,
+                              char *err, size_t n)
+{
+    for (uint32_t i = 0; i < l->n; i++) {
+        if (l->v[i] < lo || l->v[i] > hi) {
+            snprintf(err, n, "%s: %u is outside %u..%u (%s)", opt, l->v[i], lo, hi, why);
+            return false;
+        }
+        for (uint32_t j = 0; j < i; j++)
+            if (l->v[j] == l->v[i]) {
+                snprintf(err, n, "%s: %u is listed twice", opt, l->v[i]);
+                return false;
+            }
+    }
+    return true;
+}
+
+/* --text: comma-separated files, none empty. */
+static bool check_file_list(const char *opt, const char *value, char *err, size_t n)
+{
+    for (const char *s = value;; s++) {
+        size_t len = strcspn(s, ",");
+        if (len == 0) {
+            snprintf(err, n, "%s '%s': empty file name (files are separated by single commas)", opt, value);
+            return false;
+        }
+        s += len;
+        if (!*s) return true;
+    }
+}
+
 static bool check_opts(const eval_opts *o, char *err, size_t n)
 {
-    const char *known[] = {"fasa", "oracle", "window", "random", "highfreq"};
-    char *list = strdup(o->methods), *save = NULL;
-    bool ok = true;
-    for (char *m = strtok_r(list, ",", &save); ok && m; m = strtok_r(NULL, ",", &save)) {
-        ok = false;
-        for (int i = 0; i < 5; i++) ok |= strcmp(m, known[i]) == 0;
-        if (!ok) snprintf(err, n, "--methods: unknown method '%s' (fasa, oracle, window, random, highfreq)", m);
-    }
-    free(list);
-    if (!ok) return false;
-    if (!o->texts) snprintf(err, n, "--text FILE[,FILE...] is required");
+    static const char *const methods[] = {"fasa", "oracle", "window", "random", "highfreq", NULL};
+    struct stat st;
+    if (!o->model) snprintf(err, n, "--model FILE is required (tools/get-model.sh prints the path)");
+    else if (!o->texts) snprintf(err, n, "--text FILE[,FILE...] is required");
+    else if (!check_file_list("--text", o->texts, err, n)) return false;
+    else if (!cli_check_names("methods", o->methods, methods, err, n)) return false;
+    /* 0 would be the library's default (256 tokens, d/8 chunks) while the
+     * tool sizes its buffers from the list: every value is explicit */
+    else if (!check_number_list("--nfac", &o->nfac, 1, FASA_MAX_N_FAC, "token budget", err, n)) return false;
+    else if (!check_number_list("--ntip", &o->ntip, 1, FASA_MAX_HEAD_DIM / 2, "chunks per head", err, n)) return false;
+    else if (count_configs(o) > MAX_CONFIGS)
+        snprintf(err, n, "--nfac x --ntip x --methods make %llu configurations, more than %d",
+                 (unsigned long long)count_configs(o), MAX_CONFIGS);
     else if (o->ctx < 16 || o->steps == 0 || o->windows == 0) snprintf(err, n, "--ctx >= 16, --steps and --windows > 0");
     else if (strcmp(o->gqa, "head") && strcmp(o->gqa, "group")) snprintf(err, n, "--gqa-select must be head or group");
     else if (strcmp(o->dtype, "f16") && strcmp(o->dtype, "f32")) snprintf(err, n, "--dtype must be f16 or f32");
+    else if (o->dump && (!*o->dump || (stat(o->dump, &st) == 0 && !S_ISDIR(st.st_mode))))
+        snprintf(err, n, "--dump '%s': not a directory", o->dump);
     else return true;
     return false;
 }
@@ -389,8 +488,19 @@ static bool check_opts(const eval_opts *o, char *err, size_t n)
 static int evaluate(eval_run *r)
 {
     const eval_opts *o = r->o;
-    uint32_t capacity = o->ctx + o->steps + 1, max_nfac = 1;
+    uint32_t capacity = 0, max_nfac = 1;
+    /* before any allocation: the window must fit the model's context */
+    if (!check_context("fasa eval", r->hp, o->ctx, "--ctx", o->steps, "--steps", &capacity)) return 1;
+    bool uses_ntip = cli_list_has(o->methods, "fasa") || cli_list_has(o->methods, "random") ||
+                     cli_list_has(o->methods, "highfreq");
+    for (uint32_t i = 0; uses_ntip && i < o->ntip.n; i++)
+        if (o->ntip.v[i] > r->hp->head_dim / 2) {
+            fprintf(stderr, "fasa eval: --ntip %u: the model has %u chunks per head (head dim %u)\n", o->ntip.v[i],
+                    r->hp->head_dim / 2, r->hp->head_dim);
+            return 1;
+        }
     for (uint32_t i = 0; i < o->nfac.n; i++) max_nfac = o->nfac.v[i] > max_nfac ? o->nfac.v[i] : max_nfac;
+    r->max_nfac = max_nfac;
     r->logits = malloc((size_t)r->hp->n_vocab * sizeof(float));
     r->dense_logp = malloc((size_t)o->steps * r->hp->n_vocab * sizeof(float));
     if (!r->logits || !r->dense_logp || !model_attn_init(&r->attn, r->ctx, r->hp, capacity, max_nfac)) {
@@ -419,7 +529,7 @@ static int evaluate(eval_run *r)
 
 int cmd_eval(int argc, char **argv)
 {
-    eval_opts o = {.methods = "fasa,oracle,window,random,highfreq", .calibration = DEFAULT_CALIBRATION,
+    eval_opts o = {.methods = "fasa,oracle,window,random,highfreq",
                    .backend = "auto", .dtype = "f16", .gqa = "head", .ctx = 4096, .steps = 256, .windows = 1,
                    .sink = 4, .seed = 1, .nfac = {4, {64, 128, 256, 512}}, .ntip = {3, {4, 8, 16}}};
     uint32_t device = UINT32_MAX;
@@ -429,13 +539,13 @@ int cmd_eval(int argc, char **argv)
         {"ctx", CLI_UINT, &o.ctx, "N", "dense prefill length (default 4096)"},
         {"steps", CLI_UINT, &o.steps, "N", "teacher-forced decode steps per method (default 256)"},
         {"windows", CLI_UINT, &o.windows, "N", "windows per text (default 1)"},
-        {"nfac", CLI_LIST, &o.nfac, "N[,N]", "token budgets (default 64,128,256,512)"},
-        {"ntip", CLI_LIST, &o.ntip, "N[,N]", "chunks per head (default 4,8,16)"},
+        {"nfac", CLI_LIST, &o.nfac, "N[,N]", "token budgets, 1.." MODEL_CLI_STR(FASA_MAX_N_FAC) " (default 64,128,256,512)"},
+        {"ntip", CLI_LIST, &o.ntip, "N[,N]", "chunks per head, 1..d/2 (default 4,8,16)"},
         {"methods", CLI_STRING, &o.methods, "M[,M]", "fasa, oracle, window, random, highfreq (default all)"},
         {"sink", CLI_UINT, &o.sink, "N", "window method: sink tokens (default 4; the rest is recent)"},
         {"n-sink", CLI_UINT, &o.n_sink, "N", "other methods: first tokens always kept, inside the budget (default 0)"},
         {"n-recent", CLI_UINT, &o.n_recent, "N", "other methods: last tokens always kept, inside the budget (default 0)"},
-        {"calibration", CLI_STRING, &o.calibration, "FILE", "calibration JSON (default " DEFAULT_CALIBRATION ")"},
+        {"calibration", CLI_STRING, &o.calibration, "FILE", DEFAULT_CALIBRATION_HELP},
         {"gqa-select", CLI_STRING, &o.gqa, "head|group", "selection per query head (default) or KV group"},
         {"dtype", CLI_STRING, &o.dtype, "f16|f32", "KV storage (default f16)"},
         {"backend", CLI_STRING, &o.backend, "B", "auto, cpu, vulkan, opencl, cuda"},
@@ -452,7 +562,7 @@ int cmd_eval(int argc, char **argv)
                   "selection captures, for FASA and the oracle, sink+recent window, random-chunk and\n"
                   "highest-frequency-chunk baselines at the same budget.", opts, argc, argv, (cli_check_fn)check_opts, &o);
     if (parsed >= 0) return parsed;
-    char err[512];
+    char err[512], default_cal[4096];
     eval_run *r = calloc(1, sizeof *r);
     if (!r) return 1;
     r->o = &o;
@@ -463,7 +573,8 @@ int cmd_eval(int argc, char **argv)
         if (cli_make_context(o.backend, device == UINT32_MAX ? -1 : (int)device, o.threads, 0, &r->ctx, err,
                              sizeof err) != FASA_OK)
             fprintf(stderr, "fasa eval: %s\n", err);
-        else if ((r->cal = load_calibration("fasa eval", r->ctx, o.calibration, r->hp, 0)))
+        else if ((r->cal_path = resolve_calibration("fasa eval", o.calibration, default_cal, sizeof default_cal)) &&
+                 (r->cal = load_calibration("fasa eval", r->ctx, r->cal_path, !o.calibration, r->hp, 0)))
             rc = evaluate(r);
     }
     fm_state_destroy(r->state);

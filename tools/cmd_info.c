@@ -7,6 +7,15 @@
 
 #define MAX_DEVICES 16
 
+/* Byte counts go into the JSON as exact integers (a double would round
+ * e.g. the CPU's UINT64_MAX "no limit" up to 2^64). */
+static void add_bytes(cJSON *j, const char *name, uint64_t v)
+{
+    char text[32];
+    snprintf(text, sizeof text, "%llu", (unsigned long long)v);
+    cJSON_AddRawToObject(j, name, text);
+}
+
 static cJSON *device_json(const fasa_device_info *d)
 {
     cJSON *j = cJSON_CreateObject();
@@ -18,13 +27,13 @@ static cJSON *device_json(const fasa_device_info *d)
     cJSON_AddNumberToObject(j, "device_id", d->device_id);
     cJSON_AddNumberToObject(j, "subgroup_size", d->subgroup_size);
     cJSON_AddNumberToObject(j, "compute_units", d->compute_units);
-    cJSON_AddNumberToObject(j, "max_shared_memory", (double)d->max_shared_memory);
-    cJSON_AddNumberToObject(j, "max_buffer_size", (double)d->max_buffer_size);
+    add_bytes(j, "max_shared_memory", d->max_shared_memory);
+    add_bytes(j, "max_buffer_size", d->max_buffer_size);
     cJSON_AddBoolToObject(j, "unified_memory", d->unified_memory);
     cJSON *heaps = cJSON_AddArrayToObject(j, "heaps");
     for (uint32_t h = 0; h < d->heap_count && h < FASA_MAX_HEAPS; h++) {
         cJSON *hj = cJSON_CreateObject();
-        cJSON_AddNumberToObject(hj, "size", (double)d->heaps[h].size);
+        add_bytes(hj, "size", d->heaps[h].size);
         cJSON_AddBoolToObject(hj, "device_local", d->heaps[h].device_local);
         cJSON_AddBoolToObject(hj, "host_visible", d->heaps[h].host_visible);
         cJSON_AddItemToArray(heaps, hj);
@@ -35,11 +44,15 @@ static cJSON *device_json(const fasa_device_info *d)
 static void print_device(const fasa_device_info *d)
 {
     printf("    [%u] %s\n        type %s, driver %s\n", d->index, d->name, cli_device_type_name(d->type), d->driver);
-    printf("        compute units %u, subgroup %u, shared memory %llu KiB, max buffer %.1f GiB%s\n",
-           d->compute_units, d->subgroup_size, (unsigned long long)(d->max_shared_memory >> 10),
-           (double)d->max_buffer_size / (1u << 30), d->unified_memory ? ", unified memory" : "");
+    char shared[32], max_buffer[32], heap[32];
+    /* UINT64_MAX: the backend sets no limit of its own (the CPU: host memory is the limit) */
+    if (d->max_buffer_size == UINT64_MAX) snprintf(max_buffer, sizeof max_buffer, "no limit");
+    else cli_format_bytes(d->max_buffer_size, max_buffer, sizeof max_buffer);
+    printf("        compute units %u, subgroup %u, shared memory %s, max buffer %s%s\n", d->compute_units,
+           d->subgroup_size, cli_format_bytes(d->max_shared_memory, shared, sizeof shared), max_buffer,
+           d->unified_memory ? ", unified memory" : "");
     for (uint32_t h = 0; h < d->heap_count && h < FASA_MAX_HEAPS; h++)
-        printf("        heap %u: %.1f GiB%s%s\n", h, (double)d->heaps[h].size / (1u << 30),
+        printf("        heap %u: %s%s%s\n", h, cli_format_bytes(d->heaps[h].size, heap, sizeof heap),
                d->heaps[h].device_local ? " device-local" : "", d->heaps[h].host_visible ? " host-visible" : "");
 }
 

@@ -11,6 +11,9 @@
 
 #define PREFILL_CHUNK 256u
 
+/* --ntip when not given: the calibration file's n_tip. */
+#define NTIP_FROM_FILE UINT32_MAX
+
 typedef struct run_opts {
     const char *model, *prompt, *prompt_file, *question, *backend, *variant, *calibration, *dtype;
     const char *fetch, *prefetch;          /* FASA-M: direct|staged, none|attn|mlp */
@@ -27,29 +30,64 @@ static int prefetch_point(const char *name)
     return -1;
 }
 
-/* The prompt: a chat turn holding the prompt text (a file and/or --prompt
- * and --question), or the raw text with --raw. */
-static bool build_prompt(const run_opts *o, const fm_model *m, fm_tokens *out)
+/* The prompt text: the file's content and/or --prompt and --question,
+ * joined by blank lines.  Lengths are carried throughout (the text was
+ * checked to hold no NUL).  Prints the reason and returns NULL on failure;
+ * an empty prompt is refused (greedy decoding needs the logits of at least
+ * one prompt token). */
+static char *read_prompt(const run_opts *o, size_t *len)
 {
     size_t file_len = 0;
-    char *file = o->prompt_file ? read_text_file("fasa run", o->prompt_file, &file_len) : NULL;
-    if (o->prompt_file && !file) return false;
-    size_t n = file_len + (o->prompt ? strlen(o->prompt) : 0) + (o->question ? strlen(o->question) : 0) + 8;
-    char *text = malloc(n);
-    snprintf(text, n, "%s%s%s%s%s", file ? file : "", file && o->prompt ? "\n\n" : "", o->prompt ? o->prompt : "",
-             (file || o->prompt) && o->question ? "\n\n" : "", o->question ? o->question : "");
+    char *file = o->prompt_file ? read_text_file("fasa run", "--prompt-file", o->prompt_file, &file_len) : NULL;
+    if (o->prompt_file && !file) return NULL;
+    if (o->prompt_file && file_len == 0 && !o->prompt && !o->question) {
+        fprintf(stderr, "fasa run: --prompt-file %s is empty; the prompt needs at least one token\n", o->prompt_file);
+        free(file);
+        return NULL;
+    }
+    const char *parts[3] = {file, o->prompt, o->question};
+    size_t lens[3] = {file_len, o->prompt ? strlen(o->prompt) : 0, o->question ? strlen(o->question) : 0};
+    char *text = malloc(lens[0] + lens[1] + lens[2] + 5);
+    size_t n = 0;
+    for (int i = 0; text && i < 3; i++) {
+        if (!parts[i] || lens[i] == 0) continue;
+        if (n) memcpy(text + n, "\n\n", 2), n += 2;
+        memcpy(text + n, parts[i], lens[i]);
+        n += lens[i];
+    }
     free(file);
+    if (!text) {
+        fprintf(stderr, "fasa run: out of memory for the prompt\n");
+        return NULL;
+    }
+    text[n] = '\0';
+    *len = n;
+    return text;
+}
+
+/* Tokenizes the prompt (a chat turn, or the raw text with --raw); refuses a
+ * prompt of no tokens (e.g. only bytes the vocab lacks). */
+static bool tokenize_prompt(const run_opts *o, const fm_model *m, const char *text, size_t n, fm_tokens *out)
+{
+    warn_untokenizable("fasa run", "prompt", m, text, n);
     fm_error err = {0};
     fm_status st;
     if (o->raw) {
-        st = fm_tokenize(fm_model_tokenizer(m), text, strlen(text), out, &err);
+        st = fm_tokenize(fm_model_tokenizer(m), text, n, out, &err);
     } else {
-        fm_chat_message msg = {"user", text};
+        fm_chat_message msg = {"user", text, n};
         st = fm_chat_tokenize(fm_model_tokenizer(m), &msg, 1, true, out, &err);
     }
-    free(text);
-    if (st != FM_OK) fprintf(stderr, "fasa run: prompt: %s\n", err.msg);
-    return st == FM_OK;
+    if (st != FM_OK) {
+        fprintf(stderr, "fasa run: prompt: %s\n", err.msg);
+        return false;
+    }
+    if (out->n == 0) {
+        fprintf(stderr, "fasa run: the prompt has no tokens (every byte of it lacks a token in the vocabulary); "
+                        "the prompt needs at least one token\n");
+        return false;
+    }
+    return true;
 }
 
 static int32_t argmax(const float *x, uint32_t n)
@@ -214,13 +252,29 @@ static void report(const run_opts *o, const fm_model *m, const fasa_device_info 
             kb_per_step(t->prefetch_bytes, t->steps));
 }
 
+/* --prompt and --question: non-empty UTF-8 text. */
+static bool check_arg_text(const char *opt, const char *value, char *err, size_t n)
+{
+    if (!value) return true;
+    if (!*value) {
+        snprintf(err, n, "%s is empty", opt);
+        return false;
+    }
+    return check_text(opt, value, strlen(value), err, n);
+}
+
 static bool check_opts(const run_opts *o, char *err, size_t n)
 {
-    if (!o->prompt && !o->prompt_file && !o->question) snprintf(err, n, "give --prompt TEXT and/or --prompt-file FILE");
+    if (!o->model) snprintf(err, n, "--model FILE is required (tools/get-model.sh prints the path)");
+    else if (!o->prompt && !o->prompt_file && !o->question) snprintf(err, n, "give --prompt TEXT and/or --prompt-file FILE");
+    else if (!check_arg_text("--prompt", o->prompt, err, n) || !check_arg_text("--question", o->question, err, n))
+        return false;
     else if (strcmp(o->variant, "dense") && strcmp(o->variant, "fasa") && strcmp(o->variant, "fasa-m"))
         snprintf(err, n, "--variant must be dense, fasa or fasa-m");
     else if (strcmp(o->dtype, "f16") && strcmp(o->dtype, "f32")) snprintf(err, n, "--dtype must be f16 or f32");
     else if (o->nfac == 0 || o->nfac > FASA_MAX_N_FAC) snprintf(err, n, "--nfac must be in 1..%d", FASA_MAX_N_FAC);
+    else if (o->ntip != NTIP_FROM_FILE && (o->ntip == 0 || o->ntip > FASA_MAX_HEAD_DIM / 2))
+        snprintf(err, n, "--ntip must be in 1..%d (default: the calibration file's)", FASA_MAX_HEAD_DIM / 2);
     else if ((uint64_t)o->n_sink + o->n_recent > o->nfac) snprintf(err, n, "--n-sink + --n-recent exceed --nfac");
     else if (strcmp(o->fetch, "direct") && strcmp(o->fetch, "staged")) snprintf(err, n, "--fetch must be direct or staged");
     else if (strcmp(o->fetch, "staged") == 0 && strcmp(o->variant, "fasa-m"))
@@ -255,7 +309,7 @@ static fasa_status make_cache(const run_opts *o, fasa_context *ctx, const fm_hpa
         .dtype = strcmp(o->dtype, "f32") == 0 ? FASA_DTYPE_F32 : FASA_DTYPE_F16,
         .placement = offload ? FASA_PLACEMENT_OFFLOAD : FASA_PLACEMENT_DEVICE,
         .fetch = strcmp(o->fetch, "staged") == 0 ? FASA_FETCH_STAGED : FASA_FETCH_DIRECT,
-        .row_cache_rows = rows};
+        .row_cache_rows = rows, .max_n_fac = o->nfac};
     return model_attn_make_cache(ctx, NULL, hp, cal, capacity, 0, &co, cache);
 }
 
@@ -290,19 +344,24 @@ static bool run_attn(const run_opts *o, fm_model *m, fasa_context *ctx, model_at
     return ok;
 }
 
-static int run_model(const run_opts *o, fm_model *m, fasa_context *ctx)
+static int run_model(const run_opts *o, fm_model *m, fasa_context *ctx, const char *prompt_text, size_t prompt_len)
 {
     const fm_hparams *hp = fm_model_hparams(m);
     fm_tokens prompt = {0};
-    if (!build_prompt(o, m, &prompt)) return 1;
-    uint32_t capacity = (uint32_t)prompt.n + o->max_tokens + 1, rows = 0;
-    if (capacity > hp->n_ctx_train)
-        fprintf(stderr, "fasa run: warning: %u tokens exceed the model's trained context (%u)\n", capacity,
-                hp->n_ctx_train);
+    uint32_t capacity = 0, rows = 0;
+    /* the context check comes before any cache is allocated */
+    if (!tokenize_prompt(o, m, prompt_text, prompt_len, &prompt) ||
+        !check_context("fasa run", hp, prompt.n, "prompt tokens", o->max_tokens, "--max-tokens", &capacity)) {
+        fm_tokens_free(&prompt);
+        return 1;
+    }
     bool dense = strcmp(o->variant, "dense") == 0;
     fasa_calibration *cal = NULL;
-    if (row_cache_rows(o, hp, capacity, &rows) && !dense)
-        cal = load_calibration("fasa run", ctx, o->calibration, hp, o->ntip);
+    char default_cal[4096];
+    const char *cal_path = dense ? NULL : resolve_calibration("fasa run", o->calibration, default_cal, sizeof default_cal);
+    if (cal_path && row_cache_rows(o, hp, capacity, &rows))
+        cal = load_calibration("fasa run", ctx, cal_path, !o->calibration, hp,
+                               o->ntip == NTIP_FROM_FILE ? 0 : o->ntip);
     model_attn attn;
     fasa_kv_cache *cache = NULL;
     run_result r = {.prompt_tokens = (uint32_t)prompt.n, .row_cache = rows};
@@ -330,8 +389,8 @@ static int run_model(const run_opts *o, fm_model *m, fasa_context *ctx)
 
 int cmd_run(int argc, char **argv)
 {
-    run_opts o = {.backend = "auto", .variant = "fasa", .calibration = DEFAULT_CALIBRATION, .dtype = "f16",
-                  .fetch = "direct", .prefetch = "none", .nfac = 256, .max_tokens = 128};
+    run_opts o = {.backend = "auto", .variant = "fasa", .dtype = "f16", .fetch = "direct", .prefetch = "none",
+                  .nfac = 256, .ntip = NTIP_FROM_FILE, .max_tokens = 128};
     uint32_t device = UINT32_MAX;
     const cli_opt opts[] = {
         {"model", CLI_STRING, &o.model, "FILE", "GGUF model (tools/get-model.sh prints it)"},
@@ -342,16 +401,17 @@ int cmd_run(int argc, char **argv)
         {"backend", CLI_STRING, &o.backend, "B", "auto, cpu, vulkan, opencl, cuda (default auto)"},
         {"device", CLI_UINT, &device, "N", "device index within the backend"},
         {"variant", CLI_STRING, &o.variant, "V", "dense, fasa (FASA-C) or fasa-m (default fasa)"},
-        {"calibration", CLI_STRING, &o.calibration, "FILE", "calibration JSON (default " DEFAULT_CALIBRATION ")"},
+        {"calibration", CLI_STRING, &o.calibration, "FILE", DEFAULT_CALIBRATION_HELP},
         {"ntip", CLI_UINT, &o.ntip, "N", "chunks per head, re-selected from the file's CA (default: the file's)"},
-        {"nfac", CLI_UINT, &o.nfac, "N", "token budget (default 256)"},
+        {"nfac", CLI_UINT, &o.nfac, "N", "token budget, 1.." MODEL_CLI_STR(FASA_MAX_N_FAC) " (default 256)"},
         {"n-sink", CLI_UINT, &o.n_sink, "N", "first tokens always attended, inside the budget (default 0)"},
         {"n-recent", CLI_UINT, &o.n_recent, "N", "last tokens always attended, inside the budget (default 0)"},
         {"dtype", CLI_STRING, &o.dtype, "f16|f32", "KV storage (default f16)"},
         {"fetch", CLI_STRING, &o.fetch, "direct|staged", "fasa-m: FAC reads host rows in place or gathers them first"},
         {"row-cache", CLI_UINT, &o.row_cache, "N", "with --fetch staged: device rows kept per layer and KV head"},
         {"prefetch", CLI_STRING, &o.prefetch, "none|attn|mlp", "with --row-cache: fetch layer l+1's rows during l"},
-        {"max-tokens", CLI_UINT, &o.max_tokens, "N", "tokens to generate at most (default 128)"},
+        {"max-tokens", CLI_UINT, &o.max_tokens, "N",
+         "tokens to generate at most (default 128); prompt + N must fit the model's context"},
         {"threads", CLI_UINT, &o.threads, "N", "threads (default: all cores)"},
         {"quiet", CLI_FLAG, &o.quiet, NULL, "do not print the generated text"},
         {"json", CLI_FLAG, &o.json, NULL, "print the statistics, token ids and text as JSON"},
@@ -366,19 +426,27 @@ int cmd_run(int argc, char **argv)
                   "(default direct: read in place); --row-cache N keeps N rows per layer and KV\n"
                   "head there across steps (N >= group x nfac, clamped to the context); --prefetch\n"
                   "attn|mlp forms layer l+1's query from layer l's input or from its state after\n"
-                  "the attention, and fetches l+1's selected rows early (InfiniGen-style).", opts, argc, argv, (cli_check_fn)check_opts, &o);
+                  "the attention, and fetches l+1's selected rows early (InfiniGen-style).\n"
+                  "The prompt (file, --prompt, --question) must be UTF-8 text without NUL bytes\n"
+                  "(else the error names the byte offset) and give at least one token; prompt\n"
+                  "tokens + --max-tokens must fit the model's context length.", opts, argc, argv, (cli_check_fn)check_opts, &o);
     if (parsed >= 0) return parsed;
     char err[512];
+    size_t prompt_len = 0;
+    char *prompt = read_prompt(&o, &prompt_len);   /* before the model: fail fast on a bad file */
+    if (!prompt) return 1;
     fm_model *m = model_open("fasa run", o.model, o.threads);
-    if (!m) return 1;
     fasa_context *ctx = NULL;
     int rc = 1;
-    if (cli_make_context(o.backend, device == UINT32_MAX ? -1 : (int)device, o.threads, 0, &ctx, err,
-                         sizeof err) != FASA_OK)
+    if (!m) {
+        /* the reason is printed already */
+    } else if (cli_make_context(o.backend, device == UINT32_MAX ? -1 : (int)device, o.threads, 0, &ctx, err,
+                                sizeof err) != FASA_OK)
         fprintf(stderr, "fasa run: %s\n", err);
     else
-        rc = run_model(&o, m, ctx);
+        rc = run_model(&o, m, ctx, prompt, prompt_len);
     fasa_context_destroy(ctx);
     fm_model_free(m);
+    free(prompt);
     return rc;
 }

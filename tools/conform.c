@@ -2,7 +2,9 @@
 #include "conform.h"
 #include "cli.h"
 #include "ref64.h"
+#include "fileio.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -574,23 +576,40 @@ void conform_cross_compare(const conform_case *c, const conform_capture *ref, co
 /* ------------------------------------------------------------------------ */
 
 #define CASE_MAGIC "FASACASE 1\n"
+/* the largest case file read: 2 GiB (K and V of 200k tokens x 8 KV heads x 128 dims take 1.6 GB) */
+#define CASE_MAX_BYTES ((size_t)2 << 30)
 
 bool conform_write_case_file(const char *path, uint32_t hq, uint32_t hkv, uint32_t d, uint32_t L,
                              uint32_t n_tip, const float *q, const float *k, const float *v,
                              const uint16_t *dims, const char *origin)
 {
-    FILE *f = fopen(path, "wb");
-    if (!f) return false;
+    /* a temporary file renamed over path: an existing case file stays whole on any failure */
+    fasa__atomic_file af;
+    char err[256] = "";
+    if (fasa__atomic_begin(&af, path, err, sizeof err) != 0) {
+        fprintf(stderr, "fasa: %s: %s\n", path, err);
+        return false;
+    }
+    FILE *f = af.f;
     fputs(CASE_MAGIC, f);
     fprintf(f, "{\"hq\": %u, \"hkv\": %u, \"d\": %u, \"L\": %u, \"n_tip\": %u, \"layout\": \"NORM\", \"origin\": \"",
             hq, hkv, d, L, n_tip);
-    for (const char *p = origin; p && *p; p++) fputc(*p == '"' || *p == '\\' || *p < 0x20 ? '_' : *p, f);
+    for (const char *p = origin; p && *p; p++) fputc(*p == '"' || *p == '\\' || (unsigned char)*p < 0x20 ? '_' : *p, f);
     fputs("\"}\n", f);
     size_t nkv = (size_t)L * hkv * d;
     bool ok = fwrite(q, sizeof(float), (size_t)hq * d, f) == (size_t)hq * d && fwrite(k, sizeof(float), nkv, f) == nkv &&
               fwrite(v, sizeof(float), nkv, f) == nkv &&
               fwrite(dims, sizeof(uint16_t), (size_t)hq * 2 * n_tip, f) == (size_t)hq * 2 * n_tip;
-    return fclose(f) == 0 && ok;
+    if (!ok) {
+        fprintf(stderr, "fasa: %s: %s\n", path, strerror(errno ? errno : EIO));
+        fasa__atomic_abort(&af);
+        return false;
+    }
+    if (fasa__atomic_commit(&af, err, sizeof err) != 0) {
+        fprintf(stderr, "fasa: %s: %s\n", path, err);
+        return false;
+    }
+    return true;
 }
 
 void conform_free_data(conform_data *data)
@@ -618,33 +637,51 @@ static bool header_uint(const char *json, const char *key, uint32_t max, uint32_
 bool conform_read_case_file(const char *path, conform_case *c, conform_data *data, char *err, size_t err_size)
 {
     memset(data, 0, sizeof *data);
-    FILE *f = fopen(path, "rb");
-    char magic[16] = "", header[1024] = "";
-    if (!f) return snprintf(err, err_size, "%s: cannot open", path), false;
-    bool ok = fgets(magic, sizeof magic, f) && strcmp(magic, CASE_MAGIC) == 0 && fgets(header, sizeof header, f);
+    /* a regular file only (a FIFO or a directory is refused, never waited on) */
+    char *buf = NULL, why[256] = "";
+    size_t size = 0;
+    if (fasa__read_whole_file(path, CASE_MAX_BYTES, NULL, &buf, &size, why, sizeof why) != 0)
+        return snprintf(err, err_size, "%s: %s", path, why), false;
+    size_t magic_len = strlen(CASE_MAGIC);
+    const char *hdr = buf + magic_len, *nl = size > magic_len ? memchr(hdr, '\n', size - magic_len) : NULL;
+    char header[1024] = "";
+    bool ok = size > magic_len && memcmp(buf, CASE_MAGIC, magic_len) == 0 && nl && (size_t)(nl - hdr) < sizeof header &&
+              !memchr(hdr, '\0', (size_t)(nl - hdr));
+    if (ok) memcpy(header, hdr, (size_t)(nl - hdr));
     uint32_t hq = 0, hkv = 0, d = 0, L = 0, n_tip = 0;
     ok = ok && header_uint(header, "hq", 1024, &hq) && header_uint(header, "hkv", hq, &hkv) &&
          header_uint(header, "d", FASA_MAX_HEAD_DIM, &d) && header_uint(header, "L", 1u << 24, &L) &&
          header_uint(header, "n_tip", d / 2, &n_tip) && hq % hkv == 0 && d % 2 == 0;
     if (!ok) {
-        fclose(f);
+        free(buf);
         snprintf(err, err_size, "%s: not a FASACASE 1 file or a bad header", path);
         return false;
     }
     size_t nq = (size_t)hq * d, nkv = (size_t)L * hkv * d, nd = (size_t)hq * 2 * n_tip;
+    const char *body = nl + 1;
+    uint64_t have = (uint64_t)(size - (size_t)(body - buf));
+    uint64_t want = (uint64_t)(nq + 2 * nkv) * sizeof(float) + (uint64_t)nd * sizeof(uint16_t);
+    if (have != want) {
+        free(buf);
+        snprintf(err, err_size, "%s: %s: %llu bytes of data after the header, the header's shape needs %llu", path,
+                 have < want ? "truncated" : "trailing bytes", (unsigned long long)have, (unsigned long long)want);
+        return false;
+    }
     data->q = malloc(nq * sizeof(float));
     data->k = malloc(nkv * sizeof(float));
     data->v = malloc(nkv * sizeof(float));
     data->dims = malloc(nd * sizeof(uint16_t));
-    ok = data->q && data->k && data->v && data->dims && fread(data->q, sizeof(float), nq, f) == nq &&
-         fread(data->k, sizeof(float), nkv, f) == nkv && fread(data->v, sizeof(float), nkv, f) == nkv &&
-         fread(data->dims, sizeof(uint16_t), nd, f) == nd;
-    fclose(f);
-    if (!ok) {
+    if (!data->q || !data->k || !data->v || !data->dims) {
+        free(buf);
         conform_free_data(data);
-        snprintf(err, err_size, "%s: truncated", path);
+        snprintf(err, err_size, "%s: out of host memory", path);
         return false;
     }
+    memcpy(data->q, body, nq * sizeof(float));
+    memcpy(data->k, body + nq * sizeof(float), nkv * sizeof(float));
+    memcpy(data->v, body + (nq + nkv) * sizeof(float), nkv * sizeof(float));
+    memcpy(data->dims, body + (nq + 2 * nkv) * sizeof(float), nd * sizeof(uint16_t));
+    free(buf);
     *c = (conform_case){.hq = hq, .hkv = hkv, .d = d, .L = L, .n_tip = n_tip, .layout = FASA_ROPE_NORM,
                         .mode = FASA_MODE_FASA, .n_fac = 256, .n_appends = 1, .data = SYNTH_PLANTED};
     const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;

@@ -96,11 +96,17 @@ void conform_cross_compare(const conform_case *c, const conform_capture *ref, co
 
 /* Real decode cases on disk ("FASACASE 1" + a JSON header line + binary
  * q, k, v, dims), written by 'fasa eval --dump', replayed by
- * 'fasa conform --replay'. */
+ * 'fasa conform --replay'.  The write replaces path atomically (temporary
+ * file, fsync, rename: an existing file stays whole on any failure; a
+ * directory, FIFO or device at path is refused); on failure it prints
+ * the reason to stderr and returns false. */
 bool conform_write_case_file(const char *path, uint32_t hq, uint32_t hkv, uint32_t d, uint32_t L,
                              uint32_t n_tip, const float *q, const float *k, const float *v,
                              const uint16_t *dims, const char *origin);
-/* Reads a case file into c (shape, L, n_tip, name) and data (malloc'ed). */
+/* Reads a case file into c (shape, L, n_tip, name) and data (malloc'ed).
+ * Only a regular file of at most 2 GiB whose size matches its header is
+ * read (a FIFO or a directory is refused without blocking); false with
+ * the reason in err otherwise. */
 bool conform_read_case_file(const char *path, conform_case *c, conform_data *data, char *err, size_t err_size);
 void conform_free_data(conform_data *data);
 const char *conform_path_name(fasa_path p);

@@ -15,6 +15,8 @@ bool model_attn_init(model_attn *a, fasa_context *ctx, const fm_hparams *hp, uin
     a->hkv = hp->n_head_kv;
     a->d = hp->head_dim;
     a->capacity = capacity;
+    a->max_n_fac = max_n_fac;
+    if (max_n_fac == 0 || max_n_fac > FASA_MAX_N_FAC) return false;
     a->sel = malloc((size_t)a->hq * max_n_fac * sizeof(int32_t));
     a->sel_oracle = malloc((size_t)a->hq * max_n_fac * sizeof(int32_t));
     a->o_tmp = malloc((size_t)a->hq * a->d * sizeof(float));
@@ -109,7 +111,12 @@ static fm_status cb_decode(void *user, uint32_t layer, const float *q, float *o,
     model_attn *a = user;
     if (!a->cache) return fm_fail(err, FM_ERR_CALLBACK, "libfasa decode: no cache attached");
     if (a->on_decode) a->on_decode(a->on_decode_user, layer, q);
-    uint32_t n_fac = a->desc.n_fac ? a->desc.n_fac : 256;
+    /* the selection buffers hold max_n_fac entries per row; n_fac 0 would be
+     * libfasa's default 256, so it must be set explicitly */
+    uint32_t n_fac = a->desc.n_fac;
+    if (a->measure && (n_fac == 0 || n_fac > a->max_n_fac))
+        return fm_fail(err, FM_ERR_CALLBACK, "libfasa decode: n_fac %u is outside 1..%u (the scratch size)", n_fac,
+                       a->max_n_fac);
     fasa_decode_outputs out = {.selected = a->measure ? a->sel : NULL, .selected_stride = n_fac};
     fasa_status st = fasa_decode_host(a->cache, layer, &a->desc, q, o, &out);
     if (st != FASA_OK) return fail(err, a->ctx, st, "decode");
@@ -163,7 +170,7 @@ fasa_status model_attn_make_cache(fasa_context *ctx, const fm_state *state, cons
     fasa_model_shape shape = {hp->n_layer, hp->n_head, hp->n_head_kv, hp->head_dim, FASA_ROPE_NORM};
     fasa_kv_cache_desc kd = {.shape = shape, .capacity = capacity, .dtype = opts->dtype, .calibration = cal,
                              .placement = opts->placement, .fetch = opts->fetch,
-                             .row_cache_rows = opts->row_cache_rows};
+                             .row_cache_rows = opts->row_cache_rows, .max_n_fac = opts->max_n_fac};
     fasa_status st = fasa_kv_cache_create(ctx, &kd, out);
     if (st != FASA_OK || n_prefix == 0) return st;
     size_t row = (size_t)hp->n_head_kv * hp->head_dim;

@@ -22,7 +22,7 @@ typedef struct model_attn {
     fasa_decode_desc desc;
     const fm_state *state;               /* for reading keys when measuring */
     bool measure;
-    uint32_t n_layers, hq, hkv, d, capacity;
+    uint32_t n_layers, hq, hkv, d, capacity, max_n_fac;
     model_attn_stats stats;
     /* optional: sees each decode step's q before it runs (e.g. to dump cases) */
     void (*on_decode)(void *user, uint32_t layer, const float *q);
@@ -32,7 +32,9 @@ typedef struct model_attn {
     float *o_tmp, *keys, *probs;
 } model_attn;
 
-/* Sizes the scratch for a model and a largest n_fac; false on no memory. */
+/* Sizes the scratch for a model and a largest n_fac (1..FASA_MAX_N_FAC;
+ * every desc.n_fac used later must be set explicitly and at most this);
+ * false on no memory or a max_n_fac outside that range. */
 bool model_attn_init(model_attn *a, fasa_context *ctx, const fm_hparams *hp, uint32_t capacity,
                      uint32_t max_n_fac);
 void model_attn_free(model_attn *a);
@@ -51,6 +53,8 @@ typedef struct model_attn_cache_opts {
     fasa_placement placement;
     fasa_fetch fetch;                    /* OFFLOAD only */
     uint32_t row_cache_rows;             /* STAGED only; 0 = no row cache */
+    uint32_t max_n_fac;                  /* the largest n_fac decoded with the cache, 1..FASA_MAX_N_FAC
+                                            (0 = libfasa's default, 2048) */
 } model_attn_cache_opts;
 
 /* A cache for this model with the given calibration (may be NULL for dense

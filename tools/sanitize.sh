@@ -5,6 +5,8 @@
 #   asan-quick: the same build; the CPU suite, the CPU and OpenCL conformance
 #               matrices without the 65536-token cases, and the OpenCL embedding,
 #               FASA-M and fault-sweep tests (what CI runs, about 8 min)
+#   both also run the hostile CLI test (tests/hostile/hostile.py) on the
+#   sanitized fasa, CPU and OpenCL backends
 #   tsan:       ThreadSanitizer on the threading tests (build-tsan/)
 # Usage: tools/sanitize.sh [asan|asan-quick|tsan|all]   (default all = asan + tsan)
 set -euo pipefail
@@ -37,6 +39,14 @@ if [ "$what" = asan ] || [ "$what" = asan-quick ] || [ "$what" = all ]; then
       ASAN_OPTIONS=detect_leaks=0 asan_run --suite opencl --no-suite conform
     fi
     ASAN_OPTIONS=detect_leaks=0 asan_run conform_opencl --test-args=--quick
+  fi
+  # The hostile CLI test (tests/hostile/): the whole tool over bad arguments,
+  # files, prompts and paths; any sanitizer report, crash or hang fails it.
+  # CPU runs with leak checking; OpenCL runs without (PoCL's LLVM, above).
+  hostile=(python3 tests/hostile/hostile.py build-asan/tools/fasa build-asan/tests/write_synth_model)
+  ASAN_OPTIONS=detect_leaks=1 "${hostile[@]}" --backends cpu --json build-asan/hostile-cpu.json
+  if [ -d build-asan/tests/opencl ]; then
+    ASAN_OPTIONS=detect_leaks=0 "${hostile[@]}" --backends opencl --random 100 --json build-asan/hostile-opencl.json
   fi
 fi
 if [ "$what" = tsan ] || [ "$what" = all ]; then

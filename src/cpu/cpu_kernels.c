@@ -148,14 +148,51 @@ static void store_scores(const tip_job *job, uint32_t g, uint32_t j, uint32_t n_
         memcpy(job->scores + (size_t)(g * G + m) * c->capacity + j, s[m], n_valid * sizeof(float));
 }
 
-/* FASA scores of the 16 tokens of one K_dom tile (j a multiple of 16). */
+/* NaN test on the bits, so that no floating-point mode can drop it. */
+static bool score_is_nan(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    return (u & 0x7fffffffu) > 0x7f800000u;
+}
+
+/* Head h's score of token t of a K_dom tile over its own slots only (those
+ * tip_map puts in I_h), in slot order, one fused multiply-add per term: the
+ * fast dot product's order with the other heads' slots left out. */
+static float own_score(const tip_job *job, uint32_t h, const char *cols, uint32_t t)
+{
+    const fasa_kv_cache *c = job->step->cache;
+    const int16_t *map = c->tip_map + ((size_t)job->step->layer * c->shape.n_q_heads + h) * c->u_pad;
+    const float *qm = job->qm + (size_t)h * job->width;
+    float acc = 0.0f;
+    for (uint32_t slot = 0; slot < job->width; slot++) {
+        if (map[slot] < 0) continue;
+        size_t at = (size_t)slot * 16 + t;
+        float k = c->dtype == FASA_DTYPE_F16 ? fasa__half_to_float(((const uint16_t *)cols)[at])
+                                             : ((const float *)cols)[at];
+        acc = fmaf(qm[slot], k, acc);
+    }
+    return acc;
+}
+
+/* FASA scores of the 16 tokens of one K_dom tile (j a multiple of 16).
+ * A score depends only on the head's own dims (FASA_SPEC §2).  The fast
+ * masked dot product also multiplies the other heads' slots of U_g by an
+ * exact zero, which adds nothing unless the K value there is NaN or Inf
+ * (0 * NaN and 0 * Inf are NaN): so a score that is not NaN is already
+ * exact, and only a NaN one is recomputed over the head's own slots (it
+ * stays NaN when an own dim holds NaN or its products give Inf - Inf). */
 static void tip_block16(const tip_job *job, uint32_t g, uint32_t j, uint32_t n_valid, float s[][16])
 {
     const fasa_kv_cache *c = job->step->cache;
     size_t tile = (size_t)g * job->cc->n_tiles + j / 16;
     const char *cols = (const char *)job->rows + tile * c->u_pad * 16 * c->elem_size;
-    simd_of(c)->tip16(cols, c->dtype == FASA_DTYPE_F16, 16, job->width, job->qm + (size_t)g * c->group * job->width,
-                      c->group, &s[0][0], 16);
+    bool nan = simd_of(c)->tip16(cols, c->dtype == FASA_DTYPE_F16, 16, job->width,
+                                 job->qm + (size_t)g * c->group * job->width, c->group, &s[0][0], 16);
+    if (nan) /* rare; the tile's tokens past L may also set it */
+        for (uint32_t m = 0; m < c->group; m++)
+            for (uint32_t t = 0; t < n_valid; t++)
+                if (score_is_nan(s[m][t])) s[m][t] = own_score(job, g * c->group + m, cols, t);
     store_scores(job, g, j, n_valid, s);
 }
 

@@ -3,6 +3,7 @@
 #include "internal.h"
 
 #include <math.h>
+#include <string.h>
 
 /* ---- portable ------------------------------------------------------------ */
 
@@ -50,9 +51,10 @@ static void dot8_c(const void *rows, bool half_rows, uint32_t width, const float
     }
 }
 
-static void tip16_c(const void *cols, bool half_cols, size_t col_stride, uint32_t width, const float *q,
+static bool tip16_c(const void *cols, bool half_cols, size_t col_stride, uint32_t width, const float *q,
                     uint32_t n_q, float *out, size_t out_stride)
 {
+    uint32_t nan = 0;
     for (uint32_t m = 0; m < n_q; m++) {
         float acc[16] = {0};
         for (uint32_t s = 0; s < width; s++) {
@@ -63,8 +65,14 @@ static void tip16_c(const void *cols, bool half_cols, size_t col_stride, uint32_
                 acc[t] = fmaf(qs, k, acc[t]);
             }
         }
-        for (int t = 0; t < 16; t++) out[m * out_stride + t] = acc[t];
+        for (int t = 0; t < 16; t++) {
+            uint32_t u;
+            memcpy(&u, &acc[t], 4);
+            nan |= (u & 0x7fffffffu) > 0x7f800000u; /* the bits: no float mode drops it */
+            out[m * out_stride + t] = acc[t];
+        }
     }
+    return nan != 0;
 }
 
 static const fasa_cpu_simd simd_c = {"portable", half_to_float_c, dot_c, axpy_c, scale_c, dot8_c, tip16_c};
@@ -162,10 +170,11 @@ AVX2 static void dot8_avx2(const void *rows, bool half_rows, uint32_t width, con
 
 /* Four heads at a time (absent heads read a zero query), 16 tokens as two
  * vectors: eight accumulators stay in registers across the whole column. */
-AVX2 static void tip16_avx2(const void *cols, bool half_cols, size_t col_stride, uint32_t width, const float *q,
+AVX2 static bool tip16_avx2(const void *cols, bool half_cols, size_t col_stride, uint32_t width, const float *q,
                             uint32_t n_q, float *out, size_t out_stride)
 {
     static const float zeros[FASA_MAX_HEAD_DIM];
+    __m256 nan = _mm256_setzero_ps();
     for (uint32_t m0 = 0; m0 < n_q; m0 += 4) {
         const float *qm[4];
         for (uint32_t m = 0; m < 4; m++) qm[m] = m0 + m < n_q ? q + (size_t)(m0 + m) * width : zeros;
@@ -192,8 +201,11 @@ AVX2 static void tip16_avx2(const void *cols, bool half_cols, size_t col_stride,
         for (uint32_t m = 0; m < 4 && m0 + m < n_q; m++) {
             _mm256_storeu_ps(out + (m0 + m) * out_stride, acc[2 * m]);
             _mm256_storeu_ps(out + (m0 + m) * out_stride + 8, acc[2 * m + 1]);
+            nan = _mm256_or_ps(nan, _mm256_cmp_ps(acc[2 * m], acc[2 * m], _CMP_UNORD_Q));
+            nan = _mm256_or_ps(nan, _mm256_cmp_ps(acc[2 * m + 1], acc[2 * m + 1], _CMP_UNORD_Q));
         }
     }
+    return _mm256_movemask_ps(nan) != 0;
 }
 
 static const fasa_cpu_simd simd_avx2 = {"avx2+fma+f16c", half_to_float_avx2, dot_avx2, axpy_avx2,

@@ -25,8 +25,10 @@ typedef struct fasa_cpu_simd {
     /* TIP over dim-major columns: out[m * out_stride + t] = sum over s of
      * q[m * width + s] * col_s[t] for 16 tokens t, with col_s at
      * cols + s * col_stride elements (f16 when half_cols), m < n_q.  The
-     * sum runs over s in order, one fused multiply-add per term. */
-    void (*tip16)(const void *cols, bool half_cols, size_t col_stride, uint32_t width, const float *q,
+     * sum runs over s in order, one fused multiply-add per term.  Returns
+     * whether some out value is NaN (the caller then recomputes those over
+     * the head's own dims), at no cost to the loop. */
+    bool (*tip16)(const void *cols, bool half_cols, size_t col_stride, uint32_t width, const float *q,
                   uint32_t n_q, float *out, size_t out_stride);
 } fasa_cpu_simd;
 

@@ -6,6 +6,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #define CL_PLATFORM_NOT_FOUND -1001 /* CL_PLATFORM_NOT_FOUND_KHR (cl_khr_icd) */
 #define MAX_PLATFORMS 16u
@@ -89,6 +90,74 @@ cl_mem fasa__cl_create_buffer(fasa_context *ctx, cl_mem_flags flags, size_t size
         return NULL;
     }
     return clCreateBuffer(((cl_ctx *)ctx->impl)->context, flags, size, host, err);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Memory requests, checked before anything is created                       */
+/* ------------------------------------------------------------------------ */
+
+uint64_t fasa__cl_mul(uint64_t a, uint64_t b)
+{
+    uint64_t r;
+    return __builtin_mul_overflow(a, b, &r) ? UINT64_MAX : r;
+}
+
+uint64_t fasa__cl_add(uint64_t a, uint64_t b)
+{
+    uint64_t r;
+    return __builtin_add_overflow(a, b, &r) ? UINT64_MAX : r;
+}
+
+void fasa__cl_request_add(cl_request *r, uint64_t total, uint64_t largest, bool host)
+{
+    if (largest > r->largest) r->largest = largest;
+    if (host) r->host = fasa__cl_add(r->host, total);
+    else r->device = fasa__cl_add(r->device, total);
+}
+
+/* "N bytes (X GiB)"; a saturated sum can only say that it reached 2^64 - 1. */
+static const char *bytes_text(uint64_t n, char *out, size_t size)
+{
+    if (n == UINT64_MAX) snprintf(out, size, "at least %llu bytes (2^64 - 1)", (unsigned long long)n);
+    else if (n < (1ull << 30)) snprintf(out, size, "%llu bytes (%.1f MiB)", (unsigned long long)n, (double)n / (1u << 20));
+    else snprintf(out, size, "%llu bytes (%.1f GiB)", (unsigned long long)n, (double)n / (1u << 30));
+    return out;
+}
+
+/* The host's physical memory (0 = unknown): where a CPU device (PoCL)
+ * allocates from, and where FASA-M keeps K and V on other devices. */
+static uint64_t physical_memory(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    return pages > 0 && page > 0 ? fasa__cl_mul((uint64_t)pages, (uint64_t)page) : 0;
+}
+
+/* Drivers accept requests they cannot keep (PoCL asserts inside
+ * clCreateBuffer for huge ones, or hands out memory that the kernel's OOM
+ * killer reclaims by ending the process when it is touched), so every
+ * creation is checked here first against the device's own limits. */
+fasa_status fasa__cl_check_request(fasa_context *ctx, const cl_request *r, const char *what)
+{
+    cl_ctx *cc = ctx->impl;
+    char a[64], b[64];
+    if (r->largest > cc->max_alloc)
+        return fasa__error(ctx, FASA_ERROR_OUT_OF_DEVICE_MEMORY,
+                           "opencl: %s requests %s in one allocation, more than CL_DEVICE_MAX_MEM_ALLOC_SIZE of "
+                           "'%s' (%s)", what, bytes_text(r->largest, a, sizeof a), cc->device_name,
+                           bytes_text(cc->max_alloc, b, sizeof b));
+    if (cc->global_mem && r->device > cc->global_mem)
+        return fasa__error(ctx, FASA_ERROR_OUT_OF_DEVICE_MEMORY,
+                           "opencl: %s requests %s of device memory, more than CL_DEVICE_GLOBAL_MEM_SIZE of '%s' "
+                           "(%s)", what, bytes_text(r->device, a, sizeof a), cc->device_name,
+                           bytes_text(cc->global_mem, b, sizeof b));
+    uint64_t in_host = cc->is_cpu ? fasa__cl_add(r->device, r->host) : r->host;
+    if (cc->host_mem && in_host > cc->host_mem)
+        return fasa__error(ctx, FASA_ERROR_OUT_OF_DEVICE_MEMORY,
+                           "opencl: %s requests %s of host memory (%s), more than the host's physical memory (%s)",
+                           what, bytes_text(in_host, a, sizeof a),
+                           cc->is_cpu ? "the CPU device allocates everything there" : "FASA-M K and V",
+                           bytes_text(cc->host_mem, b, sizeof b));
+    return FASA_OK;
 }
 
 /* Errors reported while waiting for submitted work: the kernels ran (or
@@ -418,6 +487,8 @@ static fasa_status probe_device(fasa_context *ctx, cl_ctx *cc)
     cc->unified = uma || cc->is_cpu;
     cc->nvidia = strstr(cc->platform_name, "NVIDIA") != NULL;
     cc->max_alloc = u64_info(cc->device, CL_DEVICE_MAX_MEM_ALLOC_SIZE);
+    cc->global_mem = u64_info(cc->device, CL_DEVICE_GLOBAL_MEM_SIZE);
+    cc->host_mem = physical_memory();
     cc->local_mem = u64_info(cc->device, CL_DEVICE_LOCAL_MEM_SIZE);
     cc->compute_units = u32_info(cc->device, CL_DEVICE_MAX_COMPUTE_UNITS);
     size_t wg = 0;
@@ -496,15 +567,12 @@ static fasa_status cl_finish(fasa_context *ctx)
 static fasa_status cl_buffer_create(fasa_context *ctx, fasa_buffer *buf)
 {
     cl_ctx *cc = ctx->impl;
+    cl_request req = {0};
+    fasa__cl_request_add(&req, buf->size, buf->size, false);
+    fasa_status st = fasa__cl_check_request(ctx, &req, "fasa_buffer_create");
+    if (st != FASA_OK) return st;
     cl_buf *b = fasa__alloc(ctx, sizeof *b);
     if (!b) return fasa__error(ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "opencl: out of host memory");
-    if (buf->size > cc->max_alloc) {
-        fasa__free(ctx, b);
-        return fasa__error(ctx, FASA_ERROR_OUT_OF_DEVICE_MEMORY,
-                           "opencl: a %llu-byte buffer exceeds the device's largest allocation "
-                           "(CL_DEVICE_MAX_MEM_ALLOC_SIZE %llu)", (unsigned long long)buf->size,
-                           (unsigned long long)cc->max_alloc);
-    }
     cl_int err = CL_SUCCESS;
     b->mem = fasa__cl_create_buffer(ctx, CL_MEM_READ_WRITE, buf->size, NULL, &err);
     if (!b->mem) {
@@ -631,6 +699,17 @@ fasa_status fasa__cl_set_alloc_limit(fasa_context *ctx, uint64_t bytes)
     if (!ctx || ctx->backend != FASA_BACKEND_OPENCL) return FASA_ERROR_INVALID_ARGUMENT;
     fasa__lock(ctx);
     ((cl_ctx *)ctx->impl)->alloc_limit = bytes;
+    fasa__unlock(ctx);
+    return FASA_OK;
+}
+
+fasa_status fasa__cl_set_mem_limits(fasa_context *ctx, uint64_t global_mem, uint64_t host_mem)
+{
+    if (!ctx || ctx->backend != FASA_BACKEND_OPENCL) return FASA_ERROR_INVALID_ARGUMENT;
+    fasa__lock(ctx);
+    cl_ctx *cc = ctx->impl;
+    cc->global_mem = global_mem ? global_mem : u64_info(cc->device, CL_DEVICE_GLOBAL_MEM_SIZE);
+    cc->host_mem = host_mem ? host_mem : physical_memory();
     fasa__unlock(ctx);
     return FASA_OK;
 }

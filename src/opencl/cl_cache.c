@@ -29,6 +29,10 @@ static fasa_status new_mem_at(fasa_kv_cache *c, cl_mem_flags flags, uint64_t siz
     cl_ctx *cc = c->ctx->impl;
     cl_int err = CL_SUCCESS;
     if (size == 0) size = 4;
+    if (size > cc->max_alloc) /* never reached after check_request; a driver must not see it either */
+        return fasa__error(c->ctx, FASA_ERROR_OUT_OF_DEVICE_MEMORY,
+                           "opencl: %s requests %llu bytes in one allocation, more than CL_DEVICE_MAX_MEM_ALLOC_SIZE "
+                           "(%llu bytes)", what, (unsigned long long)size, (unsigned long long)cc->max_alloc);
     *out = fasa__cl_create_buffer(c->ctx, CL_MEM_READ_WRITE | flags, size, host, &err);
     if (!*out)
         return fasa__error(c->ctx, fasa__cl_status(err),
@@ -208,14 +212,62 @@ static fasa_status alloc_storage(fasa_kv_cache *c, cl_cache *cl, uint32_t hpc)
     return FASA_OK;
 }
 
-static fasa_status alloc_scratch(fasa_kv_cache *c, cl_cache *cl)
+/* Scratch sizes fixed by the shape: candidate list capacity, tiles, and
+ * the attention partial slots per head (pmax; too few for the token
+ * chunks is reported by alloc_scratch). */
+static void plan_scratch(fasa_kv_cache *c, cl_cache *cl)
 {
     const fasa_model_shape *s = &c->shape;
     cl_ctx *cc = c->ctx->impl;
-    uint64_t lim = alloc_limit(cc);
-    uint32_t G = c->group, cap = c->capacity, d = s->head_dim;
+    uint32_t cap = c->capacity;
     cl->list_cap = cap < 4096u ? cap : ((cap + 3) / 4 > 4096u ? (cap + 3) / 4 : 4096u);
     cl->max_tiles = MAX_TILES;
+    uint64_t per_slot = (uint64_t)s->n_q_heads * (s->head_dim + 2) * 4;
+    uint64_t lim = alloc_limit(cc), part_lim = lim < PART_CAP ? lim : PART_CAP;
+    uint64_t pmax = part_lim / per_slot;
+    cl->pmax = (uint32_t)(pmax < cc->tune.red_pmax ? pmax : cc->tune.red_pmax);
+}
+
+static uint64_t min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
+
+/* Everything the cache will allocate, against the device's limits, before
+ * the first buffer exists (docs/OPENCL.md §2, "Memory limits"). */
+static fasa_status check_request(fasa_kv_cache *c, cl_cache *cl, uint32_t hpc)
+{
+    const fasa_model_shape *s = &c->shape;
+    cl_ctx *cc = c->ctx->impl;
+    uint64_t lim = alloc_limit(cc), elem = c->elem_size, cap = c->capacity, hq = s->n_q_heads;
+    uint64_t rows = fasa__cl_mul((uint64_t)s->n_layers * s->n_kv_heads, cap); /* token rows per array */
+    uint64_t chunk_rows = min_u64(hpc, s->n_kv_heads) * cl->tokens_per_chunk; /* rows of the largest chunk */
+    cl_request r = {0};
+    /* K and V: host memory only where FASA-M really moves them out of the device (account_storage) */
+    bool kv_host = c->placement == FASA_PLACEMENT_OFFLOAD && !cc->unified && !cc->nvidia;
+    uint64_t kv = fasa__cl_mul(rows, (uint64_t)s->head_dim * elem);
+    fasa__cl_request_add(&r, fasa__cl_mul(kv, 2), chunk_rows * s->head_dim * elem, kv_host);
+    if (c->has_dims)
+        fasa__cl_request_add(&r, fasa__cl_mul(rows, (uint64_t)c->u_pad * elem), chunk_rows * c->u_pad * elem, false);
+    /* per-step scratch of every selection row, split into blocks within lim */
+    uint64_t per_row = cap * 4 + 256 * 4 + 16 * 4 + 2ull * cl->list_cap * 4 + cl->max_tiles * 2ull * 4;
+    uint64_t scratch = fasa__cl_mul(hq, per_row);
+    fasa__cl_request_add(&r, scratch, min_u64(scratch, lim), false);
+    uint64_t width = s->head_dim > c->u_pad ? s->head_dim : c->u_pad;
+    uint64_t singles[3] = {hq * width * 4, hq * c->max_n_fac * 4, hq * (s->head_dim + 2) * 4 * cl->pmax};
+    for (int i = 0; i < 3; i++) fasa__cl_request_add(&r, singles[i], singles[i], false);
+    if (c->has_dims) {
+        uint64_t groups = (uint64_t)s->n_layers * s->n_kv_heads, heads = (uint64_t)s->n_layers * hq;
+        uint64_t tables[3] = {groups * 4, groups * c->u_pad * 2, heads * c->u_pad * 2};
+        for (int i = 0; i < 3; i++) fasa__cl_request_add(&r, tables[i], tables[i], false);
+    }
+    uint64_t fetch = fasa__cl_fetch_bytes(c);
+    fasa__cl_request_add(&r, fetch, min_u64(fetch, lim), false);
+    return fasa__cl_check_request(c->ctx, &r, "the KV cache");
+}
+
+static fasa_status alloc_scratch(fasa_kv_cache *c, cl_cache *cl)
+{
+    const fasa_model_shape *s = &c->shape;
+    uint64_t lim = alloc_limit(c->ctx->impl);
+    uint32_t G = c->group, cap = c->capacity, d = s->head_dim;
     uint64_t per_head = (uint64_t)G * cap * 4, lists_per_head = (uint64_t)G * 2 * cl->list_cap * 4;
     uint64_t worst = per_head > lists_per_head ? per_head : lists_per_head;
     uint32_t hpb = worst <= lim ? (uint32_t)(lim / worst) : 0;
@@ -243,16 +295,12 @@ static fasa_status alloc_scratch(fasa_kv_cache *c, cl_cache *cl)
             scratch += sizes[i];
         }
     }
-    /* partials: every token chunk needs at least one slot per head */
+    /* partials (plan_scratch): every token chunk needs at least one slot per head */
     uint64_t per_slot = (uint64_t)s->n_q_heads * (d + 2) * 4;
-    uint64_t part_lim = lim < PART_CAP ? lim : PART_CAP;
-    uint64_t pmax = part_lim / per_slot;
-    if (pmax > cc->tune.red_pmax) pmax = cc->tune.red_pmax;
-    if (pmax < cl->n_tchunks)
+    if (cl->pmax < cl->n_tchunks)
         return fasa__error(c->ctx, FASA_ERROR_UNSUPPORTED,
                            "opencl: the cache needs %u token chunks per head but the attention "
-                           "partials hold only %llu", cl->n_tchunks, (unsigned long long)pmax);
-    cl->pmax = (uint32_t)pmax;
+                           "partials hold only %u", cl->n_tchunks, cl->pmax);
     uint32_t width = d > c->u_pad ? d : c->u_pad;
     uint64_t qm = (uint64_t)s->n_q_heads * width * 4, sel = (uint64_t)s->n_q_heads * c->max_n_fac * 4;
     uint64_t part = per_slot * cl->pmax;
@@ -293,6 +341,8 @@ fasa_status fasa__cl_cache_create(fasa_kv_cache *cache)
     cache->impl = cl;
     uint32_t hpc = 1;
     fasa_status st = plan_chunks(cache, cl, &hpc);
+    if (st == FASA_OK) plan_scratch(cache, cl);
+    if (st == FASA_OK) st = check_request(cache, cl, hpc);
     if (st == FASA_OK) st = alloc_storage(cache, cl, hpc);
     if (st == FASA_OK) st = alloc_scratch(cache, cl);
     if (st == FASA_OK) st = upload_tables(cache, cl);

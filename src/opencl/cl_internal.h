@@ -87,7 +87,9 @@ typedef struct cl_ctx {
     bool is_cpu;
     char platform_name[128], platform_version[128];
     char device_name[256], device_version[128], driver_version[128];
-    uint64_t max_alloc;
+    uint64_t max_alloc;           /* CL_DEVICE_MAX_MEM_ALLOC_SIZE */
+    uint64_t global_mem;          /* CL_DEVICE_GLOBAL_MEM_SIZE */
+    uint64_t host_mem;            /* the host's physical memory, 0 = unknown */
     uint64_t alloc_limit;         /* test override of max_alloc, 0 = none */
     bool unified;                 /* CL_DEVICE_HOST_UNIFIED_MEMORY: FASA-M saves nothing */
     bool nvidia;                  /* platform "NVIDIA CUDA" (GPU_NOTES §2: ALLOC_HOST_PTR stays in VRAM) */
@@ -151,6 +153,23 @@ typedef struct cl_cache {
                                               has one memory or keeps them in VRAM (NVIDIA) */
 
 /* --- cl_backend.c ---------------------------------------------------------- */
+/* What one creation (a cache, a buffer) will allocate, summed before
+ * anything is created.  The sums saturate at UINT64_MAX (fasa__cl_add,
+ * fasa__cl_mul), so size arithmetic never wraps into a small request. */
+typedef struct cl_request {
+    uint64_t largest;             /* the largest single cl_mem */
+    uint64_t device;              /* bytes in device memory */
+    uint64_t host;                /* bytes in host memory, not the device's (FASA-M K and V) */
+} cl_request;
+uint64_t fasa__cl_mul(uint64_t a, uint64_t b);
+uint64_t fasa__cl_add(uint64_t a, uint64_t b);
+/* Adds total bytes made of allocations of at most `largest` bytes. */
+void fasa__cl_request_add(cl_request *r, uint64_t total, uint64_t largest, bool host);
+/* OUT_OF_DEVICE_MEMORY naming the request, the limit and its value when a
+ * request passes CL_DEVICE_MAX_MEM_ALLOC_SIZE, CL_DEVICE_GLOBAL_MEM_SIZE
+ * or the host's physical memory (all of it on CPU devices, FASA-M K and V
+ * elsewhere); what names the caller in the message. */
+fasa_status fasa__cl_check_request(fasa_context *ctx, const cl_request *r, const char *what);
 /* The tunables for a device class: cpu_style for CPU runtimes (PoCL), else
  * the GPU preset; local_mem and max_wg clamp them. */
 void fasa__cl_tuning_preset(cl_tuning *out, bool cpu_style, uint64_t local_mem, size_t max_wg,
@@ -187,12 +206,14 @@ void fasa__cl_release_programs(cl_ctx *cc);
 void fasa__cl_build_options(const cl_ctx *cc, bool f16, uint32_t half_load, char *out,
                             size_t size);
 
-/* Binary cache entry format (docs/OPENCL.md): a 64-byte header, then the
- * program binary.  All integers little-endian. */
-#define FASA_CL_CACHE_MAGIC "FASACLB1"
-#define FASA_CL_CACHE_VERSION 1u
-#define FASA_CL_CACHE_HEADER 64u
-uint64_t fasa__cl_hash64(const void *data, size_t n, uint64_t seed);
+/* Binary cache entries: the envelope of src/blobcache.h, this kind, the
+ * program binary as payload (at most FASA_CL_BLOB_MAX bytes). */
+#define FASA_CL_BLOB_KIND "OCLB"
+#define FASA_CL_BLOB_MAX (256u << 20)
+/* Whether a program binary looks whole where its format is known (PoCL's,
+ * ELF, LLVM bitcode, SPIR-V; on PoCL only PoCL's own): NULL, or the reason
+ * it must not reach the driver. */
+const char *fasa__cl_check_binary(const cl_ctx *cc, const unsigned char *bin, size_t n);
 
 /* --- cl_cache.c ------------------------------------------------------------- */
 /* The largest single allocation caches use: min(CL_DEVICE_MAX_MEM_ALLOC_SIZE,
@@ -220,6 +241,8 @@ fasa_status fasa__cl_read_selection(fasa_kv_cache *cache, const fasa_step *step,
 /* --- cl_fetch.c (FASA-M) ------------------------------------------------------ */
 /* Creates the fetch state of an offloaded cache (after its storage). */
 fasa_status fasa__cl_fetch_create(fasa_kv_cache *cache);
+/* The bytes fasa__cl_fetch_create will allocate on the device (saturating). */
+uint64_t fasa__cl_fetch_bytes(const fasa_kv_cache *cache);
 void fasa__cl_fetch_destroy(fasa_kv_cache *cache);
 /* Records the fetch kernels of a sparse step (called by fac, after topk). */
 fasa_status fasa__cl_fetch(fasa_exec *exec, const fasa_step *step);
@@ -243,6 +266,10 @@ fasa_status fasa__cl_set_alloc_limit(fasa_context *ctx, uint64_t bytes);
  * variants in one run.  No enqueued work may still use the programs. */
 fasa_status fasa__cl_retune(fasa_context *ctx, const cl_tuning *tune);
 fasa_status fasa__cl_get_tuning(fasa_context *ctx, cl_tuning *out);
+/* Pretends the device has global_mem bytes and the host host_mem bytes of
+ * physical memory (0 restores the real value), so tests reach every limit
+ * of fasa__cl_check_request without allocating that much. */
+fasa_status fasa__cl_set_mem_limits(fasa_context *ctx, uint64_t global_mem, uint64_t host_mem);
 /* FASA_CL_OFFLOAD_* flags for caches created later on this context (0 =
  * defaults), so tests and the bench can run both host-memory kinds and the
  * discrete-GPU accounting on a unified-memory device. */

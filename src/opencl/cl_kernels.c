@@ -175,6 +175,9 @@ static fasa_status tip_dispatch(fasa_exec *exec, const fasa_step *s, const cl_ch
     fasa__cl_arg_u32(&x, topk_k(s) > 0 && t->fuse_hist);
     fasa__cl_arg_u32(&x, s->n_sink);
     fasa__cl_arg_u32(&x, s->L - s->n_recent);
+    fasa__cl_arg_mem(&x, s->oracle || !c->has_dims ? cl->dummy : cl->tip_map);
+    fasa__cl_arg_u64(&x, s->oracle ? 0 : (uint64_t)s->layer * c->shape.n_q_heads * c->u_pad);
+    fasa__cl_arg_u32(&x, !s->oracle);
     fasa_status st = args_done(c->ctx, &x, CLK_TIP);
     size_t per_wg = (size_t)t->wg_tip * t->tip_tpt;
     size_t gws[2] = {(end - ch->t0 + per_wg - 1) / per_wg * t->wg_tip, (size_t)(gb - ga) * nhb};

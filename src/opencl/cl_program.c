@@ -4,27 +4,21 @@
  * source (the opencl/ kernel files, via opencl/embed_cl.py).  Build options keep IEEE
  * Inf/NaN semantics: no -cl-finite-math-only, no -cl-fast-relaxed-math.
  *
- * Cache entry (only when ctx->cache_dir is set): <cache_dir>/fasa-cl-<key>.bin,
- * key = 128-bit hash of (format version, source, build options, device
- * name, device version, driver version, platform name and version).
- * Header, 64 bytes, little-endian:
- *    0  magic "FASACLB1"          8  u32 version, u32 header size (64)
- *   16  u64 key low, u64 key high
- *   32  u64 payload length       40  u64 payload checksum
- *   48  u64 header checksum (bytes 0..47)            56  u64 reserved (0)
- * then the payload (the program binary from CL_PROGRAM_BINARIES).  An entry
- * is used only if every field checks out and the driver builds the binary;
- * otherwise it is rebuilt from source and replaced.  Entries are written to
- * a temporary file and renamed into place, so readers never see a partial
- * entry.  Any file-system failure only costs the cache, never the call.
+ * Cache entry (only when ctx->cache_dir is set): <cache_dir>/fasa-cl-<key>.bin
+ * in the envelope of src/blobcache.h (kind "OCLB"), key = SHA-256 of (build
+ * options, device name, device version, driver version, platform name and
+ * version, SHA-256 of the kernel source), payload = the program binary from
+ * CL_PROGRAM_BINARIES.  A driver may crash on a damaged binary instead of
+ * rejecting it (PoCL does), so before the driver sees a binary the envelope
+ * must hold (size, hash, key) and the binary's own header must be sound
+ * where its format is known (fasa__cl_check_binary).  Anything else costs a
+ * rebuild from source and an atomic rewrite of the entry, never the call.
  */
 #include "cl_internal.h"
+#include "blobcache.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 const char *const fasa__cl_kernel_names[CLK_COUNT] = {
     [CLK_APPEND] = "fasa_append",       [CLK_TIP_PREP] = "fasa_tip_prep",
@@ -54,170 +48,115 @@ static uint32_t required_wg(const cl_tuning *t, int k)
 }
 
 /* ------------------------------------------------------------------------ */
-/* Hashing                                                                   */
+/* Binary formats                                                            */
 /* ------------------------------------------------------------------------ */
 
-uint64_t fasa__cl_hash64(const void *data, size_t n, uint64_t seed)
-{
-    const unsigned char *p = data;
-    uint64_t h = 0xcbf29ce484222325ull ^ (seed * 0x9e3779b97f4a7c15ull);
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= 0x100000001b3ull;
-    }
-    h ^= (uint64_t)n;
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdull;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ull;
-    h ^= h >> 33;
-    return h;
-}
-
-typedef struct key128 {
-    uint64_t lo, hi;
-} key128;
-
-static void key_add(key128 *k, const void *data, size_t n)
-{
-    uint64_t len = n;
-    k->lo = fasa__cl_hash64(&len, sizeof len, k->lo);
-    k->hi = fasa__cl_hash64(&len, sizeof len, k->hi);
-    k->lo = fasa__cl_hash64(data, n, k->lo);
-    k->hi = fasa__cl_hash64(data, n, k->hi ^ 0x5bd1e995u);
-}
-
-static key128 cache_key(const cl_ctx *cc, const char *options)
-{
-    key128 k = {1, 2};
-    uint32_t version = FASA_CL_CACHE_VERSION;
-    key_add(&k, &version, sizeof version);
-    key_add(&k, fasa__cl_source, fasa__cl_source_len);
-    const char *fields[] = {options, cc->device_name, cc->device_version, cc->driver_version,
-                            cc->platform_name, cc->platform_version};
-    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) key_add(&k, fields[i], strlen(fields[i]));
-    return k;
-}
-
-static void put_u32(unsigned char *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static void put_u64(unsigned char *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static uint32_t get_u32(const unsigned char *p)
-{
-    uint32_t v = 0;
-    for (int i = 3; i >= 0; i--) v = (v << 8) | p[i];
-    return v;
-}
-
-static uint64_t get_u64(const unsigned char *p)
+static uint64_t get_le(const unsigned char *p, int bytes)
 {
     uint64_t v = 0;
-    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
+    for (int i = bytes - 1; i >= 0; i--) v = (v << 8) | p[i];
     return v;
 }
 
+static uint64_t get_be(const unsigned char *p, int bytes)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < bytes; i++) v = (v << 8) | p[i];
+    return v;
+}
+
+/* PoCL ("poclbin\0", u64 device id, u32 format version, u32 kernel count,
+ * ...): its reader trusts every length inside, so at least the header
+ * must be that of a program with our kernels. */
+static const char *check_pocl(const unsigned char *b, size_t n)
+{
+    if (n < 64) return "PoCL binary shorter than its header";
+    uint64_t version = get_le(b + 16, 4), kernels = get_le(b + 20, 4);
+    if (version < 6 || version > 255) return "PoCL binary of an unknown format version";
+    if (kernels < CLK_COUNT || kernels > 65536) return "PoCL binary with the wrong number of kernels";
+    return NULL;
+}
+
+/* ELF (AMD, Intel and others): the class, byte order and version bytes,
+ * and the header and program/section header tables inside the file. */
+static uint64_t elf_get(const unsigned char *b, bool be, size_t off, int bytes)
+{
+    return be ? get_be(b + off, bytes) : get_le(b + off, bytes);
+}
+
+static const char *check_elf(const unsigned char *b, size_t n)
+{
+    if (n < 52) return "ELF binary shorter than its header";
+    bool is64 = b[4] == 2, be = b[5] == 2;
+    if ((b[4] != 1 && !is64) || (b[5] != 1 && !be) || b[6] != 1) return "ELF binary with a bad identification";
+    if (is64 && n < 64) return "ELF binary shorter than its header";
+    int wide = is64 ? 8 : 4;
+    size_t half = is64 ? 52 : 40; /* e_ehsize, then the 16-bit table sizes and counts */
+    uint64_t phoff = elf_get(b, be, is64 ? 32 : 28, wide), shoff = elf_get(b, be, is64 ? 40 : 32, wide);
+    uint64_t ehsize = elf_get(b, be, half, 2), phentsize = elf_get(b, be, half + 2, 2);
+    uint64_t phnum = elf_get(b, be, half + 4, 2), shentsize = elf_get(b, be, half + 6, 2);
+    uint64_t shnum = elf_get(b, be, half + 8, 2);
+    /* each product is below 2^32 and each offset is compared first, so nothing overflows */
+    if (ehsize > n) return "ELF header larger than the binary";
+    if (phnum && (phoff > n || phentsize * phnum > n - phoff)) return "ELF program headers past the end";
+    if (shnum && (shoff > n || shentsize * shnum > n - shoff)) return "ELF section headers past the end";
+    return NULL;
+}
+
+/* LLVM bitcode: raw ("BC" 0xC0DE, whole 32-bit words) or in the wrapper
+ * header (0x0B17C0DE, version, offset, size) that must point inside. */
+static const char *check_bitcode(const unsigned char *b, size_t n)
+{
+    if (b[0] == 'B') return n % 4 ? "LLVM bitcode of a length that is not whole words" : NULL;
+    if (n < 20) return "LLVM bitcode wrapper shorter than its header";
+    uint64_t off = get_le(b + 8, 4), size = get_le(b + 12, 4);
+    if (off < 20 || off > n || size > n - off || size < 4) return "LLVM bitcode wrapper pointing past the end";
+    return memcmp(b + off, "BC\xc0\xde", 4) == 0 ? NULL : "LLVM bitcode wrapper around something else";
+}
+
+const char *fasa__cl_check_binary(const cl_ctx *cc, const unsigned char *b, size_t n)
+{
+    static const unsigned char spirv[4] = {0x03, 0x02, 0x23, 0x07}, wrapper[4] = {0xde, 0xc0, 0x17, 0x0b};
+    if (n == 0) return "empty program binary";
+    bool pocl = strstr(cc->platform_name, "Portable Computing Language") != NULL;
+    if (n >= 8 && memcmp(b, "poclbin", 8) == 0) return check_pocl(b, n);
+    if (pocl) return "not a PoCL binary (PoCL writes only its own format)";
+    if (n >= 4 && memcmp(b, "\x7f" "ELF", 4) == 0) return check_elf(b, n);
+    if (n >= 4 && (memcmp(b, "BC\xc0\xde", 4) == 0 || memcmp(b, wrapper, 4) == 0)) return check_bitcode(b, n);
+    if (n >= 4 && memcmp(b, spirv, 4) == 0) return n % 4 || n < 20 ? "SPIR-V of a bad length" : NULL;
+    return NULL; /* a format we do not know (NVIDIA's PTX text, ...): the envelope's hash is all we check */
+}
+
 /* ------------------------------------------------------------------------ */
-/* Cache files                                                               */
+/* Cache entries                                                             */
 /* ------------------------------------------------------------------------ */
 
-static void entry_path(const fasa_context *ctx, key128 k, char *out, size_t size)
+/* Everything the binary depends on: the source (by its hash), the build
+ * options, and the device, driver and platform that compiled it. */
+static void cache_key(const cl_ctx *cc, const char *options, uint8_t key[FASA_SHA256_SIZE])
 {
-    snprintf(out, size, "%s/fasa-cl-%016llx%016llx.bin", ctx->cache_dir, (unsigned long long)k.hi,
-             (unsigned long long)k.lo);
+    uint8_t source[FASA_SHA256_SIZE];
+    fasa__sha256(fasa__cl_source, fasa__cl_source_len, source);
+    fasa__blob_key k;
+    fasa__blob_key_begin(&k, FASA_CL_BLOB_KIND);
+    fasa__blob_key_add(&k, source, sizeof source);
+    const char *fields[] = {options, cc->device_name, cc->device_version, cc->driver_version,
+                            cc->platform_name, cc->platform_version};
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) fasa__blob_key_str(&k, fields[i]);
+    fasa__blob_key_end(&k, key);
 }
 
-/* Reads and verifies an entry; returns the payload (caller frees) or NULL
- * with *why set ("" when there is simply no entry). */
-static unsigned char *load_entry(fasa_context *ctx, const char *path, key128 key, size_t *len,
-                                 const char **why)
+static bool entry_path(const fasa_context *ctx, const uint8_t key[FASA_SHA256_SIZE], char *out, size_t size)
 {
-    *why = "";
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    unsigned char h[FASA_CL_CACHE_HEADER];
-    unsigned char *payload = NULL;
-    long size = -1;
-    if (fread(h, 1, sizeof h, f) != sizeof h) *why = "truncated header";
-    else if (memcmp(h, FASA_CL_CACHE_MAGIC, 8) != 0) *why = "bad magic";
-    else if (get_u32(h + 8) != FASA_CL_CACHE_VERSION || get_u32(h + 12) != FASA_CL_CACHE_HEADER)
-        *why = "unknown format version";
-    else if (get_u64(h + 48) != fasa__cl_hash64(h, 48, 4)) *why = "header checksum mismatch";
-    else if (get_u64(h + 16) != key.lo || get_u64(h + 24) != key.hi) *why = "stale (key mismatch)";
-    else if (fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) < 0) *why = "unreadable";
-    else if ((uint64_t)size != FASA_CL_CACHE_HEADER + get_u64(h + 32) || get_u64(h + 32) == 0)
-        *why = "length mismatch (truncated or extended)";
-    else if (fseek(f, FASA_CL_CACHE_HEADER, SEEK_SET) != 0) *why = "unreadable";
-    else {
-        *len = (size_t)get_u64(h + 32);
-        payload = fasa__alloc_aligned(ctx, *len, 64);
-        if (!payload) *why = "out of host memory";
-        else if (fread(payload, 1, *len, f) != *len) *why = "short read";
-        else if (fasa__cl_hash64(payload, *len, 3) != get_u64(h + 40)) *why = "payload checksum mismatch";
-        if (**why) {
-            fasa__free(ctx, payload);
-            payload = NULL;
-        }
-    }
-    fclose(f);
-    return payload;
+    char hex[33];
+    fasa__blob_key_hex(key, hex);
+    int n = snprintf(out, size, "%s/fasa-cl-%s.bin", ctx->cache_dir, hex);
+    return n > 0 && (size_t)n < size;
 }
 
-static void make_dirs(const char *dir)
+static const char *check_entry(void *user, const unsigned char *payload, size_t size)
 {
-    char p[4096];
-    snprintf(p, sizeof p, "%s", dir);
-    for (char *s = p + 1; *s; s++) {
-        if (*s != '/') continue;
-        *s = '\0';
-        mkdir(p, 0755);
-        *s = '/';
-    }
-    mkdir(p, 0755);
-}
-
-/* Writes an entry atomically: a temporary file in the same directory,
- * flushed, then renamed over the final name. */
-static bool store_entry(fasa_context *ctx, const char *path, key128 key, const unsigned char *bin,
-                        size_t len, const char **why)
-{
-    make_dirs(ctx->cache_dir);
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld.%llx", path, (long)getpid(),
-             (unsigned long long)(uintptr_t)ctx);
-    unsigned char h[FASA_CL_CACHE_HEADER] = {0};
-    memcpy(h, FASA_CL_CACHE_MAGIC, 8);
-    put_u32(h + 8, FASA_CL_CACHE_VERSION);
-    put_u32(h + 12, FASA_CL_CACHE_HEADER);
-    put_u64(h + 16, key.lo);
-    put_u64(h + 24, key.hi);
-    put_u64(h + 32, len);
-    put_u64(h + 40, fasa__cl_hash64(bin, len, 3));
-    put_u64(h + 48, fasa__cl_hash64(h, 48, 4));
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        *why = strerror(errno);
-        return false;
-    }
-    bool ok = fwrite(h, 1, sizeof h, f) == sizeof h && fwrite(bin, 1, len, f) == len && fflush(f) == 0;
-    if (ok) fsync(fileno(f));
-    if (!ok) *why = strerror(errno);
-    if (fclose(f) != 0 && ok) {
-        ok = false;
-        *why = strerror(errno);
-    }
-    if (ok && rename(tmp, path) != 0) {
-        ok = false;
-        *why = strerror(errno);
-    }
-    if (!ok) unlink(tmp);
-    return ok;
+    return fasa__cl_check_binary(user, payload, size);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -313,23 +252,25 @@ static fasa_status make_kernels(fasa_context *ctx, cl_ctx *cc, cl_program_set *p
 }
 
 /* Tries a cache entry: the program built from its binary, or NULL. */
-static cl_program program_from_entry(fasa_context *ctx, cl_ctx *cc, const char *path, key128 key,
-                                     const char *options)
+static cl_program program_from_entry(fasa_context *ctx, cl_ctx *cc, const char *path,
+                                     const uint8_t key[FASA_SHA256_SIZE], const char *options)
 {
-    size_t len = 0;
-    const char *why = "";
-    unsigned char *bin = load_entry(ctx, path, key, &len, &why);
-    if (!bin) {
-        if (why[0]) {
+    char why[256] = "";
+    fasa__blob entry;
+    fasa__blob_result r = fasa__blob_load(ctx, path, FASA_CL_BLOB_KIND, key, FASA_CL_BLOB_MAX, check_entry, cc,
+                                          &entry, why, sizeof why);
+    if (r != FASA_BLOB_LOADED) {
+        if (r == FASA_BLOB_REJECTED) {
             cc->stats.cache_rejects++;
             fasa__log(ctx, FASA_LOG_WARN, "opencl: program cache entry %s rejected: %s; rebuilding", path, why);
         }
         return NULL;
     }
     cl_int err = CL_SUCCESS, bin_status = CL_SUCCESS;
-    const unsigned char *bins[1] = {bin};
+    const unsigned char *bins[1] = {entry.payload};
+    size_t len = entry.size;
     cl_program prog = clCreateProgramWithBinary(cc->context, 1, &cc->device, &len, bins, &bin_status, &err);
-    fasa__free(ctx, bin);
+    fasa__blob_free(ctx, &entry);
     if (prog && err == CL_SUCCESS && bin_status == CL_SUCCESS)
         err = build_program(ctx, cc, prog, options);
     else if (err == CL_SUCCESS)
@@ -346,23 +287,29 @@ static cl_program program_from_entry(fasa_context *ctx, cl_ctx *cc, const char *
     return prog;
 }
 
-static void save_entry(fasa_context *ctx, cl_ctx *cc, cl_program prog, const char *path, key128 key)
+/* Writes the program's binary as the entry (replacing a bad one); a
+ * binary that would fail our own load checks is not written at all. */
+static void save_entry(fasa_context *ctx, cl_ctx *cc, cl_program prog, const char *path,
+                       const uint8_t key[FASA_SHA256_SIZE])
 {
     size_t len = 0;
     cl_int err = clGetProgramInfo(prog, CL_PROGRAM_BINARY_SIZES, sizeof len, &len, NULL);
-    if (err != CL_SUCCESS || len == 0) {
-        fasa__log(ctx, FASA_LOG_INFO, "opencl: the driver returns no program binary; nothing cached");
+    if (err != CL_SUCCESS || len == 0 || len > FASA_CL_BLOB_MAX) {
+        fasa__log(ctx, FASA_LOG_INFO, "opencl: the driver returns no program binary (or %zu bytes); nothing cached", len);
         return;
     }
     unsigned char *bin = fasa__alloc_aligned(ctx, len, 64);
     if (!bin) return;
     unsigned char *bins[1] = {bin};
     err = clGetProgramInfo(prog, CL_PROGRAM_BINARIES, sizeof bins, bins, NULL);
-    const char *why = "";
+    const char *bad = err == CL_SUCCESS ? fasa__cl_check_binary(cc, bin, len) : NULL;
+    char why[256] = "";
     if (err != CL_SUCCESS)
         fasa__log(ctx, FASA_LOG_INFO, "opencl: clGetProgramInfo(CL_PROGRAM_BINARIES) failed: %s; nothing cached",
                   fasa__cl_error_name(err));
-    else if (store_entry(ctx, path, key, bin, len, &why)) {
+    else if (bad)
+        fasa__log(ctx, FASA_LOG_INFO, "opencl: the driver's program binary fails our checks (%s); nothing cached", bad);
+    else if (fasa__blob_store(ctx->cache_dir, path, FASA_CL_BLOB_KIND, key, bin, len, why, sizeof why) == 0) {
         cc->stats.cache_writes++;
         fasa__log(ctx, FASA_LOG_INFO, "opencl: wrote program cache entry %s (%zu bytes)", path, len);
     } else {
@@ -376,9 +323,13 @@ static fasa_status build_one(fasa_context *ctx, cl_ctx *cc, bool f16, cl_program
 {
     char options[512], path[4096] = "";
     fasa__cl_build_options(cc, f16, cc->tune.half_load, options, sizeof options);
-    key128 key = cache_key(cc, options);
-    if (ctx->cache_dir) {
-        entry_path(ctx, key, path, sizeof path);
+    uint8_t key[FASA_SHA256_SIZE];
+    bool cached = ctx->cache_dir && ctx->cache_dir[0];
+    if (cached) {
+        cache_key(cc, options, key);
+        cached = entry_path(ctx, key, path, sizeof path);
+    }
+    if (cached) {
         ps->program = program_from_entry(ctx, cc, path, key, options);
         if (ps->program) {
             fasa_status st = make_kernels(ctx, cc, ps);
@@ -397,7 +348,7 @@ static fasa_status build_one(fasa_context *ctx, cl_ctx *cc, bool f16, cl_program
     if (err != CL_SUCCESS)
         return build_failed(ctx, cc, ps->program, err, f16 ? "the fp16 kernels" : "the fp32 kernels");
     fasa_status st = make_kernels(ctx, cc, ps);
-    if (st == FASA_OK && ctx->cache_dir) save_entry(ctx, cc, ps->program, path, key);
+    if (st == FASA_OK && cached) save_entry(ctx, cc, ps->program, path, key);
     return st;
 }
 

@@ -62,20 +62,39 @@ fasa_status fasa__vk_check(vk_context *vk, fasa_status st)
                        n == 1 ? "" : "s", vk->vmsg);
 }
 
+/* Whether a debug-utils message is a validation finding that must fail the
+ * call: a WARNING or ERROR of type VALIDATION.  The loader reports its own
+ * business through the same messenger as GENERAL messages, some at WARNING
+ * (with VK_INSTANCE_LAYERS set: "env var 'VK_INSTANCE_LAYERS' defined and
+ * adding layers ..."), and performance advice (best practices) is PERFORMANCE:
+ * neither is a validation error, so both are only logged. */
+static bool counts_as_validation(VkDebugUtilsMessageSeverityFlagBitsEXT severity,
+                                 VkDebugUtilsMessageTypeFlagsEXT types)
+{
+    VkDebugUtilsMessageSeverityFlagsEXT bad = VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT |
+                                              VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT;
+    return (severity & bad) && (types & VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT);
+}
+
 static VKAPI_ATTR VkBool32 VKAPI_CALL debug_cb(VkDebugUtilsMessageSeverityFlagBitsEXT severity,
                                                VkDebugUtilsMessageTypeFlagsEXT types,
                                                const VkDebugUtilsMessengerCallbackDataEXT *data,
                                                void *user)
 {
-    (void)types;
     vk_context *vk = user;
-    if (!vk || severity < VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT) return VK_FALSE;
-    if (vk->n_vmsg++ == 0)
-        snprintf(vk->vmsg, sizeof vk->vmsg, "%s", data && data->pMessage ? data->pMessage : "(no text)");
-    if (vk->ctx) fasa__log(vk->ctx, FASA_LOG_WARN, "vulkan validation: %s", data ? data->pMessage : "");
+    const char *text = data && data->pMessage ? data->pMessage : "(no text)";
+    if (!vk) return VK_FALSE;
+    if (!counts_as_validation(severity, types)) {
+        if (vk->ctx) fasa__log(vk->ctx, FASA_LOG_INFO, "vulkan (not a validation error): %s", text);
+        return VK_FALSE;
+    }
+    if (vk->n_vmsg++ == 0) snprintf(vk->vmsg, sizeof vk->vmsg, "%s", text);
+    if (vk->ctx) fasa__log(vk->ctx, FASA_LOG_WARN, "vulkan validation: %s", text);
     return VK_FALSE;
 }
 
+/* Warnings and errors of every type reach debug_cb, which counts only the
+ * validation ones; the rest are logged for the record. */
 static VkDebugUtilsMessengerCreateInfoEXT messenger_info(vk_context *vk)
 {
     VkDebugUtilsMessengerCreateInfoEXT mi = {.sType = VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT};

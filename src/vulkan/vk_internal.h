@@ -119,6 +119,8 @@ struct vk_context {
     vk_tunables tun;
     VkPipelineCache pcache;
     bool owns_pcache;
+    uint8_t pcache_loaded[32];   /* SHA-256 of the pipeline cache data read from disk */
+    bool has_pcache_loaded;      /* (an unchanged cache is not written back) */
     VkPipelineLayout layout;
     VkPipeline pipes[VK_K_COUNT][2];
     VkCommandPool pool;

@@ -4,6 +4,7 @@
  * context, when the first cache of that dtype is created. */
 #include "vk_internal.h"
 #include "vk_spirv.h"
+#include "blobcache.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -133,6 +134,15 @@ fasa_status fasa__vk_pipelines_ensure(vk_context *vk, int dtype)
 /* On-disk pipeline cache                                                    */
 /* ------------------------------------------------------------------------ */
 
+/* The entry: <cache_dir>/libfasa-vk-<vendor>-<device>-<driver>.bin in the
+ * envelope of src/blobcache.h (kind "VKPC"), payload = vkGetPipelineCacheData.
+ * Drivers validate the data's header themselves, but not always its body,
+ * so the same rule as for OpenCL binaries applies: size, hash, key, and
+ * the VkPipelineCacheHeaderVersionOne against this device before the
+ * driver sees a byte; anything else is dropped and rewritten at destroy. */
+#define VK_BLOB_KIND "VKPC"
+#define VK_BLOB_MAX (64u << 20)
+
 static bool cache_path(const vk_context *vk, char *out, size_t size)
 {
     if (!vk->ctx->cache_dir || !vk->ctx->cache_dir[0]) return false;
@@ -141,52 +151,87 @@ static bool cache_path(const vk_context *vk, char *out, size_t size)
     return n > 0 && (size_t)n < size;
 }
 
-/* Reads a cache file whose header matches this device; NULL otherwise. */
-static void *read_cache_file(vk_context *vk, const char *path, size_t *size)
+/* The device and driver the data is for, and the shaders in it (so the
+ * pipelines of older shaders do not pile up in the file). */
+static void cache_key(const vk_context *vk, uint8_t key[FASA_SHA256_SIZE])
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    void *data = NULL;
-    long len = 0;
-    if (fseek(f, 0, SEEK_END) == 0 && (len = ftell(f)) > 32 && len < (64l << 20) && fseek(f, 0, SEEK_SET) == 0) {
-        data = fasa__alloc(vk->ctx, (size_t)len);
-        if (data && fread(data, 1, (size_t)len, f) != (size_t)len) {
-            fasa__free(vk->ctx, data);
-            data = NULL;
-        }
+    const VkPhysicalDeviceProperties *p = &vk->props;
+    fasa__blob_key k;
+    fasa__blob_key_begin(&k, VK_BLOB_KIND);
+    uint32_t ids[3] = {p->vendorID, p->deviceID, p->driverVersion};
+    fasa__blob_key_add(&k, ids, sizeof ids);
+    fasa__blob_key_add(&k, p->pipelineCacheUUID, VK_UUID_SIZE);
+    fasa__blob_key_str(&k, p->deviceName);
+    for (uint32_t i = 0; i < fasa__vk_spirv_count; i++) {
+        fasa__blob_key_str(&k, fasa__vk_spirv[i].name);
+        fasa__blob_key_add(&k, fasa__vk_spirv[i].code, fasa__vk_spirv[i].size);
     }
-    fclose(f);
-    const uint32_t *h = data;
-    bool ok = data && h[0] >= 32 && h[1] == VK_PIPELINE_CACHE_HEADER_VERSION_ONE && h[2] == vk->props.vendorID &&
-              h[3] == vk->props.deviceID && memcmp(h + 4, vk->props.pipelineCacheUUID, VK_UUID_SIZE) == 0;
-    if (!ok) {
-        if (data) fasa__log(vk->ctx, FASA_LOG_INFO, "vulkan: ignoring stale pipeline cache %s", path);
-        fasa__free(vk->ctx, data);
-        return NULL;
-    }
-    *size = (size_t)len;
-    return data;
+    fasa__blob_key_end(&k, key);
+}
+
+static uint32_t le32(const unsigned char *p)
+{
+    return p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* VkPipelineCacheHeaderVersionOne (little-endian by the specification):
+ * headerSize, headerVersion, vendorID, deviceID, pipelineCacheUUID. */
+static const char *check_header(void *user, const unsigned char *d, size_t n)
+{
+    const vk_context *vk = user;
+    if (n < 16 + VK_UUID_SIZE) return "pipeline cache data shorter than its header";
+    uint32_t header_size = le32(d);
+    if (header_size < 16 + VK_UUID_SIZE || header_size > n) return "pipeline cache header of a bad size";
+    if (le32(d + 4) != VK_PIPELINE_CACHE_HEADER_VERSION_ONE) return "unknown pipeline cache header version";
+    if (le32(d + 8) != vk->props.vendorID || le32(d + 12) != vk->props.deviceID ||
+        memcmp(d + 16, vk->props.pipelineCacheUUID, VK_UUID_SIZE) != 0)
+        return "pipeline cache of another device or driver (vendorID, deviceID or pipelineCacheUUID differ)";
+    return NULL;
+}
+
+/* Reads the checked cache data of this device into out; false when there
+ * is none or it was rejected. */
+static bool read_cache_file(vk_context *vk, const char *path, fasa__blob *out)
+{
+    uint8_t key[FASA_SHA256_SIZE];
+    cache_key(vk, key);
+    char why[256] = "";
+    fasa__blob_result r = fasa__blob_load(vk->ctx, path, VK_BLOB_KIND, key, VK_BLOB_MAX, check_header, vk, out, why,
+                                          sizeof why);
+    if (r == FASA_BLOB_REJECTED)
+        fasa__log(vk->ctx, FASA_LOG_WARN, "vulkan: pipeline cache %s rejected: %s; starting empty (rewritten at "
+                  "context destroy)", path, why);
+    if (r != FASA_BLOB_LOADED) return false;
+    fasa__sha256(out->payload, out->size, vk->pcache_loaded);
+    vk->has_pcache_loaded = true;
+    fasa__log(vk->ctx, FASA_LOG_INFO, "vulkan: pipeline cache loaded from %s (%zu bytes)", path, out->size);
+    return true;
 }
 
 static void save_cache(vk_context *vk)
 {
-    char path[4096], tmp[4200];
+    char path[4096], why[256] = "";
     if (!vk->owns_pcache || !cache_path(vk, path, sizeof path)) return;
     size_t size = 0;
-    if (vk->fn.vkGetPipelineCacheData(vk->device, vk->pcache, &size, NULL) != VK_SUCCESS || size == 0) return;
-    void *data = fasa__alloc(vk->ctx, size);
+    if (vk->fn.vkGetPipelineCacheData(vk->device, vk->pcache, &size, NULL) != VK_SUCCESS || size == 0 ||
+        size > VK_BLOB_MAX)
+        return;
+    unsigned char *data = fasa__alloc(vk->ctx, size);
     if (!data) return;
-    if (vk->fn.vkGetPipelineCacheData(vk->device, vk->pcache, &size, data) == VK_SUCCESS) {
-        snprintf(tmp, sizeof tmp, "%s.tmp", path);
-        FILE *f = fopen(tmp, "wb");
-        bool ok = f && fwrite(data, 1, size, f) == size;
-        if (f && fclose(f) != 0) ok = false;
-        if (ok && rename(tmp, path) == 0)
+    uint8_t key[FASA_SHA256_SIZE], digest[FASA_SHA256_SIZE];
+    if (vk->fn.vkGetPipelineCacheData(vk->device, vk->pcache, &size, data) != VK_SUCCESS) size = 0;
+    const char *bad = size ? check_header(vk, data, size) : "no data";
+    if (!bad) fasa__sha256(data, size, digest);
+    if (bad) {
+        fasa__log(vk->ctx, FASA_LOG_INFO, "vulkan: pipeline cache data not saved: %s", bad);
+    } else if (vk->has_pcache_loaded && memcmp(digest, vk->pcache_loaded, sizeof digest) == 0) {
+        fasa__log(vk->ctx, FASA_LOG_DEBUG, "vulkan: pipeline cache %s unchanged", path);
+    } else {
+        cache_key(vk, key);
+        if (fasa__blob_store(vk->ctx->cache_dir, path, VK_BLOB_KIND, key, data, size, why, sizeof why) == 0)
             fasa__log(vk->ctx, FASA_LOG_DEBUG, "vulkan: saved pipeline cache %s (%zu bytes)", path, size);
-        else {
-            remove(tmp);
-            fasa__log(vk->ctx, FASA_LOG_WARN, "vulkan: could not write pipeline cache %s", path);
-        }
+        else
+            fasa__log(vk->ctx, FASA_LOG_WARN, "vulkan: could not write pipeline cache %s: %s", path, why);
     }
     fasa__free(vk->ctx, data);
 }
@@ -201,13 +246,20 @@ fasa_status fasa__vk_pipelines_init(vk_context *vk)
     if (r != VK_SUCCESS) return fasa__vk_result(vk, r, "vkCreatePipelineLayout");
     if (vk->pcache) return FASA_OK; /* the host's */
     char path[4096];
-    size_t size = 0;
-    void *data = cache_path(vk, path, sizeof path) ? read_cache_file(vk, path, &size) : NULL;
+    fasa__blob data = {0};
+    bool loaded = cache_path(vk, path, sizeof path) && read_cache_file(vk, path, &data);
     VkPipelineCacheCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO};
-    ci.initialDataSize = size;
-    ci.pInitialData = data;
+    ci.initialDataSize = loaded ? data.size : 0;
+    ci.pInitialData = loaded ? data.payload : NULL;
     r = vk->fn.vkCreatePipelineCache(vk->device, &ci, vk->vk_alloc, &vk->pcache);
-    fasa__free(vk->ctx, data);
+    fasa__blob_free(vk->ctx, &data);
+    if (r != VK_SUCCESS && loaded) { /* a cache only saves time: start empty instead */
+        fasa__log(vk->ctx, FASA_LOG_WARN, "vulkan: the driver refused the pipeline cache %s; starting empty", path);
+        vk->has_pcache_loaded = false;
+        ci.initialDataSize = 0;
+        ci.pInitialData = NULL;
+        r = vk->fn.vkCreatePipelineCache(vk->device, &ci, vk->vk_alloc, &vk->pcache);
+    }
     if (r != VK_SUCCESS) return fasa__vk_result(vk, r, "vkCreatePipelineCache");
     vk->owns_pcache = true;
     return FASA_OK;

@@ -53,6 +53,28 @@ static void check_keys(void)
     CHECK(fasa_tk_key(-0.0f) == fasa_tk_key(0.0f), "-0 and +0 must tie");
 }
 
+/* fasa_tip_is_nan picks out exactly the NaN scores the TIP kernel
+ * recomputes over the head's own dims: every NaN payload and sign, never an
+ * infinity or a number. */
+static void check_tip_nan(void)
+{
+    const float special[] = {0.0f, -0.0f, 1.0f, -1.0f, INFINITY, -INFINITY, NAN, -NAN, 1e-45f, -1e-45f,
+                             3.4e38f, -3.4e38f, 0.0f * INFINITY};
+    uint32_t bad = 0;
+    for (size_t i = 0; i < sizeof special / sizeof special[0]; i++)
+        bad += !fasa_tip_is_nan(special[i]) != !isnan(special[i]);
+    for (uint32_t i = 0; i < 1000000; i++) {
+        uint32_t u = next_u32();
+        if (i & 1) u |= 0x7f800000u; /* half of them NaN or Inf */
+        float f = bits_float(u);
+        bad += !fasa_tip_is_nan(f) != !isnan(f);
+    }
+    CHECK(bad == 0, "%u values where fasa_tip_is_nan disagrees with isnan", bad);
+    CHECK(fasa_tip_is_nan(bits_float(0x7f800001u)) && fasa_tip_is_nan(bits_float(0xffc00000u)) &&
+              !fasa_tip_is_nan(bits_float(0x7f800000u)) && !fasa_tip_is_nan(bits_float(0xff800000u)),
+          "NaN payloads are NaN, infinities are not");
+}
+
 /* ------------------------------------------------------------------------ */
 /* The top-k launch sequence of fasa_cu_topk, one row, emulated              */
 /* ------------------------------------------------------------------------ */
@@ -318,6 +340,7 @@ static void check_plans(void)
 int main(void)
 {
     check_keys();
+    check_tip_nan();
     check_units();
     check_plans();
     check_topk();

@@ -1,6 +1,7 @@
 /* libFuzzer target: the calibration JSON loader.  Any input must either
  * load or be rejected with PARSE/MISMATCH; a loaded calibration must save
- * and load back to the same dims (writer and reader agree). */
+ * and load back to the same dims, and saving that again must give the same
+ * bytes (writer and reader agree, strings and %.6g floats included). */
 #include "fasa.h"
 
 #include <stdio.h>
@@ -9,6 +10,32 @@
 #include <unistd.h>
 
 static fasa_context *ctx;
+
+static char *slurp(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    long size = -1;
+    if (!f || fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) abort();
+    char *buf = malloc((size_t)size + 1);
+    if (!buf || fread(buf, 1, (size_t)size, f) != (size_t)size) abort();
+    fclose(f);
+    *n = (size_t)size;
+    return buf;
+}
+
+/* save(back) must reproduce the file back was loaded from. */
+static void same_bytes_again(const fasa_calibration *back, const char *path)
+{
+    char again[80];
+    snprintf(again, sizeof again, "%s.again", path);
+    if (fasa_calibration_save(back, again) != FASA_OK) abort();
+    size_t n1 = 0, n2 = 0;
+    char *a = slurp(path, &n1), *b = slurp(again, &n2);
+    if (n1 != n2 || memcmp(a, b, n1) != 0) abort();
+    free(a);
+    free(b);
+    remove(again);
+}
 
 static void roundtrip(const fasa_calibration *cal)
 {
@@ -26,6 +53,7 @@ static void roundtrip(const fasa_calibration *cal)
             fasa_calibration_get_dims(back, l, h, b, FASA_MAX_HEAD_DIM);
             if (memcmp(a, b, 2 * info.n_tip * sizeof a[0]) != 0) abort();
         }
+    same_bytes_again(back, path);
     fasa_calibration_destroy(back);
     remove(path);
 }

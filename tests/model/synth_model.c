@@ -4,7 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { N_LAYER = 2, N_EMBD = 64, N_HEAD = 4, N_KV = 2, N_FF = 96, N_CTX = 128 };
+enum { N_LAYER = SYNTH_N_LAYER, N_EMBD = SYNTH_N_EMBD, N_HEAD = SYNTH_N_HEAD, N_KV = SYNTH_N_HEAD_KV, N_FF = 96,
+       N_CTX = SYNTH_N_CTX };
 
 /* GPT-2 byte alphabet: the UTF-8 of the code point standing for byte b. */
 static void byte_char(unsigned b, char out[3])
@@ -26,38 +27,74 @@ static void byte_char(unsigned b, char out[3])
     }
 }
 
-void synth_add_tokenizer(gguf_writer *w, const char *pre)
+void synth_add_tokenizer_opt(gguf_writer *w, const synth_options *o)
 {
     static char bytes[256][3];
     static const char *const merges[] = { "h e", "\xc4\xa0 t", "\xc4\xa0t he", "l l", "ll o", "a a" };
     static const char *const merged[] = { "he", "\xc4\xa0t", "\xc4\xa0the", "ll", "llo", "aa" };
-    const char *tokens[SYNTH_N_VOCAB];
-    int32_t types[SYNTH_N_VOCAB];
+    static const synth_options defaults = { 0 };
+    const char *tokens[SYNTH_N_VOCAB + 1];
+    int32_t types[SYNTH_N_VOCAB + 1];
+    o = o ? o : &defaults;
+    size_t n = SYNTH_N_VOCAB + (o->extra_vocab_token ? 1 : 0);
     tokens[0] = "<|endoftext|>";
     tokens[1] = "<|im_start|>";
     tokens[2] = "<|im_end|>";
+    static char unused[8][16];
     for (unsigned b = 0; b < 256; b++) {
         byte_char(b, bytes[b]);
         tokens[3 + b] = bytes[b];
     }
+    for (unsigned b = 1; o->no_c0_tokens && b <= 8; b++) {
+        snprintf(unused[b - 1], sizeof unused[0], "<unused%u>", b);
+        tokens[3 + b] = unused[b - 1];
+    }
     for (int i = 0; i < 6; i++)
         tokens[259 + i] = merged[i];
-    for (int i = 0; i < SYNTH_N_VOCAB; i++)
+    tokens[SYNTH_N_VOCAB] = "extra";
+    for (size_t i = 0; i < n; i++)
         types[i] = i < 3 ? 3 : 1;
+    if (o->set_token_type && o->token_type_at < n)
+        types[o->token_type_at] = o->token_type;
     gw_str(w, "tokenizer.ggml.model", "gpt2");
-    gw_str(w, "tokenizer.ggml.pre", pre ? pre : "smollm");
-    gw_str_array(w, "tokenizer.ggml.tokens", tokens, SYNTH_N_VOCAB);
-    gw_i32_array(w, "tokenizer.ggml.token_type", types, SYNTH_N_VOCAB);
+    gw_str(w, "tokenizer.ggml.pre", o->pre ? o->pre : "smollm");
+    gw_str_array(w, "tokenizer.ggml.tokens", tokens, n);
+    gw_i32_array(w, "tokenizer.ggml.token_type", types, n);
     gw_str_array(w, "tokenizer.ggml.merges", merges, 6);
     gw_u32(w, "tokenizer.ggml.bos_token_id", 1);
     gw_u32(w, "tokenizer.ggml.eos_token_id", 2);
     gw_bool(w, "tokenizer.ggml.add_bos_token", 0);
 }
 
+void synth_add_tokenizer(gguf_writer *w, const char *pre)
+{
+    synth_options o = { .pre = pre };
+    synth_add_tokenizer_opt(w, &o);
+}
+
 static float rnd(uint32_t *s)
 {
     *s = *s * 1664525u + 1013904223u;
     return ((float)(*s >> 8) / 16777216.0f - 0.5f);
+}
+
+/* Writes key = v, or the override of o when it names this key. */
+static void put_number(gguf_writer *w, const synth_options *o, const char *key, uint32_t type, double v)
+{
+    if (o->set_key && !strcmp(o->set_key, key)) {
+        type = o->set_type;
+        v = o->set_value;
+    }
+    if (type == 4) {
+        gw_u32(w, key, (uint32_t)v);
+    } else if (type == 5) {
+        int32_t i = (int32_t)v;
+        gw_raw(w, key, 5, &i, 4);
+    } else if (type == 6) {
+        gw_f32(w, key, (float)v);
+    } else {
+        gw_raw(w, key, 12, &v, 8);
+    }
 }
 
 static void add_hparams(gguf_writer *w, const synth_options *o)
@@ -68,14 +105,21 @@ static void add_hparams(gguf_writer *w, const synth_options *o)
         { "llama.attention.head_count", N_HEAD },  { "llama.attention.head_count_kv", N_KV },
         { "llama.rope.dimension_count", N_EMBD / N_HEAD },
     };
+    bool set_is_standard = false;
     gw_str(w, "general.architecture", "llama");
-    for (size_t i = 0; i < sizeof u / sizeof u[0]; i++)
+    for (size_t i = 0; i < sizeof u / sizeof u[0]; i++) {
+        set_is_standard |= o->set_key && !strcmp(o->set_key, u[i].key);
         if (!o->skip_key || strcmp(o->skip_key, u[i].key))
-            gw_u32(w, u[i].key, u[i].v);
+            put_number(w, o, u[i].key, 4, u[i].v);
+    }
+    set_is_standard |= o->set_key && (!strcmp(o->set_key, "llama.rope.freq_base") ||
+                                      !strcmp(o->set_key, "llama.attention.layer_norm_rms_epsilon"));
     if (!o->skip_key || strcmp(o->skip_key, "llama.rope.freq_base"))
-        gw_f32(w, "llama.rope.freq_base", 10000.0f);
+        put_number(w, o, "llama.rope.freq_base", 6, 10000.0);
     if (!o->skip_key || strcmp(o->skip_key, "llama.attention.layer_norm_rms_epsilon"))
-        gw_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
+        put_number(w, o, "llama.attention.layer_norm_rms_epsilon", 6, 1e-5);
+    if (o->set_key && !set_is_standard)
+        put_number(w, o, o->set_key, o->set_type, o->set_value);
 }
 
 /* One tensor of random values; norms hover around 1, matrices ~U(-0.25, 0.25). */
@@ -108,7 +152,7 @@ uint8_t *synth_model(const synth_options *o, size_t *size)
     o = o ? o : &defaults;
     gw_init(&w, 32);
     add_hparams(&w, o);
-    synth_add_tokenizer(&w, o->pre);
+    synth_add_tokenizer_opt(&w, o);
     add_tensor(&w, o, "token_embd.weight", 8, N_EMBD, SYNTH_N_VOCAB);
     add_tensor(&w, o, "output_norm.weight", 0, N_EMBD, 0);
     /* Each layer mixes the five supported types. */

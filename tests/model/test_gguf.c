@@ -8,9 +8,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "gguf.h"
 #include "gguf_writer.h"
+#include "model.h"
+#include "synth_model.h"
 
 static int n_pass, n_fail;
 
@@ -403,13 +407,134 @@ static void test_mutations(const uint8_t *valid, size_t size)
     free(out);
 }
 
+/* A parseable model file whose hyper-parameters are absurd must not load:
+ * the error names the key (or tensor) and the value. */
+typedef struct hparam_case {
+    const char *what;
+    synth_options opt;
+    const char *needle1, *needle2;
+} hparam_case;
+
+static void test_absurd_hparams(void)
+{
+    const double nan = (double)NAN, inf = (double)INFINITY;
+    const hparam_case cases[] = {
+        { "tiny rope base", { .set_key = "llama.rope.freq_base", .set_type = 6, .set_value = 1e-30 },
+          "llama.rope.freq_base", "1e-30" },
+        { "huge rope base", { .set_key = "llama.rope.freq_base", .set_type = 6, .set_value = 3e38 },
+          "llama.rope.freq_base", "3e+38" },
+        { "rope base 1", { .set_key = "llama.rope.freq_base", .set_type = 6, .set_value = 1.0 },
+          "llama.rope.freq_base", "outside" },
+        { "NaN rope base", { .set_key = "llama.rope.freq_base", .set_type = 6, .set_value = nan },
+          "llama.rope.freq_base", "finite" },
+        { "f64 rope base overflowing f32", { .set_key = "llama.rope.freq_base", .set_type = 12, .set_value = 1e300 },
+          "llama.rope.freq_base", "finite" },
+        { "huge rms eps", { .set_key = "llama.attention.layer_norm_rms_epsilon", .set_type = 6, .set_value = 3e38 },
+          "layer_norm_rms_epsilon", "3e+38" },
+        { "zero rms eps", { .set_key = "llama.attention.layer_norm_rms_epsilon", .set_type = 6, .set_value = 0 },
+          "layer_norm_rms_epsilon", "outside" },
+        { "infinite rms eps", { .set_key = "llama.attention.layer_norm_rms_epsilon", .set_type = 6, .set_value = inf },
+          "layer_norm_rms_epsilon", "finite" },
+        { "negative rms eps", { .set_key = "llama.attention.layer_norm_rms_epsilon", .set_type = 6, .set_value = -1e-5 },
+          "layer_norm_rms_epsilon", "outside" },
+        { "token type 99", { .set_token_type = true, .token_type_at = 5, .token_type = 99 },
+          "token_type[5]", "99" },
+        { "token type -5", { .set_token_type = true, .token_type_at = 7, .token_type = -5 },
+          "token_type[7]", "-5" },
+        { "zero heads", { .set_key = "llama.attention.head_count", .set_type = 4, .set_value = 0 },
+          "llama.attention.head_count", "is 0" },
+        { "huge head count", { .set_key = "llama.attention.head_count", .set_type = 4, .set_value = 1e6 },
+          "llama.attention.head_count", "1000000" },
+        { "zero KV heads", { .set_key = "llama.attention.head_count_kv", .set_type = 4, .set_value = 0 },
+          "head_count_kv", "is 0" },
+        { "heads not a multiple of KV heads", { .set_key = "llama.attention.head_count_kv", .set_type = 4, .set_value = 3 },
+          "head_count_kv' = 3", "not a multiple" },
+        { "more KV heads than heads", { .set_key = "llama.attention.head_count_kv", .set_type = 4, .set_value = 8 },
+          "head_count_kv' = 8", "not a multiple" },
+        { "odd head dim", { .set_key = "llama.attention.head_count", .set_type = 4, .set_value = 64 },
+          "head dim 1", "even" },
+        { "embedding not a multiple of heads", { .set_key = "llama.attention.head_count", .set_type = 4, .set_value = 5 },
+          "llama.embedding_length", "not a multiple" },
+        { "context length 0", { .set_key = "llama.context_length", .set_type = 4, .set_value = 0 },
+          "llama.context_length", "is 0" },
+        { "negative context length", { .set_key = "llama.context_length", .set_type = 5, .set_value = -5 },
+          "llama.context_length", "-5" },
+        { "huge context length", { .set_key = "llama.context_length", .set_type = 4, .set_value = 4e9 },
+          "llama.context_length", "4000000000" },
+        { "zero layers", { .set_key = "llama.block_count", .set_type = 4, .set_value = 0 },
+          "llama.block_count", "is 0" },
+        { "rope base as an integer", { .set_key = "llama.rope.freq_base", .set_type = 5, .set_value = 10000 },
+          "llama.rope.freq_base", "expected f32" },
+        { "vocab_size vs the embedding rows", { .set_key = "llama.vocab_size", .set_type = 4, .set_value = 300 },
+          "llama.vocab_size", "300" },
+        { "tokenizer vs the embedding rows", { .extra_vocab_token = true }, "266 tokens", "265 rows" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t size = 0;
+        uint8_t *data = synth_model(&cases[i].opt, &size);
+        gguf_file *f = NULL;
+        fm_model *m = NULL;
+        fm_error e = { 0 };
+        fm_model_desc md = { .n_threads = 1 };
+        fm_status st = gguf_open_memory(data, size, &f, &e);
+        if (st == FM_OK)
+            st = fm_model_load_gguf(f, &md, &m, &e);
+        CHECK(st != FM_OK && strstr(e.msg, cases[i].needle1) && strstr(e.msg, cases[i].needle2),
+              "%s: got %s '%s', want an error naming '%s' and '%s'", cases[i].what, fm_status_name(st), e.msg,
+              cases[i].needle1, cases[i].needle2);
+        fm_model_free(m);
+        gguf_close(f);
+        free(data);
+    }
+    /* the edges of the ranges and other encodings still load */
+    const synth_options fine[] = {
+        { .seed = 1 },
+        { .set_key = "llama.rope.freq_base", .set_type = 12, .set_value = 1e6 },
+        { .set_key = "llama.rope.freq_base", .set_type = 6, .set_value = FM_ROPE_BASE_MAX },
+        { .set_key = "llama.attention.layer_norm_rms_epsilon", .set_type = 6, .set_value = 1e-6 },
+        { .set_key = "llama.vocab_size", .set_type = 4, .set_value = SYNTH_N_VOCAB },
+        { .set_token_type = true, .token_type_at = 9, .token_type = 6 },
+    };
+    for (size_t i = 0; i < sizeof fine / sizeof fine[0]; i++) {
+        size_t size = 0;
+        uint8_t *data = synth_model(&fine[i], &size);
+        gguf_file *f = NULL;
+        fm_model *m = NULL;
+        fm_error e = { 0 };
+        fm_model_desc md = { .n_threads = 1 };
+        fm_status st = gguf_open_memory(data, size, &f, &e);
+        if (st == FM_OK)
+            st = fm_model_load_gguf(f, &md, &m, &e);
+        CHECK(st == FM_OK, "valid variant %zu (%s) loads: %s", i, fine[i].set_key ? fine[i].set_key : "-", e.msg);
+        fm_model_free(m);
+        gguf_close(f);
+        free(data);
+    }
+}
+
 static void test_files(void)
 {
     gguf_file *f = NULL;
     fm_error e = { 0 };
     CHECK(gguf_open("/nonexistent/x.gguf", &f, &e) == FM_ERR_IO && strstr(e.msg, "x.gguf"),
           "missing file: %s", e.msg);
-    CHECK(gguf_open("/", &f, &e) == FM_ERR_IO, "directory: %s", e.msg);
+    CHECK(gguf_open("/", &f, &e) == FM_ERR_IO && strstr(e.msg, "directory"), "directory: %s", e.msg);
+    CHECK(gguf_open("/dev/zero", &f, &e) == FM_ERR_IO && strstr(e.msg, "character device"), "/dev/zero: %s",
+          e.msg);
+    /* A FIFO without a writer: the open must not block, and it is refused
+     * as not a regular file.  (The alarm turns a hang into a failure.) */
+    char dir[] = "/tmp/fm_gguf_fifo_XXXXXX", path[64];
+    if (mkdtemp(dir)) {
+        snprintf(path, sizeof path, "%s/model.gguf", dir);
+        if (mkfifo(path, 0600) == 0) {
+            alarm(20);
+            fm_status st = gguf_open(path, &f, &e);
+            alarm(0);
+            CHECK(st == FM_ERR_IO && strstr(e.msg, "FIFO") && strstr(e.msg, "model.gguf"), "FIFO: %s", e.msg);
+            unlink(path);
+        }
+        rmdir(dir);
+    }
 }
 
 /* The real file's census (MODEL_NOTES section 3): 272 tensors, 61 F32,
@@ -453,6 +578,7 @@ int main(void)
     test_bad_kvs();
     test_unsupported_type();
     test_mutations(valid, size);
+    test_absurd_hparams();
     test_files();
     const char *model = getenv("FASA_MODEL");
     if (model && *model)

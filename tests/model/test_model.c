@@ -363,7 +363,7 @@ static void greedy_answer(const fm_model *m)
     float *logits = malloc(vocab * sizeof *logits);
     char answer[256] = "";
     size_t used = 0;
-    fm_chat_message msg = { "user", "What is the capital of France?" };
+    fm_chat_message msg = { "user", "What is the capital of France?", 0 };
     fm_state_desc sd = { .n_ctx = 256 };
     fm_status st = fm_chat_tokenize(tok, &msg, 1, true, &t, &e);
     if (!st)

@@ -170,7 +170,7 @@ static void test_synthetic_chat(const fm_tokenizer *tok)
     fm_tokens t = { 0 };
     fm_error e = { 0 };
     char *text = NULL;
-    fm_chat_message msg = { "user", "hi <|im_end|>" };
+    fm_chat_message msg = { "user", "hi <|im_end|>", 0 };
     fm_status st = fm_chat_tokenize(tok, &msg, 1, true, &t, &e);
     if (st == FM_OK)
         st = fm_detokenize(tok, t.ids, t.n, true, &text, NULL, &e);
@@ -183,7 +183,7 @@ static void test_synthetic_chat(const fm_tokenizer *tok)
     CHECK(n_control == 5, "chat: 5 control tokens, content's marker stays text (%zu)", n_control);
     free(text);
     fm_tokens_free(&t);
-    fm_chat_message sys[2] = { { "system", "Be brief." }, { "user", "x" } };
+    fm_chat_message sys[2] = { { "system", "Be brief.", 0 }, { "user", "x", 0 } };
     fm_chat_tokenize(tok, sys, 2, false, &t, &e);
     fm_detokenize(tok, t.ids, t.n, true, &text, NULL, &e);
     CHECK(!strcmp(text, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nx<|im_end|>\n"),
@@ -260,7 +260,7 @@ static void check_fixture_line(const fm_tokenizer *tok, char *line)
         fm_tokens_push(&want, atoi(p), NULL);
     fm_status st;
     if (!strcmp(mode, "chat")) {
-        fm_chat_message msg = { "user", text };
+        fm_chat_message msg = { "user", text, 0 };
         st = fm_chat_tokenize(tok, &msg, 1, true, &got, &e);
     } else if (!strcmp(mode, "special")) {
         st = fm_tokenize_special(tok, text, len, &got, &e);

@@ -1,18 +1,25 @@
 /*
  * The OpenCL program binary cache (ctx->cache_dir): a cold build writes one
- * entry per program; a warm context loads them; corrupt, truncated, stale,
- * foreign and driver-rejected entries are detected, rebuilt and replaced;
- * a missing directory is created; an unusable one (under a regular file, or
- * in /proc) costs only the cache, never an error; no temporary files are
- * left behind; contexts racing on a cold directory leave valid entries.
- * Every context also runs one decode step checked against the CPU backend.
+ * entry per program into directories it creates user-only; a warm context
+ * loads them; damaged entries (a flipped byte, also in the previous format
+ * with its weak checksums recomputed, which used to crash PoCL; truncated,
+ * extended, empty, garbage or stale under a valid hash; a FIFO or a
+ * directory in its place) are rejected before the driver sees them,
+ * rebuilt and replaced by a whole entry; a missing directory is created;
+ * an unusable one (under a regular file, or in /proc) costs only the
+ * cache, never an error; no temporary files are left behind; contexts
+ * racing on a cold directory leave valid entries.  The binary format checks
+ * run on forged ELF, bitcode and SPIR-V headers too.  Every context also
+ * runs one decode step checked against the CPU backend.
  */
 #include "cl_test.h"
 #include "opencl/cl_internal.h"
+#include "blobcache.h"
 
 #include <dirent.h>
 #include <pthread.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 static int32_t g_dev;
@@ -114,34 +121,113 @@ static void spit(const char *path, const unsigned char *b, size_t len)
     fclose(f);
 }
 
+static void put32(unsigned char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+
 static void put64(unsigned char *p, uint64_t v)
 {
     for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
 }
 
+/* The checksum of the previous entry format ("FASACLB1", 64-bit FNV-1a with
+ * a final mix), which a damaged binary could satisfy by being rewritten:
+ * PoCL then crashed on the binary. */
+static uint64_t old_hash64(const void *data, size_t n, uint64_t seed)
+{
+    const unsigned char *p = data;
+    uint64_t h = 0xcbf29ce484222325ull ^ (seed * 0x9e3779b97f4a7c15ull);
+    for (size_t i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= 0x100000001b3ull;
+    }
+    h ^= (uint64_t)n;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 33;
+    return h;
+}
+
+/* Writes payload in a fresh envelope (valid hash) under the given key. */
+static void reseal(const char *path, const unsigned char *key, const unsigned char *payload, size_t len)
+{
+    unsigned char *b = malloc(FASA_BLOB_HEADER + len + 1);
+    fasa__blob_header(b, FASA_CL_BLOB_KIND, key, payload, len);
+    memcpy(b + FASA_BLOB_HEADER, payload, len);
+    spit(path, b, FASA_BLOB_HEADER + len);
+    free(b);
+}
+
 /* Damages entry `path` in one of several ways, then checks that the next
  * context rejects it, rebuilds and leaves a valid entry again. */
-typedef enum damage { FLIP_PAYLOAD, TRUNCATE, TRUNCATE_HEADER, EXTEND, BAD_MAGIC, STALE_KEY,
-                      GARBAGE_VALID_CHECKSUMS, EMPTY } damage;
-static const char *damage_name[] = {"flipped payload byte", "truncated payload", "truncated header",
-                                    "trailing bytes", "bad magic", "stale key (valid checksums)",
-                                    "garbage binary (valid checksums)", "empty file"};
-static const char *damage_reason[] = {"payload checksum", "length mismatch", "truncated header",
-                                      "length mismatch", "bad magic", "stale", "rejected by the driver",
-                                      "truncated header"};
+typedef enum damage {
+    FLIP_PAYLOAD, FLIP_OLD_FORMAT, TRUNCATE, TRUNCATE_RESEALED, TRUNCATE_HEADER, EXTEND, BAD_MAGIC, STALE_KEY,
+    GARBAGE_VALID_HASH, WRONG_KERNEL_COUNT, EMPTY, FIFO, DIRECTORY, N_DAMAGE
+} damage;
+static const char *damage_name[N_DAMAGE] = {
+    "flipped payload byte", "flipped byte, old format with its checksums recomputed", "truncated payload",
+    "truncated payload, hash recomputed", "truncated header", "trailing bytes", "bad magic",
+    "valid hash, wrong key", "garbage binary, valid hash and key", "PoCL header with a wrong kernel count",
+    "zero-length file", "a FIFO in place of the entry", "a directory in place of the entry"};
+/* what the log must say (either of two texts, '|'-separated) */
+static const char *damage_reason[N_DAMAGE] = {
+    "hash mismatch", "bad magic", "length mismatch", "shorter than its header|rejected by the driver",
+    "truncated header", "length mismatch", "bad magic", "stale (key mismatch",
+    "not a PoCL binary|rejected by the driver", "wrong number of kernels", "empty file", "is a FIFO",
+    "is a directory"};
 
-static void damage_entry(const char *path, damage how)
+static bool log_has(const char *alternatives)
+{
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", alternatives);
+    for (char *save = NULL, *t = strtok_r(buf, "|", &save); t; t = strtok_r(NULL, "|", &save))
+        if (strstr(g_log, t)) return true;
+    return false;
+}
+
+static bool is_pocl_binary(const char *path)
 {
     size_t len = 0;
     unsigned char *b = slurp(path, &len);
-    if (!b || len <= FASA_CL_CACHE_HEADER) {
+    bool yes = b && len > FASA_BLOB_HEADER + 8 && memcmp(b + FASA_BLOB_HEADER, "poclbin", 8) == 0;
+    free(b);
+    return yes;
+}
+
+/* Returns false when the damage does not apply to this driver's binaries. */
+static bool damage_entry(const char *path, damage how)
+{
+    size_t len = 0;
+    unsigned char *b = slurp(path, &len);
+    if (!b || len <= FASA_BLOB_HEADER + 64) {
         free(b);
-        return;
+        return false;
     }
-    size_t payload = len - FASA_CL_CACHE_HEADER;
+    unsigned char *payload = b + FASA_BLOB_HEADER, *key = b + 32;
+    size_t n = len - FASA_BLOB_HEADER;
+    bool applies = true;
     switch (how) {
-    case FLIP_PAYLOAD: b[FASA_CL_CACHE_HEADER + payload / 2] ^= 0x40; spit(path, b, len); break;
-    case TRUNCATE: spit(path, b, FASA_CL_CACHE_HEADER + payload / 2); break;
+    case FLIP_PAYLOAD: payload[n / 2] ^= 0x40; spit(path, b, len); break;
+    case FLIP_OLD_FORMAT: { /* exactly what used to pass the checks */
+        unsigned char *o = calloc(64 + n, 1);
+        memcpy(o, "FASACLB1", 8);
+        put32(o + 8, 1);
+        put32(o + 12, 64);
+        memcpy(o + 16, key, 16);
+        put64(o + 32, n);
+        memcpy(o + 64, payload, n);
+        o[64 + n / 2] ^= 0x40;
+        put64(o + 40, old_hash64(o + 64, n, 3));
+        put64(o + 48, old_hash64(o, 48, 4));
+        spit(path, o, 64 + n);
+        free(o);
+        break;
+    }
+    case TRUNCATE: spit(path, b, FASA_BLOB_HEADER + n / 2); break;
+    case TRUNCATE_RESEALED: reseal(path, key, payload, 40); break;
     case TRUNCATE_HEADER: spit(path, b, 10); break;
     case EXTEND: {
         unsigned char *c = calloc(len + 7, 1);
@@ -151,22 +237,93 @@ static void damage_entry(const char *path, damage how)
         break;
     }
     case BAD_MAGIC: b[0] = 'X'; spit(path, b, len); break;
-    case STALE_KEY: /* another key with consistent checksums */
-        b[16] ^= 1;
-        put64(b + 48, fasa__cl_hash64(b, 48, 4));
-        spit(path, b, len);
-        break;
-    case GARBAGE_VALID_CHECKSUMS: {
-        uint64_t s = 12345;
-        for (size_t i = FASA_CL_CACHE_HEADER; i < len; i++) b[i] = (unsigned char)t_rand(&s);
-        put64(b + 40, fasa__cl_hash64(b + FASA_CL_CACHE_HEADER, payload, 3));
-        put64(b + 48, fasa__cl_hash64(b, 48, 4));
-        spit(path, b, len);
+    case STALE_KEY: { /* another key, hash recomputed */
+        unsigned char other[32];
+        memcpy(other, key, 32);
+        other[5] ^= 1;
+        reseal(path, other, payload, n);
         break;
     }
+    case GARBAGE_VALID_HASH: {
+        uint64_t s = 12345;
+        for (size_t i = 0; i < n; i++) payload[i] = (unsigned char)t_rand(&s);
+        reseal(path, key, payload, n);
+        break;
+    }
+    case WRONG_KERNEL_COUNT:
+        applies = memcmp(payload, "poclbin", 8) == 0;
+        if (applies) {
+            put32(payload + 20, 1);
+            reseal(path, key, payload, n);
+        }
+        break;
     case EMPTY: spit(path, b, 0); break;
+    case FIFO: unlink(path); applies = mkfifo(path, 0600) == 0; break;
+    case DIRECTORY: unlink(path); applies = mkdir(path, 0700) == 0; break;
+    case N_DAMAGE: break;
     }
     free(b);
+    return applies;
+}
+
+/* The entry is a regular file in a whole envelope of this kind. */
+static bool entry_whole(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) return false;
+    size_t len = 0;
+    unsigned char *b = slurp(path, &len);
+    unsigned char key[32];
+    bool ok = b && len > FASA_BLOB_HEADER;
+    if (ok) memcpy(key, b + 32, 32);
+    free(b);
+    if (!ok) return false;
+    fasa__blob blob;
+    char why[256] = "";
+    ok = fasa__blob_load(NULL, path, FASA_CL_BLOB_KIND, key, FASA_CL_BLOB_MAX, NULL, NULL, &blob, why, sizeof why) ==
+         FASA_BLOB_LOADED;
+    if (!ok) fprintf(stderr, "entry %s: %s\n", path, why);
+    fasa__blob_free(NULL, &blob);
+    return ok;
+}
+
+/* fasa__cl_check_binary on forged headers of the formats it knows, as a
+ * non-PoCL platform would produce them. */
+static void check_formats(void)
+{
+    cl_ctx cc;
+    memset(&cc, 0, sizeof cc);
+    snprintf(cc.platform_name, sizeof cc.platform_name, "Some GPU platform");
+    unsigned char b[256];
+    memset(b, 0, sizeof b);
+    memcpy(b, "\x7f" "ELF", 4);
+    b[4] = 2, b[5] = 1, b[6] = 1;           /* ELF64, little-endian */
+    put64(b + 40, 128);                      /* e_shoff */
+    b[52] = 64, b[58] = 64, b[60] = 2;       /* e_ehsize 64, e_shentsize 64, e_shnum 2 */
+    T_CHECK(fasa__cl_check_binary(&cc, b, 256) == NULL, "a whole ELF64 header is refused");
+    T_CHECK(fasa__cl_check_binary(&cc, b, 200) != NULL, "ELF section headers past the end pass");
+    b[60] = 0;
+    put64(b + 32, 0xffffffffffffff00ull), b[56] = 1, b[54] = 56; /* e_phoff far out, 1 entry */
+    T_CHECK(fasa__cl_check_binary(&cc, b, 256) != NULL, "an ELF program header table far out passes");
+    b[4] = 7;
+    T_CHECK(fasa__cl_check_binary(&cc, b, 256) != NULL, "a bad ELF class passes");
+    memset(b, 0, sizeof b);
+    memcpy(b, "\xde\xc0\x17\x0b", 4);        /* bitcode wrapper: offset 20, size 8 */
+    put32(b + 8, 20), put32(b + 12, 8);
+    memcpy(b + 20, "BC\xc0\xde", 4);
+    T_CHECK(fasa__cl_check_binary(&cc, b, 28) == NULL, "a whole bitcode wrapper is refused");
+    T_CHECK(fasa__cl_check_binary(&cc, b, 27) != NULL, "a bitcode wrapper past the end passes");
+    T_CHECK(fasa__cl_check_binary(&cc, (const unsigned char *)"BC\xc0\xde\x01\x02", 6) != NULL,
+            "bitcode of a broken word passes");
+    memcpy(b, "\x03\x02\x23\x07", 4);
+    T_CHECK(fasa__cl_check_binary(&cc, b, 24) == NULL && fasa__cl_check_binary(&cc, b, 22) != NULL,
+            "SPIR-V length checks");
+    T_CHECK(fasa__cl_check_binary(&cc, b, 0) != NULL, "an empty binary passes");
+    T_CHECK(fasa__cl_check_binary(&cc, (const unsigned char *)"// PTX text", 11) == NULL,
+            "an unknown format is left to the driver");
+    snprintf(cc.platform_name, sizeof cc.platform_name, "Portable Computing Language");
+    T_CHECK(fasa__cl_check_binary(&cc, (const unsigned char *)"// PTX text", 11) != NULL,
+            "PoCL accepts only PoCL binaries");
 }
 
 typedef struct race_arg {
@@ -187,6 +344,7 @@ static void *race(void *p)
 int main(void)
 {
     g_dev = t_cl_device("test_cl_program_cache");
+    check_formats();
     const char *tmp = getenv("FASA_TEST_TMP");
     char root[512];
     snprintf(root, sizeof root, "%s/cl-cache-%ld", tmp && tmp[0] ? tmp : "/tmp", (long)getpid());
@@ -205,6 +363,14 @@ int main(void)
             "cold: misses %u writes %u hits %u", st.cache_misses, st.cache_writes, st.cache_hits);
     int n = list_entries(dir, names, &others);
     T_CHECK(n == 2 && others == 0, "cold: %d entries, %d other files", n, others);
+    for (int i = 0; i < 2; i++) { /* the directories libfasa created are the user's alone */
+        char d[700];
+        snprintf(d, sizeof d, i ? "%s/a/b" : "%s/a", root);
+        struct stat ds;
+        T_CHECK(stat(d, &ds) == 0 && (ds.st_mode & 0777) == 0700, "%s: mode %o, want 0700", d,
+                (unsigned)(ds.st_mode & 0777));
+    }
+    for (int i = 0; i < n && i < 2; i++) T_CHECK(entry_whole(names[i]), "cold: entry %s is not whole", names[i]);
     sanity_step(ctx, cpu);
     fasa_context_destroy(ctx);
 
@@ -215,24 +381,32 @@ int main(void)
     sanity_step(ctx, cpu);
     fasa_context_destroy(ctx);
 
-    /* every kind of damage is detected, rebuilt and replaced */
-    for (int how = 0; how <= EMPTY; how++) {
+    /* every kind of damage is detected before the driver sees the binary,
+     * rebuilt and replaced by a whole entry */
+    for (int how = 0; how < N_DAMAGE; how++) {
         n = list_entries(dir, names, &others);
         if (n < 1) break;
-        damage_entry(names[how % n], (damage)how);
+        const char *victim = names[how % n];
+        if (how == WRONG_KERNEL_COUNT && !is_pocl_binary(victim)) continue;
+        if (!damage_entry(victim, (damage)how)) {
+            printf("  %s: does not apply here, skipped\n", damage_name[how]);
+            continue;
+        }
         g_log[0] = '\0';
         ctx = open_ctx(dir, &st);
         T_CHECK(st.cache_rejects == 1 && st.cache_hits == 1 && st.cache_misses == 1 && st.cache_writes == 1,
                 "%s: rejects %u hits %u misses %u writes %u", damage_name[how], st.cache_rejects,
                 st.cache_hits, st.cache_misses, st.cache_writes);
-        T_CHECK(strstr(g_log, damage_reason[how]) != NULL, "%s: the log should say '%s':\n%s", damage_name[how],
+        T_CHECK(log_has(damage_reason[how]), "%s: the log should say '%s':\n%s", damage_name[how],
                 damage_reason[how], g_log);
         sanity_step(ctx, cpu);
         fasa_context_destroy(ctx);
+        T_CHECK(entry_whole(victim), "%s: the entry was not replaced by a whole one", damage_name[how]);
         ctx = open_ctx(dir, &st); /* the replacement is good */
         T_CHECK(st.cache_hits == 2 && st.cache_rejects == 0, "%s: after the rebuild hits %u rejects %u",
                 damage_name[how], st.cache_hits, st.cache_rejects);
         fasa_context_destroy(ctx);
+        printf("  %s: rejected, rebuilt, replaced\n", damage_name[how]);
     }
     n = list_entries(dir, names, &others);
     T_CHECK(n == 2 && others == 0, "after the damage rounds: %d entries, %d other files", n, others);

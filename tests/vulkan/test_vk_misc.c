@@ -235,9 +235,57 @@ static void validation_fails_the_call(void)
     fasa_context_destroy(ctx);
 }
 
-int main(void)
+/* With VK_INSTANCE_LAYERS=VK_LAYER_KHRONOS_validation in the environment
+ * (the usual way to turn validation on) the loader announces the variable
+ * through the debug messenger; that note is no validation message: the
+ * backend stays available, with and without FASA_CONTEXT_ENABLE_VALIDATION,
+ * and a real validation error is still counted. */
+static void instance_layers_env(void)
+{
+    const char *env = getenv("VK_INSTANCE_LAYERS");
+    VT_CHECK(env && strstr(env, "VK_LAYER_KHRONOS_validation"), "run this mode with VK_INSTANCE_LAYERS set (got %s)",
+             env ? env : "nothing");
+    fasa_device_info d[4];
+    uint32_t n = 4;
+    char msg[512] = "";
+    VT_CHECK(fasa_list_devices(FASA_BACKEND_VULKAN, d, &n, msg, sizeof msg) == FASA_OK && n > 0,
+             "vulkan unavailable with VK_INSTANCE_LAYERS set: %s", msg);
+    for (int validated = 0; validated < 2; validated++) {
+        fasa_context_desc cd = {0};
+        cd.backend = FASA_BACKEND_VULKAN;
+        cd.flags = validated ? FASA_CONTEXT_ENABLE_VALIDATION : 0;
+        cd.error_message = msg;
+        cd.error_message_size = sizeof msg;
+        fasa_context *ctx = NULL;
+        fasa_status st = fasa_context_create(&cd, &ctx);
+        if (validated && st == FASA_ERROR_UNSUPPORTED) {
+            printf("note: no validation layer installed (%s)\n", msg);
+            break;
+        }
+        VT_CHECK(st == FASA_OK, "context%s with VK_INSTANCE_LAYERS set: %s: %s", validated ? " (validation)" : "",
+                 fasa_status_string(st), msg);
+        if (!ctx) continue;
+        fasa_model_shape s = {1, 4, 2, 32, FASA_ROPE_NORM};
+        fasa_kv_cache *c = cache(ctx, &s, 16, FASA_PLACEMENT_DEVICE, FASA_DTYPE_F32, FASA_OK);
+        if (c) {
+            fill(ctx, c, 4, s.n_kv_heads * s.head_dim, 3);
+            float q[4 * 32] = {0}, o[4 * 32];
+            fasa_decode_desc dd = {.mode = FASA_MODE_DENSE};
+            VT_OK(ctx, fasa_decode_host(c, 0, &dd, q, o, NULL));
+            fasa_kv_cache_destroy(c);
+        }
+        fasa_context_destroy(ctx);
+    }
+    validation_fails_the_call();
+}
+
+int main(int argc, char **argv)
 {
     vt_require_vulkan();
+    if (argc > 1 && strcmp(argv[1], "instance-layers") == 0) {
+        instance_layers_env();
+        return vt_finish("test_vk_misc instance-layers");
+    }
     devices();
     pipeline_cache();
     placements_and_staging();

@@ -8,9 +8,10 @@ static VKAPI_ATTR VkBool32 VKAPI_CALL on_message(VkDebugUtilsMessageSeverityFlag
                                                  VkDebugUtilsMessageTypeFlagsEXT type,
                                                  const VkDebugUtilsMessengerCallbackDataEXT *data, void *user)
 {
-    (void)type;
     host *h = user;
-    if (sev >= VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT) {
+    /* as libfasa counts (src/vulkan/vk_device.c): validation warnings and
+     * errors, not the loader's GENERAL notes (VK_INSTANCE_LAYERS set) */
+    if (sev >= VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT && (type & VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT)) {
         h->n_messages++;
         fprintf(stderr, "host validation: %s\n", data->pMessage);
     }

@@ -535,18 +535,41 @@ fm_status gguf_open_memory(const void *data, uint64_t size, gguf_file **out, fm_
     return open_common(f, out, err);
 }
 
+/* What a path is when it is not a regular file, for messages. */
+static const char *file_kind(mode_t mode)
+{
+    if (S_ISDIR(mode))
+        return "a directory";
+    if (S_ISFIFO(mode))
+        return "a FIFO";
+    if (S_ISCHR(mode))
+        return "a character device";
+    if (S_ISBLK(mode))
+        return "a block device";
+    if (S_ISSOCK(mode))
+        return "a socket";
+    return "a special file";
+}
+
 fm_status gguf_open(const char *path, gguf_file **out, fm_error *err)
 {
     struct stat sb;
     if (!path || !out)
         return fm_fail(err, FM_ERR_ARG, "gguf_open: NULL argument");
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO without a writer would otherwise wait
+     * forever; anything but a regular file is refused before mapping. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0)
         return fm_fail(err, FM_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+    if (fstat(fd, &sb) != 0) {
+        int saved = errno;
         close(fd);
-        return fm_fail(err, FM_ERR_IO, "'%s' is not a readable regular file", path);
+        return fm_fail(err, FM_ERR_IO, "cannot stat '%s': %s", path, strerror(saved));
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        close(fd);
+        return fm_fail(err, FM_ERR_IO, "'%s' is %s, not a regular file", path, file_kind(sb.st_mode));
     }
     if (sb.st_size < 24) {
         close(fd);

@@ -49,11 +49,16 @@ static fm_status check_no_rope_scaling(const gguf_file *f, fm_error *err)
     return FM_OK;
 }
 
-static fm_status check_positive_float(const char *key, float v, fm_error *err)
+/* A float hyper-parameter inside its documented range (model.h); NaN and
+ * the infinities are outside every range. */
+static fm_status check_float_range(const char *key, float v, float lo, float hi, fm_error *err)
 {
-    if (!(v > 0.0f) || !isfinite(v))
-        return fm_fail(err, FM_ERR_MISMATCH, "GGUF key '%s' = %g must be finite and > 0", key,
+    if (!isfinite(v))
+        return fm_fail(err, FM_ERR_MISMATCH, "GGUF key '%s' = %g is not a finite number", key,
                        (double)v);
+    if (v < lo || v > hi)
+        return fm_fail(err, FM_ERR_MISMATCH, "GGUF key '%s' = %g is outside the supported range %g..%g",
+                       key, (double)v, (double)lo, (double)hi);
     return FM_OK;
 }
 
@@ -72,12 +77,12 @@ static fm_status check_optional_dim(const gguf_file *f, const char *key, uint32_
 static fm_status read_counts(const gguf_file *f, fm_hparams *hp, fm_error *err)
 {
     struct { const char *key; uint32_t *dst; uint32_t max; } keys[] = {
-        { "llama.block_count", &hp->n_layer, 4096 },
-        { "llama.embedding_length", &hp->n_embd, 65536 },
-        { "llama.attention.head_count", &hp->n_head, 1024 },
-        { "llama.attention.head_count_kv", &hp->n_head_kv, 1024 },
-        { "llama.feed_forward_length", &hp->n_ff, 1u << 20 },
-        { "llama.context_length", &hp->n_ctx_train, 1u << 24 },
+        { "llama.block_count", &hp->n_layer, FM_MAX_LAYERS },
+        { "llama.embedding_length", &hp->n_embd, FM_MAX_EMBD },
+        { "llama.attention.head_count", &hp->n_head, FM_MAX_HEADS },
+        { "llama.attention.head_count_kv", &hp->n_head_kv, FM_MAX_HEADS },
+        { "llama.feed_forward_length", &hp->n_ff, FM_MAX_FF },
+        { "llama.context_length", &hp->n_ctx_train, FM_MAX_CTX },
     };
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         uint64_t v;
@@ -85,7 +90,8 @@ static fm_status read_counts(const gguf_file *f, fm_hparams *hp, fm_error *err)
         if (st)
             return st;
         if (v == 0)
-            return fm_fail(err, FM_ERR_MISMATCH, "GGUF key '%s' is 0", keys[i].key);
+            return fm_fail(err, FM_ERR_MISMATCH, "GGUF key '%s' is 0, must be 1..%u", keys[i].key,
+                           keys[i].max);
         *keys[i].dst = (uint32_t)v;
     }
     return FM_OK;
@@ -95,15 +101,18 @@ static fm_status check_heads(const gguf_file *f, fm_hparams *hp, fm_error *err)
 {
     uint32_t rope_dim;
     if (hp->n_embd % hp->n_head)
-        return fm_fail(err, FM_ERR_MISMATCH, "embedding_length %u is not a multiple of head_count %u",
-                       hp->n_embd, hp->n_head);
-    if (hp->n_head % hp->n_head_kv)
-        return fm_fail(err, FM_ERR_MISMATCH, "head_count %u is not a multiple of head_count_kv %u",
-                       hp->n_head, hp->n_head_kv);
+        return fm_fail(err, FM_ERR_MISMATCH,
+                       "GGUF key 'llama.embedding_length' = %u is not a multiple of "
+                       "'llama.attention.head_count' = %u", hp->n_embd, hp->n_head);
+    if (hp->n_head_kv > hp->n_head || hp->n_head % hp->n_head_kv)
+        return fm_fail(err, FM_ERR_MISMATCH,
+                       "GGUF key 'llama.attention.head_count' = %u is not a multiple of "
+                       "'llama.attention.head_count_kv' = %u", hp->n_head, hp->n_head_kv);
     hp->head_dim = hp->n_embd / hp->n_head;
-    if (hp->head_dim % 2 || hp->head_dim > 512)
-        return fm_fail(err, FM_ERR_UNSUPPORTED, "head dim %u must be even and at most 512",
-                       hp->head_dim);
+    if (hp->head_dim % 2 || hp->head_dim < 2 || hp->head_dim > FM_MAX_HEAD_DIM)
+        return fm_fail(err, FM_ERR_UNSUPPORTED,
+                       "head dim %u ('llama.embedding_length' %u / 'llama.attention.head_count' %u) "
+                       "must be even and 2..%u", hp->head_dim, hp->n_embd, hp->n_head, FM_MAX_HEAD_DIM);
     fm_status st = gguf_get_u32(f, "llama.rope.dimension_count", &rope_dim, err);
     if (st)
         return st;
@@ -127,11 +136,13 @@ static fm_status read_hparams(const gguf_file *f, fm_hparams *hp, fm_error *err)
     if (!st)
         st = gguf_get_f32(f, "llama.rope.freq_base", &hp->rope_base, err);
     if (!st)
-        st = check_positive_float("llama.rope.freq_base", hp->rope_base, err);
+        st = check_float_range("llama.rope.freq_base", hp->rope_base, FM_ROPE_BASE_MIN,
+                               FM_ROPE_BASE_MAX, err);
     if (!st)
         st = gguf_get_f32(f, "llama.attention.layer_norm_rms_epsilon", &hp->rms_eps, err);
     if (!st)
-        st = check_positive_float("llama.attention.layer_norm_rms_epsilon", hp->rms_eps, err);
+        st = check_float_range("llama.attention.layer_norm_rms_epsilon", hp->rms_eps, FM_RMS_EPS_MIN,
+                               FM_RMS_EPS_MAX, err);
     if (!st)
         st = check_no_rope_scaling(f, err);
     if (st)

@@ -32,6 +32,25 @@
 #include "pool.h"
 #include "tokenizer.h"
 
+/* The hyper-parameters fm_model_load accepts; a value outside its range is
+ * an error naming the key and the value (garbage in a parseable file would
+ * otherwise load and produce garbage).  The float ranges hold every Llama
+ * variant in use (rope.freq_base 1e4 for Llama 2, 1e5 for SmolLM2, 5e5 for
+ * Llama 3, up to ~1e8 for long-context fine-tunes; rms_eps 1e-5 / 1e-6). */
+#define FM_MAX_LAYERS 4096          /* llama.block_count 1..4096 */
+#define FM_MAX_EMBD 65536           /* llama.embedding_length 1..65536 */
+#define FM_MAX_HEADS 1024           /* head_count and head_count_kv 1..1024, head_count % head_count_kv == 0 */
+#define FM_MAX_HEAD_DIM 512         /* embedding_length / head_count: even, 2..512 */
+#define FM_MAX_FF (1u << 20)        /* llama.feed_forward_length 1..2^20 */
+#define FM_MAX_CTX (1u << 24)       /* llama.context_length 1..2^24 */
+#define FM_ROPE_BASE_MIN 10.0f      /* llama.rope.freq_base 10..1e10 */
+#define FM_ROPE_BASE_MAX 1e10f
+#define FM_RMS_EPS_MIN 1e-12f       /* llama.attention.layer_norm_rms_epsilon 1e-12..1e-2 */
+#define FM_RMS_EPS_MAX 1e-2f
+/* tokenizer.ggml.token_type entries are 0..6 (undefined, normal, unknown,
+ * control, user-defined, unused, byte); the token count must equal the rows
+ * of token_embd.weight (and llama.vocab_size when present). */
+
 typedef struct fm_hparams {
     uint32_t n_layer;      /* llama.block_count */
     uint32_t n_embd;       /* llama.embedding_length */

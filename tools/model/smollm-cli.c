@@ -144,7 +144,7 @@ static fm_status encode_input(const options *o, const fm_tokenizer *tok, const c
                               size_t len, fm_tokens *out, fm_error *e)
 {
     if (o->chat) {
-        fm_chat_message msg = { "user", text };
+        fm_chat_message msg = { "user", text, len };
         return fm_chat_tokenize(tok, &msg, 1, true, out, e);
     }
     return o->special ? fm_tokenize_special(tok, text, len, out, e)

@@ -8,6 +8,7 @@
 
 #define TOKEN_TYPE_CONTROL 3
 #define TOKEN_TYPE_USER_DEFINED 4
+#define TOKEN_TYPE_MAX 6   /* 0 undefined, 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte */
 
 typedef struct special_text {
     int32_t id;
@@ -341,6 +342,11 @@ fm_status fm_tokenizer_load(const gguf_file *f, fm_tokenizer **out, fm_error *er
             st = fm_fail(err, FM_ERR_MISMATCH,
                          "tokenizer.ggml.token_type has %llu entries, tokenizer.ggml.tokens %llu",
                          (unsigned long long)n_types, (unsigned long long)n);
+        for (uint64_t i = 0; !st && i < n_types; i++)
+            if (types[i] < 0 || types[i] > TOKEN_TYPE_MAX)
+                st = fm_fail(err, FM_ERR_MISMATCH,
+                             "tokenizer.ggml.token_type[%llu] = %d is not a token type (0..%d)",
+                             (unsigned long long)i, types[i], TOKEN_TYPE_MAX);
     }
     if (!st) {
         tok->n_vocab = (uint32_t)n;
@@ -370,6 +376,11 @@ void fm_tokenizer_free(fm_tokenizer *tok)
 
 uint32_t fm_tokenizer_n_vocab(const fm_tokenizer *tok) { return tok->n_vocab; }
 const fm_special_ids *fm_tokenizer_special(const fm_tokenizer *tok) { return &tok->ids; }
+
+bool fm_tokenizer_byte_has_token(const fm_tokenizer *tok, uint8_t byte)
+{
+    return tok->byte_token[byte] >= 0;
+}
 
 bool fm_tokenizer_is_control(const fm_tokenizer *tok, int32_t id)
 {
@@ -606,11 +617,11 @@ fm_status fm_detokenize(const fm_tokenizer *tok, const int32_t *ids, size_t n, b
 
 /* One chat turn: <|im_start|>{role}\n{content}<|im_end|>\n (content may be NULL
  * for the open generation prompt, which stops after the role line). */
-static fm_status chat_turn(encode_ctx *c, const char *role, const char *content)
+static fm_status chat_turn(encode_ctx *c, const char *role, const char *content, size_t content_len)
 {
     const fm_special_ids *s = &c->tok->ids;
     fm_status st = fm_tokens_push(c->out, s->im_start, c->err);
-    size_t rl = strlen(role), cl = content ? strlen(content) : 0;
+    size_t rl = strlen(role), cl = content ? (content_len ? content_len : strlen(content)) : 0;
     char *head = malloc(rl + cl + 2);
     if (!st && !head)
         st = fm_fail(c->err, FM_ERR_NOMEM, "chat: out of memory");
@@ -642,11 +653,11 @@ fm_status fm_chat_tokenize(const fm_tokenizer *tok, const fm_chat_message *messa
     encode_ctx c = { tok, { 0 }, out, err };
     fm_status st = FM_OK;
     if (n == 0 || strcmp(messages[0].role, "system") != 0)
-        st = chat_turn(&c, "system", FM_CHAT_DEFAULT_SYSTEM);
+        st = chat_turn(&c, "system", FM_CHAT_DEFAULT_SYSTEM, 0);
     for (size_t i = 0; i < n && !st; i++)
-        st = chat_turn(&c, messages[i].role, messages[i].content);
+        st = chat_turn(&c, messages[i].role, messages[i].content, messages[i].content_len);
     if (!st && add_generation_prompt)
-        st = chat_turn(&c, "assistant", NULL);
+        st = chat_turn(&c, "assistant", NULL, 0);
     free(c.work.syms);
     free(c.work.heap);
     return st;

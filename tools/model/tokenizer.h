@@ -53,6 +53,9 @@ void fm_tokenizer_free(fm_tokenizer *tok);
 uint32_t fm_tokenizer_n_vocab(const fm_tokenizer *tok);
 const fm_special_ids *fm_tokenizer_special(const fm_tokenizer *tok);
 bool fm_tokenizer_is_control(const fm_tokenizer *tok, int32_t id);
+/* False for the bytes the vocab has no one-byte token for (fm_tokenize drops
+ * them, as HF does; SmolLM2 lacks 0xC0, 0xC1, 0xF5..0xFF and a few C0 controls). */
+bool fm_tokenizer_byte_has_token(const fm_tokenizer *tok, uint8_t byte);
 /* The bytes a token stands for (NULL for an out-of-range id). */
 const char *fm_token_bytes(const fm_tokenizer *tok, int32_t id, size_t *len);
 
@@ -71,6 +74,7 @@ fm_status fm_detokenize(const fm_tokenizer *tok, const int32_t *ids, size_t n, b
 typedef struct fm_chat_message {
     const char *role;
     const char *content;
+    size_t content_len;   /* bytes of content (which may then hold NULs); 0 = strlen(content) */
 } fm_chat_message;
 
 /* SmolLM2 chat format: <|im_start|>{role}\n{content}<|im_end|>\n per message,
