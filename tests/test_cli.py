@@ -236,6 +236,12 @@ rc, out, _ = run("run", "--help")
 check(rc == 0 and "--prefetch" in out and "--row-cache" in out, "run --help lists the FASA-M options")
 
 # run with a next-layer prefetch: fetches rows early, never changes the tokens (needs FASA_MODEL)
+# option values asking for more host memory than the machine has fail at once, with the numbers
+rc, out, err = run("calibrate", "--synthetic", "--layers", "1", "--hq", "2", "--hkv", "1", "--d", "16", "--ntip", "2",
+                   "--L", "4294967295", "--steps", "2")
+check(rc == 1 and "of host memory, more than this machine's" in err and err.count("\n") == 1,
+      f"calibrate --synthetic --L 2^32-1: rc {rc} {err!r}")
+
 MODEL = os.environ.get("FASA_MODEL", "")
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 if MODEL and os.path.exists(MODEL):

@@ -363,6 +363,18 @@ bool cli_output_finish(cli_output *out, bool keep, char *err, size_t err_size)
     return ok;
 }
 
+bool cli_check_host_bytes(uint64_t bytes, const char *what, char *err, size_t err_size)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+    if (pages <= 0 || page <= 0) return true;   /* unknown: let malloc decide */
+    uint64_t phys = (uint64_t)pages * (uint64_t)page;
+    if (bytes <= phys) return true;
+    char need[32], have[32];
+    snprintf(err, err_size, "%s need %s of host memory, more than this machine's %s", what,
+             cli_format_bytes(bytes, need, sizeof need), cli_format_bytes(phys, have, sizeof have));
+    return false;
+}
+
 double cli_now(void)
 {
     struct timespec ts;

@@ -96,6 +96,11 @@ bool cli_output_begin(cli_output *out, const char *path, char *err, size_t err_s
  * report could not be written. */
 bool cli_output_finish(cli_output *out, bool keep, char *err, size_t err_size);
 
+/* False (with the numbers in err) when `bytes` of host memory for `what`
+ * exceed the machine's physical memory: checked before a large malloc, so
+ * a huge option value fails at once instead of swapping or being killed. */
+bool cli_check_host_bytes(uint64_t bytes, const char *what, char *err, size_t err_size);
+
 double cli_now(void);            /* seconds, monotonic */
 /* The user's kernel cache directory: $XDG_CACHE_HOME/libfasa or ~/.cache/libfasa. */
 const char *cli_cache_dir(void);

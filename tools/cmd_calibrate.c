@@ -29,12 +29,19 @@ static synth_desc layer_synth(const calib_opts *o, uint32_t layer)
 static fasa_status feed(fasa_calibrator *calr, const calib_opts *o)
 {
     size_t row = (size_t)o->hkv * o->d;
+    uint64_t kv_bytes = 2 * (uint64_t)o->L * row * sizeof(float);
+    char why[256];
+    /* refuse what the machine cannot hold before asking malloc for it */
+    if (!cli_check_host_bytes(kv_bytes, "--L keys and values", why, sizeof why)) {
+        fprintf(stderr, "fasa calibrate: %s\n", why);
+        return FASA_ERROR_OUT_OF_HOST_MEMORY;
+    }
     float *k = malloc((size_t)o->L * row * sizeof(float)), *v = malloc((size_t)o->L * row * sizeof(float));
     float *q = malloc((size_t)o->hq * o->d * sizeof(float));
     fasa_status st = k && v && q ? FASA_OK : FASA_ERROR_OUT_OF_HOST_MEMORY;
     if (st != FASA_OK)
         fprintf(stderr, "fasa calibrate: out of memory for --L %u keys and values (%.1f GiB)\n", o->L,
-                2.0 * (double)o->L * (double)row * sizeof(float) / (1u << 30));
+                (double)kv_bytes / (1u << 30));
     cli_progress prog;
     cli_progress_start(&prog, "calibrating", (uint64_t)o->layers * o->steps);
     for (uint32_t l = 0; st == FASA_OK && l < o->layers; l++) {
@@ -338,7 +345,9 @@ int cmd_calibrate(int argc, char **argv)
     if (st == FASA_OK) st = fasa_calibrator_finish(calr, &cal);
     if (st == FASA_OK && o.output) st = save(cal, o.output);
     if (st != FASA_OK) {
-        fprintf(stderr, "fasa calibrate: %s: %s\n", fasa_status_string(st), fasa_context_last_error(ctx));
+        /* feed() explains its own failures; the library's are in last_error */
+        if (*fasa_context_last_error(ctx))
+            fprintf(stderr, "fasa calibrate: %s: %s\n", fasa_status_string(st), fasa_context_last_error(ctx));
     } else {
         calib_report rep;
         evaluate(&o, cal, &rep);

@@ -246,7 +246,7 @@ def main():
     ap.add_argument("fasa")
     ap.add_argument("write_synth_model")
     ap.add_argument("--seed", type=int, default=20261207)
-    ap.add_argument("--random", type=int, default=300, help="random multi-option cases (default 300)")
+    ap.add_argument("--random", type=int, default=1000, help="random multi-option cases (default 1000)")
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds per run (default 60)")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--backends", default="cpu")
