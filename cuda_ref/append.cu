@@ -38,6 +38,22 @@ __global__ void append_kernel(fasa_cu_append_args a)
     }
 }
 
+/* sync: one block per (token, KV head) writes the K_dom row of a token the
+ * engine wrote into its own K, read in place in the storage dtype. */
+template <typename T>
+__global__ void sync_kernel(fasa_cu_sync_args a)
+{
+    uint32_t t = a.first + blockIdx.x, g = blockIdx.y;
+    const T *ks = static_cast<const T *>(a.k) + fasa_cu_row_at(g, t, a.ts, a.hs);
+    T *dd = static_cast<T *>(a.kdom) + ((size_t)g * a.cap + t) * a.u_pad;
+    const uint16_t *dims = a.udims + (size_t)g * a.u_pad;
+    uint32_t u = a.usize[g];
+    for (uint32_t s = threadIdx.x; s < a.u_pad; s += blockDim.x) {
+        if (s < u) put(dd + s, ks + dims[s]);
+        else fasa_cu::store1(dd + s, 0.0f);
+    }
+}
+
 template <typename S, typename D>
 cudaError_t launch(const fasa_cu_append_args *a, cudaStream_t stream)
 {
@@ -53,6 +69,15 @@ extern "C" cudaError_t fasa_cu_append(const fasa_cu_append_args *a, cudaStream_t
     if (a->n == 0) return cudaSuccess;
     if (a->src_f16) return a->dst_f16 ? launch<__half, __half>(a, stream) : launch<__half, float>(a, stream);
     return a->dst_f16 ? launch<float, __half>(a, stream) : launch<float, float>(a, stream);
+}
+
+extern "C" cudaError_t fasa_cu_sync(const fasa_cu_sync_args *a, cudaStream_t stream)
+{
+    if (a->n == 0) return cudaSuccess;
+    dim3 grid(a->n, a->n_kv_heads);
+    if (a->f16) sync_kernel<__half><<<grid, FASA_CU_APPEND_THREADS, 0, stream>>>(*a);
+    else sync_kernel<float><<<grid, FASA_CU_APPEND_THREADS, 0, stream>>>(*a);
+    return fasa_cu::launched();
 }
 
 /* Any kernel will do: every .cu file is built with the same -gencode list,

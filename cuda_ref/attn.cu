@@ -34,8 +34,8 @@ __global__ void __launch_bounds__(TT) attend_kernel(fasa_cu_attend_args a)
     const uint32_t left = begin < a.n_tokens ? a.n_tokens - begin : 0; /* the plan makes no empty split */
     const uint32_t end = begin + (left < a.split.split_len ? left : a.split.split_len);
     const int32_t *idx = a.sel ? a.sel + (size_t)u.row * a.sel_stride : nullptr;
-    const T *kb = static_cast<const T *>(a.k) + (size_t)u.g * a.cap * d;
-    const T *vb = static_cast<const T *>(a.v) + (size_t)u.g * a.cap * d;
+    const T *kb = static_cast<const T *>(a.k) + fasa_cu_row_at(u.g, 0, a.ts, a.hs); /* the KV head's token 0 */
+    const T *vb = static_cast<const T *>(a.v) + fasa_cu_row_at(u.g, 0, a.ts, a.hs);
 
     for (uint32_t i = tid; i < nh * d; i += blockDim.x) qs[i] = a.q[(size_t)u.h0 * d + i]; /* heads are consecutive */
     if (tid < FASA_CU_HEADS) {
@@ -54,7 +54,7 @@ __global__ void __launch_bounds__(TT) attend_kernel(fasa_cu_attend_args a)
         if (tid < nt) {
             uint32_t tok = idx ? (uint32_t)idx[t0 + tid] : t0 + tid;
             toks[tid] = tok;
-            const T *row = kb + (size_t)tok * d;
+            const T *row = kb + (size_t)tok * a.ts;
             float s[FASA_CU_HEADS];
 #pragma unroll
             for (uint32_t m = 0; m < FASA_CU_HEADS; m++) s[m] = 0.0f;
@@ -92,7 +92,7 @@ __global__ void __launch_bounds__(TT) attend_kernel(fasa_cu_attend_args a)
             for (uint32_t m = 0; m < FASA_CU_HEADS; m++)
                 if (m < nh) acc[m][ci] *= corr[m];
             for (uint32_t t = 0; t < nt; t++) {
-                float v = fasa_cu::load1(vb + (size_t)toks[t] * d + c);
+                float v = fasa_cu::load1(vb + (size_t)toks[t] * a.ts + c);
 #pragma unroll
                 for (uint32_t m = 0; m < FASA_CU_HEADS; m++)
                     if (m < nh) acc[m][ci] = fmaf(ps[m][t], v, acc[m][ci]);

@@ -1,5 +1,5 @@
 /* Device helpers shared by the CUDA reference kernels: fp16/fp32 storage
- * loads (fp32 arithmetic everywhere, GPU_NOTES §4 rule 12) and the launch
+ * loads (fp32 arithmetic everywhere, docs/SPEC.md §2 rules 4 and 8) and the launch
  * status check. */
 #ifndef FASA_CUDA_COMMON_CUH
 #define FASA_CUDA_COMMON_CUH
@@ -9,8 +9,8 @@
 
 #include "fasa_cuda_launch.h"
 
-/* Online softmax starts from a finite value, never -inf (GPU_NOTES §4
- * rule 5), as the CPU backend does. */
+/* Online softmax starts from a finite value, never -inf (docs/SPEC.md §2
+ * rule 8), as the CPU backend does. */
 #define FASA_NEG_START (-FLT_MAX / 2)
 
 namespace fasa_cu {

@@ -32,13 +32,27 @@ typedef struct fasa_cu_append_args {
     uint32_t first, n, n_kv_heads, head_dim, cap, u_pad;
 } fasa_cu_append_args;
 
+/* sync (external K/V): the K_dom rows of tokens [first, first + n) of one
+ * layer, cut from the engine's K (fasa_kv_cache_desc.external), as append
+ * writes them. */
+typedef struct fasa_cu_sync_args {
+    const void *k;                /* the engine's K of the layer, its offset applied */
+    uint64_t ts, hs;              /* its token and KV-head strides in elements */
+    void *kdom;                   /* layer K_dom [Hkv][cap][u_pad] */
+    const uint16_t *udims;        /* the layer's union dims [Hkv][u_pad] */
+    const uint32_t *usize;        /* the layer's union sizes [Hkv] */
+    int f16;                      /* storage dtype (the engine's) */
+    uint32_t first, n, n_kv_heads, cap, u_pad;
+} fasa_cu_sync_args;
+
 /* tip: S[row][j] for j in [0, L): the masked query of each head dotted with
  * row j of K_dom (or q . K for the oracle), summed over the group's heads
  * in head order with per_group. */
 typedef struct fasa_cu_tip_args {
-    const void *rows;             /* [Hkv][cap][width] */
+    const void *rows;             /* row (g, j) at fasa_cu_row_at(g, j, ts, hs) */
+    uint64_t ts, hs;              /* K_dom: width, cap * width; oracle: K's strides */
     int f16;
-    uint32_t width, cap, L, n_kv_heads, group, head_dim;
+    uint32_t width, L, n_kv_heads, group, head_dim;
     const float *q;               /* [Hq][d] */
     const int16_t *tip_map;       /* the layer's [Hq][u_pad]; NULL = oracle (q as is) */
     uint32_t u_pad;
@@ -65,9 +79,10 @@ typedef struct fasa_cu_topk_args {
  * head's tokens [0, n_tokens).  FAC: each selection row's n_tokens listed
  * tokens; rows are query heads, or KV groups with per_group. */
 typedef struct fasa_cu_attend_args {
-    const void *k, *v;            /* layer storage [Hkv][cap][d] */
+    const void *k, *v;            /* row (g, t) at fasa_cu_row_at(g, t, ts, hs) */
+    uint64_t ts, hs;              /* libfasa's storage [Hkv][cap][d]: d, cap * d */
     int f16;
-    uint32_t cap, head_dim, group, n_q_heads, n_kv_heads;
+    uint32_t head_dim, group, n_q_heads, n_kv_heads;
     const float *q;               /* [Hq][d] */
     const int32_t *sel;           /* [rows][sel_stride] or NULL (dense) */
     uint32_t sel_stride;
@@ -87,6 +102,7 @@ typedef struct fasa_cu_reduce_args {
 } fasa_cu_reduce_args;
 
 cudaError_t fasa_cu_append(const fasa_cu_append_args *a, cudaStream_t stream);
+cudaError_t fasa_cu_sync(const fasa_cu_sync_args *a, cudaStream_t stream);
 cudaError_t fasa_cu_tip(const fasa_cu_tip_args *a, cudaStream_t stream);
 cudaError_t fasa_cu_topk(const fasa_cu_topk_args *a, cudaStream_t stream);
 cudaError_t fasa_cu_attend(const fasa_cu_attend_args *a, cudaStream_t stream);

@@ -48,6 +48,21 @@ enum {
 };
 
 /* ------------------------------------------------------------------------ */
+/* K/V rows                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* Element offset of the row of (KV head g, token t) in K, V or K_dom under
+ * the strides ts (from a token to the next) and hs (from a KV head to the
+ * next): libfasa's arrays [Hkv][cap][width] have ts = width and hs = cap *
+ * width; an external cache's K and V are the engine's layout
+ * (fasa_kv_cache_desc.external).  A per-token indirection (paged cells)
+ * would map t to its physical row here. */
+FASA_HD uint64_t fasa_cu_row_at(uint32_t g, uint32_t t, uint64_t ts, uint64_t hs)
+{
+    return (uint64_t)t * ts + (uint64_t)g * hs;
+}
+
+/* ------------------------------------------------------------------------ */
 /* TIP                                                                       */
 /* ------------------------------------------------------------------------ */
 
@@ -63,7 +78,7 @@ FASA_HD int fasa_tip_is_nan(float f)
 }
 
 /* ------------------------------------------------------------------------ */
-/* Top-k: MSD radix select over order-preserving keys (GPU_NOTES §5)         */
+/* Top-k: MSD radix select over order-preserving keys (docs/SPEC.md §8)      */
 /* ------------------------------------------------------------------------ */
 
 /* Order-preserving key, identical to fasa__score_key (src/select.c): larger

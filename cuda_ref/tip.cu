@@ -1,4 +1,4 @@
-/* tip: TIP scores (FASA_SPEC §2).  For query head h of KV head g and token
+/* tip: TIP scores (docs/SPEC.md §2).  For query head h of KV head g and token
  * j, S[h][j] = sum over union slots c of qm[h][c] * K_dom[g][j][c], where
  * qm[h][c] is q[h][dim] for the dim tip_map puts in slot c and 0 for slots
  * outside I_h (adding exact zeros leaves the sum unchanged).  The oracle
@@ -8,7 +8,7 @@
 
 namespace {
 
-/* A score depends only on the head's own dims (FASA_SPEC §2).  The fast dot
+/* A score depends only on the head's own dims (docs/SPEC.md §8).  The fast dot
  * product also multiplies the other heads' slots of U_g by an exact zero,
  * which adds nothing unless the K value there is NaN or Inf (0 * NaN and
  * 0 * Inf are NaN): so a score that is not NaN is already exact, and only a
@@ -52,7 +52,7 @@ __global__ void tip_kernel(fasa_cu_tip_args a)
     uint32_t g = blockIdx.y, w = a.width, G = a.group;
     uint32_t j = blockIdx.x * blockDim.x + threadIdx.x;
     bool valid = j < a.L;
-    const T *row = static_cast<const T *>(a.rows) + ((size_t)g * a.cap + (valid ? j : 0)) * w;
+    const T *row = static_cast<const T *>(a.rows) + fasa_cu_row_at(g, valid ? j : 0, a.ts, a.hs);
     float group_sum = 0.0f;
     for (uint32_t m0 = 0; m0 < G; m0 += FASA_CU_HEADS) {
         uint32_t nb = G - m0 < FASA_CU_HEADS ? G - m0 : FASA_CU_HEADS;

@@ -1,4 +1,4 @@
-/* topk: exact top-k per selection row (GPU_NOTES §5; same statement:
+/* topk: exact top-k per selection row (docs/SPEC.md §8; same statement:
  * fasa__cpu_topk and fasa__select_topk).
  *
  * Row r holds scores[r][0, L).  Slots [0, forced) of its selection get the

@@ -3,17 +3,27 @@
  *
  * One backend-agnostic C API over a plain-C CPU backend and GPU backends
  * (Vulkan, OpenCL, CUDA).  The semantics of every call follow
- * shared/docs/FASA_SPEC.md and are summarised in docs/API.md.
+ * docs/SPEC.md (the specification) and docs/API.md.
  *
  * Conventions
  *  - Opaque handles with create/destroy pairs.  destroy(NULL) is a no-op.
  *  - Description structs are zero-initialised by the caller; a field left 0
  *    takes the documented default (or is an error where no default exists).
+ *    Each ends with `next`, a chain of extension structs (NULL today), so
+ *    that later versions can add fields without an ABI break (see "Struct
+ *    growth" below and docs/API.md, "Loading and ABI").
  *  - Every fallible call returns a fasa_status.  On failure nothing observable
  *    was written (outputs and caches keep their previous contents) and
  *    fasa_context_last_error() names the bad field.  The library never aborts,
  *    exits, or prints; messages go to the optional logger.
- *  - No global state and no environment variables are read by the library.
+ *  - No global state (but the OpenCL loader handle below) and no environment
+ *    variables are read by the library.  The GPU runtimes are opened at run time, not linked: a standalone Vulkan
+ *    context (and a Vulkan device listing) opens libvulkan.so.1 and closes
+ *    it again; the OpenCL ICD loader (libOpenCL.so.1) is opened once per
+ *    process, under a lock, on first use of the OpenCL backend and kept (the
+ *    one process-wide object of the library); the CUDA backend's static
+ *    runtime opens the driver (libcuda.so.1) itself.  Where one is missing
+ *    the backend reports FASA_ERROR_BACKEND_UNAVAILABLE naming the library.
  *
  * Threading
  *  - Distinct contexts are fully independent and may be used concurrently.
@@ -56,6 +66,16 @@ extern "C" {
 #define FASA_VERSION_MINOR 1
 #define FASA_VERSION_PATCH 0
 
+/* A version as one number (10 bits major, 10 bits minor, 12 bits patch);
+ * FASA_VERSION is the version of these headers, fasa_version() that of the
+ * library loaded at run time. */
+#define FASA_MAKE_VERSION(major, minor, patch)                                                     \
+    ((((uint32_t)(major)) << 22) | (((uint32_t)(minor)) << 12) | ((uint32_t)(patch)))
+#define FASA_VERSION FASA_MAKE_VERSION(FASA_VERSION_MAJOR, FASA_VERSION_MINOR, FASA_VERSION_PATCH)
+#define FASA_VERSION_GET_MAJOR(v) (((uint32_t)(v)) >> 22)
+#define FASA_VERSION_GET_MINOR(v) ((((uint32_t)(v)) >> 12) & 0x3ffu)
+#define FASA_VERSION_GET_PATCH(v) (((uint32_t)(v)) & 0xfffu)
+
 #if defined(_WIN32) && defined(FASA_BUILD_SHARED)
 #define FASA_API __declspec(dllexport)
 #elif defined(__GNUC__)
@@ -89,6 +109,40 @@ typedef enum fasa_status {
 FASA_API const char *fasa_status_string(fasa_status status);
 
 /* ------------------------------------------------------------------------ */
+/* Version and struct growth                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* The version of the library loaded at run time, FASA_MAKE_VERSION(major,
+ * minor, patch).  An application built against headers of version H runs
+ * with a library of version L when L's major equals H's and L >= H (before
+ * 1.0: when major and minor are equal and L >= H). */
+FASA_API uint32_t fasa_version(void);
+/* The same as text, "0.1.0"; static, never NULL. */
+FASA_API const char *fasa_version_string(void);
+
+/* Struct growth.  Every description struct (fasa_context_desc,
+ * fasa_kv_cache_desc, fasa_kv_external, fasa_decode_desc,
+ * fasa_decode_outputs, fasa_calibration_desc, fasa_calibrator_desc and the
+ * embed structs of the backend headers) ends with `next`: a chain of
+ * extension structs, each beginning with a fasa_struct_header.  Later
+ * versions add fields as new extension struct types, so the structs
+ * themselves keep their size and layout (until the first stable release,
+ * 1.0, fields may still be appended just before `next`, with a new minor
+ * version).  This version defines no extension struct: `next` must be NULL,
+ * and a chain entry of a type the library does not know is
+ * FASA_ERROR_INVALID_ARGUMENT naming the struct and the type.  A
+ * zero-initialised struct (next = NULL) always means "no extensions". */
+typedef enum fasa_struct_type {
+    FASA_STRUCT_TYPE_NONE = 0,    /* never valid in a chain */
+    FASA_STRUCT_TYPE_MAX_ENUM_ = 0x7fffffff
+} fasa_struct_type;
+
+typedef struct fasa_struct_header {
+    fasa_struct_type type;
+    const void *next;             /* the following extension struct, or NULL */
+} fasa_struct_header;
+
+/* ------------------------------------------------------------------------ */
 /* Enumerations                                                              */
 /* ------------------------------------------------------------------------ */
 
@@ -114,13 +168,13 @@ typedef enum fasa_dtype {
     FASA_DTYPE_F32
 } fasa_dtype;
 
-/* Which dims of a head form a RoPE rotation pair (FASA_SPEC §3). */
+/* Which dims of a head form a RoPE rotation pair (docs/SPEC.md §3). */
 typedef enum fasa_rope_layout {
     FASA_ROPE_NORM = 0,      /* interleaved: frequency i uses dims (2i, 2i+1) */
     FASA_ROPE_NEOX           /* rotate-half: frequency i uses dims (i, i+d/2) */
 } fasa_rope_layout;
 
-/* What a calibration file calls a frequency chunk (FASA_SPEC §3). */
+/* What a calibration file calls a frequency chunk (docs/SPEC.md §3). */
 typedef enum fasa_fc_convention {
     FASA_FC_TRUE_PAIR = 0,   /* FC = a true rotation pair (default)           */
     FASA_FC_HF_ADJACENT      /* FC = HF rotate-half dims (2j,2j+1), remapped   */
@@ -255,6 +309,7 @@ typedef struct fasa_context_desc {
                                      creates missing directories user-only (0700). */
     char *error_message;          /* optional: receives the reason when creation fails */
     size_t error_message_size;
+    const void *next;             /* extension chain (fasa_struct_header), NULL */
 } fasa_context_desc;
 
 #define FASA_CONTEXT_ENABLE_VALIDATION   0x1u  /* Vulkan: enable the Khronos layer; any message fails the call */
@@ -326,6 +381,7 @@ typedef struct fasa_calibration_desc {
     uint64_t n_samples, n_steps;  /* informational */
     const char *model_id;         /* optional, copied */
     const char *source;           /* optional: "synthetic", "teacher_forced", "generated" */
+    const void *next;             /* extension chain (fasa_struct_header), NULL */
 } fasa_calibration_desc;
 
 FASA_API fasa_status fasa_calibration_create(fasa_context *ctx, const fasa_calibration_desc *desc,
@@ -380,7 +436,7 @@ FASA_API fasa_status fasa_calibration_union_size(const fasa_calibration *cal, ui
 FASA_API fasa_status fasa_calibration_get_ca(const fasa_calibration *cal, uint32_t layer,
                                              uint32_t q_head, float *out, uint32_t capacity);
 
-/* Offline calibration by Contextual Agreement (FASA_SPEC §4). */
+/* Offline calibration by Contextual Agreement (docs/SPEC.md §4). */
 typedef struct fasa_calibrator_desc {
     fasa_model_shape shape;
     uint32_t n_tip;               /* 0 = d/8 */
@@ -390,6 +446,7 @@ typedef struct fasa_calibrator_desc {
                                      the top n_tip of the CA summed over the group */
     const char *model_id;         /* optional */
     const char *source;           /* optional, default "teacher_forced" */
+    const void *next;             /* extension chain (fasa_struct_header), NULL */
 } fasa_calibrator_desc;
 
 FASA_API fasa_status fasa_calibrator_create(fasa_context *ctx, const fasa_calibrator_desc *desc,
@@ -410,10 +467,53 @@ FASA_API void fasa_calibrator_destroy(fasa_calibrator *cal);
 /* KV cache                                                                  */
 /* ------------------------------------------------------------------------ */
 
+/* External K and V (fasa_kv_cache_desc.external): a cache over K and V
+ * memory the engine owns and writes itself, read in place by every kernel;
+ * libfasa then owns only the dominant-dims side buffer K_dom and the step
+ * scratch (docs/API.md, "External KV").
+ *
+ * Element c of KV head g, token t of layer l's K is at byte
+ *     k_offset[l] + (t * token_stride + g * head_stride + c) * element size
+ * of k[l] (likewise V), in the cache dtype (fasa_kv_cache_desc.dtype: F16
+ * or F32).  Token-major [token][kv_head][d] (llama.cpp, vLLM):
+ * token_stride = n_kv_heads * d, head_stride = d; head-major
+ * [kv_head][token][d]: token_stride = d, head_stride = capacity * d; padded
+ * strides are fine.  Rules (each failure names the field):
+ *  - the rows of one layer must not overlap: either the heads of a token
+ *    lie inside one token stride (token_stride >= (n_kv_heads - 1) *
+ *    head_stride + d, head_stride >= d) or the tokens of a head inside one
+ *    head stride (head_stride >= (capacity - 1) * token_stride + d,
+ *    token_stride >= d); a stride that is never used (token_stride with
+ *    capacity 1, head_stride with one KV head) is not checked;
+ *  - both strides are even and below 2^32 elements, and every offset is a
+ *    multiple of two elements (4 bytes for F16, 8 for F32): the kernels
+ *    read elements in pairs;
+ *  - every buffer holds all capacity tokens of its layer under the strides,
+ *    belongs to the cache's context and stays alive, unchanged in size,
+ *    until fasa_kv_cache_destroy.  Buffers: fasa_buffer_wrap_host (CPU
+ *    backend, read in place), fasa_vk_buffer_wrap of a VkBuffer created with
+ *    VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT (and TRANSFER_SRC for
+ *    fasa_kv_cache_read), fasa_cl_buffer_wrap, fasa_cuda_buffer_wrap, or
+ *    fasa_buffer_create.  Layers may share buffers; K and V may share one
+ *    (libfasa only reads them).
+ * The engine writes K and V and then calls fasa_kv_cache_sync (or a record
+ * variant of the backend headers) for the tokens it wrote; the values are
+ * not scanned for NaN/Inf (like fasa_kv_cache_append_buffers).  Only
+ * placement DEVICE: FASA-M keeps K and V in libfasa's own host memory. */
+typedef struct fasa_kv_external {
+    uint64_t token_stride;        /* elements from token t to t + 1 of one KV head */
+    uint64_t head_stride;         /* elements from KV head g to g + 1 of one token */
+    fasa_buffer *const *k;        /* [n_layers] the engine's K of each layer */
+    fasa_buffer *const *v;        /* [n_layers] the engine's V, same layout */
+    const uint64_t *k_offset;     /* [n_layers] byte offsets into k[l]; NULL = all 0 */
+    const uint64_t *v_offset;     /* [n_layers] likewise for v[l]; NULL = all 0 */
+    const void *next;             /* extension chain (fasa_struct_header), NULL */
+} fasa_kv_external;
+
 typedef struct fasa_kv_cache_desc {
     fasa_model_shape shape;
     uint32_t capacity;            /* tokens per layer, > 0 */
-    fasa_dtype dtype;             /* storage, 0 = F16 (FASA_SPEC default; half the
+    fasa_dtype dtype;             /* storage, 0 = F16 (docs/SPEC.md default; half the
                                      bytes of F32, outputs differ from an F32
                                      cache by fp16 rounding of K and V) */
     const fasa_calibration *calibration; /* needed for FASA_MODE_FASA; copied */
@@ -438,6 +538,12 @@ typedef struct fasa_kv_cache_desc {
                                      application, until fasa_kv_cache_destroy.
                                      NULL = libfasa allocates. */
     uint64_t host_memory_size;    /* bytes at host_memory */
+    const fasa_kv_external *external; /* optional: K and V in the engine's memory,
+                                     read in place (see fasa_kv_external; dtype
+                                     is then the engine's element type); NULL =
+                                     libfasa owns K and V.  Copied at create. */
+    /* (new fields before 1.0 go here, above next) */
+    const void *next;             /* extension chain (fasa_struct_header), NULL */
 } fasa_kv_cache_desc;
 
 #define FASA_CACHE_NO_DENSE_LAYERS 0x1u /* no layer is forced dense */
@@ -461,7 +567,9 @@ FASA_API fasa_context *fasa_kv_cache_context(const fasa_kv_cache *cache);
  * not finite once stored in the cache dtype (NaN, Inf, and |x| >= 65520 for
  * an F16 cache) and appending past capacity without writing anything.  Each call is
  * atomic for its layer only: an engine appending layer by layer that fails
- * at layer l rewinds layers 0..l-1 with fasa_kv_cache_truncate. */
+ * at layer l rewinds layers 0..l-1 with fasa_kv_cache_truncate.  External
+ * caches (desc.external) take no appends (INVALID_ARGUMENT): the engine
+ * writes K and V and calls fasa_kv_cache_sync. */
 FASA_API fasa_status fasa_kv_cache_append(fasa_kv_cache *cache, uint32_t layer, uint32_t n,
                                           const void *k, const void *v, fasa_dtype src_dtype);
 /* Same, with k and v in backend buffers (not scanned for NaN/Inf). */
@@ -469,21 +577,36 @@ FASA_API fasa_status fasa_kv_cache_append_buffers(fasa_kv_cache *cache, uint32_t
                                                   uint32_t n, fasa_buffer *k, uint64_t k_offset,
                                                   fasa_buffer *v, uint64_t v_offset,
                                                   fasa_dtype src_dtype);
+/* External caches (desc.external): tokens [first, first + n) of `layer`
+ * were written by the engine.  Their K_dom rows are recomputed on the
+ * device from the engine's K (no host round trip) and the layer's length
+ * becomes max(length, first + n).  first <= length (no gap); first + n
+ * past capacity is FASA_ERROR_CAPACITY.  Rewriting tokens below the length
+ * (first < length) is fine; to rewind (speculative decoding, a cleared
+ * conversation) call fasa_kv_cache_truncate, write the new tokens and sync
+ * them.  Calls on a cache that owns its K and V are rejected (use append).
+ * Waits for the device; the record/enqueue variants are in the backend
+ * headers.  The engine's values are not scanned for NaN/Inf. */
+FASA_API fasa_status fasa_kv_cache_sync(fasa_kv_cache *cache, uint32_t layer, uint32_t first, uint32_t n);
 /* Tokens currently held by a layer. */
 FASA_API fasa_status fasa_kv_cache_length(const fasa_kv_cache *cache, uint32_t layer,
                                           uint32_t *out);
 /* Shrinks every layer to at most `length` tokens (0 clears the cache). */
 FASA_API fasa_status fasa_kv_cache_truncate(fasa_kv_cache *cache, uint32_t length);
 /* Reads tokens [first, first+n) of a layer back as fp32 [n][Hkv][d]
- * (either output may be NULL). */
+ * (either output may be NULL).  An external cache reads the engine's
+ * memory through its layout. */
 FASA_API fasa_status fasa_kv_cache_read(fasa_kv_cache *cache, uint32_t layer, uint32_t first,
                                         uint32_t n, float *k, float *v);
 
 typedef struct fasa_memory_report {
-    uint64_t device_bytes;        /* resident in device-local memory */
+    uint64_t device_bytes;        /* resident in device-local memory (an external
+                                     cache: K_dom only, the engine's K and V are
+                                     not counted) */
     uint64_t host_bytes;          /* resident in host(-visible) memory */
     uint64_t scratch_bytes;       /* per-step scratch (scores, indices, partials) */
-    uint64_t dense_equivalent;    /* bytes a plain dense K+V cache would take */
+    uint64_t dense_equivalent;    /* bytes a plain dense K+V cache would take (the
+                                     size of the engine's K+V for an external one) */
     uint32_t max_union_dims;      /* largest u_g over layers and KV heads */
 } fasa_memory_report;
 
@@ -518,6 +641,7 @@ typedef struct fasa_decode_desc {
     uint32_t n_recent;            /* last tokens always kept (inside the budget) */
     fasa_gqa_select gqa_select;   /* 0 = per query head */
     uint32_t flags;               /* FASA_DECODE_* */
+    const void *next;             /* extension chain (fasa_struct_header), NULL */
 } fasa_decode_desc;
 
 /* FASA-M prefetch: the step scores and selects the tokens for q as usual and
@@ -551,6 +675,8 @@ typedef struct fasa_decode_outputs {
     fasa_path path;
     uint32_t n_rows;              /* Hq per head, Hkv per group; 0 on the dense path */
     uint32_t n_selected;          /* tokens per row (= n_fac on the sparse path) */
+    void *next;                   /* extension chain (fasa_struct_header) of further
+                                     outputs, NULL; not written by the call */
 } fasa_decode_outputs;
 
 /* Enqueues one decode step of `layer` on the context's queue.  q is

@@ -70,6 +70,7 @@ extern "C" {
 typedef struct fasa_cuda_embed {
     int device;                   /* CUDA device ordinal the stream belongs to */
     void *stream;                 /* the host's cudaStream_t; NULL = legacy default stream */
+    const void *next;             /* extension chain (fasa_struct_header), NULL */
 } fasa_cuda_embed;
 
 /* Wraps `size` bytes of caller-owned device memory at device_ptr. */
@@ -91,6 +92,16 @@ FASA_API fasa_status fasa_cuda_enqueue_decode(fasa_kv_cache *cache, uint32_t lay
 FASA_API fasa_status fasa_cuda_enqueue_append(fasa_kv_cache *cache, uint32_t layer, uint32_t n,
                                               fasa_buffer *k, uint64_t k_offset, fasa_buffer *v,
                                               uint64_t v_offset, fasa_dtype src_dtype);
+
+/* fasa_kv_cache_sync, enqueue only: the kernel that recomputes the K_dom
+ * rows of tokens [first, first + n) of an external cache's layer from the
+ * engine's K is enqueued on the context's stream (after the engine's
+ * writes of K when the engine uses that stream; otherwise order them with
+ * an event) and the layer's length becomes max(length, first + n) at once.
+ * External K and V: fasa_cuda_buffer_wrap of the engine's device memory;
+ * each layer's start (pointer + offset) a multiple of two elements. */
+FASA_API fasa_status fasa_cuda_enqueue_kv_cache_sync(fasa_kv_cache *cache, uint32_t layer, uint32_t first,
+                                                     uint32_t n);
 
 #ifdef __cplusplus
 }

@@ -67,6 +67,7 @@ typedef struct fasa_cl_embed {
     cl_context context;           /* the host's context */
     cl_device_id device;          /* a device of that context */
     cl_command_queue queue;       /* in-order queue of context and device */
+    const void *next;             /* extension chain (fasa_struct_header), NULL */
 } fasa_cl_embed;
 
 /* Wraps bytes [offset, offset + size) of a caller-owned cl_mem. */
@@ -88,6 +89,15 @@ FASA_API fasa_status fasa_cl_enqueue_decode(fasa_kv_cache *cache, uint32_t layer
 FASA_API fasa_status fasa_cl_enqueue_append(fasa_kv_cache *cache, uint32_t layer, uint32_t n,
                                             fasa_buffer *k, uint64_t k_offset, fasa_buffer *v,
                                             uint64_t v_offset, fasa_dtype src_dtype);
+
+/* fasa_kv_cache_sync, enqueue only: the kernel that recomputes the K_dom
+ * rows of tokens [first, first + n) of an external cache's layer from the
+ * engine's K is enqueued on the context's queue (in order after the
+ * engine's writes of K when the engine uses that queue; otherwise order
+ * them with an event or clFinish first) and the layer's length becomes
+ * max(length, first + n) at once. */
+FASA_API fasa_status fasa_cl_enqueue_kv_cache_sync(fasa_kv_cache *cache, uint32_t layer, uint32_t first,
+                                                   uint32_t n);
 
 #ifdef __cplusplus
 }

@@ -34,8 +34,14 @@
  *      q (decode input)        VK_BUFFER_USAGE_TRANSFER_SRC_BIT
  *      o (decode output)       VK_BUFFER_USAGE_TRANSFER_DST_BIT
  *      k, v (append inputs)    VK_BUFFER_USAGE_TRANSFER_SRC_BIT
+ *      external K, V            VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT (the
+ *      (fasa_kv_external)       kernels read them in place through device
+ *                               addresses; memory allocated with
+ *                               VK_MEMORY_ALLOCATE_DEVICE_ADDRESS_BIT), plus
+ *                               TRANSFER_SRC for fasa_kv_cache_read
  *    Buffers used with fasa_buffer_read/fasa_buffer_write also need the
- *    other transfer bit.  No STORAGE or SHADER_DEVICE_ADDRESS usage is needed.
+ *    other transfer bit.  No STORAGE usage is needed, nor (but for external
+ *    K/V) SHADER_DEVICE_ADDRESS.
  *  - The wrap does not take ownership; fasa_buffer_destroy frees only the
  *    wrapper.  Keep the VkBuffer alive while the wrapper is used.
  *
@@ -113,6 +119,7 @@ typedef struct fasa_vk_embed {
     bool external_memory_host_enabled;    /* the host enabled VK_EXT_external_memory_host:
                                              FASA-M caches may then import application
                                              host memory (fasa_kv_cache_desc.host_memory) */
+    const void *next;                     /* extension chain (fasa_struct_header), NULL */
 } fasa_vk_embed;
 
 /* Wraps [offset, offset + size) of a host VkBuffer of ctx's device as a
@@ -143,6 +150,18 @@ FASA_API fasa_status fasa_vk_record_decode(fasa_kv_cache *cache, uint32_t layer,
 FASA_API fasa_status fasa_vk_record_append(fasa_kv_cache *cache, uint32_t layer, uint32_t n,
                                            VkCommandBuffer cmd, fasa_buffer *k, uint64_t k_offset,
                                            fasa_buffer *v, uint64_t v_offset, fasa_dtype src_dtype);
+
+/* fasa_kv_cache_sync, recorded into cmd: the K_dom rows of tokens
+ * [first, first + n) of an external cache's layer are recomputed from the
+ * engine's K (a compute dispatch reading it through its device address)
+ * and the layer's length becomes max(length, first + n) at once.  The
+ * recorded commands begin with a barrier after all earlier compute and
+ * transfer work of the queue, so the engine's own writes of K recorded
+ * before it (a compute shader or a copy) are seen; writes from another
+ * queue need a semaphore.  Nothing is recorded and the length is unchanged
+ * when the call fails. */
+FASA_API fasa_status fasa_vk_record_kv_cache_sync(fasa_kv_cache *cache, uint32_t layer, uint32_t first,
+                                                  uint32_t n, VkCommandBuffer cmd);
 
 #ifdef __cplusplus
 }

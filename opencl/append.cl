@@ -10,6 +10,19 @@
  * udims/usize are the tables of every layer; this layer's start at tab_off
  * (= layer * Hkv).
  */
+/* The K_dom row of a stored K row kr: its u union dims, zero padded. */
+static inline void put_dom(__global store_t *dr, __global const store_t *kr, __global const ushort *dims, uint u,
+                           uint u_pad)
+{
+    for (uint s = 0; s < u_pad; s++) {
+#if FASA_F16
+        dr[s] = s < u ? kr[dims[s]] : (ushort)0;
+#else
+        dr[s] = s < u ? kr[dims[s]] : 0.0f;
+#endif
+    }
+}
+
 __kernel __attribute__((reqd_work_group_size(WG_APPEND, 1, 1)))
 void fasa_append(__global const uchar *ksrc, ulong k_off, __global const uchar *vsrc, ulong v_off,
                  uint src_f16, uint first, uint hkv, uint d,
@@ -59,14 +72,24 @@ void fasa_append(__global const uchar *ksrc, ulong k_off, __global const uchar *
     }
 #endif
     if (!has_dims) return;
-    __global store_t *dr = ddst + row * u_pad;
-    __global const ushort *dims = udims + ((size_t)tab_off + g) * u_pad;
-    uint u = usize[tab_off + g];
-    for (uint s = 0; s < u_pad; s++) {
-#if FASA_F16
-        dr[s] = s < u ? kr[dims[s]] : (ushort)0;
-#else
-        dr[s] = s < u ? kr[dims[s]] : 0.0f;
-#endif
-    }
+    put_dom(ddst + row * u_pad, kr, udims + ((size_t)tab_off + g) * u_pad, usize[tab_off + g], u_pad);
+}
+
+/*
+ * sync: the K_dom rows of tokens [tok_lo, tok_lo + n_tok) of an external
+ * cache (fasa_kv_cache_desc.external), cut from the engine's K in place:
+ * element c of (KV head g, token t) at k_base + t * ts + g * hs + c, in the
+ * cache dtype.  K_dom chunk and grid as for fasa_append.
+ */
+__kernel __attribute__((reqd_work_group_size(WG_APPEND, 1, 1)))
+void fasa_sync(__global const store_t *ksrc, ulong k_base, uint ts, uint hs, __global store_t *ddst,
+               uint tpb, uint gk0, uint t0, uint tok_lo, uint n_tok, uint g_lo, uint u_pad,
+               __global const ushort *udims, __global const uint *usize, uint tab_off)
+{
+    uint i = get_global_id(0);
+    if (i >= n_tok) return;
+    uint t = tok_lo + i, g = g_lo + get_global_id(1);
+    __global const store_t *kr = ksrc + k_base + (size_t)t * ts + (size_t)g * hs;
+    size_t row = (size_t)(g - gk0) * tpb + (t - t0);
+    put_dom(ddst + row * u_pad, kr, udims + ((size_t)tab_off + g) * u_pad, usize[tab_off + g], u_pad);
 }

@@ -23,18 +23,36 @@
 #define ATT_DCPT ((DC_MAX + WG_ATTN - 1) / WG_ATTN) /* dim chunks per work-item */
 #define ATT_REDV (WG_ATTN * 8 > 512 ? WG_ATTN * 8 : 512)
 
-/* Eight elements of a row from element c; rows with d % 8 != 0 are not
- * 16-byte aligned, so they are read element by element (zero past d). */
-static inline float8 ld8g(__global const store_t *row, uint c, uint d)
+/* Eight elements of a row from element c (zero past d); rows that do not
+ * start on a multiple of 8 elements (d % 8 != 0, or an external layout:
+ * vec8 = 0) are read element by element. */
+static inline float8 ld8g(__global const store_t *row, uint c, uint d, uint vec8)
 {
-    if ((d & 7u) == 0u) return ld8(row, c);
+    if ((d & 7u) == 0u) return ld8a(row, c, vec8);
     float t[8];
     for (uint j = 0; j < 8; j++) t[j] = c + j < d ? ld1(row, c + j) : 0.0f;
     return vload8(0, t);
 }
 
+/* Where K and V rows live: the row of (KV head g, token j) starts at
+ * element base + j * ts + g * hs of the buffer (libfasa's storage chunks:
+ * base = -(gk0 * tpb + t0) * d, ts = d, hs = tpb * d; an engine's K/V:
+ * its offset and strides).  vec8: every row starts on a multiple of 8
+ * elements and d % 8 == 0 (16-byte loads).  A per-token indirection
+ * (paged cells) would map j to its physical row in kv_row. */
+typedef struct kv_view {
+    long k_base, v_base;
+    uint ts, hs, vec8;
+} kv_view;
+
+static inline __global const store_t *kv_row(__global const store_t *buf, long base, const kv_view *w, uint g,
+                                             uint j)
+{
+    return buf + (base + (long)j * w->ts + (long)g * w->hs);
+}
+
 static inline void attend(__global const store_t *kbuf, __global const store_t *vbuf, uint d,
-                          uint tpb, uint gk0, uint t0, uint g, uint h0, uint nh,
+                          const kv_view *w, uint g, uint h0, uint nh,
                           __global const float *q, __global const int *list, uint first,
                           uint count, uint t_lo, uint t_hi, float scale,
                           __global float *part, uint head_stride, __local float *ql,
@@ -55,8 +73,6 @@ static inline void attend(__global const store_t *kbuf, __global const store_t *
         lpart[m] = 0.0f;
         for (uint i = 0; i < ATT_DCPT; i++) acc[m][i] = (float8)(0.0f);
     }
-    __global const store_t *kb = kbuf + (size_t)(g - gk0) * tpb * d;
-    __global const store_t *vb = vbuf + (size_t)(g - gk0) * tpb * d;
     barrier(CLK_LOCAL_MEM_FENCE);
 
     for (uint b0 = 0; b0 < count; b0 += WG_ATTN) {
@@ -71,13 +87,13 @@ static inline void attend(__global const store_t *kbuf, __global const store_t *
         float sacc[ATT_HB];
         FOR_HEAD(m, nh, ATT_HB) sacc[m] = 0.0f;
         if (j >= 0) {
-            __global const store_t *row = kb + (size_t)((uint)j - t0) * d;
+            __global const store_t *row = kv_row(kbuf, w->k_base, w, g, (uint)j);
             if ((d & 7u) == 0u) {
                 /* heads outer: one accumulator live (the row is re-read
                  * from cache), which keeps GPU register pressure low */
                 FOR_HEAD(m, nh, ATT_HB) {
                     float8 a = (float8)(0.0f);
-                    for (uint c = 0; c < d; c += 8) a += vload8(0, ql + m * d + c) * ld8(row, c);
+                    for (uint c = 0; c < d; c += 8) a += vload8(0, ql + m * d + c) * ld8a(row, c, w->vec8);
                     sacc[m] = hsum8(a);
                 }
             } else {
@@ -116,11 +132,11 @@ static inline void attend(__global const store_t *kbuf, __global const store_t *
             for (uint t = lane; t < nb; t += lanes) {
                 int jt = tok_l[t];
                 if (jt < 0) continue;
-                __global const store_t *vrow = vb + (size_t)((uint)jt - t0) * d;
+                __global const store_t *vrow = kv_row(vbuf, w->v_base, w, g, (uint)jt);
                 for (uint ii = 0; ii < ATT_DCPT; ii++) {
                     uint dc = dc0 + ii * W2;
                     if (dc >= DC) break;
-                    float8 v8 = ld8g(vrow, dc * 8, d);
+                    float8 v8 = ld8g(vrow, dc * 8, d, w->vec8);
                     FOR_HEAD(m, nh, ATT_HB) acc[m][ii] += s_l[m * WG_ATTN + t] * v8;
                 }
                 if (dc0 == 0)
@@ -159,10 +175,10 @@ static inline void attend(__global const store_t *kbuf, __global const store_t *
 
 /* dense: tokens [tok_lo, tok_lo + n_tok) of one storage chunk, split into
  * runs of split_len.  Grid: dim 0 = splits, dim 1 = (g - g_lo) * nhb + head
- * batch.  The partial slot is part_base + split. */
+ * batch.  The partial slot is part_base + split.  K/V rows: kv_view. */
 __kernel __attribute__((reqd_work_group_size(WG_ATTN, 1, 1)))
-void fasa_dense(__global const store_t *kbuf, __global const store_t *vbuf, uint d, uint tpb,
-                uint gk0, uint t0, uint g_lo, uint nhb, uint hb_size, __global const float *q,
+void fasa_dense(__global const store_t *kbuf, __global const store_t *vbuf, uint d, long k_base,
+                long v_base, uint ts, uint hs, uint vec8, uint g_lo, uint nhb, uint hb_size, __global const float *q,
                 ulong q_off, uint G, uint tok_lo, uint n_tok, uint split_len,
                 __global float *part, uint pmax, uint part_base, float scale)
 {
@@ -175,7 +191,8 @@ void fasa_dense(__global const store_t *kbuf, __global const store_t *vbuf, uint
     uint h0 = g * G + hb * hb_size, nh = min(hb_size, G - hb * hb_size);
     uint first = tok_lo + s * split_len, count = min(split_len, n_tok - s * split_len);
     uint head_stride = pmax * (d + 2);
-    attend(kbuf, vbuf, d, tpb, gk0, t0, g, h0, nh, q + q_off, 0, first, count, first,
+    kv_view w = {k_base, v_base, ts, hs, vec8};
+    attend(kbuf, vbuf, d, &w, g, h0, nh, q + q_off, 0, first, count, first,
            first + count, scale, part + ((size_t)h0 * pmax + part_base + s) * (d + 2),
            head_stride, ql, s_l, red, tok_l, mrun, redv);
 }
@@ -185,8 +202,8 @@ void fasa_dense(__global const store_t *kbuf, __global const store_t *vbuf, uint
  * Per-head selection: dim 1 = h - g_lo * G (one head per work-group);
  * per-group: dim 1 = (g - g_lo) * nhb + head batch. */
 __kernel __attribute__((reqd_work_group_size(WG_ATTN, 1, 1)))
-void fasa_fac(__global const store_t *kbuf, __global const store_t *vbuf, uint d, uint tpb,
-              uint gk0, uint t0, uint t_end, uint g_lo, uint nhb, uint hb_size,
+void fasa_fac(__global const store_t *kbuf, __global const store_t *vbuf, uint d, long k_base,
+              long v_base, uint ts, uint hs, uint vec8, uint t0, uint t_end, uint g_lo, uint nhb, uint hb_size,
               __global const float *q, ulong q_off, uint G, uint per_group,
               __global const int *sel, uint sel_stride, uint n_fac, uint split_len,
               __global float *part, uint pmax, uint part_base, float scale)
@@ -211,7 +228,8 @@ void fasa_fac(__global const store_t *kbuf, __global const store_t *vbuf, uint d
     }
     uint first = s * split_len, count = min(split_len, n_fac - first);
     uint head_stride = pmax * (d + 2);
-    attend(kbuf, vbuf, d, tpb, gk0, t0, g, h0, nh, q + q_off, sel + (size_t)r * sel_stride + first,
+    kv_view w = {k_base, v_base, ts, hs, vec8};
+    attend(kbuf, vbuf, d, &w, g, h0, nh, q + q_off, sel + (size_t)r * sel_stride + first,
            0, count, t0, t_end, scale, part + ((size_t)h0 * pmax + part_base + s) * (d + 2),
            head_stride, ql, s_l, red, tok_l, mrun, redv);
 }

@@ -18,7 +18,8 @@
  * Arithmetic and accumulation are fp32 everywhere (no cl_khr_fp16 needed).
  * Nothing relies on -inf: the online softmax starts from NEG_START and
  * excluded tokens get an explicit zero weight.  Never build with
- * -cl-finite-math-only or -cl-fast-relaxed-math (GPU_NOTES §4 rule 6).
+ * -cl-finite-math-only or -cl-fast-relaxed-math: they would break the NaN/Inf
+ * rules of docs/SPEC.md §8.
  */
 
 #define NEG_START (-FLT_MAX / 2)
@@ -86,6 +87,16 @@ static inline float8 ld8(__global const store_t *p, size_t i)
     return vload8(0, p + i);
 #endif
 #endif
+}
+
+/* ld8 for rows that may not start on a multiple of 8 elements (external
+ * K/V layouts): aligned = 0 reads the same eight values one by one, so the
+ * arithmetic that follows is the same either way. */
+static inline float8 ld8a(__global const store_t *p, size_t i, uint aligned)
+{
+    if (aligned) return ld8(p, i);
+    return (float8)(ld1(p, i), ld1(p, i + 1), ld1(p, i + 2), ld1(p, i + 3), ld1(p, i + 4), ld1(p, i + 5),
+                    ld1(p, i + 6), ld1(p, i + 7));
 }
 
 static inline void st1(__global store_t *p, size_t i, float x)

@@ -1,5 +1,5 @@
 /*
- * tip: S[row][j] = sum over I_h of q[h][c] * K[g][j][c]   (FASA_SPEC §2)
+ * tip: S[row][j] = sum over I_h of q[h][c] * K[g][j][c]   (docs/SPEC.md §2)
  *
  * As on the CPU, TIP is the dot product of a masked query (q[h][c] where
  * union slot c of U_g belongs to I_h, else 0) with the K_dom row; the
@@ -31,7 +31,7 @@ __kernel void fasa_tip_prep(__global const float *q, ulong q_off, uint d, uint w
 }
 
 /*
- * A score depends only on the head's own dims (FASA_SPEC §2).  The fast dot
+ * A score depends only on the head's own dims (docs/SPEC.md §8).  The fast dot
  * product also multiplies the other heads' slots of U_g by an exact zero,
  * which adds nothing unless the K value there is NaN or Inf (0 * NaN and
  * 0 * Inf are NaN): so a score that is not NaN is already exact, and only a
@@ -56,14 +56,18 @@ static float tip_own_score(__global const store_t *row, __local const float *qh,
  * WG_TIP * TIP_TPT; dim 1 = (KV head g - g_lo) * nhb + head block.  A
  * work-group scores TIP_HB query heads (per-head selection) or all G heads
  * of the group (per-group selection, then nhb = 1).
- * rows: the storage chunk (K_dom, or K for the oracle), width elements per
- * row, heads [gk0, ...) of tpb tokens from token t0.
+ * rows: K_dom (or K for the oracle), width elements per row; the row of
+ * (KV head g, token j) starts at element base + j * ts + g * hs (a storage
+ * chunk of heads [gk0, ...) with tpb tokens from t0: base = -(gk0 * tpb +
+ * t0) * width, ts = width, hs = tpb * width; an external cache's K for the
+ * oracle: the engine's offset and strides).  vec8: rows start on multiples
+ * of 8 elements and width % 8 == 0 (16-byte loads).
  * scores/hist: the score block whose first KV head is sg0 (row stride cap).
  * tip_map (from element map_off: the layer's [Hq][width]) is read only when
  * own_check (not for the oracle, whose score is the full q . k).
  */
 __kernel __attribute__((reqd_work_group_size(WG_TIP, 1, 1)))
-void fasa_tip(__global const store_t *rows, uint width, uint tpb, uint gk0, uint t0,
+void fasa_tip(__global const store_t *rows, uint width, long base, uint ts, uint hs, uint vec8,
               uint tok_lo, uint n_tok, uint g_lo, uint nhb, __global const float *qm, uint G,
               uint per_group, __global float *scores, uint cap, uint sg0,
               __global uint *hist, uint do_hist, uint lo, uint hi,
@@ -93,14 +97,14 @@ void fasa_tip(__global const store_t *rows, uint width, uint tpb, uint gk0, uint
             uint i = tile + tt * WG_TIP + lid;
             if (i >= n_tok) continue;
             uint j = tok_lo + i;
-            __global const store_t *row = rows + ((size_t)(g - gk0) * tpb + (j - t0)) * width;
+            __global const store_t *row = rows + (base + (long)j * ts + (long)g * hs);
             float s[TIP_HB], any = 0.0f;
             FOR_HEAD(m, nb, TIP_HB) s[m] = 0.0f;
             if ((width & 7u) == 0u) {
                 float8 a[TIP_HB];
                 FOR_HEAD(m, nb, TIP_HB) a[m] = (float8)(0.0f);
                 for (uint c = 0; c < width; c += 8) {
-                    float8 k8 = ld8(row, c);
+                    float8 k8 = ld8a(row, c, vec8);
                     FOR_HEAD(m, nb, TIP_HB) a[m] += vload8(0, ql + m * width + c) * k8;
                 }
                 FOR_HEAD(m, nb, TIP_HB) {

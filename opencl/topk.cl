@@ -1,7 +1,7 @@
 /*
  * topk: exact top-k per selection row, ties to the lowest index, NaN lowest
  * (the order-preserving key of src/select.c), forced sink/recent tokens
- * first (GPU_NOTES §5).
+ * first (docs/SPEC.md §8).
  *
  * Row r of a score block holds scores[r][0..L); the candidates are the
  * window [lo, lo + n_cand) between the forced ranges; k = n_fac - forced.

@@ -23,6 +23,7 @@
 
 layout(local_size_x_id = 0) in;                /* 256 (a multiple of 16) */
 layout(constant_id = 2) const uint MAXD = 512; /* largest head dim */
+layout(constant_id = 3) const bool EXT_KV = false; /* K and V are an engine's (ext_row) */
 
 #ifndef NHV
 #define NHV 1   /* vec4 head groups per batch: 1 (4 heads) or 2 (8 heads) */
@@ -36,6 +37,7 @@ layout(push_constant) uniform Push {
     uint count, n_batches, max_n_fac, maxs;
     float scale;
     uint cps;                           /* chunks of S tokens per split */
+    uint ts, hs;                        /* EXT_KV: k_tab/v_tab are the rows' base, strides in words */
 } pc;
 
 #define WG gl_WorkGroupSize.x
@@ -65,6 +67,19 @@ uint token_at(uint r, uint i)
 #else
     return i;
 #endif
+}
+
+/* The K or V row of (KV head g_, token tok): a buffer and the word offset
+ * of the row in it, in libfasa's chunked arrays or an engine's layout. */
+Words kv_row(uvec2 tab, uint tok, uint W, out uint off)
+{
+    if (EXT_KV) {
+        off = 0u;
+        return Words(ext_row(tab, tok, pc.ts, g_, pc.hs));
+    }
+    uint row = g_ * pc.kv_stride + tok;
+    off = chunk_off(row, pc.kv_shift, W);
+    return Words(chunk_addr(tab, row, pc.kv_shift));
 }
 
 void load_q()
@@ -112,9 +127,8 @@ void scores()
 {
     uint W = pc.d / EPW;
     for (uint i = gl_LocalInvocationID.x; i < n_; i += WG) {
-        uint row = g_ * pc.kv_stride + stok[i];
-        Words k = Words(chunk_addr(pc.k_tab, row, pc.kv_shift));
-        uint off = chunk_off(row, pc.kv_shift, W);
+        uint off;
+        Words k = kv_row(pc.k_tab, stok[i], W, off);
         ssc[i] = qk(k, off, 0u) * pc.scale;
 #if NHV == 2
         ssc[S + i] = qk(k, off, 1u) * pc.scale;
@@ -168,9 +182,9 @@ void sweep_v(uint rep, uint nrep, uint qi, uint W)
 {
     uint w0 = qi * QW;
     for (uint t = rep; t < n_; t += nrep) {
-        uint row = g_ * pc.kv_stride + stok[t];
-        Words v = Words(chunk_addr(pc.v_tab, row, pc.kv_shift));
-        uint off = chunk_off(row, pc.kv_shift, W) + w0;
+        uint off;
+        Words v = kv_row(pc.v_tab, stok[t], W, off);
+        off += w0;
         vec4 p0 = ssc[t];
 #if NHV == 2
         vec4 p1 = ssc[S + t];

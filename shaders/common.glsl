@@ -27,6 +27,21 @@ uint chunk_off(uint row, uint shift, uint row_words)
     return (row & ((1u << shift) - 1u)) * row_words;
 }
 
+/* External K/V (an engine's buffer, fasa_kv_cache_desc.external): the row
+ * of (KV head g, token t) starts t * ts + g * hs words after base.  The
+ * 64-bit byte address is formed from 32-bit halves with carries (no int64
+ * in the shaders).  A per-token indirection (paged cells) would map t to
+ * its physical row here. */
+uvec2 ext_row(uvec2 base, uint t, uint ts, uint g, uint hs)
+{
+    uint th, tl, gh, gl, c0, c1;
+    umulExtended(t, ts, th, tl);
+    umulExtended(g, hs, gh, gl);
+    uint wl = uaddCarry(tl, gl, c0), wh = th + gh + c0; /* words */
+    uint lo = uaddCarry(base.x, wl << 2, c1);
+    return uvec2(lo, base.y + ((wh << 2) | (wl >> 30)) + c1);
+}
+
 /* Order-preserving key (src/select.c): larger score -> larger key, NaN -> 0,
  * -0 == +0. */
 uint score_key(float f)

@@ -21,6 +21,7 @@
 
 layout(local_size_x_id = 0) in;
 layout(constant_id = 2) const uint QMAX = 4096; /* floats of q in shared memory */
+layout(constant_id = 3) const bool EXT_KV = false; /* oracle rows from an engine's K (ext_row) */
 
 layout(push_constant) uniform Push {
     uvec2 rows_tab;  /* K_dom (or K for the oracle) chunk table of the layer */
@@ -30,7 +31,8 @@ layout(push_constant) uniform Push {
     uint L, lo, hi, G;
     uint width, kv_stride, kv_shift, sc_stride;
     uint sc_shift, q_off, hist_off, flags; /* flags: 1 per group, 2 oracle */
-    uint d, u_pad, n_batches, pad1;
+    uint d, u_pad, n_batches, ts;
+    uint hs;         /* EXT_KV: rows_tab is K's base, ts/hs its strides in words */
 } pc;
 
 shared vec4 qt[QMAX / 4u];
@@ -117,7 +119,7 @@ void dot4(rows4 r, uint hv, out vec4 s0, out vec4 s1, out vec4 s2, out vec4 s3)
 #endif
 }
 
-/* A score depends only on the head's own dims (FASA_SPEC §2).  The fast dot
+/* A score depends only on the head's own dims (docs/SPEC.md §8).  The fast dot
  * product also multiplies the other heads' slots of U_g by an exact zero,
  * which adds nothing unless the K value there is NaN or Inf (0 * NaN and
  * 0 * Inf are NaN): so a score that is not NaN is already exact, and only a
@@ -191,9 +193,9 @@ void main()
     rows4 r;
     [[unroll]] for (uint k = 0u; k < TPT; k++) { /* tokens past L read row 0 and are dropped */
         uint j = j0 + k * gl_WorkGroupSize.x;
-        uint row = g_ * pc.kv_stride + (j < pc.L ? j : 0u);
-        r.addr[k] = chunk_addr(pc.rows_tab, row, pc.kv_shift);
-        r.off[k] = chunk_off(row, pc.kv_shift, W);
+        uint tok = j < pc.L ? j : 0u, row = g_ * pc.kv_stride + tok;
+        r.addr[k] = EXT_KV ? ext_row(pc.rows_tab, tok, pc.ts, g_, pc.hs) : chunk_addr(pc.rows_tab, row, pc.kv_shift);
+        r.off[k] = EXT_KV ? 0u : chunk_off(row, pc.kv_shift, W);
     }
     vec4 g = vec4(0.0); /* per-group sums of the TPT tokens */
     for (uint hv = 0u; j0 < pc.L && hv < nhv_; hv++) {

@@ -1,14 +1,20 @@
 /*
  * The backend interface.  Each backend (cpu, vulkan, opencl, cuda) fills one
- * fasa_backend_ops table in its own file(s) and implements the same five
+ * fasa_backend_ops table in its own file(s) and implements the same six
  * kernels under the same names, so they can be read side by side:
  *
  *   append  write k/v rows of new tokens, plus the dominant-dims row (K_dom)
+ *   sync    external K/V (fasa_kv_cache_desc.external): the K_dom rows of
+ *           tokens the engine wrote, cut from the engine's K in place
  *   tip     TIP scores S[row][j] over K_dom (or full q.k for the oracle)
  *   topk    exact top-(n_fac - forced) per row, lowest index wins ties,
  *           forced sink/recent tokens first
  *   fac     exact softmax attention over the selected rows (scale 1/sqrt(d))
  *   dense   exact softmax attention over all L tokens
+ *
+ * An external cache's K and V are the engine's buffers (cache->ext): the
+ * backend allocates only K_dom and scratch, and tip (oracle), fac, dense
+ * and cache_read address K and V through its strides.
  *
  * The common code (decode.c) validates arguments, chooses the path and calls
  * tip -> topk -> fac or dense inside one exec (a command stream: nothing on
@@ -48,9 +54,10 @@ struct fasa_backend_ops {
     fasa_status (*buffer_read)(fasa_context *ctx, fasa_buffer *buf, uint64_t offset, void *dst,
                                uint64_t size);
 
-    /* Storage for every layer (K, V, K_dom) plus per-step scratch sized for
-     * capacity, Hq and max_n_fac; uploads the dims tables.  Sets
-     * cache->device_bytes, host_bytes and scratch_bytes. */
+    /* Storage for every layer (K, V, K_dom; only K_dom with cache->ext)
+     * plus per-step scratch sized for capacity, Hq and max_n_fac; uploads
+     * the dims tables.  Sets cache->device_bytes, host_bytes and
+     * scratch_bytes.  Checks what the backend needs of external buffers. */
     fasa_status (*cache_create)(fasa_kv_cache *cache);
     /* Optional (NULL = unsupported): size and alignment of the application
      * host memory an offloaded cache of desc would use (cache->host_memory). */
@@ -79,6 +86,9 @@ struct fasa_backend_ops {
     fasa_status (*append)(fasa_exec *exec, fasa_kv_cache *cache, uint32_t layer, uint32_t first,
                           uint32_t n, fasa_buffer *k, uint64_t k_offset, fasa_buffer *v,
                           uint64_t v_offset, fasa_dtype src_dtype);
+    /* External caches with a calibration: recomputes the K_dom rows of
+     * tokens [first, first+n) of `layer` from the engine's K. */
+    fasa_status (*sync)(fasa_exec *exec, fasa_kv_cache *cache, uint32_t layer, uint32_t first, uint32_t n);
     fasa_status (*tip)(fasa_exec *exec, const fasa_step *step);
     fasa_status (*topk)(fasa_exec *exec, const fasa_step *step);
     fasa_status (*fac)(fasa_exec *exec, const fasa_step *step);

@@ -66,7 +66,11 @@ static fasa_status check_host_memory(fasa_context *ctx, const fasa_kv_cache_desc
 
 static fasa_status check_cache_desc(fasa_context *ctx, const fasa_kv_cache_desc *desc)
 {
-    fasa_status st = fasa__check_shape(ctx, &desc->shape, "desc.shape");
+    fasa_status st = fasa__check_chain(ctx, desc->next, "desc.next", "fasa_kv_cache_desc");
+    if (st == FASA_OK && desc->external)
+        st = fasa__check_chain(ctx, desc->external->next, "desc.external->next", "fasa_kv_external");
+    if (st != FASA_OK) return st;
+    st = fasa__check_shape(ctx, &desc->shape, "desc.shape");
     if (st != FASA_OK) return st;
     if (desc->capacity == 0 || desc->capacity > MAX_CAPACITY)
         return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "desc.capacity: %u not in 1..%u",
@@ -105,6 +109,10 @@ static fasa_status check_cache_desc(fasa_context *ctx, const fasa_kv_cache_desc 
                                desc->dense_layers[i], desc->shape.n_layers);
     if (desc->calibration) {
         st = check_calibration_match(ctx, &desc->shape, desc->calibration);
+        if (st != FASA_OK) return st;
+    }
+    if (desc->external) {
+        st = fasa__external_check(ctx, desc);
         if (st != FASA_OK) return st;
     }
     if (desc->host_memory || desc->host_memory_size) return check_host_memory(ctx, desc); /* last: asks the backend */
@@ -176,6 +184,7 @@ static void destroy_locked(fasa_kv_cache *c)
     size_t n_rc = (size_t)c->shape.n_layers * c->shape.n_kv_heads;
     for (size_t i = 0; c->rowcaches && i < n_rc; i++) fasa__rowcache_destroy(ctx, c->rowcaches[i]);
     fasa__free(ctx, c->rowcaches);
+    fasa__external_free(c);
     free_tables(c);
     fasa__free(ctx, c);
 }
@@ -207,7 +216,7 @@ static fasa_status create_locked(fasa_context *ctx, const fasa_kv_cache_desc *de
     c->group = s->n_q_heads / s->n_kv_heads;
     c->capacity = desc->capacity;
     c->dtype = desc->dtype;
-    c->elem_size = desc->dtype == FASA_DTYPE_F16 ? 2 : 4;
+    c->elem_size = fasa__dtype_size(desc->dtype);
     c->placement = desc->placement;
     c->fetch = desc->fetch;
     c->row_cache_rows = desc->row_cache_rows;
@@ -219,14 +228,15 @@ static fasa_status create_locked(fasa_context *ctx, const fasa_kv_cache_desc *de
     if (!c->length || !c->dense_layer) st = fasa__error(ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "cache: out of host memory");
     if (st == FASA_OK) {
         if (desc->n_dense_layers == 0 && !(desc->flags & FASA_CACHE_NO_DENSE_LAYERS))
-            c->dense_layer[0] = 1; /* FASA_SPEC §2 rule 2: layer 0 stays dense */
+            c->dense_layer[0] = 1; /* docs/SPEC.md §2 rule 2: layer 0 stays dense */
         for (uint32_t i = 0; i < desc->n_dense_layers; i++) c->dense_layer[desc->dense_layers[i]] = 1;
     }
     if (st == FASA_OK && desc->calibration) st = build_dims_tables(c, desc->calibration);
+    if (st == FASA_OK && desc->external) st = fasa__external_copy(c, desc);
     if (st == FASA_OK) st = ctx->ops->cache_create(c);
     if (st == FASA_OK) st = make_stage(c, (uint64_t)s->n_q_heads * s->head_dim * 4, &c->q_stage);
     if (st == FASA_OK) st = make_stage(c, (uint64_t)s->n_q_heads * s->head_dim * 4, &c->o_stage);
-    if (st == FASA_OK && ctx->backend != FASA_BACKEND_CPU) {
+    if (st == FASA_OK && ctx->backend != FASA_BACKEND_CPU && !c->ext) { /* host appends: not on external caches */
         c->kv_stage_tokens = desc->capacity < STAGE_TOKENS ? desc->capacity : STAGE_TOKENS;
         st = make_stage(c, 2ull * c->kv_stage_tokens * s->n_kv_heads * s->head_dim * 4, &c->kv_stage);
     }
@@ -293,6 +303,10 @@ static fasa_status check_append(fasa_kv_cache *c, uint32_t layer, uint32_t n, co
                                 const void *v, fasa_dtype src, const char *fn)
 {
     fasa_context *ctx = c->ctx;
+    if (c->ext)
+        return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT,
+                           "%s: the cache reads the engine's K and V in place (desc.external): the engine writes "
+                           "them and calls fasa_kv_cache_sync", fn);
     if (layer >= c->shape.n_layers)
         return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "%s: layer %u out of range (n_layers %u)",
                            fn, layer, c->shape.n_layers);

@@ -137,7 +137,8 @@ void fasa_calibration_destroy(fasa_calibration *cal)
 /* Validates a description (message names layer and head) without locking. */
 static fasa_status check_calibration_desc(fasa_context *ctx, const fasa_calibration_desc *desc)
 {
-    fasa_status st = fasa__check_shape(ctx, &desc->shape, "desc.shape");
+    fasa_status st = fasa__check_chain(ctx, desc->next, "desc.next", "fasa_calibration_desc");
+    if (st == FASA_OK) st = fasa__check_shape(ctx, &desc->shape, "desc.shape");
     if (st != FASA_OK) return st;
     uint32_t d = desc->shape.head_dim;
     if (desc->n_tip == 0 || desc->n_tip > d / 2)

@@ -1,4 +1,4 @@
-/* Offline calibration by Contextual Agreement (FASA_SPEC §4):
+/* Offline calibration by Contextual Agreement (docs/SPEC.md §4):
  *
  *   CA_K(l,h,i) = |TopK(alpha, K') ∩ TopK(alpha_i, K')| / K',  K' = min(K, n_keys)
  *
@@ -80,7 +80,8 @@ void fasa_calibrator_destroy(fasa_calibrator *cal)
 
 static fasa_status check_desc(fasa_context *ctx, fasa_calibrator_desc *d)
 {
-    fasa_status st = fasa__check_shape(ctx, &d->shape, "desc.shape");
+    fasa_status st = fasa__check_chain(ctx, d->next, "desc.next", "fasa_calibrator_desc");
+    if (st == FASA_OK) st = fasa__check_shape(ctx, &d->shape, "desc.shape");
     if (st != FASA_OK) return st;
     uint32_t hd = d->shape.head_dim;
     if (d->n_tip == 0) d->n_tip = hd / 8 ? hd / 8 : 1;
@@ -119,6 +120,7 @@ fasa_status fasa_calibrator_create(fasa_context *ctx, const fasa_calibrator_desc
         cal->ctx = ctx;
         cal->desc = d;
         cal->desc.model_id = cal->desc.source = NULL; /* owned copies below */
+        cal->desc.next = NULL;                         /* the caller's chain is not kept */
         cal->model_id = fasa__strdup(ctx, d.model_id);
         cal->source = fasa__strdup(ctx, d.source ? d.source : "teacher_forced");
         cal->ca_sum = fasa__alloc(ctx, n_ca * sizeof(double));

@@ -283,6 +283,7 @@ static fasa_status create_fail(const fasa_context_desc *desc, fasa_status st, co
 
 static fasa_status check_context_desc(const fasa_context_desc *desc, char *msg, size_t n)
 {
+    if (!fasa__chain_ok(desc->next, "desc.next", "fasa_context_desc", msg, n)) return FASA_ERROR_INVALID_ARGUMENT;
     if ((unsigned)desc->backend >= FASA_BACKEND_COUNT_) {
         snprintf(msg, n, "desc.backend: unknown backend %d", (int)desc->backend);
         return FASA_ERROR_INVALID_ARGUMENT;

@@ -1,5 +1,5 @@
 /* The decode step shared by every backend: validation, path choice
- * (FASA_SPEC §2) and the order of the kernels. */
+ * (docs/SPEC.md §2) and the order of the kernels. */
 #include "backend.h"
 
 #include <math.h>
@@ -28,6 +28,8 @@ static fasa_status check_io(fasa_kv_cache *c, fasa_buffer *buf, uint64_t off, co
 static fasa_status check_desc(fasa_kv_cache *c, const fasa_decode_desc *d, uint32_t n_fac)
 {
     fasa_context *ctx = c->ctx;
+    fasa_status st = fasa__check_chain(ctx, d->next, "desc.next", "fasa_decode_desc");
+    if (st != FASA_OK) return st;
     if ((unsigned)d->mode > FASA_MODE_ORACLE)
         return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "desc.mode: unknown value %d", (int)d->mode);
     if ((unsigned)d->gqa_select > FASA_GQA_PER_GROUP)
@@ -179,6 +181,8 @@ static fasa_status check_host_args(fasa_kv_cache *c, uint32_t layer, const float
             return fasa__error(ctx, FASA_ERROR_NON_FINITE, "fasa_decode_host: q[head %zu][dim %zu] is %g",
                                i / c->shape.head_dim, i % c->shape.head_dim, (double)q[i]);
     if (!out || layer >= c->shape.n_layers) return FASA_OK;
+    fasa_status st = fasa__check_chain(ctx, out->next, "outputs.next", "fasa_decode_outputs");
+    if (st != FASA_OK) return st;
     uint32_t n_fac = desc && desc->n_fac ? desc->n_fac : DEFAULT_N_FAC;
     if (out->selected && out->selected_stride < n_fac)
         return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT,

@@ -4,6 +4,7 @@
 
 #include "fasa.h"
 #include "fasa_debug.h"
+#include "abi.h"
 
 #include <pthread.h>
 #include <stdarg.h>
@@ -55,6 +56,21 @@ struct fasa_calibration {
     float *ca_mean;              /* [n_layers][Hq][d/2] or NULL */
 };
 
+/* External K and V (fasa_kv_cache_desc.external), copied at create.
+ * Element c of KV head g, token j of layer l's K sits at byte
+ *   k_offset[l] + (row(j) * token_stride + g * head_stride + c) * elem_size
+ * of k[l], likewise V.  Today row(j) = j.  Paged or shared cell arrays
+ * (a block table, a cell list) will map a logical token j to a physical
+ * row here: every backend computes a K/V row address in one helper
+ * (cpu_kernels.c kv_elem, attend.glsl/tip.comp ext_row, attn.cl/tip.cl
+ * row arithmetic, attn.cu/tip.cu/append.cu sync), which is where the
+ * indirection goes. */
+typedef struct fasa_kv_ext {
+    uint64_t token_stride, head_stride;  /* elements, even, < 2^32 */
+    fasa_buffer **k, **v;                /* [n_layers], owned by the engine */
+    uint64_t *k_offset, *v_offset;       /* [n_layers] bytes, multiples of 2 elements */
+} fasa_kv_ext;
+
 /* Everything a backend needs to lay out and run a cache. */
 struct fasa_kv_cache {
     fasa_context *ctx;
@@ -90,6 +106,7 @@ struct fasa_kv_cache {
     uint32_t kv_stage_tokens;
     uint64_t scratch_bytes;      /* set by the backend */
     uint64_t device_bytes, host_bytes; /* resident storage, set by the backend */
+    fasa_kv_ext *ext;            /* external K/V, or NULL: the backend owns K and V */
 };
 
 /* A resolved decode step, as handed to the kernels. */
@@ -125,6 +142,19 @@ void fasa__unlock(fasa_context *ctx);
 bool fasa__fault(fasa_context *ctx, fasa_fault kind);
 
 /* --- host memory (context.c) ------------------------------------------ */
+/* Size arithmetic that saturates at UINT64_MAX instead of wrapping, so a
+ * huge request can never look small to a memory check. */
+static inline uint64_t fasa__sat_mul(uint64_t a, uint64_t b)
+{
+    uint64_t r;
+    return __builtin_mul_overflow(a, b, &r) ? UINT64_MAX : r;
+}
+static inline uint64_t fasa__sat_add(uint64_t a, uint64_t b)
+{
+    uint64_t r;
+    return __builtin_add_overflow(a, b, &r) ? UINT64_MAX : r;
+}
+
 void *fasa__alloc(fasa_context *ctx, size_t size);          /* 64-byte aligned, zeroed */
 void *fasa__alloc_aligned(fasa_context *ctx, size_t size, size_t align); /* not zeroed */
 void fasa__free(fasa_context *ctx, void *ptr);
@@ -226,6 +256,29 @@ fasa_status fasa__enqueue_decode(fasa_backend backend, const char *fn, fasa_kv_c
 fasa_status fasa__enqueue_append(fasa_backend backend, const char *fn, fasa_kv_cache *cache, uint32_t layer,
                                  uint32_t n, fasa_buffer *k, uint64_t k_offset, fasa_buffer *v,
                                  uint64_t v_offset, fasa_dtype src_dtype);
+
+/* Bytes per element of a storage dtype (a 16-bit type added later, bf16,
+ * is 2 like F16: the external layout rules and kernels' pair reads hold). */
+static inline uint32_t fasa__dtype_size(fasa_dtype t) { return t == FASA_DTYPE_F32 ? 4 : 2; }
+
+/* --- external K/V (external.c) ------------------------------------------ */
+/* Validates desc->external against the rest of desc (no backend call). */
+fasa_status fasa__external_check(fasa_context *ctx, const fasa_kv_cache_desc *desc);
+/* Copies desc->external into c->ext (out of host memory: error set). */
+fasa_status fasa__external_copy(fasa_kv_cache *c, const fasa_kv_cache_desc *desc);
+void fasa__external_free(fasa_kv_cache *c);
+/* Validates a sync of tokens [first, first + n) of layer; fn names the
+ * public call in messages. */
+fasa_status fasa__sync_check(fasa_kv_cache *c, uint32_t layer, uint32_t first, uint32_t n, const char *fn);
+/* The enqueue-only sync of the OpenCL and CUDA embedding APIs (like
+ * fasa__enqueue_append). */
+fasa_status fasa__enqueue_sync(fasa_backend backend, const char *fn, fasa_kv_cache *cache, uint32_t layer,
+                               uint32_t first, uint32_t n);
+/* The length after a successful sync of [first, first + n). */
+static inline uint32_t fasa__synced_length(const fasa_kv_cache *c, uint32_t layer, uint32_t first, uint32_t n)
+{
+    return first + n > c->length[layer] ? first + n : c->length[layer];
+}
 
 /* --- backend registry (context.c) --------------------------------------- */
 const fasa_backend_ops *fasa__backend_ops(fasa_backend backend);

@@ -1,5 +1,5 @@
 /* Exact top-k on the host: MSD radix select over order-preserving keys
- * (GPU_NOTES §5), ties to the lowest index, NaN below everything.
+ * (docs/SPEC.md §8), ties to the lowest index, NaN below everything.
  * Used by the CPU backend's topk kernel and by the calibrator. */
 #include "internal.h"
 

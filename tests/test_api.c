@@ -322,6 +322,15 @@ static void test_cache_create(fasa_context *ctx, fasa_calibration *cal)
     d.shape = shape;
     d.shape.layout = FASA_ROPE_NEOX;
     EXPECT_FAIL(ctx, fasa_kv_cache_create(ctx, &d, &c), FASA_ERROR_MISMATCH, "layout");
+    /* more than the machine's memory (2^30 tokens x 1024 heads x 512 dims):
+     * refused up front with the numbers, nothing touched */
+    d.shape = (fasa_model_shape){4, 1024, 1024, 512, FASA_ROPE_NORM};
+    d.capacity = 1u << 30;
+    d.calibration = NULL;
+    EXPECT_FAIL(ctx, fasa_kv_cache_create(ctx, &d, &c), FASA_ERROR_OUT_OF_HOST_MEMORY, "physical memory");
+    d.shape = shape;
+    d.capacity = 8;
+    d.calibration = cal;
     EXPECT_FAIL(ctx, fasa_kv_cache_create(ctx, NULL, &c), FASA_ERROR_INVALID_ARGUMENT, "desc");
     EXPECT_FAIL(ctx, fasa_kv_cache_create(ctx, &d, NULL), FASA_ERROR_INVALID_ARGUMENT, "out");
     CHECK(c == NULL, "no cache after failures");

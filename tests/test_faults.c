@@ -112,14 +112,15 @@ typedef struct results {
     float k_read[NAPP * HKV * D];
     float o_m[3][HQ * D];
     float o_imp[HQ * D];         /* FASA-M in application host memory (Vulkan) */
+    float o_x[HQ * D];           /* external K/V (the engine's buffer) */
 } results;
 
 typedef struct scenario {
     fasa_context *ctx;
     fasa_calibration *cal, *loaded;
-    fasa_kv_cache *cache, *mcache, *icache;
+    fasa_kv_cache *cache, *mcache, *icache, *xcache;
     fasa_calibrator *calr;
-    fasa_buffer *qb, *ob, *kvb;
+    fasa_buffer *qb, *ob, *kvb, *xb;
     results r;
     const char *failed_at;       /* the call that failed first, or NULL */
     fasa_status status;
@@ -136,11 +137,13 @@ static void cleanup(scenario *s)
     fasa_kv_cache_destroy(s->cache);
     fasa_kv_cache_destroy(s->mcache);
     fasa_kv_cache_destroy(s->icache);
+    fasa_kv_cache_destroy(s->xcache);
+    fasa_buffer_destroy(s->xb); /* after the cache that reads it */
     fasa_calibrator_destroy(s->calr);
     fasa_calibration_destroy(s->cal);
     fasa_calibration_destroy(s->loaded);
-    s->qb = s->ob = s->kvb = NULL;
-    s->cache = s->mcache = s->icache = NULL;
+    s->qb = s->ob = s->kvb = s->xb = NULL;
+    s->cache = s->mcache = s->icache = s->xcache = NULL;
     s->calr = NULL;
     s->cal = s->loaded = NULL;
 }
@@ -349,6 +352,37 @@ static bool imported_steps(scenario *s, const fasa_model_shape *shape)
     return ok;
 }
 
+/* A sync whose length must not change when it fails. */
+static bool sync_tokens(scenario *s, fasa_kv_cache *c, uint32_t t0, uint32_t n, const char *what)
+{
+    uint32_t before = 0, after = 0;
+    fasa_kv_cache_length(c, 1, &before);
+    mark(s);
+    if (first(s, what, fasa_kv_cache_sync(c, 1, t0, n))) return true;
+    fasa_kv_cache_length(c, 1, &after);
+    CHECK(after == before, "%s: the failed sync changed the length from %u to %u", what, before, after);
+    return AGAIN(s, what, fasa_kv_cache_sync(c, 1, t0, n));
+}
+
+/* External K/V: the engine's buffer holds K then V token-major (fp32); the
+ * cache is synced in two pieces, then decoded. */
+static bool external_steps(scenario *s, const fasa_model_shape *shape)
+{
+    uint64_t bytes = (uint64_t)L * HKV * D * 4, offs[2] = {bytes, bytes};
+    if (!CREATE(s, "buffer_create external", fasa_buffer_create(s->ctx, 2 * bytes, &s->xb), s->xb) ||
+        !TRY(s, "buffer_write external k", fasa_buffer_write(s->xb, 0, k_in, bytes)) ||
+        !TRY(s, "buffer_write external v", fasa_buffer_write(s->xb, bytes, v_in, bytes)))
+        return false;
+    fasa_buffer *bufs[2] = {s->xb, s->xb};
+    fasa_kv_external x = {.token_stride = HKV * D, .head_stride = D, .k = bufs, .v = bufs, .v_offset = offs};
+    fasa_kv_cache_desc kd = {.shape = *shape, .capacity = L, .dtype = FASA_DTYPE_F32, .calibration = s->cal,
+                             .external = &x};
+    fasa_decode_desc d = {.n_fac = NFAC};
+    return CREATE(s, "kv_cache_create external", fasa_kv_cache_create(s->ctx, &kd, &s->xcache), s->xcache) &&
+           sync_tokens(s, s->xcache, 0, 200, "sync 1") && sync_tokens(s, s->xcache, 200, L - 200, "sync 2") &&
+           decode_host(s, s->xcache, 1, &d, q_in, s->r.o_x, NULL, "external decode");
+}
+
 static bool calibration_steps(scenario *s)
 {
     char path[64];
@@ -382,7 +416,8 @@ static bool run(scenario *s)
     ok = ok && CREATE(s, "kv_cache_create", fasa_kv_cache_create(s->ctx, &kd, &s->cache), s->cache);
     ok = ok && append(s, s->cache, 1, 200, k_in, v_in, "append 1");
     ok = ok && append(s, s->cache, 1, L - 200, k_in + 200 * HKV * D, v_in + 200 * HKV * D, "append 2");
-    ok = ok && decode_steps(s) && fasam_steps(s, &shape) && imported_steps(s, &shape) && calibration_steps(s);
+    ok = ok && decode_steps(s) && fasam_steps(s, &shape) && imported_steps(s, &shape) && external_steps(s, &shape) &&
+         calibration_steps(s);
     cleanup(s);
     return ok && !s->failed_again;
 }
@@ -398,7 +433,8 @@ static bool same_results(const results *a, const results *b)
 {
     return close_to(a->o_sparse, b->o_sparse, HQ * D) && close_to(a->o_dense, b->o_dense, HQ * D) &&
            close_to(a->o_buf, b->o_buf, HQ * D) && close_to(a->o_l0, b->o_l0, HQ * D) &&
-           close_to(&a->o_m[0][0], &b->o_m[0][0], 3 * HQ * D) && close_to(a->o_imp, b->o_imp, HQ * D) && memcmp(a->sel, b->sel, sizeof a->sel) == 0 &&
+           close_to(&a->o_m[0][0], &b->o_m[0][0], 3 * HQ * D) && close_to(a->o_imp, b->o_imp, HQ * D) &&
+           close_to(a->o_x, b->o_x, HQ * D) && memcmp(a->sel, b->sel, sizeof a->sel) == 0 &&
            memcmp(a->k_read, b->k_read, sizeof a->k_read) == 0;
 }
 

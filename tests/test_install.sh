@@ -24,6 +24,9 @@ case $lib in "$tmp/root"*) ;; *) fail "installed fasa loads $lib, not the instal
 pc=$(find "$tmp/root" -name fasa.pc | head -1)
 [ -n "$pc" ] || fail "no fasa.pc installed"
 if grep -qi cjson "$pc"; then fail "fasa.pc names cjson: $(grep -i cjson "$pc")"; fi
+if grep -Eqi '^Requires.*(vulkan|opencl)' "$pc"; then fail "fasa.pc requires a GPU runtime: $(grep -i '^Requires' "$pc")"; fi
+# the test hooks' header is internal (src/fasa_debug.h)
+if [ -n "$(find "$tmp/root" -name fasa_debug.h)" ]; then fail "fasa_debug.h is installed"; fi
 
 calib=$(find "$tmp/root$prefix/share" -name "*.calib.json" 2>/dev/null | head -1 || true)
 [ -n "$calib" ] || fail "no calibration installed under $prefix/share"

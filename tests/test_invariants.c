@@ -1,4 +1,4 @@
-/* FASA_SPEC §9 invariants on the CPU backend, through the public API. */
+/* docs/SPEC.md §9 invariants on the CPU backend, through the public API. */
 #include "check.h"
 #include "fasa.h"
 #include "ref64.h"

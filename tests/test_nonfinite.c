@@ -1,7 +1,7 @@
 /* Non-finite values on one backend, through the public API
  * (docs/API.md, "NaN and Inf"):
  *
- *  - A TIP score depends only on the head's own dims I_h (FASA_SPEC §2):
+ *  - A TIP score depends only on the head's own dims I_h (docs/SPEC.md §8):
  *    a NaN or Inf in a K dim that only another head of the group uses must
  *    not change this head's score or selection, for per-head and per-group
  *    selection (a group score is the sum of its heads' own-dims scores), in

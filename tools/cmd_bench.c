@@ -1,7 +1,8 @@
 /* fasa bench: dense vs FASA decode steps on synthetic data, timed in one
- * run on one backend, with the byte model of FASA_SPEC §7. */
+ * run on one backend, with the byte model of docs/SPEC.md §7. */
 #include "cli.h"
 #include "commands.h"
+#include "ref64.h"
 #include "synth.h"
 
 #include <cjson/cJSON.h>
@@ -17,11 +18,11 @@
 typedef struct bench_opts {
     const char *backend, *variants, *dtype, *gqa, *fetch, *output;
     uint32_t row_cache;
-    uint32_t device, threads, hq, hkv, d, ntip, nfac, iters, warmup;
+    uint32_t device, threads, hq, hkv, d, ntip, nfac, iters, warmup, layers;
     uint64_t seed;
     cli_list L;
     double bandwidth_gbs;
-    bool json, per_head_dims;
+    bool json, per_head_dims, external;
 } bench_opts;
 
 typedef struct bench_row {
@@ -30,12 +31,75 @@ typedef struct bench_row {
     double us_median, us_min;
     double bytes, floor_bytes;
     double device_bytes, host_bytes;   /* resident for the cache */
+    double scratch_bytes, kv_bytes;    /* step scratch; the K+V the cache holds or reads */
     double transfer_bytes;             /* host -> device per step (FASA-M) */
     double row_hit_rate;               /* FASA-M row cache hits / rows needed */
 } bench_row;
 
-/* The caches a run needs: FASA-C for dense and fasa, FASA-M for fasa-m. */
+/* The caches a run needs: FASA-C for dense and fasa (over the engine's K/V
+ * with --external), FASA-M for fasa-m. */
 enum { CACHE_C = 0, CACHE_M = 1 };
+
+/* --external: the bench plays an engine that owns K and V token-major
+ * [token][kv_head][d] (llama.cpp's layout) in one K and one V buffer that
+ * every layer views (only layer 0 is decoded; the other layers exist for
+ * the memory figure), writes them itself and syncs the cache. */
+typedef struct bench_engine {
+    fasa_buffer *k, *v;
+    void *host[2];               /* CPU backend: the memory the buffers wrap */
+    fasa_buffer **ks, **vs;      /* [layers] */
+    fasa_kv_external ext;
+    uint32_t elem;
+} bench_engine;
+
+static void engine_free(bench_engine *e)
+{
+    fasa_buffer_destroy(e->k);
+    fasa_buffer_destroy(e->v);
+    free(e->host[0]);
+    free(e->host[1]);
+    free(e->ks);
+    free(e->vs);
+    memset(e, 0, sizeof *e);
+}
+
+static fasa_status engine_buffer(fasa_context *ctx, uint64_t bytes, bool on_cpu, void **host, fasa_buffer **out)
+{
+    if (!on_cpu) return fasa_buffer_create(ctx, bytes, out);
+    *host = malloc(bytes);
+    return *host ? fasa_buffer_wrap_host(ctx, *host, bytes, out) : FASA_ERROR_OUT_OF_HOST_MEMORY;
+}
+
+static fasa_status engine_init(fasa_context *ctx, const bench_opts *o, uint32_t L, bench_engine *e)
+{
+    fasa_device_info dev;
+    fasa_context_device(ctx, &dev);
+    bool on_cpu = dev.backend == FASA_BACKEND_CPU;
+    memset(e, 0, sizeof *e);
+    e->elem = strcmp(o->dtype, "f32") == 0 ? 4 : 2;
+    uint64_t bytes = (uint64_t)L * o->hkv * o->d * e->elem;
+    e->ks = calloc(o->layers, sizeof *e->ks);
+    e->vs = calloc(o->layers, sizeof *e->vs);
+    fasa_status st = e->ks && e->vs ? FASA_OK : FASA_ERROR_OUT_OF_HOST_MEMORY;
+    if (st == FASA_OK) st = engine_buffer(ctx, bytes, on_cpu, &e->host[0], &e->k);
+    if (st == FASA_OK) st = engine_buffer(ctx, bytes, on_cpu, &e->host[1], &e->v);
+    for (uint32_t l = 0; st == FASA_OK && l < o->layers; l++) e->ks[l] = e->k, e->vs[l] = e->v;
+    e->ext = (fasa_kv_external){.token_stride = (uint64_t)o->hkv * o->d, .head_stride = o->d, .k = e->ks, .v = e->vs};
+    return st;
+}
+
+/* Tokens [t, t + n) of fp32 rows x into an engine buffer, in the cache dtype. */
+static fasa_status engine_write(const bench_engine *e, int which, uint32_t t, uint32_t n, size_t row, const float *x,
+                                void *tmp)
+{
+    size_t count = (size_t)n * row;
+    uint64_t at = (uint64_t)t * row * e->elem;
+    void *dst = e->host[which] ? (char *)e->host[which] + at : tmp; /* the CPU backend reads it in place */
+    if (e->elem == 4) memcpy(dst, x, count * 4);
+    else
+        for (size_t i = 0; i < count; i++) ((uint16_t *)dst)[i] = ref_half_bits(x[i]);
+    return e->host[which] ? FASA_OK : fasa_buffer_write(which ? e->v : e->k, at, tmp, count * e->elem);
+}
 
 /* ------------------------------------------------------------------------ */
 /* Host read bandwidth (the CPU backend's floor)                             */
@@ -92,11 +156,13 @@ static synth_desc synth_of(const bench_opts *o)
 
 static fasa_status make_calibration(fasa_context *ctx, const bench_opts *o, fasa_calibration **cal)
 {
-    fasa_model_shape shape = {1, o->hq, o->hkv, o->d, FASA_ROPE_NORM};
+    fasa_model_shape shape = {o->layers, o->hq, o->hkv, o->d, FASA_ROPE_NORM};
     synth_desc sd = synth_of(o);
-    uint16_t *dims = malloc((size_t)o->hq * 2 * o->ntip * sizeof(uint16_t));
+    size_t per_layer = (size_t)o->hq * 2 * o->ntip;
+    uint16_t *dims = malloc(per_layer * o->layers * sizeof(uint16_t));
     if (!dims) return FASA_ERROR_OUT_OF_HOST_MEMORY;
     synth_planted_dims(&sd, dims);
+    for (uint32_t l = 1; l < o->layers; l++) memcpy(dims + l * per_layer, dims, per_layer * sizeof(uint16_t));
     fasa_calibration_desc cd = {.shape = shape, .n_tip = o->ntip, .dims = dims, .source = "synthetic"};
     fasa_status st = fasa_calibration_create(ctx, &cd, cal);
     free(dims);
@@ -104,9 +170,10 @@ static fasa_status make_calibration(fasa_context *ctx, const bench_opts *o, fasa
 }
 
 static fasa_status make_cache(fasa_context *ctx, const bench_opts *o, uint32_t L, const fasa_calibration *cal,
-                              bool offload, fasa_kv_cache **cache)
+                              bool offload, const bench_engine *engine, fasa_kv_cache **cache)
 {
-    fasa_kv_cache_desc kd = {.shape = {1, o->hq, o->hkv, o->d, FASA_ROPE_NORM}, .capacity = L,
+    fasa_kv_cache_desc kd = {.shape = {o->layers, o->hq, o->hkv, o->d, FASA_ROPE_NORM}, .capacity = L,
+                             .external = engine ? &engine->ext : NULL,
                              .dtype = strcmp(o->dtype, "f32") == 0 ? FASA_DTYPE_F32 : FASA_DTYPE_F16,
                              .calibration = cal, .flags = FASA_CACHE_NO_DENSE_LAYERS,
                              .max_n_fac = o->nfac > 2048 ? o->nfac : 0};
@@ -118,13 +185,17 @@ static fasa_status make_cache(fasa_context *ctx, const bench_opts *o, uint32_t L
     return fasa_kv_cache_create(ctx, &kd, cache);
 }
 
-/* Appends the same synthetic tokens to every cache that exists. */
-static fasa_status fill_caches(const bench_opts *o, fasa_kv_cache *const *caches, uint32_t L)
+/* Appends the same synthetic tokens to every cache that exists; an
+ * external cache's tokens are written into the engine's buffers and synced,
+ * a chunk at a time, as an engine's prefill would. */
+static fasa_status fill_caches(const bench_opts *o, fasa_kv_cache *const *caches, const bench_engine *engine,
+                               uint32_t L)
 {
     synth_desc sd = synth_of(o);
     size_t row = (size_t)o->hkv * o->d;
     float *k = malloc(FILL_CHUNK * row * sizeof(float)), *v = malloc(FILL_CHUNK * row * sizeof(float));
-    fasa_status st = k && v ? FASA_OK : FASA_ERROR_OUT_OF_HOST_MEMORY;
+    void *tmp = engine ? malloc(FILL_CHUNK * row * sizeof(float)) : NULL;
+    fasa_status st = k && v && (tmp || !engine) ? FASA_OK : FASA_ERROR_OUT_OF_HOST_MEMORY;
     cli_progress prog;
     char label[64];
     snprintf(label, sizeof label, "filling L=%u", L);
@@ -132,18 +203,23 @@ static fasa_status fill_caches(const bench_opts *o, fasa_kv_cache *const *caches
     for (uint32_t t = 0; st == FASA_OK && t < L; t += FILL_CHUNK) {
         uint32_t n = L - t < FILL_CHUNK ? L - t : FILL_CHUNK;
         synth_keys(&sd, t, n, k, v);
+        if (engine) st = engine_write(engine, 0, t, n, row, k, tmp);
+        if (engine && st == FASA_OK) st = engine_write(engine, 1, t, n, row, v, tmp);
+        if (engine && st == FASA_OK) st = fasa_kv_cache_sync(caches[CACHE_C], 0, t, n);
         for (int c = 0; st == FASA_OK && c < 2; c++)
-            if (caches[c]) st = fasa_kv_cache_append(caches[c], 0, n, k, v, FASA_DTYPE_F32);
+            if (caches[c] && !(engine && c == CACHE_C))
+                st = fasa_kv_cache_append(caches[c], 0, n, k, v, FASA_DTYPE_F32);
         cli_progress_step(&prog, n);
     }
     cli_progress_end(&prog);
     free(k);
     free(v);
+    free(tmp);
     return st;
 }
 
 /* ------------------------------------------------------------------------ */
-/* Byte model (FASA_SPEC §7)                                                 */
+/* Byte model (docs/SPEC.md §7)                                              */
 /* ------------------------------------------------------------------------ */
 
 /* Dense attention reads every K and V row once. */
@@ -260,6 +336,8 @@ static void memory_fields(fasa_kv_cache *cache, const fasa_transfer_stats *t, be
     fasa_kv_cache_memory(cache, &mem);
     row->device_bytes = (double)mem.device_bytes;
     row->host_bytes = (double)mem.host_bytes;
+    row->scratch_bytes = (double)mem.scratch_bytes;
+    row->kv_bytes = (double)mem.dense_equivalent;
     row->transfer_bytes = t->steps ? (double)t->bytes / t->steps : 0;
     row->row_hit_rate = cli_row_hit_rate(t);
 }
@@ -297,13 +375,17 @@ static fasa_status bench_length(fasa_context *ctx, const bench_opts *o, uint32_t
     fasa_calibration *cal = NULL;
     fasa_kv_cache *caches[2] = {NULL, NULL};
     fasa_buffer *qb = NULL, *ob = NULL;
+    bench_engine engine, *eng = o->external ? &engine : NULL;
+    memset(&engine, 0, sizeof engine);
     size_t qn = (size_t)o->hq * o->d;
     float *q = malloc(qn * sizeof(float));
     bool want_c = cli_list_has(o->variants, "dense") || cli_list_has(o->variants, "fasa");
     fasa_status st = q ? make_calibration(ctx, o, &cal) : FASA_ERROR_OUT_OF_HOST_MEMORY;
-    if (st == FASA_OK && want_c) st = make_cache(ctx, o, L, cal, false, &caches[CACHE_C]);
-    if (st == FASA_OK && cli_list_has(o->variants, "fasa-m")) st = make_cache(ctx, o, L, cal, true, &caches[CACHE_M]);
-    if (st == FASA_OK) st = fill_caches(o, caches, L);
+    if (st == FASA_OK && eng && want_c) st = engine_init(ctx, o, L, eng);
+    if (st == FASA_OK && want_c) st = make_cache(ctx, o, L, cal, false, eng, &caches[CACHE_C]);
+    if (st == FASA_OK && cli_list_has(o->variants, "fasa-m"))
+        st = make_cache(ctx, o, L, cal, true, NULL, &caches[CACHE_M]);
+    if (st == FASA_OK) st = fill_caches(o, caches, want_c ? eng : NULL, L);
     if (st == FASA_OK) st = fasa_buffer_create(ctx, qn * 4, &qb);
     if (st == FASA_OK) st = fasa_buffer_create(ctx, qn * 4, &ob);
     if (st == FASA_OK) {
@@ -317,6 +399,7 @@ static fasa_status bench_length(fasa_context *ctx, const bench_opts *o, uint32_t
     fasa_buffer_destroy(ob);
     fasa_kv_cache_destroy(caches[0]);
     fasa_kv_cache_destroy(caches[1]);
+    engine_free(&engine);
     fasa_calibration_destroy(cal);
     free(q);
     return st;
@@ -333,6 +416,13 @@ static double dense_us(const bench_row *rows, uint32_t n, uint32_t L)
     return 0;
 }
 
+/* The library's own memory (resident device bytes plus the step scratch)
+ * as a share of the K+V the cache holds or reads. */
+static double own_percent(const bench_row *r)
+{
+    return r->kv_bytes > 0 ? 100.0 * (r->device_bytes + r->scratch_bytes) / r->kv_bytes : 0;
+}
+
 static void print_table(FILE *f, const bench_opts *o, const fasa_device_info *dev, double bw, const bench_row *rows,
                         uint32_t n)
 {
@@ -342,8 +432,12 @@ static void print_table(FILE *f, const bench_opts *o, const fasa_device_info *de
            o->per_head_dims ? "dims per query head: u_g up to G*2*N_tip" : "dims shared inside each KV group: u_g = 2*N_tip",
            o->nfac, strcmp(o->gqa, "group") == 0 ? "KV group" : "query head");
     if (bw > 0) fprintf(f, "read bandwidth for the floor: %.1f GB/s%s\n", bw, o->bandwidth_gbs > 0 ? " (given)" : " (measured in this run)");
-    fprintf(f, "\n%8s %-7s %11s %11s %11s %10s %8s %8s %10s %10s %11s\n", "L", "variant", "median_us", "min_us", "MB_moved",
-           "floor_us", "x_floor", "speedup", "dev_MiB", "host_MiB", "xfer_KB/st");
+    if (o->external || o->layers > 1)
+        fprintf(f, "%u layer%s (layer 0 decoded)%s\n", o->layers, o->layers > 1 ? "s" : "",
+                o->external ? "; dense and fasa over external K/V (token-major, the engine's buffers, every layer "
+                              "viewing the same K/V): dev_MiB is K_dom only, own% = (dev + scratch) / K+V" : "");
+    fprintf(f, "\n%8s %-7s %11s %11s %11s %10s %8s %8s %10s %10s %11s %9s\n", "L", "variant", "median_us", "min_us", "MB_moved",
+           "floor_us", "x_floor", "speedup", "dev_MiB", "host_MiB", "xfer_KB/st", "own%");
     for (uint32_t i = 0; i < n; i++) {
         const bench_row *r = &rows[i];
         double floor_us = bw > 0 ? r->floor_bytes / (bw * 1e3) : 0, du = dense_us(rows, n, r->L);
@@ -352,7 +446,8 @@ static void print_table(FILE *f, const bench_opts *o, const fasa_device_info *de
         else fprintf(f, "%10s %8s ", "-", "-");
         if (du > 0) fprintf(f, "%7.2fx ", du / r->us_median);
         else fprintf(f, "%8s ", "-");
-        fprintf(f, "%10.1f %10.1f %11.1f\n", r->device_bytes / 1048576, r->host_bytes / 1048576, r->transfer_bytes / 1e3);
+        fprintf(f, "%10.1f %10.1f %11.1f %8.2f%%\n", r->device_bytes / 1048576, r->host_bytes / 1048576,
+                r->transfer_bytes / 1e3, own_percent(r));
     }
 }
 
@@ -377,6 +472,11 @@ static void print_json(FILE *f, const bench_opts *o, const fasa_device_info *dev
         cJSON_AddNumberToObject(j, "device_bytes", r->device_bytes);
         cJSON_AddNumberToObject(j, "host_bytes", r->host_bytes);
         cJSON_AddNumberToObject(j, "transfer_bytes", r->transfer_bytes);
+        cJSON_AddNumberToObject(j, "scratch_bytes", r->scratch_bytes);
+        cJSON_AddNumberToObject(j, "kv_bytes", r->kv_bytes);
+        cJSON_AddNumberToObject(j, "own_fraction", own_percent(r) / 100.0);
+        cJSON_AddBoolToObject(j, "external", o->external && strcmp(r->variant, "fasa-m") != 0);
+        cJSON_AddNumberToObject(j, "layers", o->layers);
         if (strcmp(r->variant, "fasa-m") == 0) {
             cJSON_AddStringToObject(j, "fetch", o->fetch);
             cJSON_AddNumberToObject(j, "row_cache_rows", o->row_cache);
@@ -411,6 +511,9 @@ static bool check_opts(const bench_opts *o, char *err, size_t n)
     else if (!(o->bandwidth_gbs >= 0)) snprintf(err, n, "--bandwidth must be a positive GB/s figure (leave it out to measure)");
     else if (strcmp(o->fetch, "direct") && strcmp(o->fetch, "staged")) snprintf(err, n, "--fetch must be direct or staged");
     else if (o->row_cache && strcmp(o->fetch, "staged")) snprintf(err, n, "--row-cache needs --fetch staged");
+    else if (o->external && cli_list_has(o->variants, "fasa-m"))
+        snprintf(err, n, "--external: fasa-m keeps K and V in libfasa's own host memory; use --variant dense,fasa");
+    else if (o->layers == 0 || o->layers > 1024) snprintf(err, n, "--layers must be in 1..1024");
     else {
         for (uint32_t i = 0; i < o->L.n; i++)
             if (o->L.v[i] == 0) {
@@ -425,7 +528,7 @@ static bool check_opts(const bench_opts *o, char *err, size_t n)
 int cmd_bench(int argc, char **argv)
 {
     bench_opts o = {.backend = "auto", .variants = "dense,fasa", .dtype = "f16", .gqa = "head", .fetch = "direct",
-                    .hq = 32, .hkv = 8, .d = 128, .ntip = 16, .nfac = 256, .warmup = 2, .seed = 1,
+                    .hq = 32, .hkv = 8, .d = 128, .ntip = 16, .nfac = 256, .warmup = 2, .seed = 1, .layers = 1,
                     .L = {1, {32768}}};
     uint32_t device = UINT32_MAX;
     const cli_opt opts[] = {
@@ -443,6 +546,10 @@ int cmd_bench(int argc, char **argv)
         {"dtype", CLI_STRING, &o.dtype, "f16|f32", "KV storage type (default f16)"},
         {"gqa-select", CLI_STRING, &o.gqa, "head|group", "selection per query head or per KV group"},
         {"per-head-dims", CLI_FLAG, &o.per_head_dims, NULL, "different dims per query head (u_g > 2*N_tip)"},
+        {"external", CLI_FLAG, &o.external, NULL,
+         "dense and fasa over K/V the bench owns as an engine (token-major), synced: the cache owns K_dom only"},
+        {"layers", CLI_UINT, &o.layers, "N", "cache layers, 1..1024 (default 1; only layer 0 is decoded, the rest "
+         "counts in the memory figures; with --external every layer views the same K/V)"},
         {"iters", CLI_UINT, &o.iters, "N", "timed steps per variant, at most 1000 (default: about 2 s worth)"},
         {"warmup", CLI_UINT, &o.warmup, "N", "untimed steps first, at most 1000 (default 2)"},
         {"threads", CLI_UINT, &o.threads, "N", "host threads (default: all cores)"},
@@ -454,7 +561,7 @@ int cmd_bench(int argc, char **argv)
     int parsed = cli_parse_command("fasa bench", "fasa bench [--backend B] [--L N,...] [options]",
                   "Times one decode step of one layer, dense and FASA, on the same backend in the same\n"
                   "run (device timestamps on GPUs, wall clock on the CPU), on synthetic planted data.\n"
-                  "Reports median/min microseconds, bytes moved by the byte model of FASA_SPEC §7 and\n"
+                  "Reports median/min microseconds, bytes moved by the byte model of docs/SPEC.md §7 and\n"
                   "the time a kernel would take at the read bandwidth (the floor).", opts, argc, argv, (cli_check_fn)check_opts, &o);
     if (parsed >= 0) return parsed;
     char err[512];

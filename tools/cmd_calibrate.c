@@ -1,4 +1,4 @@
-/* fasa calibrate: Contextual-Agreement calibration (FASA_SPEC §4), here
+/* fasa calibrate: Contextual-Agreement calibration (docs/SPEC.md §4), here
  * from synthetic planted data, where the right answer is known. */
 #include "cli.h"
 #include "commands.h"

@@ -23,7 +23,7 @@ typedef struct conform_opts {
     bool report_done;            /* a whole report was written: --output may replace FILE */
 } conform_opts;
 
-static const char *const variant_names[] = {"dense", "fasa", "fasa-m", NULL};
+static const char *const variant_names[] = {"dense", "fasa", "fasa-m", "external", NULL};
 
 /* --compile-only: build every Vulkan pipeline on the device (no memory
  * needed, so it works on RADV's null-hardware devices) and print the
@@ -453,7 +453,7 @@ static int conform_main(conform_opts *o)
 
 int cmd_conform(int argc, char **argv)
 {
-    conform_opts o = {.backend = "all", .variants = "dense,fasa,fasa-m"};
+    conform_opts o = {.backend = "all", .variants = "dense,fasa,fasa-m,external"};
     const cli_opt opts[] = {
         {"backend", CLI_STRING, &o.backend, "B", "cpu, vulkan, opencl, cuda or all (default all)"},
         {"device", CLI_UINT, &o.device, "N", "device index within each backend (default 0)"},
@@ -462,7 +462,7 @@ int cmd_conform(int argc, char **argv)
         {"against-device", CLI_UINT, &o.against_device, "N", "device index of the --against backend (default 0)"},
         {"threads", CLI_UINT, &o.threads, "N", "host threads (default: all cores)"},
         {"filter", CLI_STRING, &o.filter, "TEXT", "run only cases whose name contains TEXT (an error if none does)"},
-        {"variant", CLI_STRING, &o.variants, "V[,V]", "dense, fasa (FASA-C), fasa-m (default all three)"},
+        {"variant", CLI_STRING, &o.variants, "V[,V]", "dense, fasa (FASA-C), fasa-m, external (default all four)"},
         {"replay", CLI_STRING, &o.replay, "DIR", "run the real decode cases in DIR (fasa eval --dump)"},
         {"quick", CLI_FLAG, &o.quick, NULL, "skip the 65536-token cases"},
         {"list", CLI_FLAG, &o.list, NULL, "list the cases and exit"},

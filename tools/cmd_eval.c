@@ -99,7 +99,7 @@ static fasa_decode_desc config_desc(const eval_run *r, const eval_config *c)
                           .gqa_select = strcmp(r->o->gqa, "group") == 0 ? FASA_GQA_PER_GROUP : FASA_GQA_PER_HEAD};
     if (strcmp(c->method, "oracle") == 0) d.mode = FASA_MODE_ORACLE;
     if (strcmp(c->method, "window") != 0 && (uint64_t)r->o->n_sink + r->o->n_recent < c->nfac) {
-        d.n_sink = r->o->n_sink; /* forced tokens inside the budget (FASA_SPEC §2 rule 7) */
+        d.n_sink = r->o->n_sink; /* forced tokens inside the budget (docs/SPEC.md §2 rule 7) */
         d.n_recent = r->o->n_recent;
     }
     if (strcmp(c->method, "window") == 0) { /* sink + recent only: the whole budget is forced */

@@ -67,7 +67,9 @@ int cmd_info(int argc, char **argv)
     if (parsed >= 0) return parsed;
     char err[256];
     cJSON *root = cJSON_CreateObject(), *backends = cJSON_AddArrayToObject(root, "backends");
-    if (!json) printf("libfasa %d.%d.%d\n", FASA_VERSION_MAJOR, FASA_VERSION_MINOR, FASA_VERSION_PATCH);
+    /* the library loaded at run time (the tool's headers may be older) */
+    cJSON_AddStringToObject(root, "version", fasa_version_string());
+    if (!json) printf("libfasa %s\n", fasa_version_string());
     for (int b = FASA_BACKEND_CPU; b < FASA_BACKEND_COUNT_; b++) {
         fasa_device_info devs[MAX_DEVICES];
         uint32_t n = MAX_DEVICES;
@@ -86,7 +88,7 @@ int cmd_info(int argc, char **argv)
         cJSON_AddItemToArray(backends, bj);
         if (json) continue;
         if (!compiled) printf("  %-7s not compiled in\n", fasa_backend_name((fasa_backend)b));
-        else if (st != FASA_OK) printf("  %-7s compiled, no device: %s\n", fasa_backend_name((fasa_backend)b), msg);
+        else if (st != FASA_OK) printf("  %-7s compiled, unavailable: %s\n", fasa_backend_name((fasa_backend)b), msg);
         else {
             printf("  %-7s %u device%s\n", fasa_backend_name((fasa_backend)b), n, n == 1 ? "" : "s");
             for (uint32_t i = 0; i < n && i < MAX_DEVICES; i++) print_device(&devs[i]);

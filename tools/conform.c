@@ -91,13 +91,29 @@ static void add_offload_copies(case_list *l, uint32_t n_base)
     }
 }
 
+/* External-KV copies of the FASA-C and dense cases up to a few thousand
+ * tokens, the four engine layouts in turn. */
+static void add_external_copies(case_list *l, uint32_t n_base)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < n_base && l->n < l->max; i++) {
+        if (l->v[i].L > 4107) continue;
+        conform_case *x = &l->v[l->n++];
+        *x = l->v[i];
+        x->external = CONFORM_EXT_TOKEN + n++ % (CONFORM_EXT_COUNT - 1);
+        size_t len = strlen(x->name);
+        snprintf(x->name + len, sizeof x->name - len, "/%s", conform_ext_name(x->external));
+    }
+}
+
 /* Keeps the cases of the requested variants, in order. */
 static uint32_t keep_variants(conform_case *cases, uint32_t n, const char *variants)
 {
     uint32_t w = 0;
     for (uint32_t i = 0; i < n; i++) {
         const conform_case *c = &cases[i];
-        const char *v = c->placement == FASA_PLACEMENT_OFFLOAD ? "fasa-m" : c->mode == FASA_MODE_DENSE ? "dense" : "fasa";
+        const char *v = c->external ? "external" : c->placement == FASA_PLACEMENT_OFFLOAD ? "fasa-m"
+                      : c->mode == FASA_MODE_DENSE ? "dense" : "fasa";
         if (cli_list_has(variants, v)) cases[w++] = *c;
     }
     return w;
@@ -160,7 +176,9 @@ uint32_t conform_cases(conform_case *cases, uint32_t max, bool quick, const char
             add(&l, llama, FASA_ROPE_NORM, FASA_DTYPE_F16, (fasa_gqa_select)gq, FASA_MODE_FASA,
                 SYNTH_PLANTED, 65536, 256);
     for (uint32_t i = 0; i < l.n; i++) name_case(&cases[i]);
-    add_offload_copies(&l, l.n);
+    uint32_t n_base = l.n;
+    add_offload_copies(&l, n_base);
+    add_external_copies(&l, n_base);
     return keep_variants(cases, l.n, variants);
 }
 
@@ -302,10 +320,13 @@ static fasa_status run_library(fasa_context *ctx, const conform_case *c, case_da
     fasa_kv_cache_desc kd = {.shape = shape, .capacity = c->L, .dtype = c->dtype,
                              .calibration = cal, .max_n_fac = max_n_fac, .placement = c->placement,
                              .fetch = c->fetch, .row_cache_rows = c->row_cache_rows};
+    conform_engine *engine = NULL; /* external cases: the engine's K/V */
+    if (st == FASA_OK && c->external) st = conform_ext_create(ctx, c, &kd, &engine);
     if (st == FASA_OK) st = fasa_kv_cache_create(ctx, &kd, &cache);
     uint32_t layer = c->on_dense_layer ? 0 : 1;
     size_t row = (size_t)c->hkv * c->d;
-    for (uint32_t a = 0, done = 0; st == FASA_OK && a < c->n_appends; a++) {
+    if (st == FASA_OK && engine) st = conform_ext_fill(engine, cache, layer, c, cd->k, cd->v);
+    for (uint32_t a = 0, done = 0; st == FASA_OK && !engine && a < c->n_appends; a++) {
         uint32_t n = a + 1 == c->n_appends ? c->L - done : c->L / c->n_appends;
         if (n) st = fasa_kv_cache_append(cache, layer, n, cd->k + done * row, cd->v + done * row, FASA_DTYPE_F32);
         done += n;
@@ -318,6 +339,7 @@ static fasa_status run_library(fasa_context *ctx, const conform_case *c, case_da
     r->seconds = cli_now() - t0;
     if (st != FASA_OK) fail(r, "library call failed: %s: %s", fasa_status_string(st), fasa_context_last_error(ctx));
     fasa_kv_cache_destroy(cache);
+    conform_ext_destroy(engine);
     fasa_calibration_destroy(cal);
     return st;
 }
@@ -478,6 +500,48 @@ static void compare(const conform_case *c, case_data *cd, const fasa_decode_outp
     free(want);
 }
 
+static int cmp_i32(const void *a, const void *b)
+{
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Each row's selected tokens in ascending order (GPU backends emit the
+ * top-k in any order). */
+static void sort_rows(int32_t *sel, size_t rows, uint32_t k)
+{
+    for (size_t r = 0; r < rows; r++) qsort(sel + r * k, k, sizeof *sel, cmp_i32);
+}
+
+/* An external case must compute exactly what the same backend computes
+ * from a cache that owns the same K/V values: the same case run with
+ * libfasa's own cache gives bit-identical o, scores and selection. */
+static void check_same_as_owned(fasa_context *ctx, const conform_case *c, const conform_data *data,
+                                case_data *cd, conform_result *r)
+{
+    conform_case owned = *c;
+    owned.external = CONFORM_EXT_NONE;
+    case_data od;
+    conform_result orr = {.pass = true};
+    bool made = make_data(&owned, data, &od);
+    fasa_decode_outputs out = {.selected = od.sel_buf + GUARD, .selected_stride = c->n_fac,
+                               .scores = od.score_buf + GUARD, .scores_stride = c->L};
+    if (!made) fail(r, "out of host memory for the owned-cache run");
+    else if (run_library(ctx, &owned, &od, &out, &orr) != FASA_OK) fail(r, "owned-cache run: %s", orr.why);
+    size_t rows = rows_of(c), n_o = (size_t)c->hq * c->d;
+    if (r->pass && memcmp(od.o_buf, cd->o_buf, (n_o + 2 * GUARD) * sizeof(float)) != 0)
+        fail(r, "o differs from the owned cache's (same data, same backend)");
+    if (r->pass && memcmp(od.score_buf, cd->score_buf, (rows * c->L + 2 * GUARD) * sizeof(float)) != 0)
+        fail(r, "TIP scores differ from the owned cache's");
+    if (r->pass && out.path == FASA_PATH_SPARSE) {
+        sort_rows(od.sel_buf + GUARD, rows, c->n_fac);
+        sort_rows(cd->sel_buf + GUARD, rows, c->n_fac);
+        if (memcmp(od.sel_buf + GUARD, cd->sel_buf + GUARD, rows * c->n_fac * sizeof(int32_t)) != 0)
+            fail(r, "selection differs from the owned cache's");
+    }
+    free_data(&od);
+}
+
 bool conform_run(fasa_context *ctx, const conform_case *c, const conform_data *data, conform_result *r,
                  conform_capture *cap)
 {
@@ -493,6 +557,7 @@ bool conform_run(fasa_context *ctx, const conform_case *c, const conform_data *d
     fasa_decode_outputs out = {.selected = cd.sel_buf + GUARD, .selected_stride = c->n_fac,
                                .scores = cd.score_buf + GUARD, .scores_stride = c->L};
     if (run_library(ctx, c, &cd, &out, r) == FASA_OK) compare(c, &cd, &out, r, cap);
+    if (c->external && r->pass) check_same_as_owned(ctx, c, data, &cd, r);
     free_data(&cd);
     return true;
 }

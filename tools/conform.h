@@ -22,8 +22,22 @@ typedef struct conform_case {
     fasa_fetch fetch;
     uint32_t row_cache_rows;
     bool prefetch;               /* a FASA_DECODE_PREFETCH step (another query) before the decode */
+    uint32_t external;           /* 0: libfasa's own K/V; else the CONFORM_EXT_* layout of the
+                                    engine's K/V the cache reads in place (conform_ext.c) */
     uint64_t seed;
 } conform_case;
+
+/* Layouts of the external-KV cases: token-major [token][kv_head][d] and
+ * head-major [kv_head][token][d], tight, or with padded strides, offsets of
+ * two elements and (head-pad-shared) K and V in one buffer. */
+enum {
+    CONFORM_EXT_NONE = 0,
+    CONFORM_EXT_TOKEN,
+    CONFORM_EXT_HEAD,
+    CONFORM_EXT_TOKEN_PAD,
+    CONFORM_EXT_HEAD_PAD,
+    CONFORM_EXT_COUNT
+};
 
 typedef struct conform_result {
     bool pass;
@@ -41,7 +55,7 @@ typedef struct conform_result {
  * than ggml's 1e-7 because that one hides e.g. a 1e-4 error in the softmax
  * scale (NMSE 7e-8, found by mutation); the CPU backend measures ~2e-12. */
 #define CONFORM_NMSE_MAX 1e-9
-#define CONFORM_SCORE_REL 1e-5    /* FASA_SPEC §9 invariant 9 */
+#define CONFORM_SCORE_REL 1e-5    /* docs/SPEC.md §9 invariant 9 */
 #define CONFORM_TIE_REL 2e-5      /* near-tie band for selection swaps */
 
 /* Decode inputs given instead of synthesised (real-model cases). */
@@ -52,9 +66,10 @@ typedef struct conform_data {
 } conform_data;
 
 /* Fills up to max cases of the variants named in `variants` (a list of
- * dense, fasa, fasa-m: dense-mode cases, FASA-C sparse cases, and FASA-M
- * copies of the sparse ones); returns the count.  quick drops the
- * largest L. */
+ * dense, fasa, fasa-m, external: dense-mode cases, FASA-C sparse cases,
+ * FASA-M copies of the sparse ones, and copies of the dense and FASA-C
+ * cases up to L 4107 over external K/V in the four layouts in turn);
+ * returns the count.  quick drops the largest L. */
 uint32_t conform_cases(conform_case *cases, uint32_t max, bool quick, const char *variants);
 /* A case's outputs as one backend produced them, kept to compare two
  * backends directly (conform_cross_compare); mag holds the fp64 Σ|q_c k_c|
@@ -110,5 +125,17 @@ bool conform_write_case_file(const char *path, uint32_t hq, uint32_t hkv, uint32
 bool conform_read_case_file(const char *path, conform_case *c, conform_data *data, char *err, size_t err_size);
 void conform_free_data(conform_data *data);
 const char *conform_path_name(fasa_path p);
+
+/* The engine side of an external case (conform_ext.c): its K/V buffers in
+ * the case's layout, set as kd->external by create; fill writes the tokens
+ * and syncs them, with a wrong continuation rewound (truncate) and
+ * rewritten on the way. */
+typedef struct conform_engine conform_engine;
+fasa_status conform_ext_create(fasa_context *ctx, const conform_case *c, fasa_kv_cache_desc *kd,
+                               conform_engine **out);
+fasa_status conform_ext_fill(conform_engine *e, fasa_kv_cache *cache, uint32_t layer, const conform_case *c,
+                             const float *k, const float *v);
+void conform_ext_destroy(conform_engine *e);
+const char *conform_ext_name(uint32_t layout);
 
 #endif

@@ -17,6 +17,18 @@ double ref_round_half(double x)
     return copysign(ldexp(nearbyint(ldexp(ax, -ulp_exp)), ulp_exp), x);
 }
 
+uint16_t ref_half_bits(double x)
+{
+    double h = ref_round_half(x), a = fabs(h);
+    uint16_t sign = signbit(h) ? 0x8000u : 0;
+    if (isnan(h)) return 0x7e00u;
+    if (isinf(a)) return sign | 0x7c00u;
+    if (a < 0x1p-14) return (uint16_t)(sign | (uint16_t)(a * 0x1p24)); /* zero and subnormals: m * 2^-24 */
+    int e;
+    double m = frexp(a, &e); /* a = (2m) * 2^(e-1), 2m in [1, 2) */
+    return (uint16_t)(sign | (uint16_t)((e + 14) << 10) | (uint16_t)((2 * m - 1) * 1024));
+}
+
 uint32_t ref_rows(const ref_step *s) { return s->per_group ? s->n_kv_heads : s->n_q_heads; }
 
 static double head_score(const ref_step *s, uint32_t h, uint32_t j, double *mag)

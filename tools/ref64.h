@@ -1,4 +1,4 @@
-/* An independent fp64 reference of one FASA decode step (FASA_SPEC §2),
+/* An independent fp64 reference of one FASA decode step (docs/SPEC.md §2),
  * written for clarity: plain loops, a full sort for top-k, a two-pass
  * softmax.  It shares no code with the library. */
 #ifndef FASA_REF64_H
@@ -20,6 +20,9 @@ typedef struct ref_step {
 /* x rounded to IEEE binary16 (nearest even, subnormals, overflow to Inf),
  * by arithmetic on the value rather than on bit patterns. */
 double ref_round_half(double x);
+/* The IEEE binary16 bits of ref_round_half(x), read off the rounded value
+ * (exactly representable: no second rounding). */
+uint16_t ref_half_bits(double x);
 
 uint32_t ref_rows(const ref_step *s);               /* Hq or Hkv */
 /* S[row][j]; also the magnitude bound sum |q_c k_c| per score (for tolerances). */

@@ -10,7 +10,7 @@ packages=(
   glslang-tools spirv-tools libvulkan-dev libvulkan1 libvulkan-volk-dev
   mesa-vulkan-drivers vulkan-tools vulkan-validationlayers
   ocl-icd-opencl-dev ocl-icd-libopencl1 opencl-headers pocl-opencl-icd clinfo
-  libcjson-dev libjsmn-dev valgrind
+  libcjson-dev libjsmn-dev valgrind abigail-tools
   "$@"
 )
 

@@ -130,8 +130,10 @@ static void cpu_cache_destroy(fasa_kv_cache *cache)
     cpu_cache *cc = cache->impl;
     if (!cc) return;
     for (uint32_t l = 0; cc->layers && l < cache->shape.n_layers; l++) {
-        fasa__free(ctx, cc->layers[l].k);
-        fasa__free(ctx, cc->layers[l].v);
+        if (!cache->ext) { /* an external cache's K and V are the engine's */
+            fasa__free(ctx, cc->layers[l].k);
+            fasa__free(ctx, cc->layers[l].v);
+        }
         fasa__free(ctx, cc->layers[l].kdom);
     }
     for (uint32_t w = 0; cc->topk_scratch && w < cc->n_workers; w++) fasa__free(ctx, cc->topk_scratch[w]);
@@ -147,22 +149,38 @@ static void cpu_cache_destroy(fasa_kv_cache *cache)
     cache->impl = NULL;
 }
 
+/* K and V of layer l: the engine's memory in place (external caches, read
+ * at their offsets), else arrays of our own. */
+static bool place_kv(fasa_kv_cache *cache, cpu_layer *lay, uint32_t l, uint64_t kv)
+{
+    const fasa_kv_ext *x = cache->ext;
+    if (x) {
+        lay->k = (char *)x->k[l]->host + x->k_offset[l];
+        lay->v = (char *)x->v[l]->host + x->v_offset[l];
+        return true;
+    }
+    lay->k = fasa__alloc_aligned(cache->ctx, kv, 64);
+    lay->v = fasa__alloc_aligned(cache->ctx, kv, 64);
+    return lay->k && lay->v;
+}
+
 static fasa_status alloc_layers(fasa_kv_cache *cache, cpu_cache *cc)
 {
     fasa_context *ctx = cache->ctx;
     const fasa_model_shape *s = &cache->shape;
-    uint64_t kv = (uint64_t)s->n_kv_heads * cache->capacity * s->head_dim * cache->elem_size;
+    uint64_t kv = cache->ext ? 0 : (uint64_t)s->n_kv_heads * cache->capacity * s->head_dim * cache->elem_size;
+    cc->ts = cache->ext ? cache->ext->token_stride : s->head_dim;
+    cc->hs = cache->ext ? cache->ext->head_stride : (size_t)cache->capacity * s->head_dim;
     cc->n_tiles = ((size_t)cache->capacity + 15) / 16;
     uint64_t dom = (uint64_t)s->n_kv_heads * cc->n_tiles * 16 * cache->u_pad * cache->elem_size;
     for (uint32_t l = 0; l < s->n_layers; l++) {
         cpu_layer *lay = &cc->layers[l];
         if (fasa__fault(ctx, FASA_FAULT_DEVICE_ALLOC))
             return fasa__error(ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "cpu: cannot allocate layer %u of the cache", l);
-        lay->k = fasa__alloc_aligned(ctx, kv, 64);
-        lay->v = fasa__alloc_aligned(ctx, kv, 64);
+        bool kv_ok = place_kv(cache, lay, l, kv);
         /* zeroed: TIP reads the whole last tile, past the last token */
         if (cache->has_dims) lay->kdom = fasa__alloc(ctx, dom);
-        if (!lay->k || !lay->v || (cache->has_dims && !lay->kdom))
+        if (!kv_ok || (cache->has_dims && !lay->kdom))
             return fasa__error(ctx, FASA_ERROR_OUT_OF_HOST_MEMORY,
                                "cpu: cannot allocate layer %u of the cache (%llu bytes per K/V array)",
                                l, (unsigned long long)kv);
@@ -212,9 +230,33 @@ static fasa_status alloc_scratch(fasa_kv_cache *cache, cpu_cache *cc)
     return FASA_OK;
 }
 
+/* The cache's memory is host memory: a request larger than the machine's
+ * physical memory fails here, naming the numbers, before anything is
+ * allocated (instead of being overcommitted and touched until the OOM
+ * killer ends the process). */
+static fasa_status check_request(fasa_kv_cache *cache)
+{
+    const fasa_model_shape *s = &cache->shape;
+    uint64_t tokens = fasa__sat_mul(s->n_kv_heads, cache->capacity);
+    uint64_t kv = cache->ext ? 0 : fasa__sat_mul(tokens, (uint64_t)s->head_dim * cache->elem_size);
+    uint64_t dom = cache->has_dims ? fasa__sat_mul(tokens + 16 * s->n_kv_heads, (uint64_t)cache->u_pad * cache->elem_size) : 0;
+    uint64_t per_layer = fasa__sat_add(fasa__sat_mul(kv, 2), dom);
+    uint64_t scratch = fasa__sat_mul((uint64_t)s->n_q_heads + 3ull * fasa__pool_size(cache->ctx->pool),
+                                     (uint64_t)cache->capacity * 4);
+    uint64_t total = fasa__sat_add(fasa__sat_mul(per_layer, s->n_layers), scratch);
+    uint64_t phys = cache->ctx->device.heap_count ? cache->ctx->device.heaps[0].size : 0;
+    if (phys == 0 || total <= phys) return FASA_OK;
+    return fasa__error(cache->ctx, FASA_ERROR_OUT_OF_HOST_MEMORY,
+                       "cpu: the KV cache needs %llu bytes (%.1f GiB)%s, more than the machine's physical memory "
+                       "of %llu bytes (%.1f GiB)", (unsigned long long)total, (double)total / (1ull << 30),
+                       total == UINT64_MAX ? " or more" : "", (unsigned long long)phys, (double)phys / (1ull << 30));
+}
+
 static fasa_status cpu_cache_create(fasa_kv_cache *cache)
 {
     fasa_context *ctx = cache->ctx;
+    fasa_status checked = check_request(cache);
+    if (checked != FASA_OK) return checked;
     cpu_cache *cc = fasa__alloc(ctx, sizeof *cc);
     if (!cc) return fasa__error(ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "cpu: out of host memory");
     cache->impl = cc;
@@ -236,7 +278,7 @@ static fasa_status cpu_cache_read(fasa_kv_cache *cache, uint32_t layer, uint32_t
     uint32_t d = cache->shape.head_dim, hkv = cache->shape.n_kv_heads;
     for (uint32_t t = 0; t < n; t++)
         for (uint32_t g = 0; g < hkv; g++) {
-            size_t src = ((size_t)g * cache->capacity + first + t) * d;
+            size_t src = (first + t) * cc->ts + g * cc->hs;
             size_t dst = ((size_t)t * hkv + g) * d;
             if (cache->dtype == FASA_DTYPE_F32) {
                 if (k) memcpy(k + dst, (const float *)lay->k + src, d * sizeof(float));
@@ -304,6 +346,7 @@ const fasa_backend_ops fasa__cpu_ops = {
     .exec_begin = cpu_exec_begin,
     .exec_end = cpu_exec_end,
     .append = fasa__cpu_append,
+    .sync = fasa__cpu_sync,
     .tip = fasa__cpu_tip,
     .topk = fasa__cpu_topk,
     .fac = fasa__cpu_fac,

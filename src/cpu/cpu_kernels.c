@@ -24,13 +24,21 @@ static const float *host_floats(const fasa_buffer *buf, uint64_t offset)
     return (const float *)((const char *)buf->host + offset);
 }
 
-/* Returns row `row` (width elements) of a storage array as fp32: the row
- * itself for fp32 storage, else converted into tmp. */
-static const float *load_row(const fasa_kv_cache *c, const void *base, size_t row, uint32_t width,
-                             float *tmp)
+/* Element offset of the K/V row of (KV head g, token t) in a layer's K or
+ * V: libfasa's own layout or the engine's (external caches).  A per-token
+ * indirection (paged cells) would map t to its physical row here. */
+static size_t kv_elem(const fasa_kv_cache *c, uint32_t g, uint32_t t)
 {
-    if (c->dtype == FASA_DTYPE_F32) return (const float *)base + row * width;
-    simd_of(c)->half_to_float((const uint16_t *)base + row * width, tmp, width);
+    const cpu_cache *cc = c->impl;
+    return (size_t)t * cc->ts + (size_t)g * cc->hs;
+}
+
+/* The width elements at element `at` of a storage array as fp32: the row
+ * itself for fp32 storage, else converted into tmp. */
+static const float *load_row(const fasa_kv_cache *c, const void *base, size_t at, uint32_t width, float *tmp)
+{
+    if (c->dtype == FASA_DTYPE_F32) return (const float *)base + at;
+    simd_of(c)->half_to_float((const uint16_t *)base + at, tmp, width);
     return tmp;
 }
 
@@ -80,10 +88,10 @@ static void append_token(void *arg, uint32_t t, uint32_t worker)
     size_t src_elem = job->src == FASA_DTYPE_F32 ? 4 : 2;
     for (uint32_t g = 0; g < hkv; g++) {
         size_t src_off = ((size_t)t * hkv + g) * d * src_elem;
-        size_t row = (size_t)g * c->capacity + job->first + t;
-        char *krow = (char *)job->lay->k + row * d * c->elem_size;
+        size_t at = kv_elem(c, g, job->first + t) * c->elem_size;
+        char *krow = (char *)job->lay->k + at;
         store_row(c, (const char *)job->k + src_off, job->src, krow, d);
-        store_row(c, (const char *)job->v + src_off, job->src, (char *)job->lay->v + row * d * c->elem_size, d);
+        store_row(c, (const char *)job->v + src_off, job->src, (char *)job->lay->v + at, d);
         if (c->has_dims) store_dom(c, job->cc, job->lay->kdom, job->layer, g, job->first + t, krow);
     }
 }
@@ -96,6 +104,29 @@ fasa_status fasa__cpu_append(fasa_exec *exec, fasa_kv_cache *cache, uint32_t lay
     append_job job = {cache, cc, &cc->layers[layer], layer, first, n,
                       (const char *)k->host + k_offset, (const char *)v->host + v_offset, src_dtype};
     fasa__pool_run(exec->ctx->pool, n, append_token, &job);
+    return FASA_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* sync: K_dom rows of tokens an engine wrote into its own K (external)     */
+/* ------------------------------------------------------------------------ */
+
+static void sync_token(void *arg, uint32_t t, uint32_t worker)
+{
+    (void)worker;
+    const append_job *job = arg;
+    fasa_kv_cache *c = job->cache;
+    for (uint32_t g = 0; g < c->shape.n_kv_heads; g++) {
+        const char *krow = (const char *)job->lay->k + kv_elem(c, g, job->first + t) * c->elem_size;
+        store_dom(c, job->cc, job->lay->kdom, job->layer, g, job->first + t, krow);
+    }
+}
+
+fasa_status fasa__cpu_sync(fasa_exec *exec, fasa_kv_cache *cache, uint32_t layer, uint32_t first, uint32_t n)
+{
+    cpu_cache *cc = cache->impl;
+    append_job job = {cache, cc, &cc->layers[layer], layer, first, n, NULL, NULL, cache->dtype};
+    fasa__pool_run(exec->ctx->pool, n, sync_token, &job);
     return FASA_OK;
 }
 
@@ -176,7 +207,7 @@ static float own_score(const tip_job *job, uint32_t h, const char *cols, uint32_
 }
 
 /* FASA scores of the 16 tokens of one K_dom tile (j a multiple of 16).
- * A score depends only on the head's own dims (FASA_SPEC §2).  The fast
+ * A score depends only on the head's own dims (docs/SPEC.md §8).  The fast
  * masked dot product also multiplies the other heads' slots of U_g by an
  * exact zero, which adds nothing unless the K value there is NaN or Inf
  * (0 * NaN and 0 * Inf are NaN): so a score that is not NaN is already
@@ -196,17 +227,21 @@ static void tip_block16(const tip_job *job, uint32_t g, uint32_t j, uint32_t n_v
     store_scores(job, g, j, n_valid, s);
 }
 
-/* Oracle scores of 16 tokens from the token-major K rows (two dot8 calls;
- * the tail is zero-padded so every score is computed the same way). */
+/* Oracle scores of 16 tokens from the K rows (two dot8 calls over 16
+ * consecutive rows; the tail is zero-padded so every score is computed the
+ * same way, and rows that are not adjacent in memory, an external layout,
+ * are gathered first). */
 static void oracle_block16(const tip_job *job, uint32_t g, uint32_t j, uint32_t n_valid, float s[][16])
 {
     const fasa_kv_cache *c = job->step->cache;
     size_t row_bytes = (size_t)job->width * c->elem_size;
-    const char *rows = (const char *)job->rows + ((size_t)g * c->capacity + j) * row_bytes;
+    const char *rows = (const char *)job->rows + kv_elem(c, g, j) * c->elem_size;
     char pad[16 * FASA_MAX_HEAD_DIM * 4] __attribute__((aligned(32)));
-    if (n_valid < 16) {
+    bool adjacent = ((const cpu_cache *)c->impl)->ts == job->width;
+    if (n_valid < 16 || !adjacent) {
         memset(pad, 0, 16 * row_bytes);
-        memcpy(pad, rows, n_valid * row_bytes);
+        for (uint32_t t = 0; t < n_valid; t++)
+            memcpy(pad + t * row_bytes, (const char *)job->rows + kv_elem(c, g, j + t) * c->elem_size, row_bytes);
         rows = pad;
     }
     const float *qg = job->qm + (size_t)g * c->group * job->width;
@@ -311,9 +346,9 @@ static uint32_t token_at(const attend_args *a, uint32_t i)
 static void prefetch_rows(const attend_args *a, uint32_t b0, uint32_t n)
 {
     const fasa_kv_cache *c = a->cache;
-    size_t row_bytes = (size_t)c->shape.head_dim * c->elem_size, base = (size_t)a->g * c->capacity;
+    size_t row_bytes = (size_t)c->shape.head_dim * c->elem_size;
     for (uint32_t t = b0; t < b0 + n && t < a->count; t++) {
-        size_t off = (base + token_at(a, t)) * row_bytes;
+        size_t off = kv_elem(c, a->g, token_at(a, t)) * c->elem_size;
         for (size_t line = 0; line < row_bytes; line += 64) {
             __builtin_prefetch((const char *)a->lay->k + off + line);
             __builtin_prefetch((const char *)a->lay->v + off + line);
@@ -329,19 +364,22 @@ static void attend_batch(const attend_args *a)
     const fasa_cpu_simd *simd = simd_of(c);
     uint32_t d = c->shape.head_dim, nh = a->nh;
     float tmp[FASA_MAX_HEAD_DIM], s[MAX_BATCH_HEADS][BLOCK];
-    size_t base = (size_t)a->g * c->capacity;
     for (uint32_t h = 0; h < nh; h++) {
         float *p = a->part + h * a->part_stride;
         p[0] = NEG_START;
         p[1] = 0.0f;
         memset(p + 2, 0, d * sizeof(float));
     }
-    if (a->idx) prefetch_rows(a, 0, BLOCK);
+    /* gathered rows, and rows of one head that are not adjacent (an engine's
+     * token-major K/V: a head's rows lie n_kv_heads rows apart, across pages
+     * the hardware prefetcher does not cross) */
+    bool prefetch = a->idx || ((const cpu_cache *)c->impl)->ts != d;
+    if (prefetch) prefetch_rows(a, 0, BLOCK);
     for (uint32_t b0 = 0; b0 < a->count; b0 += BLOCK) {
         uint32_t nb = a->count - b0 < BLOCK ? a->count - b0 : BLOCK;
-        if (a->idx) prefetch_rows(a, b0 + BLOCK, BLOCK);
+        if (prefetch) prefetch_rows(a, b0 + BLOCK, BLOCK);
         for (uint32_t t = 0; t < nb; t++) {
-            const float *k = load_row(c, a->lay->k, base + token_at(a, b0 + t), d, tmp);
+            const float *k = load_row(c, a->lay->k, kv_elem(c, a->g, token_at(a, b0 + t)), d, tmp);
             for (uint32_t h = 0; h < nh; h++) s[h][t] = simd->dot(a->q + (size_t)h * d, k, d) * a->scale;
         }
         /* rescale each head's running sums once per block */
@@ -358,7 +396,7 @@ static void attend_batch(const attend_args *a)
             }
         }
         for (uint32_t t = 0; t < nb; t++) {
-            const float *v = load_row(c, a->lay->v, base + token_at(a, b0 + t), d, tmp);
+            const float *v = load_row(c, a->lay->v, kv_elem(c, a->g, token_at(a, b0 + t)), d, tmp);
             for (uint32_t h = 0; h < nh; h++) simd->axpy(a->part + h * a->part_stride + 2, s[h][t], v, d);
         }
     }

@@ -3,6 +3,7 @@
  * storage is in cuda_cache.c, kernel dispatch in cuda_kernels.c, the
  * embedding API in cuda_embed.c; the kernels are in cuda_ref/. */
 #include "cuda_internal.h"
+#include "dynlib.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -115,7 +116,15 @@ void fasa__cuda_leave(int prev)
 static void no_device_msg(cudaError_t err, char *msg, size_t size)
 {
     if (!msg || !size) return;
-    if (err != cudaSuccess) snprintf(msg, size, "cuda: compiled, no device (%s)", cudaGetErrorString(err));
+    /* The static runtime opens the driver (libcuda.so.1) at run time and
+     * calls its absence an insufficient driver: say which library is missing. */
+    static const char *const driver[] = {"libcuda.so.1", NULL};
+    char why[512];
+    void *lib = err == cudaErrorInsufficientDriver ? fasa__dynlib_open(driver, why, sizeof why) : NULL;
+    fasa__dynlib_close(lib);
+    if (err == cudaErrorInsufficientDriver && !lib)
+        snprintf(msg, size, "cuda: compiled, no device (no NVIDIA driver: %s)", why);
+    else if (err != cudaSuccess) snprintf(msg, size, "cuda: compiled, no device (%s)", cudaGetErrorString(err));
     else snprintf(msg, size, "cuda: compiled, no device (cudaGetDeviceCount found none)");
 }
 
@@ -286,6 +295,8 @@ static fasa_status cuda_context_init(fasa_context *ctx, uint32_t device_index, c
     int n = 0;
     if (e && e->device < 0) /* checked first: it needs no device */
         return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "desc.embed: device %d is negative", e->device);
+    if (e && fasa__check_chain(ctx, e->next, "desc.embed->next", "fasa_cuda_embed") != FASA_OK)
+        return FASA_ERROR_INVALID_ARGUMENT;
     if (device_count(&n, msg, sizeof msg) != FASA_OK)
         return fasa__error(ctx, FASA_ERROR_BACKEND_UNAVAILABLE, "%s", msg);
     fasa_status st = e ? check_embed(ctx, e, n) : FASA_OK;
@@ -474,6 +485,7 @@ const fasa_backend_ops fasa__cuda_ops = {
     .exec_begin = cuda_exec_begin,
     .exec_end = cuda_exec_end,
     .append = fasa__cuda_append,
+    .sync = fasa__cuda_sync,
     .tip = fasa__cuda_tip,
     .topk = fasa__cuda_topk,
     .fac = fasa__cuda_fac,

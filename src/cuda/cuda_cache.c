@@ -4,7 +4,7 @@
  *
  * FASA-C (placement DEVICE) puts everything in device memory.  FASA-M
  * (placement OFFLOAD) puts K and V in mapped, pinned host memory that the
- * kernels read over the bus (zero-copy; FASA_SPEC §6.2) and keeps K_dom,
+ * kernels read over the bus (zero-copy; docs/SPEC.md §6.2) and keeps K_dom,
  * the scratch and the fetch state (cuda_fetch.c) on the device. */
 #include "cuda_internal.h"
 
@@ -66,6 +66,8 @@ static void free_all(fasa_kv_cache *cache, cuda_cache *cu)
             host_free(&lay->k_host);
             host_free(&lay->v_host);
             lay->k = lay->v = NULL;
+        } else if (cache->ext) { /* the engine's memory */
+            lay->k = lay->v = NULL;
         } else {
             dev_free(&lay->k);
             dev_free(&lay->v);
@@ -111,16 +113,36 @@ static void account(fasa_kv_cache *c, uint64_t dom_all, uint64_t kv_all)
     }
 }
 
+/* An external cache's K and V of layer l: the engine's device memory at
+ * the layer's offsets.  The kernels read element pairs (half2, float2), so
+ * each start must be a multiple of two elements (the offsets alone are
+ * checked in common; the wrapped pointer is checked here). */
+static fasa_status place_external(fasa_kv_cache *c, cuda_layer *lay, uint32_t l)
+{
+    const fasa_kv_ext *x = c->ext;
+    char *k = (char *)x->k[l]->impl + x->k_offset[l], *v = (char *)x->v[l]->impl + x->v_offset[l];
+    uintptr_t align = 2u * c->elem_size;
+    if ((uintptr_t)k % align || (uintptr_t)v % align)
+        return fasa__error(c->ctx, FASA_ERROR_INVALID_ARGUMENT,
+                           "desc.external->%s[%u]: the device address plus the layer's offset is not a multiple of "
+                           "%u bytes (two elements)", (uintptr_t)k % align ? "k" : "v", l, (unsigned)align);
+    lay->k = k;
+    lay->v = v;
+    return FASA_OK;
+}
+
 static fasa_status alloc_layers(fasa_kv_cache *c, cuda_cache *cu)
 {
     const fasa_model_shape *s = &c->shape;
-    size_t kv = (size_t)s->n_kv_heads * c->capacity * s->head_dim * c->elem_size;
+    size_t kv = c->ext ? 0 : (size_t)s->n_kv_heads * c->capacity * s->head_dim * c->elem_size;
     size_t dom = (size_t)s->n_kv_heads * c->capacity * c->u_pad * c->elem_size;
     bool offload = c->placement == FASA_PLACEMENT_OFFLOAD;
     for (uint32_t l = 0; l < s->n_layers; l++) {
         cuda_layer *lay = &cu->layers[l];
-        fasa_status st = offload ? host_alloc(c, kv, "cache K", &lay->k_host, &lay->k) : dev_alloc(c, kv, "cache K", &lay->k);
-        if (st == FASA_OK)
+        fasa_status st;
+        if (c->ext) st = place_external(c, lay, l);
+        else st = offload ? host_alloc(c, kv, "cache K", &lay->k_host, &lay->k) : dev_alloc(c, kv, "cache K", &lay->k);
+        if (st == FASA_OK && !c->ext)
             st = offload ? host_alloc(c, kv, "cache V", &lay->v_host, &lay->v) : dev_alloc(c, kv, "cache V", &lay->v);
         if (st == FASA_OK && c->has_dims) st = dev_alloc(c, dom, "cache K_dom", &lay->kdom);
         if (st != FASA_OK) return st;
@@ -235,13 +257,17 @@ fasa_status fasa__cuda_cache_read(fasa_kv_cache *cache, uint32_t layer, uint32_t
     if (!tmp) return fasa__error(ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "cuda: out of host memory");
     int prev;
     fasa_status st = fasa__cuda_enter(ctx, &prev);
+    /* rows of a head are every ts elements: d for libfasa's arrays, the engine's stride for external ones */
+    size_t ts = cache->ext ? cache->ext->token_stride : d;
+    size_t hs = cache->ext ? cache->ext->head_stride : (size_t)cache->capacity * d;
     for (uint32_t g = 0; st == FASA_OK && g < hkv; g++)
         for (int which = 0; which < 2 && st == FASA_OK; which++) {
             float *out = which ? v : k;
             if (!out) continue;
-            const char *src = (const char *)(which ? lay->v : lay->k) + ((size_t)g * cache->capacity + first) * row;
+            const char *src = (const char *)(which ? lay->v : lay->k) + (g * hs + first * ts) * cache->elem_size;
             /* cudaMemcpyDefault: FASA-M rows live in mapped host memory */
-            cudaError_t err = cudaMemcpyAsync(tmp, src, (size_t)n * row, cudaMemcpyDefault, cc->stream);
+            cudaError_t err = cudaMemcpy2DAsync(tmp, row, src, ts * cache->elem_size, row, n, cudaMemcpyDefault,
+                                                cc->stream);
             if (err == cudaSuccess) err = cudaStreamSynchronize(cc->stream);
             if (err != cudaSuccess) {
                 st = fasa__cuda_fail(ctx, err, "cudaMemcpyAsync (cache read)");

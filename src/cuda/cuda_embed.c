@@ -109,3 +109,8 @@ fasa_status fasa_cuda_enqueue_append(fasa_kv_cache *cache, uint32_t layer, uint3
     return fasa__enqueue_append(FASA_BACKEND_CUDA, "fasa_cuda_enqueue_append", cache, layer, n,
                                 k, k_offset, v, v_offset, src_dtype);
 }
+
+fasa_status fasa_cuda_enqueue_kv_cache_sync(fasa_kv_cache *cache, uint32_t layer, uint32_t first, uint32_t n)
+{
+    return fasa__enqueue_sync(FASA_BACKEND_CUDA, "fasa_cuda_enqueue_kv_cache_sync", cache, layer, first, n);
+}

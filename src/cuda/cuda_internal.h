@@ -43,7 +43,8 @@ typedef struct cuda_ctx {
  * per-allocation or per-binding limit below the device memory, so layers
  * are not chunked; a failed allocation is OUT_OF_DEVICE_MEMORY). */
 typedef struct cuda_layer {
-    void *k, *v, *kdom;          /* device addresses (FASA-M K/V: of mapped host memory) */
+    void *k, *v, *kdom;          /* device addresses (FASA-M K/V: of mapped host memory;
+                                    an external cache's K/V: the engine's, not freed) */
     void *k_host, *v_host;       /* FASA-M: the cudaHostAlloc pointers, to free */
 } cuda_layer;
 
@@ -98,6 +99,7 @@ fasa_status fasa__cuda_read_selection(fasa_kv_cache *cache, const fasa_step *ste
 fasa_status fasa__cuda_append(fasa_exec *exec, fasa_kv_cache *cache, uint32_t layer, uint32_t first,
                               uint32_t n, fasa_buffer *k, uint64_t k_offset, fasa_buffer *v,
                               uint64_t v_offset, fasa_dtype src_dtype);
+fasa_status fasa__cuda_sync(fasa_exec *exec, fasa_kv_cache *cache, uint32_t layer, uint32_t first, uint32_t n);
 fasa_status fasa__cuda_tip(fasa_exec *exec, const fasa_step *step);
 fasa_status fasa__cuda_topk(fasa_exec *exec, const fasa_step *step);
 fasa_status fasa__cuda_fac(fasa_exec *exec, const fasa_step *step);

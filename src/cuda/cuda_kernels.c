@@ -50,6 +50,36 @@ fasa_status fasa__cuda_append(fasa_exec *exec, fasa_kv_cache *c, uint32_t layer,
     return launched(exec, FASA_CUDA_LAUNCH(exec->ctx, fasa_cu_append(&a, exec->stream)), "append kernel launch");
 }
 
+/* K/V strides of a layer: the engine's (external caches) or those of
+ * libfasa's arrays [Hkv][capacity][d]. */
+static uint64_t kv_ts(const fasa_kv_cache *c) { return c->ext ? c->ext->token_stride : c->shape.head_dim; }
+static uint64_t kv_hs(const fasa_kv_cache *c)
+{
+    return c->ext ? c->ext->head_stride : (uint64_t)c->capacity * c->shape.head_dim;
+}
+
+fasa_status fasa__cuda_sync(fasa_exec *exec, fasa_kv_cache *c, uint32_t layer, uint32_t first, uint32_t n)
+{
+    const cuda_cache *cu = storage(c);
+    const cuda_layer *lay = &cu->layers[layer];
+    size_t gi = (size_t)layer * c->shape.n_kv_heads;
+    fasa_cu_sync_args a = {
+        .k = lay->k,
+        .ts = kv_ts(c),
+        .hs = kv_hs(c),
+        .kdom = lay->kdom,
+        .udims = cu->udims + gi * c->u_pad,
+        .usize = cu->usize + gi,
+        .f16 = c->dtype == FASA_DTYPE_F16,
+        .first = first,
+        .n = n,
+        .n_kv_heads = c->shape.n_kv_heads,
+        .cap = c->capacity,
+        .u_pad = c->u_pad,
+    };
+    return launched(exec, FASA_CUDA_LAUNCH(exec->ctx, fasa_cu_sync(&a, exec->stream)), "sync kernel launch");
+}
+
 fasa_status fasa__cuda_tip(fasa_exec *exec, const fasa_step *s)
 {
     const fasa_kv_cache *c = s->cache;
@@ -57,9 +87,10 @@ fasa_status fasa__cuda_tip(fasa_exec *exec, const fasa_step *s)
     const cuda_layer *lay = &cu->layers[s->layer];
     fasa_cu_tip_args a = {
         .rows = s->oracle ? lay->k : lay->kdom,
+        .ts = s->oracle ? kv_ts(c) : c->u_pad,
+        .hs = s->oracle ? kv_hs(c) : (uint64_t)c->capacity * c->u_pad,
         .f16 = c->dtype == FASA_DTYPE_F16,
         .width = s->oracle ? c->shape.head_dim : c->u_pad,
-        .cap = c->capacity,
         .L = s->L,
         .n_kv_heads = c->shape.n_kv_heads,
         .group = c->group,
@@ -96,9 +127,10 @@ fasa_status fasa__cuda_topk(fasa_exec *exec, const fasa_step *s)
 }
 
 /* Split-K attention over n tokens per unit, then the reduce into o: K and
- * V rows from k/v [Hkv][cap][d] (the layer's storage, or FASA-M slots). */
-static fasa_status attend(fasa_exec *exec, const fasa_step *s, const void *k, const void *v, uint32_t cap,
-                          const int32_t *sel, uint32_t n_tokens)
+ * V rows (g, t) at t * ts + g * hs of k/v (the layer's storage, FASA-M
+ * slots, or the engine's K and V). */
+static fasa_status attend(fasa_exec *exec, const fasa_step *s, const void *k, const void *v, uint64_t ts,
+                          uint64_t hs, const int32_t *sel, uint32_t n_tokens)
 {
     const fasa_kv_cache *c = s->cache;
     const cuda_cache *cu = storage(c);
@@ -110,8 +142,9 @@ static fasa_status attend(fasa_exec *exec, const fasa_step *s, const void *k, co
     fasa_cu_attend_args a = {
         .k = k,
         .v = v,
+        .ts = ts,
+        .hs = hs,
         .f16 = c->dtype == FASA_DTYPE_F16,
-        .cap = cap,
         .head_dim = c->shape.head_dim,
         .group = c->group,
         .n_q_heads = c->shape.n_q_heads,
@@ -151,12 +184,13 @@ fasa_status fasa__cuda_fac(fasa_exec *exec, const fasa_step *s)
     if (c->placement == FASA_PLACEMENT_OFFLOAD) {
         fasa_status st = fasa__cuda_fetch(exec, s, &k, &v, &cap, &sel);
         if (st != FASA_OK || s->prefetch) return st; /* a prefetch places rows, no attention */
+        return attend(exec, s, k, v, c->shape.head_dim, (uint64_t)cap * c->shape.head_dim, sel, s->n_fac);
     }
-    return attend(exec, s, k, v, cap, sel, s->n_fac);
+    return attend(exec, s, k, v, kv_ts(c), kv_hs(c), sel, s->n_fac);
 }
 
 fasa_status fasa__cuda_dense(fasa_exec *exec, const fasa_step *s)
 {
     const cuda_layer *lay = &storage(s->cache)->layers[s->layer];
-    return attend(exec, s, lay->k, lay->v, s->cache->capacity, NULL, s->L);
+    return attend(exec, s, lay->k, lay->v, kv_ts(s->cache), kv_hs(s->cache), NULL, s->L);
 }

@@ -50,3 +50,9 @@ fasa_status fasa_cuda_enqueue_append(fasa_kv_cache *cache, uint32_t layer, uint3
     (void)layer, (void)n, (void)k, (void)k_offset, (void)v, (void)v_offset, (void)src_dtype;
     return cache ? not_cuda(cache->ctx, "fasa_cuda_enqueue_append") : FASA_ERROR_INVALID_ARGUMENT;
 }
+
+fasa_status fasa_cuda_enqueue_kv_cache_sync(fasa_kv_cache *cache, uint32_t layer, uint32_t first, uint32_t n)
+{
+    (void)layer, (void)first, (void)n;
+    return cache ? not_cuda(cache->ctx, "fasa_cuda_enqueue_kv_cache_sync") : FASA_ERROR_INVALID_ARGUMENT;
+}

@@ -96,23 +96,11 @@ cl_mem fasa__cl_create_buffer(fasa_context *ctx, cl_mem_flags flags, size_t size
 /* Memory requests, checked before anything is created                       */
 /* ------------------------------------------------------------------------ */
 
-uint64_t fasa__cl_mul(uint64_t a, uint64_t b)
-{
-    uint64_t r;
-    return __builtin_mul_overflow(a, b, &r) ? UINT64_MAX : r;
-}
-
-uint64_t fasa__cl_add(uint64_t a, uint64_t b)
-{
-    uint64_t r;
-    return __builtin_add_overflow(a, b, &r) ? UINT64_MAX : r;
-}
-
 void fasa__cl_request_add(cl_request *r, uint64_t total, uint64_t largest, bool host)
 {
     if (largest > r->largest) r->largest = largest;
-    if (host) r->host = fasa__cl_add(r->host, total);
-    else r->device = fasa__cl_add(r->device, total);
+    if (host) r->host = fasa__sat_add(r->host, total);
+    else r->device = fasa__sat_add(r->device, total);
 }
 
 /* "N bytes (X GiB)"; a saturated sum can only say that it reached 2^64 - 1. */
@@ -129,7 +117,7 @@ static const char *bytes_text(uint64_t n, char *out, size_t size)
 static uint64_t physical_memory(void)
 {
     long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
-    return pages > 0 && page > 0 ? fasa__cl_mul((uint64_t)pages, (uint64_t)page) : 0;
+    return pages > 0 && page > 0 ? fasa__sat_mul((uint64_t)pages, (uint64_t)page) : 0;
 }
 
 /* Drivers accept requests they cannot keep (PoCL asserts inside
@@ -150,7 +138,7 @@ fasa_status fasa__cl_check_request(fasa_context *ctx, const cl_request *r, const
                            "opencl: %s requests %s of device memory, more than CL_DEVICE_GLOBAL_MEM_SIZE of '%s' "
                            "(%s)", what, bytes_text(r->device, a, sizeof a), cc->device_name,
                            bytes_text(cc->global_mem, b, sizeof b));
-    uint64_t in_host = cc->is_cpu ? fasa__cl_add(r->device, r->host) : r->host;
+    uint64_t in_host = cc->is_cpu ? fasa__sat_add(r->device, r->host) : r->host;
     if (cc->host_mem && in_host > cc->host_mem)
         return fasa__error(ctx, FASA_ERROR_OUT_OF_DEVICE_MEMORY,
                            "opencl: %s requests %s of host memory (%s), more than the host's physical memory (%s)",
@@ -318,7 +306,8 @@ static fasa_status cl_list_devices(fasa_device_info *devices, uint32_t *count, c
 {
     dev_ref refs[MAX_DEVICES];
     uint32_t n = 0, capacity = *count;
-    fasa_status st = enumerate(refs, &n, msg, msg_size);
+    fasa_status st = fasa__cl_load(msg, msg_size);
+    if (st == FASA_OK) st = enumerate(refs, &n, msg, msg_size);
     if (st != FASA_OK) {
         *count = 0;
         return st;
@@ -391,6 +380,8 @@ static void cl_context_destroy(fasa_context *ctx)
 
 static fasa_status check_embed(fasa_context *ctx, const fasa_cl_embed *e)
 {
+    if (fasa__check_chain(ctx, e->next, "desc.embed->next", "fasa_cl_embed") != FASA_OK)
+        return FASA_ERROR_INVALID_ARGUMENT;
     if (!e->context) return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "desc.embed: context is NULL");
     if (!e->device) return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "desc.embed: device is NULL");
     if (!e->queue) return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "desc.embed: queue is NULL");
@@ -537,6 +528,8 @@ static void log_device(fasa_context *ctx, const cl_ctx *cc)
 
 static fasa_status cl_context_init(fasa_context *ctx, uint32_t device_index, const void *embed)
 {
+    char why[FASA_ERROR_MAX];
+    if (fasa__cl_load(why, sizeof why) != FASA_OK) return fasa__error(ctx, FASA_ERROR_BACKEND_UNAVAILABLE, "%s", why);
     cl_ctx *cc = fasa__alloc(ctx, sizeof *cc);
     if (!cc) return fasa__error(ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "opencl: out of host memory");
     ctx->impl = cc;
@@ -780,6 +773,7 @@ const fasa_backend_ops fasa__opencl_ops = {
     .exec_begin = cl_exec_begin,
     .exec_end = cl_exec_end,
     .append = fasa__cl_append,
+    .sync = fasa__cl_sync,
     .tip = fasa__cl_tip,
     .topk = fasa__cl_topk,
     .fac = fasa__cl_fac,

@@ -134,6 +134,7 @@ static fasa_status plan_chunks(fasa_kv_cache *c, cl_cache *cl, uint32_t *hpc)
     cl_ctx *cc = c->ctx->impl;
     uint64_t lim = alloc_limit(cc);
     uint32_t width = s->head_dim > c->u_pad ? s->head_dim : c->u_pad;
+    if (c->ext) width = c->u_pad > 2 ? c->u_pad : 2; /* K_dom only: the engine holds K and V */
     uint64_t row = (uint64_t)width * c->elem_size, per_head = row * c->capacity;
     uint32_t tpc = c->capacity;
     if (row > lim)
@@ -198,11 +199,14 @@ static fasa_status alloc_storage(fasa_kv_cache *c, cl_cache *cl, uint32_t hpc)
                 ch->nt = c->capacity - ch->t0 < cl->tokens_per_chunk ? c->capacity - ch->t0 : cl->tokens_per_chunk;
                 ch->tc = tc;
                 uint64_t rows = (uint64_t)ch->ng * ch->nt;
-                uint64_t kv = rows * s->head_dim * c->elem_size, dom = rows * c->u_pad * c->elem_size;
-                fasa_status st = offload ? host_mem(c, kv, "cache K", &ch->k_host, &ch->k)
-                                         : new_mem(c, 0, kv, "cache K", &ch->k);
-                if (st == FASA_OK)
-                    st = offload ? host_mem(c, kv, "cache V", &ch->v_host, &ch->v) : new_mem(c, 0, kv, "cache V", &ch->v);
+                uint64_t kv = c->ext ? 0 : rows * s->head_dim * c->elem_size, dom = rows * c->u_pad * c->elem_size;
+                fasa_status st = FASA_OK;
+                if (!c->ext) /* an external cache reads the engine's K and V */
+                    st = offload ? host_mem(c, kv, "cache K", &ch->k_host, &ch->k)
+                                 : new_mem(c, 0, kv, "cache K", &ch->k);
+                if (st == FASA_OK && !c->ext)
+                    st = offload ? host_mem(c, kv, "cache V", &ch->v_host, &ch->v)
+                                 : new_mem(c, 0, kv, "cache V", &ch->v);
                 if (st == FASA_OK && c->has_dims) st = new_mem(c, 0, dom, "cache K_dom", &ch->kdom);
                 if (st != FASA_OK) return st;
                 kv_bytes += 2 * kv;
@@ -237,18 +241,18 @@ static fasa_status check_request(fasa_kv_cache *c, cl_cache *cl, uint32_t hpc)
     const fasa_model_shape *s = &c->shape;
     cl_ctx *cc = c->ctx->impl;
     uint64_t lim = alloc_limit(cc), elem = c->elem_size, cap = c->capacity, hq = s->n_q_heads;
-    uint64_t rows = fasa__cl_mul((uint64_t)s->n_layers * s->n_kv_heads, cap); /* token rows per array */
+    uint64_t rows = fasa__sat_mul((uint64_t)s->n_layers * s->n_kv_heads, cap); /* token rows per array */
     uint64_t chunk_rows = min_u64(hpc, s->n_kv_heads) * cl->tokens_per_chunk; /* rows of the largest chunk */
     cl_request r = {0};
     /* K and V: host memory only where FASA-M really moves them out of the device (account_storage) */
     bool kv_host = c->placement == FASA_PLACEMENT_OFFLOAD && !cc->unified && !cc->nvidia;
-    uint64_t kv = fasa__cl_mul(rows, (uint64_t)s->head_dim * elem);
-    fasa__cl_request_add(&r, fasa__cl_mul(kv, 2), chunk_rows * s->head_dim * elem, kv_host);
+    uint64_t kv = c->ext ? 0 : fasa__sat_mul(rows, (uint64_t)s->head_dim * elem); /* external: the engine's */
+    fasa__cl_request_add(&r, fasa__sat_mul(kv, 2), c->ext ? 0 : chunk_rows * s->head_dim * elem, kv_host);
     if (c->has_dims)
-        fasa__cl_request_add(&r, fasa__cl_mul(rows, (uint64_t)c->u_pad * elem), chunk_rows * c->u_pad * elem, false);
+        fasa__cl_request_add(&r, fasa__sat_mul(rows, (uint64_t)c->u_pad * elem), chunk_rows * c->u_pad * elem, false);
     /* per-step scratch of every selection row, split into blocks within lim */
     uint64_t per_row = cap * 4 + 256 * 4 + 16 * 4 + 2ull * cl->list_cap * 4 + cl->max_tiles * 2ull * 4;
-    uint64_t scratch = fasa__cl_mul(hq, per_row);
+    uint64_t scratch = fasa__sat_mul(hq, per_row);
     fasa__cl_request_add(&r, scratch, min_u64(scratch, lim), false);
     uint64_t width = s->head_dim > c->u_pad ? s->head_dim : c->u_pad;
     uint64_t singles[3] = {hq * width * 4, hq * c->max_n_fac * 4, hq * (s->head_dim + 2) * 4 * cl->pmax};
@@ -332,6 +336,24 @@ static fasa_status upload_tables(fasa_kv_cache *c, cl_cache *cl)
     return st;
 }
 
+/* The kernels index the engine's K and V in elements from the start of
+ * their cl_mem, reading pairs: the wrap's offset plus the layer's must be
+ * a multiple of two elements (the layer's alone is checked in common). */
+static fasa_status check_external(fasa_kv_cache *c)
+{
+    for (uint32_t l = 0; c->ext && l < c->shape.n_layers; l++)
+        for (int which = 0; which < 2; which++) {
+            const fasa_buffer *b = which ? c->ext->v[l] : c->ext->k[l];
+            uint64_t at = ((const cl_buf *)b->impl)->offset + (which ? c->ext->v_offset[l] : c->ext->k_offset[l]);
+            if (at % (2 * c->elem_size))
+                return fasa__error(c->ctx, FASA_ERROR_INVALID_ARGUMENT,
+                                   "desc.external->%s[%u]: the wrapped cl_mem offset plus the layer's offset (%llu "
+                                   "bytes) is not a multiple of %u bytes (two elements)", which ? "v" : "k", l,
+                                   (unsigned long long)at, 2 * c->elem_size);
+        }
+    return FASA_OK;
+}
+
 fasa_status fasa__cl_cache_create(fasa_kv_cache *cache)
 {
     fasa_context *ctx = cache->ctx;
@@ -340,7 +362,8 @@ fasa_status fasa__cl_cache_create(fasa_kv_cache *cache)
     if (!cl) return fasa__error(ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "opencl: out of host memory");
     cache->impl = cl;
     uint32_t hpc = 1;
-    fasa_status st = plan_chunks(cache, cl, &hpc);
+    fasa_status st = check_external(cache);
+    if (st == FASA_OK) st = plan_chunks(cache, cl, &hpc);
     if (st == FASA_OK) plan_scratch(cache, cl);
     if (st == FASA_OK) st = check_request(cache, cl, hpc);
     if (st == FASA_OK) st = alloc_storage(cache, cl, hpc);
@@ -361,10 +384,46 @@ fasa_status fasa__cl_cache_create(fasa_kv_cache *cache)
     return FASA_OK;
 }
 
+/* Rows [first, first + n) of every KV head of an external cache's K (or
+ * V), read from the engine's cl_mem through its layout: one rectangle per
+ * head (a row of d elements every token_stride), into out [n][Hkv][d]. */
+static fasa_status read_external(fasa_kv_cache *c, int which, uint32_t layer, uint32_t first, uint32_t n, float *out,
+                                 unsigned char *tmp)
+{
+    cl_ctx *cc = c->ctx->impl;
+    const fasa_kv_ext *x = c->ext;
+    const fasa_buffer *b = which ? x->v[layer] : x->k[layer];
+    const cl_buf *cb = b->impl;
+    uint32_t d = c->shape.head_dim, hkv = c->shape.n_kv_heads, es = c->elem_size;
+    size_t row = (size_t)d * es, pitch = (size_t)x->token_stride * es;
+    for (uint32_t g = 0; g < hkv; g++) {
+        size_t origin[3] = {(size_t)(cb->offset + (which ? x->v_offset[layer] : x->k_offset[layer]) +
+                                     (first * x->token_stride + g * x->head_stride) * es), 0, 0};
+        size_t zero[3] = {0, 0, 0}, region[3] = {row, n, 1};
+        cl_int err = clEnqueueReadBufferRect(cc->queue, cb->mem, CL_TRUE, origin, zero, region, pitch, 0, row, 0,
+                                             tmp, 0, NULL, NULL);
+        if (err != CL_SUCCESS) return fasa__cl_fail(c->ctx, err, "clEnqueueReadBufferRect (external cache read)");
+        for (uint32_t t = 0; t < n; t++) {
+            float *dst = out + ((size_t)t * hkv + g) * d;
+            if (c->dtype == FASA_DTYPE_F32) memcpy(dst, tmp + (size_t)t * row, row);
+            else fasa__half_to_float_n((const uint16_t *)(tmp + (size_t)t * row), dst, d);
+        }
+    }
+    return FASA_OK;
+}
+
 /* Tokens [first, first+n) of one layer as fp32 [n][Hkv][d]. */
 fasa_status fasa__cl_cache_read(fasa_kv_cache *cache, uint32_t layer, uint32_t first, uint32_t n,
                                 float *k, float *v)
 {
+    if (cache->ext) {
+        unsigned char *buf = fasa__alloc_aligned(cache->ctx, (size_t)n * cache->shape.head_dim * cache->elem_size, 64);
+        if (!buf) return fasa__error(cache->ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "opencl: out of host memory");
+        fasa_status st = k ? read_external(cache, 0, layer, first, n, k, buf) : FASA_OK;
+        if (st == FASA_OK && v) st = read_external(cache, 1, layer, first, n, v, buf);
+        fasa__free(cache->ctx, buf);
+        return st;
+    }
     fasa_context *ctx = cache->ctx;
     cl_ctx *cc = ctx->impl;
     cl_cache *cl = cache->impl;

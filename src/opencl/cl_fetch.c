@@ -156,16 +156,16 @@ uint64_t fasa__cl_fetch_bytes(const fasa_kv_cache *c)
     if (c->placement != FASA_PLACEMENT_OFFLOAD) return 0;
     uint64_t hkv = c->shape.n_kv_heads, rmax = fasa__fetch_rows_max(c), slots = c->row_cache_rows;
     uint64_t words = (c->capacity + 31u) / 32u, row = (uint64_t)c->shape.head_dim * c->elem_size;
-    uint64_t small = fasa__cl_mul(hkv, words * 4 + rmax * 4 + 16 + 16 + (slots ? 16 : 0));
+    uint64_t small = fasa__sat_mul(hkv, words * 4 + rmax * 4 + 16 + 16 + (slots ? 16 : 0));
     if (c->fetch != FASA_FETCH_STAGED) return small;
-    uint64_t tmap = fasa__cl_mul(hkv, (uint64_t)c->capacity * 4);
-    uint64_t fixed = fasa__cl_add(fasa__cl_mul(hkv, rmax * 8), (uint64_t)c->shape.n_q_heads * c->max_n_fac * 4);
+    uint64_t tmap = fasa__sat_mul(hkv, (uint64_t)c->capacity * 4);
+    uint64_t fixed = fasa__sat_add(fasa__sat_mul(hkv, rmax * 8), (uint64_t)c->shape.n_q_heads * c->max_n_fac * 4);
     if (!slots) /* one staging area of rmax rows */
-        return fasa__cl_add(fasa__cl_add(small, fixed), fasa__cl_add(fasa__cl_mul(2 * hkv * rmax, row), tmap));
-    uint64_t per_layer = fasa__cl_add(fasa__cl_mul(2 * hkv * slots, row),
-                                      fasa__cl_add(tmap, fasa__cl_mul(hkv, (2 * slots + 1) * 4 + slots * 8)));
-    uint64_t work = fasa__cl_mul(hkv, (rmax + slots) * 4);
-    return fasa__cl_add(fasa__cl_add(small, fixed), fasa__cl_add(work, fasa__cl_mul(c->shape.n_layers, per_layer)));
+        return fasa__sat_add(fasa__sat_add(small, fixed), fasa__sat_add(fasa__sat_mul(2 * hkv * rmax, row), tmap));
+    uint64_t per_layer = fasa__sat_add(fasa__sat_mul(2 * hkv * slots, row),
+                                      fasa__sat_add(tmap, fasa__sat_mul(hkv, (2 * slots + 1) * 4 + slots * 8)));
+    uint64_t work = fasa__sat_mul(hkv, (rmax + slots) * 4);
+    return fasa__sat_add(fasa__sat_add(small, fixed), fasa__sat_add(work, fasa__sat_mul(c->shape.n_layers, per_layer)));
 }
 
 fasa_status fasa__cl_fetch_create(fasa_kv_cache *c)

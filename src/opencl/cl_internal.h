@@ -4,6 +4,7 @@
 
 #include "backend.h"
 #include "fasa_opencl.h"
+#include "cl_loader.h" /* cl* calls go through the run-time loaded table */
 
 /* Kernels of one program (one program per storage dtype). */
 enum {
@@ -22,6 +23,7 @@ enum {
     CLK_FETCH_SLOTS,
     CLK_FETCH_ORDER,
     CLK_FETCH_COPY,
+    CLK_SYNC,                     /* external K/V: K_dom rows from the engine's K (opencl/append.cl) */
     CLK_COUNT
 };
 
@@ -111,7 +113,8 @@ typedef struct cl_buf {
 } cl_buf;
 
 /* One storage chunk of a layer: KV heads [g0, g0 + ng) and tokens
- * [t0, t0 + nt); each array is [ng][nt][width] in the cache dtype. */
+ * [t0, t0 + nt); each array is [ng][nt][width] in the cache dtype (an
+ * external cache has no k and v: it reads the engine's). */
 typedef struct cl_chunk {
     uint32_t g0, ng, t0, nt;
     uint32_t tc;                  /* token-chunk index (t0 / tokens per chunk) */
@@ -154,15 +157,13 @@ typedef struct cl_cache {
 
 /* --- cl_backend.c ---------------------------------------------------------- */
 /* What one creation (a cache, a buffer) will allocate, summed before
- * anything is created.  The sums saturate at UINT64_MAX (fasa__cl_add,
- * fasa__cl_mul), so size arithmetic never wraps into a small request. */
+ * anything is created.  The sums saturate at UINT64_MAX (fasa__sat_add,
+ * fasa__sat_mul), so size arithmetic never wraps into a small request. */
 typedef struct cl_request {
     uint64_t largest;             /* the largest single cl_mem */
     uint64_t device;              /* bytes in device memory */
     uint64_t host;                /* bytes in host memory, not the device's (FASA-M K and V) */
 } cl_request;
-uint64_t fasa__cl_mul(uint64_t a, uint64_t b);
-uint64_t fasa__cl_add(uint64_t a, uint64_t b);
 /* Adds total bytes made of allocations of at most `largest` bytes. */
 void fasa__cl_request_add(cl_request *r, uint64_t total, uint64_t largest, bool host);
 /* OUT_OF_DEVICE_MEMORY naming the request, the limit and its value when a
@@ -230,6 +231,7 @@ fasa_status fasa__cl_cache_read(fasa_kv_cache *cache, uint32_t layer, uint32_t f
 fasa_status fasa__cl_append(fasa_exec *exec, fasa_kv_cache *cache, uint32_t layer, uint32_t first,
                             uint32_t n, fasa_buffer *k, uint64_t k_offset, fasa_buffer *v,
                             uint64_t v_offset, fasa_dtype src_dtype);
+fasa_status fasa__cl_sync(fasa_exec *exec, fasa_kv_cache *cache, uint32_t layer, uint32_t first, uint32_t n);
 fasa_status fasa__cl_tip(fasa_exec *exec, const fasa_step *step);
 fasa_status fasa__cl_topk(fasa_exec *exec, const fasa_step *step);
 fasa_status fasa__cl_fac(fasa_exec *exec, const fasa_step *step);

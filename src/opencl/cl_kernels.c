@@ -42,6 +42,54 @@ static uint64_t elems(const fasa_buffer *b, uint64_t offset, uint32_t size)
 
 static cl_mem mem_of(const fasa_buffer *b) { return ((const cl_buf *)b->impl)->mem; }
 
+/* Where the kernels find K/V (or K_dom) rows: the row of (KV head g,
+ * token j) starts at element base + j * ts + g * hs of the cl_mem (the
+ * kv_view of opencl/attn.cl).  vec8: 16-byte row loads are aligned. */
+typedef struct cl_view {
+    cl_mem k, v;
+    int64_t k_base, v_base;
+    uint32_t ts, hs, vec8;
+} cl_view;
+
+/* Arrays [heads from gk0][tpb tokens from t0][width] (storage chunks,
+ * FASA-M slots). */
+static cl_view chunk_view(cl_mem k, cl_mem v, uint32_t width, uint32_t tpb, uint32_t gk0, uint32_t t0)
+{
+    int64_t base = -((int64_t)gk0 * tpb + t0) * width;
+    return (cl_view){k, v, base, base, width, tpb * width, width % 8 == 0};
+}
+
+/* The engine's K and V of a layer of an external cache. */
+static cl_view external_view(const fasa_kv_cache *c, uint32_t layer)
+{
+    const fasa_kv_ext *x = c->ext;
+    uint64_t k0 = elems(x->k[layer], x->k_offset[layer], c->elem_size);
+    uint64_t v0 = elems(x->v[layer], x->v_offset[layer], c->elem_size);
+    bool vec8 = c->shape.head_dim % 8 == 0 && k0 % 8 == 0 && v0 % 8 == 0 && x->token_stride % 8 == 0 &&
+                x->head_stride % 8 == 0;
+    return (cl_view){mem_of(x->k[layer]), mem_of(x->v[layer]), (int64_t)k0, (int64_t)v0,
+                     (uint32_t)x->token_stride, (uint32_t)x->head_stride, vec8};
+}
+
+/* Attention runs once per storage chunk; over an external cache's K and
+ * V once, as over one chunk spanning every token and KV head. */
+static uint32_t attn_chunks(const fasa_kv_cache *c)
+{
+    return c->ext ? 1 : ((const cl_cache *)c->impl)->n_chunks;
+}
+
+static cl_chunk attn_chunk(const fasa_kv_cache *c, uint32_t layer, uint32_t i)
+{
+    const cl_cache *cl = c->impl;
+    if (c->ext) return (cl_chunk){.g0 = 0, .ng = c->shape.n_kv_heads, .t0 = 0, .nt = c->capacity};
+    return cl->chunks[(size_t)layer * cl->n_chunks + i];
+}
+
+static uint32_t attn_tokens_per_chunk(const fasa_kv_cache *c)
+{
+    return c->ext ? c->capacity : ((const cl_cache *)c->impl)->tokens_per_chunk;
+}
+
 /* ------------------------------------------------------------------------ */
 /* append                                                                    */
 /* ------------------------------------------------------------------------ */
@@ -83,6 +131,43 @@ fasa_status fasa__cl_append(fasa_exec *exec, fasa_kv_cache *c, uint32_t layer, u
         fasa_status st = args_done(c->ctx, &x, CLK_APPEND);
         size_t gws[2] = {round_up(b - a, t->wg_append), ch->ng}, lws[2] = {t->wg_append, 1};
         if (st == FASA_OK) st = fasa__cl_launch(exec, CLK_APPEND, x.k, 2, gws, lws);
+        if (st != FASA_OK) return st;
+    }
+    return FASA_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* sync (external K/V): K_dom rows from the engine's K                       */
+/* ------------------------------------------------------------------------ */
+
+fasa_status fasa__cl_sync(fasa_exec *exec, fasa_kv_cache *c, uint32_t layer, uint32_t first, uint32_t n)
+{
+    cl_cache *cl = c->impl;
+    const cl_tuning *t = &ctx_of(c)->tune;
+    cl_view kv = external_view(c, layer);
+    for (uint32_t i = 0; i < cl->n_chunks; i++) {
+        const cl_chunk *ch = chunk_at(cl, layer, i);
+        uint32_t a = max_u32(first, ch->t0), b = min_u32(first + n, ch->t0 + ch->nt);
+        if (a >= b) continue;
+        cl_args x = {kern(c, CLK_SYNC), 0, CL_SUCCESS};
+        fasa__cl_arg_mem(&x, kv.k);
+        fasa__cl_arg_u64(&x, (uint64_t)kv.k_base);
+        fasa__cl_arg_u32(&x, kv.ts);
+        fasa__cl_arg_u32(&x, kv.hs);
+        fasa__cl_arg_mem(&x, ch->kdom);
+        fasa__cl_arg_u32(&x, ch->nt);
+        fasa__cl_arg_u32(&x, ch->g0);
+        fasa__cl_arg_u32(&x, ch->t0);
+        fasa__cl_arg_u32(&x, a);
+        fasa__cl_arg_u32(&x, b - a);
+        fasa__cl_arg_u32(&x, ch->g0);
+        fasa__cl_arg_u32(&x, c->u_pad);
+        fasa__cl_arg_mem(&x, cl->udims);
+        fasa__cl_arg_mem(&x, cl->usize);
+        fasa__cl_arg_u32(&x, layer * c->shape.n_kv_heads);
+        fasa_status st = args_done(c->ctx, &x, CLK_SYNC);
+        size_t gws[2] = {round_up(b - a, t->wg_append), ch->ng}, lws[2] = {t->wg_append, 1};
+        if (st == FASA_OK) st = fasa__cl_launch(exec, CLK_SYNC, x.k, 2, gws, lws);
         if (st != FASA_OK) return st;
     }
     return FASA_OK;
@@ -144,7 +229,9 @@ static fasa_status topk_init(fasa_exec *exec, const fasa_step *s, const cl_sbloc
     return st == FASA_OK ? fasa__cl_launch(exec, CLK_TOPK_INIT, x.k, 1, gws, lws) : st;
 }
 
-static fasa_status tip_dispatch(fasa_exec *exec, const fasa_step *s, const cl_chunk *ch,
+/* TIP over the tokens and heads of chunk ch whose rows `rows` holds (its
+ * K_dom, or for the oracle K: the chunk's or the engine's). */
+static fasa_status tip_dispatch(fasa_exec *exec, const fasa_step *s, const cl_chunk *ch, const cl_view *rows,
                                 const cl_sblock *sb, uint32_t width)
 {
     fasa_kv_cache *c = s->cache;
@@ -156,11 +243,12 @@ static fasa_status tip_dispatch(fasa_exec *exec, const fasa_step *s, const cl_ch
     bool per_group = s->select == FASA_GQA_PER_GROUP;
     uint32_t nhb = per_group ? 1 : ceil_div(c->group, t->tip_hb);
     cl_args x = {kern(c, CLK_TIP), 0, CL_SUCCESS};
-    fasa__cl_arg_mem(&x, s->oracle ? ch->k : ch->kdom);
+    fasa__cl_arg_mem(&x, rows->k);
     fasa__cl_arg_u32(&x, width);
-    fasa__cl_arg_u32(&x, ch->nt);
-    fasa__cl_arg_u32(&x, ch->g0);
-    fasa__cl_arg_u32(&x, ch->t0);
+    fasa__cl_arg_u64(&x, (uint64_t)rows->k_base);
+    fasa__cl_arg_u32(&x, rows->ts);
+    fasa__cl_arg_u32(&x, rows->hs);
+    fasa__cl_arg_u32(&x, rows->vec8);
     fasa__cl_arg_u32(&x, ch->t0);
     fasa__cl_arg_u32(&x, end - ch->t0);
     fasa__cl_arg_u32(&x, ga);
@@ -192,9 +280,15 @@ fasa_status fasa__cl_tip(fasa_exec *exec, const fasa_step *s)
     uint32_t width = s->oracle ? c->shape.head_dim : c->u_pad;
     fasa_status st = tip_prep(exec, s, width);
     for (uint32_t b = 0; st == FASA_OK && b < cl->n_sblocks; b++) st = topk_init(exec, s, &cl->sblocks[b]);
-    for (uint32_t i = 0; st == FASA_OK && i < cl->n_chunks; i++)
+    bool ext = s->oracle && c->ext; /* the oracle reads the engine's K */
+    uint32_t n_chunks = ext ? 1 : cl->n_chunks;
+    for (uint32_t i = 0; st == FASA_OK && i < n_chunks; i++) {
+        cl_chunk ch = ext ? attn_chunk(c, s->layer, 0) : *chunk_at(cl, s->layer, i);
+        cl_view rows = ext ? external_view(c, s->layer)
+                           : chunk_view(s->oracle ? ch.k : ch.kdom, NULL, width, ch.nt, ch.g0, ch.t0);
         for (uint32_t b = 0; st == FASA_OK && b < cl->n_sblocks; b++)
-            st = tip_dispatch(exec, s, chunk_at(cl, s->layer, i), &cl->sblocks[b], width);
+            st = tip_dispatch(exec, s, &ch, &rows, &cl->sblocks[b], width);
+    }
     return st;
 }
 
@@ -306,7 +400,7 @@ static uint32_t heads_per_group(const fasa_kv_cache *c)
     return min_u32(max_u32(hb, 1), c->group);
 }
 
-static uint32_t tchunks_used(const cl_cache *cl, uint32_t L) { return ceil_div(L, cl->tokens_per_chunk); }
+static uint32_t tchunks_used(const fasa_kv_cache *c, uint32_t L) { return ceil_div(L, attn_tokens_per_chunk(c)); }
 
 static fasa_status reduce(fasa_exec *exec, const fasa_step *s, uint32_t n_parts)
 {
@@ -325,17 +419,37 @@ static fasa_status reduce(fasa_exec *exec, const fasa_step *s, uint32_t n_parts)
     return st == FASA_OK ? fasa__cl_launch(exec, CLK_REDUCE, x.k, 1, gws, lws) : st;
 }
 
-/* Common leading arguments of fasa_dense and fasa_fac: the K and V arrays
- * [heads][tpb][d], their first head and the token of their row 0. */
-static void attn_head_args(cl_args *x, const fasa_kv_cache *c, cl_mem k, cl_mem v, uint32_t tpb, uint32_t gk0,
-                           uint32_t t0)
+/* Common leading arguments of fasa_dense and fasa_fac: K, V and where
+ * their rows are (kv_view). */
+static void attn_head_args(cl_args *x, const fasa_kv_cache *c, const cl_view *w)
 {
-    fasa__cl_arg_mem(x, k);
-    fasa__cl_arg_mem(x, v);
+    fasa__cl_arg_mem(x, w->k);
+    fasa__cl_arg_mem(x, w->v);
     fasa__cl_arg_u32(x, c->shape.head_dim);
-    fasa__cl_arg_u32(x, tpb);
-    fasa__cl_arg_u32(x, gk0);
-    fasa__cl_arg_u32(x, t0);
+    fasa__cl_arg_u64(x, (uint64_t)w->k_base);
+    fasa__cl_arg_u64(x, (uint64_t)w->v_base);
+    fasa__cl_arg_u32(x, w->ts);
+    fasa__cl_arg_u32(x, w->hs);
+    fasa__cl_arg_u32(x, w->vec8);
+}
+
+/* What fac reads for chunk ch: the chunk (or its FASA-M source) or the
+ * engine's K and V; the selection and the token range it covers. */
+static cl_view fac_view(const fasa_kv_cache *c, uint32_t layer, const cl_chunk *ch, cl_mem *sel, uint32_t *t0,
+                        uint32_t *t_end)
+{
+    if (c->ext) {
+        *sel = ((const cl_cache *)c->impl)->sel;
+        *t0 = 0;
+        *t_end = c->capacity;
+        return external_view(c, layer);
+    }
+    cl_fac_src src;
+    fasa__cl_fac_source(c, layer, ch, &src);
+    *sel = src.sel;
+    *t0 = src.t0;
+    *t_end = src.t_end;
+    return chunk_view(src.k, src.v, c->shape.head_dim, src.tpb, src.gk0, src.t0);
 }
 
 fasa_status fasa__cl_fac(fasa_exec *exec, const fasa_step *s)
@@ -346,7 +460,7 @@ fasa_status fasa__cl_fac(fasa_exec *exec, const fasa_step *s)
     bool per_group = s->select == FASA_GQA_PER_GROUP;
     uint32_t hb = heads_per_group(c), nhb = per_group ? ceil_div(c->group, hb) : 1;
     uint32_t units = per_group ? c->shape.n_kv_heads * nhb : c->shape.n_q_heads;
-    uint32_t n_tc = tchunks_used(cl, s->L);
+    uint32_t n_tc = tchunks_used(c, s->L);
     uint32_t splits = min_u32(max_u32(ceil_div(t->target_groups, units), 1), ceil_div(s->n_fac, t->wg_attn));
     splits = min_u32(splits, max_u32(cl->pmax / n_tc, 1));
     uint32_t split_len = (uint32_t)round_up(ceil_div(s->n_fac, splits), t->wg_attn);
@@ -354,14 +468,16 @@ fasa_status fasa__cl_fac(fasa_exec *exec, const fasa_step *s)
     /* FASA-M: counts, and with STAGED the rows gathered into device slots */
     fasa_status fst = c->placement == FASA_PLACEMENT_OFFLOAD ? fasa__cl_fetch(exec, s) : FASA_OK;
     if (fst != FASA_OK || s->prefetch) return fst; /* a prefetch places rows, no attention */
-    for (uint32_t i = 0; i < cl->n_chunks; i++) {
-        const cl_chunk *ch = chunk_at(cl, s->layer, i);
+    for (uint32_t i = 0; i < attn_chunks(c); i++) {
+        cl_chunk chunk = attn_chunk(c, s->layer, i), *ch = &chunk;
         if (ch->t0 >= s->L) continue;
-        cl_fac_src src;
-        fasa__cl_fac_source(c, s->layer, ch, &src);
+        cl_mem sel;
+        uint32_t t0, t_end;
+        cl_view w = fac_view(c, s->layer, ch, &sel, &t0, &t_end);
         cl_args x = {kern(c, CLK_FAC), 0, CL_SUCCESS};
-        attn_head_args(&x, c, src.k, src.v, src.tpb, src.gk0, src.t0);
-        fasa__cl_arg_u32(&x, src.t_end);
+        attn_head_args(&x, c, &w);
+        fasa__cl_arg_u32(&x, t0);
+        fasa__cl_arg_u32(&x, t_end);
         fasa__cl_arg_u32(&x, ch->g0);
         fasa__cl_arg_u32(&x, nhb);
         fasa__cl_arg_u32(&x, hb);
@@ -369,7 +485,7 @@ fasa_status fasa__cl_fac(fasa_exec *exec, const fasa_step *s)
         fasa__cl_arg_u64(&x, elems(s->q, s->q_offset, 4));
         fasa__cl_arg_u32(&x, c->group);
         fasa__cl_arg_u32(&x, per_group);
-        fasa__cl_arg_mem(&x, src.sel);
+        fasa__cl_arg_mem(&x, sel);
         fasa__cl_arg_u32(&x, c->max_n_fac);
         fasa__cl_arg_u32(&x, s->n_fac);
         fasa__cl_arg_u32(&x, split_len);
@@ -395,7 +511,7 @@ fasa_status fasa__cl_dense(fasa_exec *exec, const fasa_step *s)
     uint32_t units = c->shape.n_kv_heads * nhb;
     uint32_t want = max_u32(ceil_div(t->target_groups, units), 1);
     uint32_t split_len = (uint32_t)round_up(max_u32(ceil_div(s->L, want), t->wg_attn), t->wg_attn);
-    uint32_t tpc = cl->tokens_per_chunk, n_tc = tchunks_used(cl, s->L), n_parts;
+    uint32_t tpc = attn_tokens_per_chunk(c), n_tc = tchunks_used(c, s->L), n_parts;
     for (;;) { /* every token chunk's splits must fit the partial slots */
         uint32_t last = s->L - (n_tc - 1) * tpc;
         n_parts = (n_tc - 1) * ceil_div(tpc, split_len) + ceil_div(last, split_len);
@@ -403,12 +519,14 @@ fasa_status fasa__cl_dense(fasa_exec *exec, const fasa_step *s)
         split_len *= 2;
     }
     uint32_t per_chunk = ceil_div(tpc, split_len);
-    for (uint32_t i = 0; i < cl->n_chunks; i++) {
-        const cl_chunk *ch = chunk_at(cl, s->layer, i);
+    for (uint32_t i = 0; i < attn_chunks(c); i++) {
+        cl_chunk chunk = attn_chunk(c, s->layer, i), *ch = &chunk;
         if (ch->t0 >= s->L) continue;
         uint32_t n_tok = min_u32(ch->nt, s->L - ch->t0);
+        cl_view w = c->ext ? external_view(c, s->layer)
+                           : chunk_view(ch->k, ch->v, c->shape.head_dim, ch->nt, ch->g0, ch->t0);
         cl_args x = {kern(c, CLK_DENSE), 0, CL_SUCCESS};
-        attn_head_args(&x, c, ch->k, ch->v, ch->nt, ch->g0, ch->t0);
+        attn_head_args(&x, c, &w);
         fasa__cl_arg_u32(&x, ch->g0);
         fasa__cl_arg_u32(&x, nhb);
         fasa__cl_arg_u32(&x, hb);

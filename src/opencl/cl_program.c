@@ -28,14 +28,14 @@ const char *const fasa__cl_kernel_names[CLK_COUNT] = {
     [CLK_DENSE] = "fasa_dense",         [CLK_FAC] = "fasa_fac",
     [CLK_REDUCE] = "fasa_attn_reduce", [CLK_FETCH_NEED] = "fasa_fetch_need",
     [CLK_FETCH_SLOTS] = "fasa_fetch_slots", [CLK_FETCH_ORDER] = "fasa_fetch_order",
-    [CLK_FETCH_COPY] = "fasa_fetch_copy",
+    [CLK_FETCH_COPY] = "fasa_fetch_copy", [CLK_SYNC] = "fasa_sync",
 };
 
 /* Work-group size each kernel was compiled for (0: none required). */
 static uint32_t required_wg(const cl_tuning *t, int k)
 {
     switch (k) {
-    case CLK_APPEND: return t->wg_append;
+    case CLK_APPEND: case CLK_SYNC: return t->wg_append;
     case CLK_TIP: return t->wg_tip;
     case CLK_TOPK_INIT: case CLK_TOPK_PASS: case CLK_TOPK_SCAN: case CLK_TOPK_COUNT:
     case CLK_TOPK_EMIT: return t->wg_topk;

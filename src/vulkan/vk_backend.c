@@ -219,6 +219,7 @@ const fasa_backend_ops fasa__vulkan_ops = {
     .exec_begin = fasa__vk_exec_begin,
     .exec_end = fasa__vk_exec_end,
     .append = fasa__vk_append,
+    .sync = fasa__vk_sync,
     .tip = fasa__vk_tip,
     .topk = fasa__vk_topk,
     .fac = fasa__vk_fac,

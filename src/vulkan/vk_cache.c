@@ -42,8 +42,10 @@ static void plan_arrays(fasa_kv_cache *c, vk_context *vk, vk_cache *vc)
     vc->sc_stride = round_up(c->capacity, VK_TOPK_TILE);
     vc->n_tiles = vc->sc_stride / VK_TOPK_TILE;
     for (uint32_t l = 0; l < s->n_layers; l++) {
-        fasa__vk_array_plan(vk, &vc->layers[l].k, rows, s->head_dim / epw);
-        fasa__vk_array_plan(vk, &vc->layers[l].v, rows, s->head_dim / epw);
+        if (!c->ext) { /* an external cache's K and V are the engine's: no arrays */
+            fasa__vk_array_plan(vk, &vc->layers[l].k, rows, s->head_dim / epw);
+            fasa__vk_array_plan(vk, &vc->layers[l].v, rows, s->head_dim / epw);
+        }
         if (c->has_dims) fasa__vk_array_plan(vk, &vc->layers[l].kd, rows, c->u_pad / epw);
     }
     fasa__vk_array_plan(vk, &vc->scores, (uint64_t)s->n_q_heads * vc->sc_stride, 1);
@@ -192,8 +194,8 @@ static fasa_status create_storage(fasa_kv_cache *c, vk_context *vk, vk_cache *vc
     bool import = c->host_memory != NULL; /* K and V in the application's memory */
     for (uint32_t l = 0; st == FASA_OK && l < nl; l++) {
         vc->layers[l].k.host_import = vc->layers[l].v.host_import = import;
-        st = fasa__vk_array_create(vk, &vc->layers[l].k, "K");
-        if (st == FASA_OK) st = fasa__vk_array_create(vk, &vc->layers[l].v, "V");
+        if (!c->ext) st = fasa__vk_array_create(vk, &vc->layers[l].k, "K");
+        if (st == FASA_OK && !c->ext) st = fasa__vk_array_create(vk, &vc->layers[l].v, "V");
         if (st == FASA_OK && c->has_dims) st = fasa__vk_array_create(vk, &vc->layers[l].kd, "K_dom");
     }
     if (st == FASA_OK) st = fasa__vk_array_create(vk, &vc->scores, "scores");
@@ -209,8 +211,8 @@ static fasa_status create_storage(fasa_kv_cache *c, vk_context *vk, vk_cache *vc
     for (uint32_t l = 0; st == FASA_OK && l < nl; l++) {
         vk_array **kv = offload ? host : dev;
         uint32_t *n = offload ? &nh : &nd;
-        kv[(*n)++] = &vc->layers[l].k;
-        kv[(*n)++] = &vc->layers[l].v;
+        if (!c->ext) kv[(*n)++] = &vc->layers[l].k;
+        if (!c->ext) kv[(*n)++] = &vc->layers[l].v;
         if (c->has_dims) dev[nd++] = &vc->layers[l].kd;
     }
     if (st == FASA_OK) {
@@ -224,6 +226,40 @@ static fasa_status create_storage(fasa_kv_cache *c, vk_context *vk, vk_cache *vc
     else if (st == FASA_OK && nh) st = fasa__vk_arena_bind(vk, &vc->arena_host, host, nh, true, "the offloaded K and V");
     fasa__free(c->ctx, dev);
     fasa__free(c->ctx, host);
+    return st;
+}
+
+/* Where K or V of layer l of an external cache starts: the device address
+ * of the engine's VkBuffer plus the wrap's and the layer's offsets.  A
+ * buffer created without SHADER_DEVICE_ADDRESS usage has none (0 here; the
+ * validation layer reports it too). */
+static fasa_status external_address(fasa_kv_cache *c, vk_context *vk, int which, uint32_t l, VkDeviceAddress *out)
+{
+    const fasa_buffer *buf = which ? c->ext->v[l] : c->ext->k[l];
+    const vk_buf *b = buf->impl;
+    VkBufferDeviceAddressInfo ai = {.sType = VK_STRUCTURE_TYPE_BUFFER_DEVICE_ADDRESS_INFO};
+    ai.buffer = b->buffer;
+    VkDeviceAddress base = b->addr ? b->addr : vk->fn.vkGetBufferDeviceAddress(vk->device, &ai);
+    if (!base)
+        return fasa__error(c->ctx, FASA_ERROR_INVALID_ARGUMENT,
+                           "desc.external->%s[%u]: the VkBuffer has no device address (create it with "
+                           "VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT and bind memory allocated with "
+                           "VK_MEMORY_ALLOCATE_DEVICE_ADDRESS_BIT)", which ? "v" : "k", l);
+    *out = base + b->offset + (which ? c->ext->v_offset[l] : c->ext->k_offset[l]);
+    return FASA_OK;
+}
+
+/* The engine's K and V of every layer, for the _X kernels and sync. */
+static fasa_status resolve_external(fasa_kv_cache *c, vk_context *vk, vk_cache *vc)
+{
+    uint32_t epw = c->dtype == FASA_DTYPE_F16 ? 2 : 1; /* strides are even: whole words */
+    vc->ext_ts = (uint32_t)(c->ext->token_stride / epw);
+    vc->ext_hs = (uint32_t)(c->ext->head_stride / epw);
+    fasa_status st = FASA_OK;
+    for (uint32_t l = 0; st == FASA_OK && l < c->shape.n_layers; l++) {
+        st = external_address(c, vk, 0, l, &vc->layers[l].k_ext);
+        if (st == FASA_OK) st = external_address(c, vk, 1, l, &vc->layers[l].v_ext);
+    }
     return st;
 }
 
@@ -281,7 +317,7 @@ fasa_status fasa__vk_cache_create(fasa_kv_cache *c)
     vk_context *vk = fasa__vk(c->ctx);
     if (vk->lost) return fasa__error(c->ctx, FASA_ERROR_DEVICE_LOST, "vulkan: the device was lost");
     fasa_status st = check_geometry(c, vk);
-    if (st == FASA_OK) st = fasa__vk_pipelines_ensure(vk, fasa__vk_dtype(c));
+    if (st == FASA_OK) st = fasa__vk_pipelines_ensure(vk, fasa__vk_dtype(c), c->ext != NULL);
     if (st != FASA_OK) return st;
     vk_cache *vc = fasa__alloc(c->ctx, sizeof *vc);
     if (!vc) return fasa__error(c->ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "vulkan: out of host memory");
@@ -296,6 +332,7 @@ fasa_status fasa__vk_cache_create(fasa_kv_cache *c)
     if (st == FASA_OK) st = fasa__vk_buf_create(vk, plan_scratch(c, vc), false, &vc->scratch);
     if (st == FASA_OK) st = create_tables(c, vk, vc);
     if (st == FASA_OK) st = fasa__vk_fetch_init(c, vk, vc);
+    if (st == FASA_OK && c->ext) st = resolve_external(c, vk, vc);
     st = fasa__vk_check(vk, st);
     if (st != FASA_OK) {
         fasa__vk_cache_destroy(c);
@@ -330,6 +367,33 @@ static fasa_status read_rows(fasa_kv_cache *c, const vk_array *a, uint32_t first
     return FASA_OK;
 }
 
+/* Rows of an external cache, from the engine's buffer through its layout:
+ * one download per run of rows that are adjacent in memory (a head's tokens
+ * when token_stride = d), else per row. */
+static fasa_status read_ext_rows(fasa_kv_cache *c, int which, uint32_t layer, uint32_t first, uint32_t n,
+                                 float *out, uint32_t *tmp)
+{
+    vk_context *vk = fasa__vk(c->ctx);
+    const fasa_kv_ext *x = c->ext;
+    const vk_buf *b = (which ? x->v[layer] : x->k[layer])->impl;
+    uint64_t off = which ? x->v_offset[layer] : x->k_offset[layer];
+    uint32_t d = c->shape.head_dim, hkv = c->shape.n_kv_heads, es = c->elem_size;
+    uint32_t run = x->token_stride == d ? READ_PIECE : 1;
+    for (uint32_t g = 0; g < hkv; g++)
+        for (uint32_t t0 = 0; t0 < n; t0 += run) {
+            uint32_t m = n - t0 < run ? n - t0 : run;
+            uint64_t at = off + ((first + t0) * x->token_stride + g * x->head_stride) * es;
+            fasa_status st = fasa__vk_download(vk, b, at, tmp, (uint64_t)m * d * es);
+            if (st != FASA_OK) return st;
+            for (uint32_t t = 0; t < m; t++) {
+                float *dst = out + ((size_t)(t0 + t) * hkv + g) * d;
+                if (c->dtype == FASA_DTYPE_F32) memcpy(dst, tmp + (size_t)t * d, d * sizeof(float));
+                else fasa__half_to_float_n((const uint16_t *)(tmp + (size_t)t * (d / 2)), dst, d);
+            }
+        }
+    return FASA_OK;
+}
+
 fasa_status fasa__vk_cache_read(fasa_kv_cache *c, uint32_t layer, uint32_t first, uint32_t n, float *k,
                                 float *v)
 {
@@ -338,6 +402,12 @@ fasa_status fasa__vk_cache_read(fasa_kv_cache *c, uint32_t layer, uint32_t first
     uint32_t *tmp = fasa__alloc_aligned(c->ctx, (size_t)READ_PIECE * c->shape.head_dim * 4, 64);
     if (!tmp) return fasa__error(c->ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "vulkan: out of host memory");
     fasa_status st = FASA_OK;
+    if (c->ext) {
+        if (k) st = read_ext_rows(c, 0, layer, first, n, k, tmp);
+        if (st == FASA_OK && v) st = read_ext_rows(c, 1, layer, first, n, v, tmp);
+        fasa__free(c->ctx, tmp);
+        return fasa__vk_check(vk, st);
+    }
     if (k) st = read_rows(c, &vc->layers[layer].k, first, n, k, tmp);
     if (st == FASA_OK && v) st = read_rows(c, &vc->layers[layer].v, first, n, v, tmp);
     fasa__free(c->ctx, tmp);

@@ -341,14 +341,14 @@ fasa_status fasa__vk_list_devices(fasa_device_info *devices, uint32_t *count, ch
     if (!msg || msg_size == 0) msg = tmp, msg_size = sizeof tmp;
     vk_fns fn;
     memset(&fn, 0, sizeof fn);
-    const char *missing = NULL;
-    if (!fasa__vk_load_global(&fn, fasa__vk_loader_gipa(), &missing)) {
-        snprintf(msg, msg_size, "vulkan: the loader lacks %s", missing);
-        return FASA_ERROR_BACKEND_UNAVAILABLE;
-    }
-    VkInstance inst = VK_NULL_HANDLE;
-    fasa_status st = create_instance(&fn, NULL, &inst, msg, msg_size);
+    fasa_status st = fasa__vk_open_loader(&fn, msg, msg_size);
     if (st != FASA_OK) return st;
+    VkInstance inst = VK_NULL_HANDLE;
+    st = create_instance(&fn, NULL, &inst, msg, msg_size);
+    if (st != FASA_OK) {
+        fasa__vk_close_loader(&fn);
+        return st;
+    }
     VkPhysicalDevice pds[32];
     uint32_t n = 0;
     st = usable_devices(&fn, inst, pds, &n, msg, msg_size);
@@ -356,6 +356,7 @@ fasa_status fasa__vk_list_devices(fasa_device_info *devices, uint32_t *count, ch
     for (uint32_t i = 0; st == FASA_OK && i < n && i < capacity; i++) describe_device(&fn, pds[i], &devices[i]);
     if (st == FASA_OK) *count = n;
     fn.vkDestroyInstance(inst, NULL);
+    fasa__vk_close_loader(&fn);
     return st;
 }
 
@@ -411,11 +412,10 @@ static fasa_status init_standalone(vk_context *vk, uint32_t device_index)
 {
     fasa_context *ctx = vk->ctx;
     char msg[FASA_ERROR_MAX] = "";
-    const char *missing = NULL;
-    if (!fasa__vk_load_global(&vk->fn, fasa__vk_loader_gipa(), &missing))
-        return fasa__error(ctx, FASA_ERROR_BACKEND_UNAVAILABLE, "vulkan: the loader lacks %s", missing);
+    fasa_status st = fasa__vk_open_loader(&vk->fn, msg, sizeof msg);
+    if (st != FASA_OK) return fasa__error(ctx, st, "%s", msg);
     bool validation = ctx->flags & FASA_CONTEXT_ENABLE_VALIDATION;
-    fasa_status st = create_instance(&vk->fn, validation ? vk : NULL, &vk->instance, msg, sizeof msg);
+    st = create_instance(&vk->fn, validation ? vk : NULL, &vk->instance, msg, sizeof msg);
     if (st != FASA_OK) return fasa__error(ctx, st, "%s", msg);
     vk->owns_device = true;
     if (validation) {
@@ -453,6 +453,8 @@ static fasa_status check_embed(vk_context *vk, const fasa_vk_embed *e)
                         : !e->device ? "device"
                         : !e->queue ? "queue"
                         : !e->get_instance_proc_addr ? "get_instance_proc_addr" : NULL;
+    if (fasa__check_chain(ctx, e->next, "desc.embed->next", "fasa_vk_embed") != FASA_OK)
+        return FASA_ERROR_INVALID_ARGUMENT;
     if (field) return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "desc.embed (fasa_vk_embed): %s is NULL", field);
     if (e->api_version && e->api_version < VK_API_VERSION_1_1)
         return fasa__error(ctx, FASA_ERROR_UNSUPPORTED,
@@ -609,6 +611,7 @@ void fasa__vk_context_destroy(fasa_context *ctx)
         if (vk->messenger) vk->fn.vkDestroyDebugUtilsMessengerEXT(vk->instance, vk->messenger, NULL);
         if (vk->instance) vk->fn.vkDestroyInstance(vk->instance, NULL);
     }
+    fasa__vk_close_loader(&vk->fn);
     fasa__free(ctx, vk);
     ctx->impl = NULL;
 }

@@ -139,3 +139,21 @@ fasa_status fasa_vk_record_append(fasa_kv_cache *cache, uint32_t layer, uint32_t
     fasa__unlock(ctx);
     return st;
 }
+
+fasa_status fasa_vk_record_kv_cache_sync(fasa_kv_cache *cache, uint32_t layer, uint32_t first, uint32_t n,
+                                         VkCommandBuffer cmd)
+{
+    if (!cache) return FASA_ERROR_INVALID_ARGUMENT;
+    fasa_context *ctx = cache->ctx;
+    fasa__lock(ctx);
+    fasa_status st = need_embedded(ctx, cmd, "fasa_vk_record_kv_cache_sync");
+    if (st == FASA_OK) st = fasa__sync_check(cache, layer, first, n, "fasa_vk_record_kv_cache_sync");
+    if (st == FASA_OK && cache->has_dims) {
+        struct fasa_exec exec = {.vk = fasa__vk(ctx), .ctx = ctx, .cmd = cmd, .embedded = true};
+        st = fasa__vk_sync(&exec, cache, layer, first, n);
+        st = fasa__vk_check(fasa__vk(ctx), st);
+    }
+    if (st == FASA_OK) cache->length[layer] = fasa__synced_length(cache, layer, first, n);
+    fasa__unlock(ctx);
+    return st;
+}

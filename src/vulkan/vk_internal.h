@@ -20,6 +20,16 @@ typedef enum vk_kernel {
     VK_K_DENSE8,
     VK_K_REDUCE,
     VK_K_FETCH,    /* FASA-M: needed rows, row-cache policy, staged copy */
+    /* External K/V caches (fasa_kv_cache_desc.external): built with the
+     * context's first such cache.  sync fills K_dom from the engine's K; the
+     * _X kernels are tip (oracle), fac and dense with the specialization
+     * constant EXT_KV, which addresses K and V by the engine's strides. */
+    VK_K_SYNC,
+    VK_K_TIP_X,
+    VK_K_FAC_X,
+    VK_K_FAC8_X,
+    VK_K_DENSE_X,
+    VK_K_DENSE8_X,
     VK_K_COUNT
 } vk_kernel;
 
@@ -146,7 +156,8 @@ struct vk_context {
 /* ---- cache ------------------------------------------------------------- */
 
 typedef struct vk_layer {
-    vk_array k, v, kd;
+    vk_array k, v, kd;           /* k and v stay empty on an external cache */
+    VkDeviceAddress k_ext, v_ext; /* external cache: where the engine's K and V start */
 } vk_layer;
 
 /* FASA-M device state (vk_fetch.c); absent for FASA-C caches. */
@@ -187,6 +198,7 @@ typedef struct vk_cache {
     vk_buf scratch;              /* per-step data, offsets below in words */
     vk_buf tables;               /* chunk tables, tip_map, union dims */
     uint32_t kv_stride;          /* tokens per KV head in K, V, K_dom */
+    uint32_t ext_ts, ext_hs;     /* external cache: the engine's K/V strides in words */
     uint32_t sc_stride;          /* scores per row, a multiple of VK_TOPK_TILE */
     uint32_t n_tiles;            /* sc_stride / VK_TOPK_TILE */
     uint32_t stage_tokens;
@@ -240,7 +252,8 @@ fasa_status fasa__vk_array_read(vk_context *vk, const vk_array *a, uint64_t row0
 
 /* vk_pipelines.c */
 fasa_status fasa__vk_pipelines_init(vk_context *vk);
-fasa_status fasa__vk_pipelines_ensure(vk_context *vk, int dtype);
+/* The pipelines of a storage dtype; with ext also those of external caches. */
+fasa_status fasa__vk_pipelines_ensure(vk_context *vk, int dtype, bool ext);
 void fasa__vk_pipelines_destroy(vk_context *vk);
 /* Creates one pipeline; required_subgroup_size 0 = the driver's choice. */
 VkResult fasa__vk_pipeline_create(vk_context *vk, vk_kernel k, int dtype,
@@ -287,6 +300,7 @@ fasa_status fasa__vk_transfer_stats_sync(fasa_kv_cache *cache);
 fasa_status fasa__vk_append(fasa_exec *exec, fasa_kv_cache *cache, uint32_t layer, uint32_t first,
                             uint32_t n, fasa_buffer *k, uint64_t k_offset, fasa_buffer *v,
                             uint64_t v_offset, fasa_dtype src_dtype);
+fasa_status fasa__vk_sync(fasa_exec *exec, fasa_kv_cache *cache, uint32_t layer, uint32_t first, uint32_t n);
 fasa_status fasa__vk_tip(fasa_exec *exec, const fasa_step *step);
 fasa_status fasa__vk_topk(fasa_exec *exec, const fasa_step *step);
 fasa_status fasa__vk_fac(fasa_exec *exec, const fasa_step *step);

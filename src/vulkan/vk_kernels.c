@@ -22,12 +22,19 @@ typedef struct push_append {
     uint32_t v_off, src_f32, has_dom, pad0;
 } push_append;
 
+typedef struct push_sync {
+    uint64_t k, kd_tab, dims;
+    uint32_t first, n, kv_stride, kd_shift;
+    uint32_t u_pad, ts, hs, pad0;
+} push_sync;
+
 typedef struct push_tip {
     uint64_t rows_tab, sc_tab, scratch, map;
     uint32_t L, lo, hi, G;
     uint32_t width, kv_stride, kv_shift, sc_stride;
     uint32_t sc_shift, q_off, hist_off, flags;
-    uint32_t d, u_pad, n_batches, pad1;
+    uint32_t d, u_pad, n_batches, ts;
+    uint32_t hs;
 } push_tip;
 
 typedef struct push_attend {
@@ -37,6 +44,7 @@ typedef struct push_attend {
     uint32_t count, n_batches, max_n_fac, maxs;
     float scale;
     uint32_t cps;
+    uint32_t ts, hs;
 } push_attend;
 
 typedef struct push_reduce {
@@ -46,6 +54,7 @@ typedef struct push_reduce {
 } push_reduce;
 
 _Static_assert(sizeof(push_append) <= VK_PUSH_MAX, "push_append");
+_Static_assert(sizeof(push_sync) <= VK_PUSH_MAX, "push_sync");
 _Static_assert(sizeof(push_tip) <= VK_PUSH_MAX, "push_tip");
 _Static_assert(sizeof(push_attend) <= VK_PUSH_MAX, "push_attend");
 _Static_assert(sizeof(push_reduce) <= VK_PUSH_MAX, "push_reduce");
@@ -109,6 +118,23 @@ fasa_status fasa__vk_append(fasa_exec *e, fasa_kv_cache *c, uint32_t layer, uint
 }
 
 /* ------------------------------------------------------------------------ */
+/* sync (external K/V): K_dom rows from the engine's K                       */
+/* ------------------------------------------------------------------------ */
+
+fasa_status fasa__vk_sync(fasa_exec *e, fasa_kv_cache *c, uint32_t layer, uint32_t first, uint32_t n)
+{
+    vk_cache *vc = c->impl;
+    const vk_layer *lay = &vc->layers[layer];
+    push_sync p = {lay->k_ext, lay->kd.table,
+                   vc->tables.addr + vc->dims_at + (uint64_t)layer * c->shape.n_kv_heads * c->u_pad * 4,
+                   first, n, vc->kv_stride, lay->kd.shift, c->u_pad, vc->ext_ts, vc->ext_hs, 0};
+    fasa__vk_barrier_all(e); /* the engine's writes of K (compute or transfer) come first */
+    fasa__vk_dispatch(e, VK_K_SYNC, fasa__vk_dtype(c), &p, sizeof p, n < 65535 ? n : 65535, c->shape.n_kv_heads);
+    fasa__vk_barrier_all(e);
+    return FASA_OK;
+}
+
+/* ------------------------------------------------------------------------ */
 /* Step prologue / epilogue                                                  */
 /* ------------------------------------------------------------------------ */
 
@@ -151,9 +177,12 @@ fasa_status fasa__vk_tip(fasa_exec *e, const fasa_step *step)
     vk_cache *vc = c->impl;
     const vk_layer *lay = &vc->layers[step->layer];
     const vk_array *rows = step->oracle ? &lay->k : &lay->kd;
+    bool ext = step->oracle && c->ext; /* oracle rows from the engine's K */
     push_tip p;
     memset(&p, 0, sizeof p);
-    p.rows_tab = rows->table;
+    p.rows_tab = ext ? lay->k_ext : rows->table;
+    p.ts = vc->ext_ts;
+    p.hs = vc->ext_hs;
     p.sc_tab = vc->scores.table;
     p.scratch = vc->scratch.addr;
     p.map = c->has_dims ? vc->tables.addr + vc->map_at + (uint64_t)step->layer * c->shape.n_q_heads * c->u_pad * 4 : 0;
@@ -173,7 +202,8 @@ fasa_status fasa__vk_tip(fasa_exec *e, const fasa_step *step)
     p.u_pad = c->u_pad;
     p.n_batches = step->select == FASA_GQA_PER_GROUP ? 1 : (c->group + 7) / 8;
     step_prologue(e, step, true);
-    fasa__vk_dispatch(e, VK_K_TIP, fasa__vk_dtype(c), &p, sizeof p, (step->L + VK_TIP_TOKENS - 1) / VK_TIP_TOKENS,
+    fasa__vk_dispatch(e, ext ? VK_K_TIP_X : VK_K_TIP, fasa__vk_dtype(c), &p, sizeof p,
+                      (step->L + VK_TIP_TOKENS - 1) / VK_TIP_TOKENS,
                       c->shape.n_kv_heads * p.n_batches);
     return FASA_OK;
 }
@@ -188,6 +218,13 @@ typedef struct attend_plan {
     vk_kernel kernel;
     uint32_t n_splits, gy;
 } attend_plan;
+
+/* The attention kernel for a cache: external caches run its _X variant. */
+static vk_kernel attend_kernel(const fasa_kv_cache *c, vk_kernel k)
+{
+    if (!c->ext) return k;
+    return k == VK_K_FAC ? VK_K_FAC_X : k == VK_K_FAC8 ? VK_K_FAC8_X : k == VK_K_DENSE ? VK_K_DENSE_X : VK_K_DENSE8_X;
+}
 
 static attend_plan plan_attend(fasa_exec *e, vk_kernel narrow, vk_kernel wide, uint32_t rows, uint32_t heads,
                                uint32_t count, push_attend *p)
@@ -210,8 +247,10 @@ static push_attend attend_push(const fasa_step *step)
     const vk_layer *lay = &vc->layers[step->layer];
     push_attend p;
     memset(&p, 0, sizeof p);
-    p.k_tab = lay->k.table;
-    p.v_tab = lay->v.table;
+    p.k_tab = c->ext ? lay->k_ext : lay->k.table;
+    p.v_tab = c->ext ? lay->v_ext : lay->v.table;
+    p.ts = vc->ext_ts;
+    p.hs = vc->ext_hs;
     p.scratch = vc->scratch.addr;
     p.q_off = vc->q_off;
     p.part_off = vc->part_off;
@@ -244,7 +283,8 @@ fasa_status fasa__vk_fac(fasa_exec *e, const fasa_step *step)
     attend_plan a = plan_attend(e, VK_K_FAC, VK_K_FAC8, step->n_rows, per_group ? step->cache->group : 1,
                                 step->n_fac, &p);
     fasa__vk_barrier(e); /* top-k (and fetch) -> fac */
-    fasa__vk_dispatch(e, a.kernel, fasa__vk_dtype(step->cache), &p, sizeof p, a.n_splits, a.gy);
+    fasa__vk_dispatch(e, attend_kernel(step->cache, a.kernel), fasa__vk_dtype(step->cache), &p, sizeof p, a.n_splits,
+                      a.gy);
     step_epilogue(e, step, a.n_splits);
     return FASA_OK;
 }
@@ -255,7 +295,7 @@ fasa_status fasa__vk_dense(fasa_exec *e, const fasa_step *step)
     push_attend p = attend_push(step);
     attend_plan a = plan_attend(e, VK_K_DENSE, VK_K_DENSE8, c->shape.n_kv_heads, c->group, step->L, &p);
     step_prologue(e, step, false);
-    fasa__vk_dispatch(e, a.kernel, fasa__vk_dtype(c), &p, sizeof p, a.n_splits, a.gy);
+    fasa__vk_dispatch(e, attend_kernel(c, a.kernel), fasa__vk_dtype(c), &p, sizeof p, a.n_splits, a.gy);
     step_epilogue(e, step, a.n_splits);
     return FASA_OK;
 }

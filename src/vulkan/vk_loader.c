@@ -1,13 +1,33 @@
 /* Per-context Vulkan function table (see vk_loader.h). */
-#include <vulkan/vulkan.h> /* with prototypes: vkGetInstanceProcAddr of the loader we link */
-
 #include "vk_loader.h"
+#include "dynlib.h"
 
 #include <stddef.h>
+#include <stdio.h>
 
-PFN_vkGetInstanceProcAddr fasa__vk_loader_gipa(void)
+fasa_status fasa__vk_open_loader(vk_fns *fn, char *msg, size_t msg_size)
 {
-    return vkGetInstanceProcAddr;
+    static const char *const names[] = FASA_VULKAN_LOADER_NAMES;
+    char why[512];
+    fn->lib = fasa__dynlib_open(names, why, sizeof why);
+    if (!fn->lib) {
+        snprintf(msg, msg_size, "vulkan: %s; install the Vulkan loader (Debian: libvulkan1) and a driver", why);
+        return FASA_ERROR_BACKEND_UNAVAILABLE;
+    }
+    PFN_vkGetInstanceProcAddr gipa = (PFN_vkGetInstanceProcAddr)fasa__dynlib_sym(fn->lib, "vkGetInstanceProcAddr");
+    const char *missing = "vkGetInstanceProcAddr";
+    if (!gipa || !fasa__vk_load_global(fn, gipa, &missing)) {
+        snprintf(msg, msg_size, "vulkan: the loader %s lacks %s", names[0], missing);
+        fasa__vk_close_loader(fn);
+        return FASA_ERROR_BACKEND_UNAVAILABLE;
+    }
+    return FASA_OK;
+}
+
+void fasa__vk_close_loader(vk_fns *fn)
+{
+    fasa__dynlib_close(fn->lib);
+    fn->lib = NULL;
 }
 
 #define LOAD_GLOBAL(name)                                                                          \

@@ -1,6 +1,10 @@
 /* Per-context Vulkan function table, loaded with vkGetInstanceProcAddr and
  * vkGetDeviceProcAddr (no global state, no global vk* symbols: the host's
- * loader may be another one than ours in embedding mode). */
+ * loader may be another one than ours in embedding mode).  libfasa does not
+ * link the Vulkan loader: a standalone context (and each device listing)
+ * opens libvulkan.so.1 at run time and closes it when done (dlopen counts
+ * references, so the loader stays mapped while any context uses it); an
+ * embedded context uses the host's get_instance_proc_addr and opens nothing. */
 #ifndef FASA_VK_LOADER_H
 #define FASA_VK_LOADER_H
 
@@ -9,7 +13,10 @@
 #endif
 #include <vulkan/vulkan.h>
 
+#include "fasa.h"
+
 #include <stdbool.h>
+#include <stddef.h>
 
 /* Loaded from vkGetInstanceProcAddr(NULL, ...). */
 #define FASA_VK_GLOBAL_FNS(X)                                                                      \
@@ -89,6 +96,7 @@
 #define FASA_VK_DECLARE(name) PFN_##name name;
 
 typedef struct vk_fns {
+    void *lib;                   /* the loader libfasa opened (fasa__vk_open_loader), or NULL */
     PFN_vkGetInstanceProcAddr vkGetInstanceProcAddr;
     FASA_VK_GLOBAL_FNS(FASA_VK_DECLARE)
     FASA_VK_INSTANCE_FNS(FASA_VK_DECLARE)
@@ -99,8 +107,13 @@ typedef struct vk_fns {
     PFN_vkGetBufferDeviceAddress vkGetBufferDeviceAddress;
 } vk_fns;
 
-/* The loader's own vkGetInstanceProcAddr (standalone mode). */
-PFN_vkGetInstanceProcAddr fasa__vk_loader_gipa(void);
+/* Standalone mode: opens the system Vulkan loader (libvulkan.so.1) into
+ * fn->lib and loads the global functions; BACKEND_UNAVAILABLE with the
+ * library's name and the dlerror() text in msg when it cannot. */
+fasa_status fasa__vk_open_loader(vk_fns *fn, char *msg, size_t msg_size);
+/* Closes fn->lib (NULL: nothing to do), after every instance made through
+ * it is destroyed. */
+void fasa__vk_close_loader(vk_fns *fn);
 /* Global functions; false names the first missing one in *missing. */
 bool fasa__vk_load_global(vk_fns *fn, PFN_vkGetInstanceProcAddr gipa, const char **missing);
 bool fasa__vk_load_instance(vk_fns *fn, VkInstance instance, const char **missing);

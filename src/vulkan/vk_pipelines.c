@@ -10,34 +10,36 @@
 #include <string.h>
 
 typedef struct kernel_info {
-    const char *base;      /* SPIR-V name; "_f16"/"_f32" appended when per dtype */
-    bool per_dtype;
+    const char *name[2];   /* per storage dtype (f16, f32); the same name twice when dtype-free */
+    const char *spirv[2];  /* the SPIR-V module each one runs */
+    bool ext;              /* external K/V only: EXT_KV = 1 (sync reads the engine's K anyway) */
 } kernel_info;
 
+#define PER_DTYPE(n, m) {n "_f16", n "_f32"}, {m "_f16", m "_f32"}
+#define ONE(n) {n, n}, {n, n}
+
 static const kernel_info kernels[VK_K_COUNT] = {
-    [VK_K_APPEND] = {"append", true},
-    [VK_K_TIP] = {"tip", true},
-    [VK_K_TOPK_SCAN] = {"topk_scan", false},
-    [VK_K_TOPK_PASS] = {"topk_pass", false},
-    [VK_K_FAC] = {"fac", true},
-    [VK_K_FAC8] = {"fac8", true},
-    [VK_K_DENSE] = {"dense", true},
-    [VK_K_DENSE8] = {"dense8", true},
-    [VK_K_REDUCE] = {"reduce", false},
-    [VK_K_FETCH] = {"fetch", false},
+    [VK_K_APPEND] = {PER_DTYPE("append", "append"), false},
+    [VK_K_TIP] = {PER_DTYPE("tip", "tip"), false},
+    [VK_K_TOPK_SCAN] = {ONE("topk_scan"), false},
+    [VK_K_TOPK_PASS] = {ONE("topk_pass"), false},
+    [VK_K_FAC] = {PER_DTYPE("fac", "fac"), false},
+    [VK_K_FAC8] = {PER_DTYPE("fac8", "fac8"), false},
+    [VK_K_DENSE] = {PER_DTYPE("dense", "dense"), false},
+    [VK_K_DENSE8] = {PER_DTYPE("dense8", "dense8"), false},
+    [VK_K_REDUCE] = {ONE("reduce"), false},
+    [VK_K_FETCH] = {ONE("fetch"), false},
+    [VK_K_SYNC] = {PER_DTYPE("sync", "sync"), true},
+    [VK_K_TIP_X] = {PER_DTYPE("tip_ext", "tip"), true},
+    [VK_K_FAC_X] = {PER_DTYPE("fac_ext", "fac"), true},
+    [VK_K_FAC8_X] = {PER_DTYPE("fac8_ext", "fac8"), true},
+    [VK_K_DENSE_X] = {PER_DTYPE("dense_ext", "dense"), true},
+    [VK_K_DENSE8_X] = {PER_DTYPE("dense8_ext", "dense8"), true},
 };
 
-bool fasa__vk_kernel_has_dtype(vk_kernel k) { return kernels[k].per_dtype; }
+bool fasa__vk_kernel_has_dtype(vk_kernel k) { return strcmp(kernels[k].name[0], kernels[k].name[1]) != 0; }
 
-const char *fasa__vk_kernel_name(vk_kernel k, int dtype)
-{
-    static const char *names[VK_K_COUNT][2] = {
-        {"append_f16", "append_f32"}, {"tip_f16", "tip_f32"}, {"topk_scan", "topk_scan"},
-        {"topk_pass", "topk_pass"},   {"fac_f16", "fac_f32"}, {"fac8_f16", "fac8_f32"},
-        {"dense_f16", "dense_f32"},   {"dense8_f16", "dense8_f32"}, {"reduce", "reduce"},
-        {"fetch", "fetch"}};
-    return names[k][dtype];
-}
+const char *fasa__vk_kernel_name(vk_kernel k, int dtype) { return kernels[k].name[dtype]; }
 
 static const fasa_vk_spirv *find_spirv(const char *name)
 {
@@ -49,15 +51,23 @@ static const fasa_vk_spirv *find_spirv(const char *name)
 /* Specialization constants of a kernel: ids[i] = values[i]. */
 static uint32_t spec_values(const vk_context *vk, vk_kernel k, uint32_t *id, uint32_t *v)
 {
+    uint32_t ext = kernels[k].ext && k != VK_K_SYNC; /* EXT_KV (constant_id 3) */
     switch (k) {
-    case VK_K_APPEND: id[0] = 0, v[0] = VK_WG_APPEND; return 1;
-    case VK_K_TIP: id[0] = 0, v[0] = VK_WG_TIP; id[1] = 2, v[1] = vk->tun.qmax; return 2;
+    case VK_K_APPEND:
+    case VK_K_SYNC: id[0] = 0, v[0] = VK_WG_APPEND; return 1;
+    case VK_K_TIP:
+    case VK_K_TIP_X: id[0] = 0, v[0] = VK_WG_TIP; id[1] = 2, v[1] = vk->tun.qmax; id[2] = 3, v[2] = ext; return 3;
     case VK_K_TOPK_SCAN: return 0;
     case VK_K_TOPK_PASS: id[0] = 0, v[0] = VK_WG_TOPK; return 1;
     case VK_K_FAC:
     case VK_K_FAC8:
     case VK_K_DENSE:
-    case VK_K_DENSE8: id[0] = 0, v[0] = VK_WG_ATTEND; id[1] = 2, v[1] = FASA_MAX_HEAD_DIM; return 2;
+    case VK_K_DENSE8:
+    case VK_K_FAC_X:
+    case VK_K_FAC8_X:
+    case VK_K_DENSE_X:
+    case VK_K_DENSE8_X:
+        id[0] = 0, v[0] = VK_WG_ATTEND; id[1] = 2, v[1] = FASA_MAX_HEAD_DIM; id[2] = 3, v[2] = ext; return 3;
     case VK_K_REDUCE: id[0] = 0, v[0] = VK_WG_REDUCE; id[1] = 1, v[1] = VK_MAX_SPLITS; return 2;
     case VK_K_FETCH: id[0] = 0, v[0] = VK_WG_FETCH; id[1] = 1, v[1] = VK_FETCH_RPW; return 2;
     default: return 0;
@@ -88,7 +98,7 @@ static VkResult create_pipeline(vk_context *vk, const VkComputePipelineCreateInf
 VkResult fasa__vk_pipeline_create(vk_context *vk, vk_kernel k, int dtype, uint32_t required_subgroup_size,
                                   VkPipelineCreateFlags flags, VkPipeline *out)
 {
-    const fasa_vk_spirv *spv = find_spirv(fasa__vk_kernel_name(k, dtype));
+    const fasa_vk_spirv *spv = find_spirv(kernels[k].spirv[dtype]);
     if (!spv) return VK_ERROR_INITIALIZATION_FAILED;
     VkShaderModule module = VK_NULL_HANDLE;
     VkResult r = create_module(vk, spv, &module);
@@ -115,11 +125,11 @@ VkResult fasa__vk_pipeline_create(vk_context *vk, vk_kernel k, int dtype, uint32
     return r;
 }
 
-fasa_status fasa__vk_pipelines_ensure(vk_context *vk, int dtype)
+fasa_status fasa__vk_pipelines_ensure(vk_context *vk, int dtype, bool ext)
 {
     for (int k = 0; k < VK_K_COUNT; k++) {
-        int d = kernels[k].per_dtype ? dtype : 0;
-        if (vk->pipes[k][d]) continue;
+        int d = fasa__vk_kernel_has_dtype((vk_kernel)k) ? dtype : 0;
+        if (vk->pipes[k][d] || (kernels[k].ext && !ext)) continue;
         VkResult r = fasa__vk_pipeline_create(vk, (vk_kernel)k, d, 0, 0, &vk->pipes[k][d]);
         if (r != VK_SUCCESS) {
             char what[96];

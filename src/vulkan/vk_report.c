@@ -36,8 +36,9 @@ static fasa_status open_instance(report *r, uint32_t device_index)
 {
     vk_context *vk = &r->vk;
     const char *missing = NULL;
-    if (!fasa__vk_load_global(&vk->fn, fasa__vk_loader_gipa(), &missing))
-        return fail(r, FASA_ERROR_BACKEND_UNAVAILABLE, "vulkan: the loader lacks %s", missing);
+    char why[FASA_ERROR_MAX];
+    if (fasa__vk_open_loader(&vk->fn, why, sizeof why) != FASA_OK)
+        return fail(r, FASA_ERROR_BACKEND_UNAVAILABLE, "%s", why);
     VkApplicationInfo app = {.sType = VK_STRUCTURE_TYPE_APPLICATION_INFO};
     app.pApplicationName = "libfasa compile report";
     app.apiVersion = VK_API_VERSION_1_3;
@@ -196,6 +197,7 @@ fasa_status fasa_vk_compile_report(uint32_t device_index, fasa_vk_report_row *ro
     if (vk->layout) vk->fn.vkDestroyPipelineLayout(vk->device, vk->layout, NULL);
     if (vk->device) vk->fn.vkDestroyDevice(vk->device, NULL);
     if (vk->instance) vk->fn.vkDestroyInstance(vk->instance, NULL);
+    fasa__vk_close_loader(&vk->fn);
     fasa__free(NULL, r);
     return st;
 }

@@ -1,5 +1,5 @@
 /* Vulkan backend top-k: exact MSD radix select with 8-bit digits over the
- * order-preserving keys of the TIP scores (GPU_NOTES §5), per selection row.
+ * order-preserving keys of the TIP scores (docs/SPEC.md §8), per selection row.
  *
  *   tip       writes the scores and the histogram of digit 0 (fused)
  *   scan 0    picks digit 0, writes the forced tokens (sinks, recent)

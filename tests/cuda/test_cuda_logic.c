@@ -337,8 +337,40 @@ static void check_plans(void)
     }
 }
 
+/* fasa_cu_row_at, the one place the kernels (attn.cu, tip.cu, the sync
+ * kernel of append.cu) turn (KV head, token) into a K/V row: libfasa's own
+ * arrays [Hkv][cap][d], and external token-major and head-major layouts,
+ * padded too, put every row at its element offset, inside the span the
+ * cache checks, and no two rows overlap. */
+static void check_row_at(void)
+{
+    enum { HKV = 3, CAP = 5, D = 4 };
+    const uint64_t strides[][2] = {{D, (uint64_t)CAP * D},            /* libfasa's own, head-major */
+                                   {HKV * D, D},                      /* token-major (llama.cpp) */
+                                   {HKV * (D + 2) + 2, D + 2},        /* token-major, padded */
+                                   {D + 2, CAP * (D + 2) + 4}};       /* head-major, padded */
+    for (size_t i = 0; i < sizeof strides / sizeof strides[0]; i++) {
+        uint64_t ts = strides[i][0], hs = strides[i][1];
+        uint64_t span = (CAP - 1) * ts + (HKV - 1) * hs + D;
+        uint8_t used[256] = {0};
+        bool ok = span <= sizeof used;
+        for (uint32_t g = 0; ok && g < HKV; g++)
+            for (uint32_t t = 0; ok && t < CAP; t++) {
+                uint64_t at = fasa_cu_row_at(g, t, ts, hs);
+                ok = at == t * ts + g * hs && at + D <= span;
+                for (uint32_t c = 0; ok && c < D; c++) ok = used[at + c]++ == 0;
+            }
+        CHECK(ok, "layout %zu (ts %llu, hs %llu): rows misplaced or overlapping", i, (unsigned long long)ts,
+              (unsigned long long)hs);
+    }
+    CHECK(fasa_cu_row_at(2, 7, 8, 1024) == 7 * 8 + 2 * 1024, "owned row of head 2, token 7");
+    CHECK(fasa_cu_row_at(1, 0xffffffffu, 0xfffffffeull, 8) == 0xffffffffull * 0xfffffffeull + 8,
+          "64-bit row offsets");
+}
+
 int main(void)
 {
+    check_row_at();
     check_keys();
     check_tip_nan();
     check_units();

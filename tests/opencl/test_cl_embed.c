@@ -79,7 +79,7 @@ static cl_uint refcount_mem(cl_mem m)
 
 static fasa_context *embed_context(const host_cl *h, uint32_t flags, fasa_status *st, char *msg, size_t msg_size)
 {
-    fasa_cl_embed e = {h->context, h->device, h->queue};
+    fasa_cl_embed e = {.context = h->context, .device = h->device, .queue = h->queue};
     fasa_context_desc d = {.backend = FASA_BACKEND_OPENCL, .embed = &e, .flags = flags,
                            .error_message = msg, .error_message_size = msg_size};
     fasa_context *ctx = NULL;
@@ -89,7 +89,7 @@ static fasa_context *embed_context(const host_cl *h, uint32_t flags, fasa_status
 
 static fasa_status embed_status(cl_context c, cl_device_id dev, cl_command_queue q, fasa_backend b, char *msg)
 {
-    fasa_cl_embed e = {c, dev, q};
+    fasa_cl_embed e = {.context = c, .device = dev, .queue = q};
     fasa_context_desc d = {.backend = b, .embed = &e, .error_message = msg, .error_message_size = 512};
     fasa_context *ctx = NULL;
     fasa_status st = fasa_context_create(&d, &ctx);
@@ -166,6 +166,67 @@ static void *enqueue_behind_gate(void *p)
     a->st = fasa_cl_enqueue_decode(a->cache, 1, &dd, a->q, Q_OFF, a->o, 0);
     a->done = 1;
     return NULL;
+}
+
+/* An external cache over the host's own cl_mems (kb, vb: token-major
+ * [N1 + N2][HKV][D] fp32 at offset 64 of kmem/vmem, the values of k and
+ * v): enqueue-only syncs, then the same outputs as a CPU-backend cache of
+ * the same values; the sync's bad inputs. */
+static void external_run(fasa_context *ctx, fasa_context *ref, const float *k, const float *v, fasa_buffer *kb,
+                         fasa_buffer *vb, fasa_buffer *qb, fasa_buffer *ob, cl_mem kmem, const float *q)
+{
+    fasa_calibration *cal = calib(ctx), *cal_ref = calib(ref);
+    fasa_buffer *ks[2] = {kb, kb}, *vs[2] = {vb, vb};
+    fasa_kv_external x = {.token_stride = HKV * D, .head_stride = D, .k = ks, .v = vs};
+    fasa_kv_cache_desc kd = {.shape = {2, HQ, HKV, D, FASA_ROPE_NORM}, .capacity = N1 + N2, .calibration = cal_ref,
+                             .dtype = FASA_DTYPE_F32};
+    fasa_kv_cache *cache = NULL, *rcache = NULL;
+    T_STATUS(ref, fasa_kv_cache_create(ref, &kd, &rcache), FASA_OK, NULL);
+    kd.calibration = cal;
+    kd.external = &x;
+    T_STATUS(ctx, fasa_kv_cache_create(ctx, &kd, &cache), FASA_OK, NULL);
+    if (!cache || !rcache) exit(1);
+    T_STATUS(ref, fasa_kv_cache_append(rcache, 1, N1 + N2, k, v, FASA_DTYPE_F32), FASA_OK, NULL);
+    T_STATUS(ctx, fasa_cl_enqueue_kv_cache_sync(cache, 1, 0, N1), FASA_OK, NULL);
+    T_STATUS(ctx, fasa_cl_enqueue_kv_cache_sync(cache, 1, N1, N2), FASA_OK, NULL);
+    uint32_t len = 0;
+    fasa_kv_cache_length(cache, 1, &len);
+    T_CHECK(len == N1 + N2, "length after enqueued syncs %u", len);
+    size_t nq = (size_t)HQ * D;
+    float *o = malloc(nq * 4), *o_ref = malloc(nq * 4);
+    const fasa_decode_desc descs[] = {{.n_fac = 64}, {.n_fac = 200, .gqa_select = FASA_GQA_PER_GROUP, .n_sink = 4},
+                                      {.mode = FASA_MODE_ORACLE, .n_fac = 128}, {.mode = FASA_MODE_DENSE}};
+    for (size_t i = 0; i < sizeof descs / sizeof descs[0]; i++) {
+        T_STATUS(ctx, fasa_decode_host(cache, 1, &descs[i], q, o, NULL), FASA_OK, NULL);
+        T_STATUS(ref, fasa_decode_host(rcache, 1, &descs[i], q, o_ref, NULL), FASA_OK, NULL);
+        T_CHECK(t_nmse(o_ref, o, nq) <= 1e-7, "external desc %zu: NMSE %g vs cpu", i, t_nmse(o_ref, o, nq));
+    }
+    T_STATUS(ctx, fasa_cl_enqueue_decode(cache, 1, &descs[0], qb, Q_OFF, ob, 0), FASA_OK, NULL);
+    /* the sync's bad inputs; a failure leaves the length */
+    const fasa_status INV = FASA_ERROR_INVALID_ARGUMENT;
+    T_CHECK(fasa_cl_enqueue_kv_cache_sync(NULL, 1, 0, 1) == INV, "sync with a NULL cache");
+    T_STATUS(ctx, fasa_cl_enqueue_kv_cache_sync(cache, 2, 0, 1), INV, "layer 2");
+    T_STATUS(ctx, fasa_cl_enqueue_kv_cache_sync(cache, 1, 0, 0), INV, "n is 0");
+    T_STATUS(ctx, fasa_cl_enqueue_kv_cache_sync(cache, 0, 5, 1), INV, "first (5) is past the 0");
+    T_STATUS(ctx, fasa_cl_enqueue_kv_cache_sync(cache, 1, 1, N1 + N2), FASA_ERROR_CAPACITY, "exceed the capacity");
+    T_STATUS(ref, fasa_cl_enqueue_kv_cache_sync(rcache, 1, 0, 1), FASA_ERROR_UNSUPPORTED, "backend is cpu");
+    fasa_kv_cache_length(cache, 1, &len);
+    T_CHECK(len == N1 + N2, "a failed sync changed the length to %u", len);
+    /* the kernels read element pairs from the start of the cl_mem: a wrap at
+     * 4 bytes does not start an fp32 pair */
+    fasa_buffer *odd = NULL;
+    T_STATUS(ctx, fasa_cl_buffer_wrap(ctx, kmem, 4, (N1 + N2) * HKV * D * 4, &odd), FASA_OK, NULL);
+    ks[0] = odd;
+    fasa_kv_cache *bad = NULL;
+    T_STATUS(ctx, fasa_kv_cache_create(ctx, &kd, &bad), INV, "desc.external->k[0]: the wrapped cl_mem offset");
+    T_CHECK(bad == NULL, "a refused create returned a cache");
+    fasa_buffer_destroy(odd);
+    free(o);
+    free(o_ref);
+    fasa_kv_cache_destroy(cache);
+    fasa_kv_cache_destroy(rcache);
+    fasa_calibration_destroy(cal);
+    fasa_calibration_destroy(cal_ref);
 }
 
 static void embedded_run(const host_cl *h, fasa_context *ref)
@@ -282,6 +343,7 @@ static void embedded_run(const host_cl *h, fasa_context *ref)
     }
     if (gate) clReleaseEvent(gate);
 
+    external_run(ctx, ref, k, v, kb, vb, qb, ob, kmem, q);
     bad_entry_points(ctx, ref, cache, rcache, kb, vb, qb, ob, h, kmem);
 
     fasa_kv_cache_destroy(cache);

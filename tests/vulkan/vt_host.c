@@ -125,7 +125,11 @@ hbuf make_buffer(host *h, VkDeviceSize size, VkBufferUsageFlags usage)
     while (type < mem.memoryTypeCount &&
            (!(req.memoryTypeBits & (1u << type)) || (mem.memoryTypes[type].propertyFlags & want) != want))
         type++;
-    VkMemoryAllocateInfo ai = {VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO, NULL, req.size, type};
+    /* device-address buffers (external K/V read in place) need memory that has addresses */
+    VkMemoryAllocateFlagsInfo fl = {.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_FLAGS_INFO};
+    fl.flags = VK_MEMORY_ALLOCATE_DEVICE_ADDRESS_BIT;
+    bool addr = (usage & VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT) != 0;
+    VkMemoryAllocateInfo ai = {VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO, addr ? &fl : NULL, req.size, type};
     vkAllocateMemory(h->dev, &ai, NULL, &b.mem);
     vkBindBufferMemory(h->dev, b.buf, b.mem, 0);
     vkMapMemory(h->dev, b.mem, 0, VK_WHOLE_SIZE, 0, &b.map);

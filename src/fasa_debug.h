@@ -1,6 +1,10 @@
-/* libfasa test hooks.  Not for production use: they exist so tests can
- * prove that every public call fails cleanly (right status, nothing
- * leaked, context still usable) when a resource acquisition fails. */
+/* libfasa test hooks, internal (not installed, not exported).  They exist
+ * so tests can prove that every public call fails cleanly (right status,
+ * nothing leaked, context still usable) when a resource acquisition fails.
+ * The functions have hidden visibility: libfasa.so does not export them
+ * (tests/abi checks `nm -D`), and tests call them by linking the static
+ * archive libfasa_internal (meson: fasa_internal_dep), built from the same
+ * objects as libfasa.so. */
 #ifndef FASA_DEBUG_H
 #define FASA_DEBUG_H
 
@@ -21,15 +25,15 @@ typedef enum fasa_fault {
 
 /* Arms a fault: the n-th event of `kind` from now on fails as the real
  * failure would (n = 0 disarms).  Counting restarts at every call. */
-FASA_API fasa_status fasa_debug_fault(fasa_context *ctx, fasa_fault kind, uint32_t n);
+fasa_status fasa_debug_fault(fasa_context *ctx, fasa_fault kind, uint32_t n);
 /* Events of `kind` seen since the last fasa_debug_fault call for it. */
-FASA_API uint32_t fasa_debug_fault_count(const fasa_context *ctx, fasa_fault kind);
+uint32_t fasa_debug_fault_count(const fasa_context *ctx, fasa_fault kind);
 /* fasa_context_create with the fault armed before the backend initialises,
  * so events of context creation (device setup, OpenCL program builds, the
  * CUDA kernel image load) count too.  On success the fault stays armed as
  * if fasa_debug_fault(*out, kind, n) had been called before creation. */
-FASA_API fasa_status fasa_debug_context_create(const fasa_context_desc *desc, fasa_fault kind, uint32_t n,
-                                               fasa_context **out);
+fasa_status fasa_debug_context_create(const fasa_context_desc *desc, fasa_fault kind, uint32_t n,
+                                      fasa_context **out);
 
 #ifdef __cplusplus
 }
