@@ -6,11 +6,12 @@
 namespace {
 
 /* One element from the source dtype into the storage dtype.  Equal dtypes
- * copy the bits, so a stored row is bit-identical to the CPU backend's. */
-__device__ __forceinline__ void put(__half *d, const __half *s) { *d = *s; }
-__device__ __forceinline__ void put(float *d, const float *s) { *d = *s; }
-__device__ __forceinline__ void put(__half *d, const float *s) { *d = __float2half_rn(*s); }
-__device__ __forceinline__ void put(float *d, const __half *s) { *d = __half2float(*s); }
+ * copy the bits, so a stored row is bit-identical to the CPU backend's;
+ * others go through the exact fp32 value and round once (store1). */
+template <typename D, typename S>
+__device__ __forceinline__ void put(D *d, const S *s) { fasa_cu::store1(d, fasa_cu::load1(s)); }
+template <typename T>
+__device__ __forceinline__ void put(T *d, const T *s) { *d = *s; }
 
 /* One block per (token, KV head); threads stride over the dims. */
 template <typename S, typename D>
@@ -62,21 +63,60 @@ cudaError_t launch(const fasa_cu_append_args *a, cudaStream_t stream)
     return fasa_cu::launched();
 }
 
+template <typename S>
+cudaError_t launch_to(const fasa_cu_append_args *a, cudaStream_t stream)
+{
+    switch (a->dst_dtype) {
+    case FASA_CU_F16: return launch<S, __half>(a, stream);
+    case FASA_CU_BF16: return launch<S, fasa_cu::bf16>(a, stream);
+    default: return launch<S, float>(a, stream);
+    }
+}
+
+template <typename T>
+cudaError_t launch_sync(const fasa_cu_sync_args *a, cudaStream_t stream)
+{
+    dim3 grid(a->n, a->n_kv_heads);
+    sync_kernel<T><<<grid, FASA_CU_APPEND_THREADS, 0, stream>>>(*a);
+    return fasa_cu::launched();
+}
+
+/* A q in a 16-bit io type widened to fp32, exactly. */
+template <typename T>
+__global__ void widen_kernel(const T *src, uint32_t n, float *dst)
+{
+    uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) dst[i] = fasa_cu::load1(src + i);
+}
+
 } // namespace
 
 extern "C" cudaError_t fasa_cu_append(const fasa_cu_append_args *a, cudaStream_t stream)
 {
     if (a->n == 0) return cudaSuccess;
-    if (a->src_f16) return a->dst_f16 ? launch<__half, __half>(a, stream) : launch<__half, float>(a, stream);
-    return a->dst_f16 ? launch<float, __half>(a, stream) : launch<float, float>(a, stream);
+    switch (a->src_dtype) {
+    case FASA_CU_F16: return launch_to<__half>(a, stream);
+    case FASA_CU_BF16: return launch_to<fasa_cu::bf16>(a, stream);
+    default: return launch_to<float>(a, stream);
+    }
 }
 
 extern "C" cudaError_t fasa_cu_sync(const fasa_cu_sync_args *a, cudaStream_t stream)
 {
     if (a->n == 0) return cudaSuccess;
-    dim3 grid(a->n, a->n_kv_heads);
-    if (a->f16) sync_kernel<__half><<<grid, FASA_CU_APPEND_THREADS, 0, stream>>>(*a);
-    else sync_kernel<float><<<grid, FASA_CU_APPEND_THREADS, 0, stream>>>(*a);
+    switch (a->dtype) {
+    case FASA_CU_F16: return launch_sync<__half>(a, stream);
+    case FASA_CU_BF16: return launch_sync<fasa_cu::bf16>(a, stream);
+    default: return launch_sync<float>(a, stream);
+    }
+}
+
+extern "C" cudaError_t fasa_cu_widen(const void *src, int dtype, uint32_t n, float *dst, cudaStream_t stream)
+{
+    if (n == 0) return cudaSuccess;
+    uint32_t blocks = (n + 127) / 128;
+    if (dtype == FASA_CU_BF16) widen_kernel<<<blocks, 128, 0, stream>>>(static_cast<const fasa_cu::bf16 *>(src), n, dst);
+    else widen_kernel<<<blocks, 128, 0, stream>>>(static_cast<const __half *>(src), n, dst);
     return fasa_cu::launched();
 }
 

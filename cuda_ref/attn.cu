@@ -117,9 +117,12 @@ __global__ void __launch_bounds__(TT) attend_kernel(fasa_cu_attend_args a)
 }
 
 /* One block per query head: o = sum_s acc_s * w_s / sum_s l_s * w_s with
- * w_s = exp(m_s - max m), and 0 where l is 0 (as reduce_partials). */
+ * w_s = exp(m_s - max m), and 0 where l is 0 (as reduce_partials), stored
+ * as O (fp32, or rounded to nearest even into a 16-bit io type). */
+template <typename O>
 __global__ void __launch_bounds__(FASA_CU_RED_THREADS) reduce_kernel(fasa_cu_reduce_args a)
 {
+    O *out = static_cast<O *>(a.o);
     uint32_t h = blockIdx.x, d = a.head_dim, stride = d + 2;
     const float *p = a.part + (size_t)h * a.pmax * stride;
     float mx = FASA_NEG_START, l = 0.0f;
@@ -128,7 +131,7 @@ __global__ void __launch_bounds__(FASA_CU_RED_THREADS) reduce_kernel(fasa_cu_red
     for (uint32_t c = threadIdx.x; c < d; c += blockDim.x) {
         float o = 0.0f;
         for (uint32_t s = 0; s < a.n_parts; s++) o += p[(size_t)s * stride + 2 + c] * expf(p[(size_t)s * stride] - mx);
-        a.o[(size_t)h * d + c] = l > 0.0f ? o / l : 0.0f;
+        fasa_cu::store1(out + (size_t)h * d + c, l > 0.0f ? o / l : 0.0f);
     }
 }
 
@@ -139,14 +142,21 @@ extern "C" cudaError_t fasa_cu_attend(const fasa_cu_attend_args *a, cudaStream_t
     int per_head_rows = a->sel && !a->per_group;
     dim3 grid(a->split.n_splits, fasa_cu_units(per_head_rows, a->n_q_heads, a->n_kv_heads, a->group));
     if (grid.x == 0 || grid.y == 0) return cudaSuccess;
-    if (a->f16) attend_kernel<__half><<<grid, TT, 0, stream>>>(*a);
-    else attend_kernel<float><<<grid, TT, 0, stream>>>(*a);
+    switch (a->dtype) {
+    case FASA_CU_F16: attend_kernel<__half><<<grid, TT, 0, stream>>>(*a); break;
+    case FASA_CU_BF16: attend_kernel<fasa_cu::bf16><<<grid, TT, 0, stream>>>(*a); break;
+    default: attend_kernel<float><<<grid, TT, 0, stream>>>(*a); break;
+    }
     return fasa_cu::launched();
 }
 
 extern "C" cudaError_t fasa_cu_reduce(const fasa_cu_reduce_args *a, cudaStream_t stream)
 {
     if (a->n_q_heads == 0) return cudaSuccess;
-    reduce_kernel<<<a->n_q_heads, FASA_CU_RED_THREADS, 0, stream>>>(*a);
+    switch (a->o_type) {
+    case FASA_CU_IO_F16: reduce_kernel<__half><<<a->n_q_heads, FASA_CU_RED_THREADS, 0, stream>>>(*a); break;
+    case FASA_CU_IO_BF16: reduce_kernel<fasa_cu::bf16><<<a->n_q_heads, FASA_CU_RED_THREADS, 0, stream>>>(*a); break;
+    default: reduce_kernel<float><<<a->n_q_heads, FASA_CU_RED_THREADS, 0, stream>>>(*a); break;
+    }
     return fasa_cu::launched();
 }

@@ -4,8 +4,9 @@
  * Each function enqueues its kernels on `stream` and returns the launch
  * status (cudaGetLastError after the launches); none allocates, copies or
  * synchronises.  Pointers are device pointers, already offset to the data
- * the kernels use; element types follow the f16 flags (IEEE binary16
- * storage, fp32 arithmetic) or are named.  The host side is src/cuda.
+ * the kernels use; element types follow the dtype fields (FASA_CU_F16,
+ * _F32, _BF16 of fasa_cuda_logic.h: the fasa_dtype values; fp32 arithmetic)
+ * or are named.  The host side is src/cuda.
  */
 #ifndef FASA_CUDA_LAUNCH_H
 #define FASA_CUDA_LAUNCH_H
@@ -22,13 +23,13 @@ extern "C" {
 
 /* append: tokens [first, first + n) of one layer from k/v [n][Hkv][d]. */
 typedef struct fasa_cu_append_args {
-    const void *k, *v;            /* source rows, f16 or f32 by src_f16 */
-    int src_f16;
+    const void *k, *v;            /* source rows, of type src_dtype */
+    int src_dtype;
     void *k_dst, *v_dst;          /* layer storage [Hkv][cap][d] */
     void *kdom;                   /* layer K_dom [Hkv][cap][u_pad], or NULL */
     const uint16_t *udims;        /* the layer's union dims [Hkv][u_pad] */
     const uint32_t *usize;        /* the layer's union sizes [Hkv] */
-    int dst_f16;                  /* storage dtype */
+    int dst_dtype;                /* storage dtype */
     uint32_t first, n, n_kv_heads, head_dim, cap, u_pad;
 } fasa_cu_append_args;
 
@@ -41,7 +42,7 @@ typedef struct fasa_cu_sync_args {
     void *kdom;                   /* layer K_dom [Hkv][cap][u_pad] */
     const uint16_t *udims;        /* the layer's union dims [Hkv][u_pad] */
     const uint32_t *usize;        /* the layer's union sizes [Hkv] */
-    int f16;                      /* storage dtype (the engine's) */
+    int dtype;                    /* storage dtype (the engine's) */
     uint32_t first, n, n_kv_heads, cap, u_pad;
 } fasa_cu_sync_args;
 
@@ -51,7 +52,7 @@ typedef struct fasa_cu_sync_args {
 typedef struct fasa_cu_tip_args {
     const void *rows;             /* row (g, j) at fasa_cu_row_at(g, j, ts, hs) */
     uint64_t ts, hs;              /* K_dom: width, cap * width; oracle: K's strides */
-    int f16;
+    int dtype;
     uint32_t width, L, n_kv_heads, group, head_dim;
     const float *q;               /* [Hq][d] */
     const int16_t *tip_map;       /* the layer's [Hq][u_pad]; NULL = oracle (q as is) */
@@ -81,7 +82,7 @@ typedef struct fasa_cu_topk_args {
 typedef struct fasa_cu_attend_args {
     const void *k, *v;            /* row (g, t) at fasa_cu_row_at(g, t, ts, hs) */
     uint64_t ts, hs;              /* libfasa's storage [Hkv][cap][d]: d, cap * d */
-    int f16;
+    int dtype;
     uint32_t head_dim, group, n_q_heads, n_kv_heads;
     const float *q;               /* [Hq][d] */
     const int32_t *sel;           /* [rows][sel_stride] or NULL (dense) */
@@ -98,7 +99,8 @@ typedef struct fasa_cu_attend_args {
 typedef struct fasa_cu_reduce_args {
     const float *part;
     uint32_t pmax, n_parts, n_q_heads, head_dim;
-    float *o;                     /* [Hq][d] */
+    void *o;                      /* [Hq][d] of o_type */
+    int o_type;                   /* FASA_CU_IO_*: fp32, or rounded into 16 bits */
 } fasa_cu_reduce_args;
 
 cudaError_t fasa_cu_append(const fasa_cu_append_args *a, cudaStream_t stream);
@@ -107,6 +109,8 @@ cudaError_t fasa_cu_tip(const fasa_cu_tip_args *a, cudaStream_t stream);
 cudaError_t fasa_cu_topk(const fasa_cu_topk_args *a, cudaStream_t stream);
 cudaError_t fasa_cu_attend(const fasa_cu_attend_args *a, cudaStream_t stream);
 cudaError_t fasa_cu_reduce(const fasa_cu_reduce_args *a, cudaStream_t stream);
+/* A q of n 16-bit elements (dtype FASA_CU_F16 or _BF16) widened into dst. */
+cudaError_t fasa_cu_widen(const void *src, int dtype, uint32_t n, float *dst, cudaStream_t stream);
 /* fetch (FASA-M): counts the distinct rows each KV head needs and, with
  * a->staged, places them in device slots, copies the misses and remaps
  * the selection (fasa_cuda_fetch.h). */

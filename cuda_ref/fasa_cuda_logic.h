@@ -246,6 +246,30 @@ FASA_HD fasa_cu_split fasa_cu_plan_split(uint32_t n, uint32_t units, uint32_t ta
     return s;
 }
 
+/* ------------------------------------------------------------------------ */
+/* Element types                                                             */
+/* ------------------------------------------------------------------------ */
+
+/* The element types of the kernels' launch arguments: the fasa_dtype
+ * values (K/V storage, append sources) and the fasa_io_type values (q, o). */
+enum { FASA_CU_F16 = 0, FASA_CU_F32 = 1, FASA_CU_BF16 = 2 };
+enum { FASA_CU_IO_F32 = 0, FASA_CU_IO_F16 = 1, FASA_CU_IO_BF16 = 2 };
+
+/* The storage type (FASA_CU_*) of an io type (FASA_CU_IO_*). */
+FASA_HD int fasa_cu_io_dtype(int io) { return io == FASA_CU_IO_F16 ? FASA_CU_F16 : io == FASA_CU_IO_BF16 ? FASA_CU_BF16 : FASA_CU_F32; }
+
+/* bfloat16 on the bits of an fp32 (the kernels pass __float_as_uint):
+ * widening is exact (the top half), narrowing rounds to nearest even with
+ * a carry into the exponent (to Inf from 0x7f7f8000) and keeps a NaN a NaN
+ * of its sign and top payload, made quiet: bit for bit src/half.c's
+ * fasa__float_to_bf16 (tests/cuda/test_cuda_logic.c checks it). */
+FASA_HD uint32_t fasa_cu_bf16_to_f32_bits(uint16_t b) { return (uint32_t)b << 16; }
+FASA_HD uint16_t fasa_cu_f32_bits_to_bf16(uint32_t u)
+{
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
 /* Partial slots per head: as many as fit a 64 MiB partials buffer, capped
  * at FASA_CU_MAX_SPLITS, at least 1. */
 FASA_HD uint32_t fasa_cu_plan_pmax(uint32_t n_q_heads, uint32_t head_dim)

@@ -114,7 +114,10 @@ extern "C" cudaError_t fasa_cu_tip(const fasa_cu_tip_args *a, cudaStream_t strea
 {
     if (a->L == 0) return cudaSuccess;
     dim3 grid((a->L + FASA_CU_TIP_THREADS - 1) / FASA_CU_TIP_THREADS, a->n_kv_heads);
-    if (a->f16) tip_kernel<__half><<<grid, FASA_CU_TIP_THREADS, 0, stream>>>(*a);
-    else tip_kernel<float><<<grid, FASA_CU_TIP_THREADS, 0, stream>>>(*a);
+    switch (a->dtype) {
+    case FASA_CU_F16: tip_kernel<__half><<<grid, FASA_CU_TIP_THREADS, 0, stream>>>(*a); break;
+    case FASA_CU_BF16: tip_kernel<fasa_cu::bf16><<<grid, FASA_CU_TIP_THREADS, 0, stream>>>(*a); break;
+    default: tip_kernel<float><<<grid, FASA_CU_TIP_THREADS, 0, stream>>>(*a); break;
+    }
     return fasa_cu::launched();
 }

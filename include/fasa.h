@@ -41,7 +41,8 @@
  *    are scanned; a non-finite value is rejected with FASA_ERROR_NON_FINITE
  *    naming the field and element, and nothing is written.  k/v count as
  *    stored: a finite value that overflows the cache dtype (|x| >= 65520 in
- *    an fp16 cache) is rejected too.
+ *    an fp16 cache, an fp32 |x| >= 0x1.fep127 in a bf16 cache) is rejected
+ *    too.
  *  - Device-buffer inputs are not scanned (that would cost a pass over them).
  *    With non-finite device inputs: a TIP score depends only on the head's
  *    own dims (NaN/Inf in dims only other heads use do not touch it); a NaN
@@ -163,10 +164,30 @@ typedef enum fasa_device_type {
     FASA_DEVICE_CPU          /* a CPU: the CPU backend, lavapipe, PoCL */
 } fasa_device_type;
 
+/* Element types of K and V: the storage of a cache (K, V and K_dom), the
+ * source of an append and the engine's K/V of an external cache.  All
+ * arithmetic is fp32 whatever the storage.  Conversions (an append from
+ * one type into another) round to nearest even; NaN stays NaN (quiet);
+ * fp32 -> fp16 overflows to Inf from 65520, fp32 -> bf16 only within the
+ * last half ulp below FLT_MAX (|x| >= 0x1.fep127, about 3.3961e38); every
+ * fp16 and bf16 value widens to fp32 exactly. */
 typedef enum fasa_dtype {
     FASA_DTYPE_F16 = 0,      /* IEEE binary16 storage, fp32 arithmetic (default) */
-    FASA_DTYPE_F32
+    FASA_DTYPE_F32,
+    FASA_DTYPE_BF16          /* bfloat16: the top 16 bits of an fp32 (8-bit exponent,
+                                7-bit fraction), fp32 arithmetic */
 } fasa_dtype;
+
+/* Element types of the query and output rows of a decode step
+ * (fasa_decode_desc.q_type / o_type).  A type of its own because q and o
+ * were always fp32: 0 keeps meaning fp32 here, while fasa_dtype's 0 is
+ * fp16.  q is widened to fp32 exactly before any arithmetic, o is rounded
+ * to nearest even from the fp32 result as the last operation. */
+typedef enum fasa_io_type {
+    FASA_IO_F32 = 0,         /* float (default) */
+    FASA_IO_F16,             /* IEEE binary16 bits (uint16_t) */
+    FASA_IO_BF16             /* bfloat16 bits (uint16_t) */
+} fasa_io_type;
 
 /* Which dims of a head form a RoPE rotation pair (docs/SPEC.md §3). */
 typedef enum fasa_rope_layout {
@@ -309,6 +330,12 @@ typedef struct fasa_context_desc {
                                      creates missing directories user-only (0700). */
     char *error_message;          /* optional: receives the reason when creation fails */
     size_t error_message_size;
+    uint64_t device_memory_budget;/* bytes of device memory the context may allocate
+                                     (buffers, caches, scratch, staging), 0 = no limit;
+                                     an allocation past it fails with
+                                     FASA_ERROR_OUT_OF_DEVICE_MEMORY.  Enforced by the
+                                     Vulkan backend; other backends refuse a value
+                                     other than 0 (FASA_ERROR_UNSUPPORTED). */
     const void *next;             /* extension chain (fasa_struct_header), NULL */
 } fasa_context_desc;
 
@@ -329,6 +356,11 @@ FASA_API fasa_status fasa_context_finish(fasa_context *ctx);
  * timestamps on GPU backends and wall clock on the CPU backend.  Needs
  * FASA_CONTEXT_PROFILE; returns FASA_ERROR_UNSUPPORTED otherwise. */
 FASA_API fasa_status fasa_context_last_step_ns(const fasa_context *ctx, uint64_t *ns);
+/* Device memory the context holds now (every allocation libfasa made, or
+ * made through an embedding host's allocator, that is not yet freed) and
+ * its desc.device_memory_budget (0 = none).  Vulkan only; other backends
+ * return FASA_ERROR_UNSUPPORTED. */
+FASA_API fasa_status fasa_context_device_memory(const fasa_context *ctx, uint64_t *used, uint64_t *budget);
 
 /* ------------------------------------------------------------------------ */
 /* Buffers: memory the backend's kernels can read and write                  */
@@ -474,8 +506,8 @@ FASA_API void fasa_calibrator_destroy(fasa_calibrator *cal);
  *
  * Element c of KV head g, token t of layer l's K is at byte
  *     k_offset[l] + (t * token_stride + g * head_stride + c) * element size
- * of k[l] (likewise V), in the cache dtype (fasa_kv_cache_desc.dtype: F16
- * or F32).  Token-major [token][kv_head][d] (llama.cpp, vLLM):
+ * of k[l] (likewise V), in the cache dtype (fasa_kv_cache_desc.dtype: F16,
+ * BF16 or F32).  Token-major [token][kv_head][d] (llama.cpp, vLLM):
  * token_stride = n_kv_heads * d, head_stride = d; head-major
  * [kv_head][token][d]: token_stride = d, head_stride = capacity * d; padded
  * strides are fine.  Rules (each failure names the field):
@@ -486,7 +518,7 @@ FASA_API void fasa_calibrator_destroy(fasa_calibrator *cal);
  *    token_stride >= d); a stride that is never used (token_stride with
  *    capacity 1, head_stride with one KV head) is not checked;
  *  - both strides are even and below 2^32 elements, and every offset is a
- *    multiple of two elements (4 bytes for F16, 8 for F32): the kernels
+ *    multiple of two elements (4 bytes for F16/BF16, 8 for F32): the kernels
  *    read elements in pairs;
  *  - every buffer holds all capacity tokens of its layer under the strides,
  *    belongs to the cache's context and stays alive, unchanged in size,
@@ -515,7 +547,8 @@ typedef struct fasa_kv_cache_desc {
     uint32_t capacity;            /* tokens per layer, > 0 */
     fasa_dtype dtype;             /* storage, 0 = F16 (docs/SPEC.md default; half the
                                      bytes of F32, outputs differ from an F32
-                                     cache by fp16 rounding of K and V) */
+                                     cache by fp16 rounding of K and V); BF16
+                                     the same size with fp32's range */
     const fasa_calibration *calibration; /* needed for FASA_MODE_FASA; copied */
     const uint32_t *dense_layers; /* layers always decoded densely; with
                                      n_dense_layers = 0 the default is {0} */
@@ -563,9 +596,11 @@ FASA_API fasa_status fasa_kv_cache_host_memory_requirements(fasa_context *ctx, c
 FASA_API fasa_context *fasa_kv_cache_context(const fasa_kv_cache *cache);
 
 /* Appends n tokens to one layer.  k and v are [n][Hkv][d] host arrays in
- * src_dtype (F32 floats or F16 bits as uint16_t).  Rejects values that are
- * not finite once stored in the cache dtype (NaN, Inf, and |x| >= 65520 for
- * an F16 cache) and appending past capacity without writing anything.  Each call is
+ * src_dtype (F32 floats, or F16 / BF16 bits as uint16_t), converted to the
+ * cache dtype (round to nearest even; equal types copy the bits).  Rejects
+ * values that are not finite once stored in the cache dtype (NaN, Inf,
+ * |x| >= 65520 for an F16 cache, |x| >= 0x1.fep127 from fp32 into a BF16
+ * cache) and appending past capacity without writing anything.  Each call is
  * atomic for its layer only: an engine appending layer by layer that fails
  * at layer l rewinds layers 0..l-1 with fasa_kv_cache_truncate.  External
  * caches (desc.external) take no appends (INVALID_ARGUMENT): the engine
@@ -641,6 +676,11 @@ typedef struct fasa_decode_desc {
     uint32_t n_recent;            /* last tokens always kept (inside the budget) */
     fasa_gqa_select gqa_select;   /* 0 = per query head */
     uint32_t flags;               /* FASA_DECODE_* */
+    fasa_io_type q_type;          /* element type of q, 0 = fp32 (fasa_decode and the
+                                     record/enqueue variants; fasa_decode_host takes
+                                     fp32 only) */
+    fasa_io_type o_type;          /* element type of o, 0 = fp32 (likewise) */
+    /* (new fields before 1.0 go here, above next) */
     const void *next;             /* extension chain (fasa_struct_header), NULL */
 } fasa_decode_desc;
 
@@ -680,16 +720,19 @@ typedef struct fasa_decode_outputs {
 } fasa_decode_outputs;
 
 /* Enqueues one decode step of `layer` on the context's queue.  q is
- * [Hq][d] fp32 at q_offset in a buffer, o is written as [Hq][d] fp32
- * (a FASA_DECODE_PREFETCH step writes no o; o may then be NULL).
+ * [Hq][d] at q_offset in a buffer, o is written as [Hq][d], each in the
+ * element type desc->q_type / o_type (fp32 by default; offsets are
+ * multiples of 4 bytes; a FASA_DECODE_PREFETCH step writes no o; o may
+ * then be NULL).
  * On standalone GPU contexts the step is submitted and waited for; engines
  * that record into their own command buffers use the backend headers. */
 FASA_API fasa_status fasa_decode(fasa_kv_cache *cache, uint32_t layer,
                                  const fasa_decode_desc *desc, fasa_buffer *q,
                                  uint64_t q_offset, fasa_buffer *o, uint64_t o_offset);
-/* Host-pointer convenience: q and o are host arrays [Hq][d] fp32; q is
- * scanned for NaN/Inf.  outputs (optional) receives the selection.  o may
- * be NULL with FASA_DECODE_PREFETCH. */
+/* Host-pointer convenience: q and o are host arrays [Hq][d] fp32 (desc's
+ * q_type and o_type must be FASA_IO_F32; 16-bit q and o go through
+ * fasa_decode); q is scanned for NaN/Inf.  outputs (optional) receives the
+ * selection.  o may be NULL with FASA_DECODE_PREFETCH. */
 FASA_API fasa_status fasa_decode_host(fasa_kv_cache *cache, uint32_t layer,
                                       const fasa_decode_desc *desc, const float *q, float *o,
                                       fasa_decode_outputs *outputs);

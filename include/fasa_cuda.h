@@ -50,8 +50,9 @@
  *  - fasa_cuda_buffer_pointer() returns the device pointer of any buffer of
  *    a CUDA context (library-created buffers included).
  *
- * What each enqueued step reads and writes: q (read), o (written: [Hq][d]
- * fp32), the cache's storage (read) and its scratch (scores, selection,
+ * What each enqueued step reads and writes: q (read), o (written: [Hq][d],
+ * each in the decode desc's q_type / o_type, fp32 by default), the cache's
+ * storage (read) and its scratch (scores, selection,
  * top-k state, partials: written).  fasa_cuda_enqueue_append reads k and v
  * and writes the layer's K, V and K_dom rows of the new tokens.  Two
  * contexts never share scratch; steps of one cache must not overlap in

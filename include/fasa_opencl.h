@@ -40,7 +40,8 @@
  *  - Offsets are in bytes and must be multiples of 4.
  *
  * What each enqueued step reads and writes: q (read), o (written:
- * [Hq][d] fp32), the cache's storage (read) and its scratch (scores,
+ * [Hq][d], each in the decode desc's q_type / o_type, fp32 by default),
+ * the cache's storage (read) and its scratch (scores,
  * selection, partials: written).  fasa_cl_enqueue_append reads k and v and
  * writes the layer's K, V and K_dom rows of the new tokens.
  */

@@ -10,10 +10,15 @@
  *   e.get_instance_proc_addr = vkGetInstanceProcAddr;
  *   e.api_version = VK_API_VERSION_1_2;           // what the instance was created with
  *   e.buffer_device_address_enabled = true;       // see "Device requirements"
- *   fasa_context_desc cd = {.backend = FASA_BACKEND_VULKAN, .embed = &e};
+ *   e.memory_allocator = (fasa_vk_memory_allocator){my_alloc, my_free, me}; // optional
+ *   e.flags = FASA_VK_EMBED_RECORD_CACHE_INIT;    // optional: creation never submits
+ *   fasa_context_desc cd = {.backend = FASA_BACKEND_VULKAN, .embed = &e,
+ *                           .device_memory_budget = 512 << 20};  // optional
  *   fasa_context_create(&cd, &ctx);
+ *   fasa_kv_cache_create(ctx, &kd, &cache);
  *   fasa_vk_buffer_wrap(ctx, my_q_buffer, 0, bytes, &q);   // likewise o, k, v
  *   vkBeginCommandBuffer(cmd, ...);
+ *   fasa_vk_record_kv_cache_init(cache, cmd);     // with the flag: once, first
  *   fasa_vk_record_append(cache, layer, 1, cmd, k, 0, v, 0, FASA_DTYPE_F32);
  *   fasa_vk_record_decode(cache, layer, &desc, cmd, q, 0, o, 0);
  *   vkEndCommandBuffer(cmd); vkQueueSubmit(...);
@@ -45,20 +50,125 @@
  *  - The wrap does not take ownership; fasa_buffer_destroy frees only the
  *    wrapper.  Keep the VkBuffer alive while the wrapper is used.
  *
+ * Device memory (fasa_vk_embed.memory_allocator, fasa_context_desc.device_memory_budget)
+ *  - Every VkDeviceMemory libfasa uses comes from one place: its own
+ *    vkAllocateMemory (+ vkMapMemory of host-visible coherent types), or,
+ *    when the host sets memory_allocator, the host's allocate callback (VMA
+ *    or the engine's own; libfasa then never calls vkAllocateMemory,
+ *    vkMapMemory or vkFreeMemory for them).  The one exception is the import
+ *    of application host memory (fasa_kv_cache_desc.host_memory), which
+ *    libfasa makes itself and counts in no budget.
+ *  - libfasa creates its VkBuffers (usage TRANSFER_SRC | TRANSFER_DST |
+ *    STORAGE_BUFFER | SHADER_DEVICE_ADDRESS), asks for memory meeting the
+ *    requirements in the request (one buffer's, or a block holding several
+ *    buffers of a cache: size up to 1 GiB, alignment the largest of theirs,
+ *    memoryTypeBits the intersection) and binds the buffers itself with
+ *    vkBindBufferMemory at out->offset (+ the buffer's place in the block).
+ *  - The memory must be allocated with request->allocate_flags in a
+ *    VkMemoryAllocateFlagsInfo (today always
+ *    VK_MEMORY_ALLOCATE_DEVICE_ADDRESS_BIT: libfasa's buffers have device
+ *    addresses).  VMA: create the VmaAllocator with
+ *    VMA_ALLOCATOR_CREATE_BUFFER_DEVICE_ADDRESS_BIT.
+ *  - Host access: request->map = true (libfasa's staging buffer and the
+ *    FASA-M counters) requires a persistent mapping of host-visible,
+ *    host-coherent memory in out->mapped (the address of out->offset).
+ *    Otherwise a mapping is optional but used when given for a
+ *    HOST_COHERENT type: then libfasa writes its tables and reads results
+ *    through it instead of through its staging buffer and a submission.
+ *    libfasa never maps or unmaps memory it got from the allocator.
+ *  - allocate is called only from inside fasa_context_create (libfasa's
+ *    8 MiB staging buffer), fasa_kv_cache_create and fasa_buffer_create, on
+ *    the calling thread, with the context locked; free from the matching
+ *    destroy call (or a failing create).  Record calls never allocate.
+ *  - A VMA host, for example (the VmaAllocator in user):
+ *
+ *      static VkResult vma_allocate(void *user, const fasa_vk_memory_request *r,
+ *                                   fasa_vk_memory_allocation *out)
+ *      {
+ *          VmaAllocationCreateInfo ci = {0};
+ *          ci.requiredFlags = r->required_flags;
+ *          ci.preferredFlags = r->preferred_flags;
+ *          if (r->map) ci.flags = VMA_ALLOCATION_CREATE_MAPPED_BIT;
+ *          VmaAllocation a;
+ *          VmaAllocationInfo info;
+ *          VkResult res = vmaAllocateMemory(user, &r->requirements, &ci, &a, &info);
+ *          if (res != VK_SUCCESS) return res;
+ *          out->memory = info.deviceMemory;
+ *          out->offset = info.offset;
+ *          out->memory_type_index = info.memoryType;
+ *          out->mapped = info.pMappedData;
+ *          out->allocation = a;
+ *          return VK_SUCCESS;
+ *      }
+ *      static void vma_free(void *user, void *a) { vmaFreeMemory(user, a); }
+ *
+ *  - libfasa checks what allocate returns (a memory type in
+ *    memoryTypeBits with required_flags, an aligned offset, a mapping where
+ *    one is required): a bad answer is handed back to free and the call fails
+ *    with FASA_ERROR_INVALID_ARGUMENT naming desc.embed->memory_allocator.  A
+ *    failed allocate (its VkResult) fails the call like a failed
+ *    vkAllocateMemory; VK_ERROR_OUT_OF_DEVICE_MEMORY is
+ *    FASA_ERROR_OUT_OF_DEVICE_MEMORY.  Nothing of a failed create is kept.
+ *  - The budget (fasa_context_desc.device_memory_budget, 0 = none) counts
+ *    the bytes of every allocation above (requirements.size through the
+ *    allocator), host-visible memory included; an allocation that would
+ *    exceed it fails with FASA_ERROR_OUT_OF_DEVICE_MEMORY and a message
+ *    with the numbers (a cache's KV arrays are checked as a whole before
+ *    any of them is allocated; a failed create frees what it allocated).
+ *    fasa_context_device_memory reports the bytes in use,
+ *    fasa_kv_cache_memory a cache's share.  Where the physical device offers
+ *    VK_EXT_memory_budget, out-of-memory messages add the heap's budget and
+ *    usage from it (reporting only).
+ *
+ * Queue submissions on the host's queue (embedded contexts)
+ *  - Only these calls submit to fasa_vk_embed.queue, each time with
+ *    libfasa's own command pool and buffer, and wait for their own fence
+ *    (never vkQueueWaitIdle or vkDeviceWaitIdle):
+ *      fasa_decode, fasa_decode_host, fasa_kv_cache_append,
+ *      fasa_kv_cache_append_buffers, fasa_kv_cache_sync     always;
+ *      fasa_buffer_write, fasa_buffer_read                 when the buffer is
+ *        not host-mapped (always for wrapped host buffers);
+ *      fasa_kv_cache_read                                  when the rows are
+ *        not host-mapped (always for an external cache's engine buffers);
+ *      fasa_kv_cache_create                                when the cache needs
+ *        initialisation commands (its tables are in memory that is not
+ *        host-mapped, or a FASA-M row cache) and FASA_VK_EMBED_RECORD_CACHE_INIT
+ *        is not set.
+ *    The host must not use the queue from another thread during them
+ *    (Vulkan requires external synchronisation of queues).  No other call
+ *    touches the queue: context creation and destruction, buffer
+ *    create/wrap/destroy, cache destroy, truncate, length, memory,
+ *    transfer_stats and every record call.
+ *  - FASA_VK_EMBED_RECORD_CACHE_INIT: fasa_kv_cache_create never submits.  A
+ *    cache's initialisation (vkCmdUpdateBuffer of its tables, vkCmdFillBuffer
+ *    of a row cache's state, then a barrier) is recorded by
+ *    fasa_vk_record_kv_cache_init, or else by the first call that records
+ *    or submits work on the cache, into that call's command buffer, before
+ *    the call's own commands.  It is recorded once; in a host's command
+ *    buffer it counts as done when recorded (like a recorded append), so
+ *    that command buffer must be submitted before any later one using the
+ *    cache.
+ *
  * Synchronisation (what the caller provides)
- *  - Before a recorded call: make the host's writes of q (or k, v) available
- *    to the transfer stage, e.g. a barrier srcStage = the producing stage
- *    (COMPUTE_SHADER, TRANSFER, ...), srcAccess = its write access,
- *    dstStage = VK_PIPELINE_STAGE_TRANSFER_BIT, dstAccess =
- *    VK_ACCESS_TRANSFER_READ_BIT.
- *  - After fasa_vk_record_decode: o was written by a copy, so before reading
- *    it use srcStage = VK_PIPELINE_STAGE_TRANSFER_BIT, srcAccess =
- *    VK_ACCESS_TRANSFER_WRITE_BIT, dstStage/dstAccess = the consumer's.
- *  - Between libfasa's own commands libfasa records the barriers itself,
- *    including one at the start of every recorded call that orders it after
- *    all earlier compute and transfer work of the queue (so appends and
- *    decodes of one cache may follow each other in one or several command
- *    buffers of the same queue without host barriers).
+ *  - Every record call begins with one global memory barrier
+ *      srcStage  COMPUTE_SHADER | TRANSFER   srcAccess SHADER_WRITE | TRANSFER_WRITE
+ *      dstStage  COMPUTE_SHADER | TRANSFER   dstAccess SHADER_READ | SHADER_WRITE |
+ *                                                      TRANSFER_READ | TRANSFER_WRITE
+ *    so the host's own compute-shader or transfer writes recorded before it
+ *    on the same queue (q, k, v, an external K) need no barrier of the
+ *    host's.  Writes made by other stages (fragment, vertex, ...) need the
+ *    host's barrier to COMPUTE_SHADER | TRANSFER first; host writes to
+ *    coherent memory before vkQueueSubmit are visible by the submission.
+ *  - libfasa reads q, k and v and writes o only with vkCmdCopyBuffer
+ *    (external K/V: read by compute shaders through device addresses).
+ *  - How each call ends: fasa_vk_record_append, fasa_vk_record_kv_cache_sync
+ *    and fasa_vk_record_kv_cache_init end with the barrier above;
+ *    fasa_vk_record_decode ends with the copy into o and no barrier (a
+ *    FASA_DECODE_PREFETCH step ends after its fetch, also without one).  Before
+ *    reading o: a barrier srcStage = VK_PIPELINE_STAGE_TRANSFER_BIT,
+ *    srcAccess = VK_ACCESS_TRANSFER_WRITE_BIT, dstStage/dstAccess = the
+ *    consumer's.  A recorded FASA-M step also records a barrier
+ *    COMPUTE_SHADER/SHADER_WRITE -> HOST/HOST_READ for its counters.
  *  - Every recorded call uses the cache's own scratch memory: command
  *    buffers holding work of one cache must execute in recording order on
  *    one queue, never concurrently (use semaphores across queues).
@@ -68,6 +178,26 @@
  *  - Recorded appends advance the cache length at record time: a decode
  *    recorded after the append attends to the appended tokens.  If the
  *    command buffer is never submitted, call fasa_kv_cache_truncate.
+ *
+ * State a record call leaves in the caller's command buffer
+ *  - cmd must be in the recording state, outside a render pass (and outside
+ *    dynamic rendering), from a pool of a compute-capable queue family of
+ *    the context's device.  The commands recorded are only
+ *    vkCmdPipelineBarrier (global VkMemoryBarriers, dependencyFlags 0),
+ *    vkCmdCopyBuffer, vkCmdFillBuffer, vkCmdUpdateBuffer (cache init only),
+ *    vkCmdBindPipeline (VK_PIPELINE_BIND_POINT_COMPUTE), vkCmdPushConstants
+ *    and vkCmdDispatch.
+ *  - Bound afterwards: one of libfasa's compute pipelines at the COMPUTE bind
+ *    point, and libfasa's push constants: its pipeline layout has no
+ *    descriptor set layouts and one push constant range,
+ *    VK_SHADER_STAGE_COMPUTE_BIT, offset 0, size 128.  So before its next
+ *    dispatch the host must bind its own compute pipeline again and push its
+ *    constants again (a layout with that same single range sees libfasa's
+ *    values; for any other layout the contents are undefined).
+ *  - Left as they were: descriptor sets bound at every bind point (libfasa
+ *    binds none and never disturbs them; the host's sets stay bound for its
+ *    next dispatch), the graphics pipeline and every dynamic state, queries
+ *    (a record call writes no timestamps), events.
  *
  * Offloaded caches (FASA-M, fasa_kv_cache_desc.placement OFFLOAD)
  *  - A recorded sparse decode step also records libfasa's fetch kernel after
@@ -84,10 +214,6 @@
  *    recorded (or standalone) decode step.  It therefore applies to the steps
  *    recorded after the call, in recording order, like the length itself.
  *
- * Standalone calls on an embedded context (fasa_decode, fasa_kv_cache_append,
- * fasa_buffer_read/write, ...) submit to the given queue with libfasa's own
- * command pool and wait; the host must not use that queue from another
- * thread meanwhile (Vulkan requires external synchronisation of queues).
  * FASA_CONTEXT_ENABLE_VALIDATION is ignored for embedded contexts: the host
  * controls layers and debug messengers.  FASA_CONTEXT_PROFILE times
  * standalone steps only.
@@ -102,6 +228,47 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* What libfasa asks of the host's memory allocator (see "Device memory"). */
+typedef struct fasa_vk_memory_request {
+    VkMemoryRequirements requirements;     /* size, alignment and memoryTypeBits to meet */
+    VkMemoryPropertyFlags required_flags;  /* the memory type must have all of these */
+    VkMemoryPropertyFlags preferred_flags; /* and should have these (DEVICE_LOCAL for
+                                              everything the kernels read per step) */
+    VkMemoryPropertyFlags avoided_flags;   /* and should rather lack these (DEVICE_LOCAL
+                                              for FASA-M's offloaded K and V) */
+    VkMemoryAllocateFlags allocate_flags;  /* allocate with these in a VkMemoryAllocateFlagsInfo:
+                                              VK_MEMORY_ALLOCATE_DEVICE_ADDRESS_BIT */
+    bool map;                              /* a persistent mapping (out->mapped) is required;
+                                              required_flags then hold HOST_VISIBLE | HOST_COHERENT */
+    const char *what;                      /* what the memory is for, for the host's logs */
+} fasa_vk_memory_request;
+
+/* What the allocator returns: memory libfasa binds its buffers to. */
+typedef struct fasa_vk_memory_allocation {
+    VkDeviceMemory memory;
+    VkDeviceSize offset;                   /* where the allocation starts in memory, a multiple
+                                              of requirements.alignment */
+    uint32_t memory_type_index;            /* the type of memory */
+    void *mapped;                          /* host address of memory + offset, or NULL (not
+                                              host-visible, or not mapped) */
+    void *allocation;                      /* the allocator's handle (a VmaAllocation), given
+                                              back to free */
+} fasa_vk_memory_allocation;
+
+/* Host device-memory callbacks: both set or both NULL (libfasa's own
+ * vkAllocateMemory).  allocate returns VK_SUCCESS with *out filled (libfasa
+ * zeroes it first) or an error (VK_ERROR_OUT_OF_DEVICE_MEMORY, ...). */
+typedef struct fasa_vk_memory_allocator {
+    VkResult (*allocate)(void *user, const fasa_vk_memory_request *request, fasa_vk_memory_allocation *out);
+    void (*free)(void *user, void *allocation);
+    void *user;
+} fasa_vk_memory_allocator;
+
+/* fasa_vk_embed.flags */
+#define FASA_VK_EMBED_RECORD_CACHE_INIT 0x1u /* fasa_kv_cache_create never submits: caches are
+                                                initialised by recorded commands (see "Queue
+                                                submissions") */
 
 typedef struct fasa_vk_embed {
     VkInstance instance;
@@ -119,6 +286,9 @@ typedef struct fasa_vk_embed {
     bool external_memory_host_enabled;    /* the host enabled VK_EXT_external_memory_host:
                                              FASA-M caches may then import application
                                              host memory (fasa_kv_cache_desc.host_memory) */
+    fasa_vk_memory_allocator memory_allocator; /* optional: the host allocates (and frees) all
+                                             of libfasa's device memory (see "Device memory") */
+    uint32_t flags;                       /* FASA_VK_EMBED_* */
     const void *next;                     /* extension chain (fasa_struct_header), NULL */
 } fasa_vk_embed;
 
@@ -150,6 +320,14 @@ FASA_API fasa_status fasa_vk_record_decode(fasa_kv_cache *cache, uint32_t layer,
 FASA_API fasa_status fasa_vk_record_append(fasa_kv_cache *cache, uint32_t layer, uint32_t n,
                                            VkCommandBuffer cmd, fasa_buffer *k, uint64_t k_offset,
                                            fasa_buffer *v, uint64_t v_offset, fasa_dtype src_dtype);
+
+/* Records the pending initialisation of a cache created with
+ * FASA_VK_EMBED_RECORD_CACHE_INIT into cmd (see "Queue submissions"):
+ * vkCmdUpdateBuffer of its tables where they are not host-mapped,
+ * vkCmdFillBuffer of a row cache's state, then the barrier that ends every
+ * record call.  Records nothing when nothing is pending (already recorded,
+ * a cache that needs none, or one initialised at creation). */
+FASA_API fasa_status fasa_vk_record_kv_cache_init(fasa_kv_cache *cache, VkCommandBuffer cmd);
 
 /* fasa_kv_cache_sync, recorded into cmd: the K_dom rows of tokens
  * [first, first + n) of an external cache's layer are recomputed from the

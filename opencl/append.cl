@@ -3,7 +3,7 @@
  * layer, plus the K_dom row (the union dims U_g of the stored K row, zero
  * padded to u_pad), exactly as fasa__cpu_append does.
  *
- * Source rows: k/v [n][Hkv][d] in the source dtype (src_f16), starting at
+ * Source rows: k/v [n][Hkv][d] in the source dtype (src_type), starting at
  * element offsets k_off/v_off.  Storage chunk: heads [gk0, ...) with tpb
  * tokens each, first token t0: row (g - gk0) * tpb + (t - t0).
  * Grid: (tokens [tok_lo, tok_lo + n_tok), KV heads [g_lo, g_lo + n_g)).
@@ -14,18 +14,15 @@
 static inline void put_dom(__global store_t *dr, __global const store_t *kr, __global const ushort *dims, uint u,
                            uint u_pad)
 {
-    for (uint s = 0; s < u_pad; s++) {
-#if FASA_F16
-        dr[s] = s < u ? kr[dims[s]] : (ushort)0;
-#else
-        dr[s] = s < u ? kr[dims[s]] : 0.0f;
-#endif
-    }
+    for (uint s = 0; s < u_pad; s++) dr[s] = s < u ? kr[dims[s]] : (store_t)0;
 }
 
+/* src_type: the sources' fasa_dtype (0 fp16, 1 fp32, 2 bf16).  Equal types
+ * copy the bits, like the CPU's memcpy; others convert through the exact
+ * fp32 value, rounding to nearest even (st1). */
 __kernel __attribute__((reqd_work_group_size(WG_APPEND, 1, 1)))
 void fasa_append(__global const uchar *ksrc, ulong k_off, __global const uchar *vsrc, ulong v_off,
-                 uint src_f16, uint first, uint hkv, uint d,
+                 uint src_type, uint first, uint hkv, uint d,
                  __global store_t *kdst, __global store_t *vdst, __global store_t *ddst,
                  uint tpb, uint gk0, uint t0, uint tok_lo, uint n_tok, uint g_lo,
                  uint has_dims, uint u_pad, __global const ushort *udims, __global const uint *usize,
@@ -38,39 +35,19 @@ void fasa_append(__global const uchar *ksrc, ulong k_off, __global const uchar *
     size_t row = (size_t)(g - gk0) * tpb + (t - t0);
     __global store_t *kr = kdst + row * d;
     __global store_t *vr = vdst + row * d;
-#if FASA_F16
-    if (src_f16) { /* same dtype: copy the bits, like the CPU's memcpy */
-        __global const ushort *ks = (__global const ushort *)ksrc + k_off + src;
-        __global const ushort *vs = (__global const ushort *)vsrc + v_off + src;
+    if (src_type == STORE_TYPE) {
+        __global const store_t *ks = (__global const store_t *)ksrc + k_off + src;
+        __global const store_t *vs = (__global const store_t *)vsrc + v_off + src;
         for (uint c = 0; c < d; c++) {
             kr[c] = ks[c];
             vr[c] = vs[c];
         }
     } else {
-        __global const float *ks = (__global const float *)ksrc + k_off + src;
-        __global const float *vs = (__global const float *)vsrc + v_off + src;
         for (uint c = 0; c < d; c++) {
-            st1(kr, c, ks[c]);
-            st1(vr, c, vs[c]);
+            st1(kr, c, ld_any(ksrc, k_off + src + c, src_type));
+            st1(vr, c, ld_any(vsrc, v_off + src + c, src_type));
         }
     }
-#else
-    if (src_f16) {
-        __global const half *ks = (__global const half *)ksrc + k_off + src;
-        __global const half *vs = (__global const half *)vsrc + v_off + src;
-        for (uint c = 0; c < d; c++) {
-            kr[c] = vload_half(c, ks);
-            vr[c] = vload_half(c, vs);
-        }
-    } else {
-        __global const float *ks = (__global const float *)ksrc + k_off + src;
-        __global const float *vs = (__global const float *)vsrc + v_off + src;
-        for (uint c = 0; c < d; c++) {
-            kr[c] = ks[c];
-            vr[c] = vs[c];
-        }
-    }
-#endif
     if (!has_dims) return;
     put_dom(ddst + row * u_pad, kr, udims + ((size_t)tab_off + g) * u_pad, usize[tab_off + g], u_pad);
 }

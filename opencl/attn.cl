@@ -234,10 +234,12 @@ void fasa_fac(__global const store_t *kbuf, __global const store_t *vbuf, uint d
            head_stride, ql, s_l, red, tok_l, mrun, redv);
 }
 
-/* o[h] from the n_parts partials of head h (one work-group per head). */
+/* o[h] from the n_parts partials of head h (one work-group per head), in
+ * the io type o_type (fasa_io_type: 0 fp32, 1 fp16, 2 bf16; 16-bit ones
+ * rounded to nearest even); o_off counts elements of that type. */
 __kernel __attribute__((reqd_work_group_size(WG_RED, 1, 1)))
 void fasa_attn_reduce(__global const float *part, uint pmax, uint n_parts, uint d,
-                      __global float *o, ulong o_off)
+                      __global float *o, ulong o_off, uint o_type)
 {
     __local float wl[RED_PMAX];
     uint h = get_group_id(0), lid = get_local_id(0);
@@ -252,6 +254,10 @@ void fasa_attn_reduce(__global const float *part, uint pmax, uint n_parts, uint 
     for (uint c = lid; c < d; c += WG_RED) {
         float a = 0.0f;
         for (uint i = 0; i < n_parts; i++) a += base[(size_t)i * (d + 2) + 2 + c] * wl[i];
-        o[o_off + (size_t)h * d + c] = a * inv;
+        float x = a * inv;
+        size_t at = o_off + (size_t)h * d + c;
+        if (o_type == 0u) o[at] = x;
+        else if (o_type == 1u) vstore_half_rte(x, at, (__global half *)o);
+        else ((__global ushort *)o)[at] = f2b(x);
     }
 }

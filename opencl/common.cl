@@ -4,7 +4,9 @@
  * The host concatenates common.cl, append.cl, tip.cl, topk.cl, attn.cl and
  * fetch.cl into one program and builds it once per storage dtype with these macros:
  *
- *   FASA_F16          1: K/V/K_dom hold IEEE binary16 bits, 0: fp32
+ *   FASA_F16          1: K/V/K_dom hold IEEE binary16 bits
+ *   FASA_BF16         1: K/V/K_dom hold bfloat16 bits (the top half of an
+ *                     fp32; absent = 0); neither: fp32
  *   FASA_HALF_LOAD    fp16 load path: 0 = vload_half/vload_half8,
  *                     1 = 16-byte uint4 loads with manual half->float
  *                     conversion (GPU_NOTES §2: measure both on NVIDIA)
@@ -24,11 +26,16 @@
 
 #define NEG_START (-FLT_MAX / 2)
 
-#if FASA_F16
+#ifndef FASA_BF16
+#define FASA_BF16 0
+#endif
+#if FASA_F16 || FASA_BF16
 typedef ushort store_t;
 #else
 typedef float store_t;
 #endif
+/* The storage type as a fasa_dtype value (fp16 0, fp32 1, bf16 2). */
+#define STORE_TYPE (FASA_F16 ? 0u : FASA_BF16 ? 2u : 1u)
 
 /* ---- fp16 conversion ---------------------------------------------------- */
 
@@ -54,11 +61,44 @@ static inline float8 h2f8(uint4 w)
                     h2f(w.z & 0xffffu), h2f(w.z >> 16), h2f(w.w & 0xffffu), h2f(w.w >> 16));
 }
 
+/* ---- bfloat16 ------------------------------------------------------------ */
+
+/* bf16 -> fp32 is exact: the bits are the top half of the fp32. */
+static inline float b2f(uint b) { return as_float(b << 16); }
+
+/* Eight bf16 values of four words (low half first) as fp32. */
+static inline float8 b2f8(uint4 w)
+{
+    return (float8)(as_float(w.x << 16), as_float(w.x & 0xffff0000u), as_float(w.y << 16), as_float(w.y & 0xffff0000u),
+                    as_float(w.z << 16), as_float(w.z & 0xffff0000u), as_float(w.w << 16), as_float(w.w & 0xffff0000u));
+}
+
+/* fp32 -> bf16, round to nearest even (bit-exact with src/half.c): a carry
+ * out of the fraction reaches the exponent, up to Inf from 0x7f7f8000; NaN
+ * keeps its sign and top payload, made quiet. */
+static inline ushort f2b(float x)
+{
+    uint u = as_uint(x);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (ushort)((u >> 16) | 0x40u);
+    return (ushort)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+/* Element i of an array of 16-bit io elements (q) or sources (appends) of
+ * fasa_dtype type (0 fp16, 2 bf16; 1 fp32) as fp32, exactly. */
+static inline float ld_any(__global const uchar *p, size_t i, uint type)
+{
+    if (type == 1u) return ((__global const float *)p)[i];
+    uint b = ((__global const ushort *)p)[i];
+    return type == 2u ? b2f(b) : h2f(b);
+}
+
 /* ---- storage loads: element i of an array in the cache dtype ----------- */
 
 static inline float ld1(__global const store_t *p, size_t i)
 {
-#if FASA_F16
+#if FASA_BF16
+    return b2f(p[i]);
+#elif FASA_F16
 #if FASA_HALF_LOAD == 1
     return h2f(p[i]);
 #else
@@ -73,7 +113,9 @@ static inline float ld1(__global const store_t *p, size_t i)
  * the address is 16-byte aligned for fp16 and 32-byte aligned for fp32. */
 static inline float8 ld8(__global const store_t *p, size_t i)
 {
-#if FASA_F16
+#if FASA_BF16
+    return b2f8(*(__global const uint4 *)(p + i));
+#elif FASA_F16
 #if FASA_HALF_LOAD == 1
     return h2f8(*(__global const uint4 *)(p + i));
 #else
@@ -101,7 +143,9 @@ static inline float8 ld8a(__global const store_t *p, size_t i, uint aligned)
 
 static inline void st1(__global store_t *p, size_t i, float x)
 {
-#if FASA_F16
+#if FASA_BF16
+    p[i] = f2b(x);
+#elif FASA_F16
     vstore_half_rte(x, i, (__global half *)p); /* round to nearest even, like the CPU */
 #else
     p[i] = x;

@@ -12,6 +12,15 @@
  * pass kernel, which counts runs of equal bins in registers first.
  */
 
+/* q of a step in a 16-bit io type (fasa_decode_desc.q_type; type is the
+ * fasa_dtype value, 0 fp16 or 2 bf16) widened to fp32, exactly: the n
+ * elements from element off of src into dst. */
+__kernel void fasa_widen(__global const uchar *src, ulong off, uint n, uint type, __global float *dst)
+{
+    uint i = get_global_id(0);
+    if (i < n) dst[i] = ld_any(src, off + i, type);
+}
+
 /* qm[h][s] for s < width: the masked (or, for the oracle, plain) query. */
 __kernel void fasa_tip_prep(__global const float *q, ulong q_off, uint d, uint width, uint oracle,
                             __global const short *tip_map, ulong map_off, uint u_pad,

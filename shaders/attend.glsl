@@ -20,6 +20,7 @@
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
+#include "storage.glsl"
 
 layout(local_size_x_id = 0) in;                /* 256 (a multiple of 16) */
 layout(constant_id = 2) const uint MAXD = 512; /* largest head dim */
@@ -41,7 +42,7 @@ layout(push_constant) uniform Push {
 } pc;
 
 #define WG gl_WorkGroupSize.x
-#if STORAGE_F16
+#if STORAGE_16
 #define EPW 2u  /* elements per word */
 #else
 #define EPW 1u
@@ -112,9 +113,9 @@ vec4 qk(Words k, uint off, uint hv)
 {
     vec4 s = vec4(0.0);
     uint base = hv * pc.d;
-#if STORAGE_F16
+#if STORAGE_16
     for (uint w = 0u; w < (pc.d >> 1); w++) {
-        vec2 v = unpackHalf2x16(k.w[off + w]);
+        vec2 v = unpack2(k.w[off + w]);
         s += sq[base + 2u * w] * v.x + sq[base + 2u * w + 1u] * v.y;
     }
 #else
@@ -194,8 +195,8 @@ void sweep_v(uint rep, uint nrep, uint qi, uint W)
         [[unroll]] for (uint k = 0u; k < QW; k++) {
             if (w0 + k >= W) break;
             uint x = v.w[off + k];
-#if STORAGE_F16
-            vec2 h = unpackHalf2x16(x);
+#if STORAGE_16
+            vec2 h = unpack2(x);
             add_elem(2u * k, h.x, p0, p1);
             add_elem(2u * k + 1u, h.y, p0, p1);
 #else

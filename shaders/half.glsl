@@ -21,3 +21,13 @@ uint f32_to_f16(float f)
     if (rest > 0x1000u || (rest == 0x1000u && (h & 1u) != 0u)) h++;
     return sign | h;
 }
+
+/* fp32 -> bf16 with round-to-nearest-even, bit-exact with src/half.c: the
+ * 16 dropped bits round the kept ones, a carry may reach the exponent (up
+ * to Inf from 0x7f7f8000); NaN keeps its sign and top payload, made quiet. */
+uint f32_to_bf16(float f)
+{
+    uint u = floatBitsToUint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (u >> 16) | 0x40u;
+    return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+}

@@ -5,9 +5,11 @@
  * append.comp writes them from its stage.  The engine's K is in the cache
  * dtype, so the bits are copied.  CPU statement: src/cpu/cpu_kernels.c,
  * sync_token / store_dom.  One workgroup per (token slot, KV head); tokens
- * stride by the grid width.  STORAGE_F16: fp16, two per word, else fp32. */
+ * stride by the grid width.  Storage as storage.glsl: 16-bit types two per
+ * word (the bits are copied either way), else fp32. */
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
+#include "storage.glsl"
 
 layout(local_size_x_id = 0) in;
 
@@ -22,7 +24,7 @@ layout(push_constant) uniform Push {
 /* Element `dim` of a K row, as storage bits. */
 uint elem(Words row, uint dim)
 {
-#if STORAGE_F16
+#if STORAGE_16
     uint word = row.w[dim >> 1];
     return (dim & 1u) != 0u ? (word >> 16) : (word & 0xffffu);
 #else
@@ -39,7 +41,7 @@ uint dom_elem(Words krow, uint g, uint slot)
 void main()
 {
     uint g = gl_WorkGroupID.y;
-#if STORAGE_F16
+#if STORAGE_16
     uint W = pc.u_pad >> 1;
 #else
     uint W = pc.u_pad;
@@ -50,7 +52,7 @@ void main()
         Words dst = Words(chunk_addr(pc.kd_tab, row, pc.kd_shift));
         uint off = chunk_off(row, pc.kd_shift, W);
         for (uint w = gl_LocalInvocationID.x; w < W; w += gl_WorkGroupSize.x) {
-#if STORAGE_F16
+#if STORAGE_16
             dst.w[off + w] = dom_elem(krow, g, 2u * w) | (dom_elem(krow, g, 2u * w + 1u) << 16);
 #else
             dst.w[off + w] = dom_elem(krow, g, w);

@@ -18,6 +18,7 @@
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_control_flow_attributes : require
 #include "common.glsl"
+#include "storage.glsl"
 
 layout(local_size_x_id = 0) in;
 layout(constant_id = 2) const uint QMAX = 4096; /* floats of q in shared memory */
@@ -77,12 +78,12 @@ vec4 q_global(uint hv, uint c)
 }
 
 /* One loop per q source: a branch inside the loop costs llvmpipe 2x. */
-#if STORAGE_F16
+#if STORAGE_16
 #define DOT4_LOOP(QA, QB)                                                                          \
     for (uint w = 0u; w < (pc.width >> 1); w++) {                                                  \
         vec4 qa = QA, qb = QB;                                                                     \
-        vec2 v0 = unpackHalf2x16(w0.w[r.off[0] + w]), v1 = unpackHalf2x16(w1.w[r.off[1] + w]);     \
-        vec2 v2 = unpackHalf2x16(w2.w[r.off[2] + w]), v3 = unpackHalf2x16(w3.w[r.off[3] + w]);     \
+        vec2 v0 = unpack2(w0.w[r.off[0] + w]), v1 = unpack2(w1.w[r.off[1] + w]);            \
+        vec2 v2 = unpack2(w2.w[r.off[2] + w]), v3 = unpack2(w3.w[r.off[3] + w]);            \
         s0 += qa * v0.x + qb * v0.y;                                                               \
         s1 += qa * v1.x + qb * v1.y;                                                               \
         s2 += qa * v2.x + qb * v2.y;                                                               \
@@ -104,7 +105,7 @@ void dot4(rows4 r, uint hv, out vec4 s0, out vec4 s1, out vec4 s2, out vec4 s3)
     s0 = s1 = s2 = s3 = vec4(0.0);
     uint base = hv * pc.width;
     Words w0 = Words(r.addr[0]), w1 = Words(r.addr[1]), w2 = Words(r.addr[2]), w3 = Words(r.addr[3]);
-#if STORAGE_F16
+#if STORAGE_16
     if (in_shared_) {
         DOT4_LOOP(qt[base + 2u * w], qt[base + 2u * w + 1u])
     } else {
@@ -136,9 +137,9 @@ float own_score(uint hq, uvec2 addr, uint off)
     for (uint c = 0u; c < pc.width; c++) {
         int m = int(Words(pc.map).w[hq * pc.u_pad + c]);
         if (m < 0) continue;
-#if STORAGE_F16
+#if STORAGE_16
         uint word = row.w[off + (c >> 1)];
-        float k = unpackHalf2x16((c & 1u) != 0u ? (word >> 16) : (word & 0xffffu)).x;
+        float k = unpack1((c & 1u) != 0u ? (word >> 16) : (word & 0xffffu));
 #else
         float k = uintBitsToFloat(row.w[off + c]);
 #endif
@@ -185,7 +186,7 @@ void main()
     uint j0 = jbase_ + gl_LocalInvocationID.x;
     load_q();
     barrier();
-#if STORAGE_F16
+#if STORAGE_16
     uint W = pc.width >> 1;
 #else
     uint W = pc.width;

@@ -75,8 +75,9 @@ static fasa_status check_cache_desc(fasa_context *ctx, const fasa_kv_cache_desc 
     if (desc->capacity == 0 || desc->capacity > MAX_CAPACITY)
         return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "desc.capacity: %u not in 1..%u",
                            desc->capacity, MAX_CAPACITY);
-    if ((unsigned)desc->dtype > FASA_DTYPE_F32)
-        return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "desc.dtype: unknown value %d", (int)desc->dtype);
+    if (!fasa__dtype_valid(desc->dtype))
+        return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT,
+                           "desc.dtype: unknown value %d (FASA_DTYPE_F16, _F32 or _BF16)", (int)desc->dtype);
     if ((unsigned)desc->placement > FASA_PLACEMENT_OFFLOAD)
         return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "desc.placement: unknown value %d",
                            (int)desc->placement);
@@ -313,8 +314,9 @@ static fasa_status check_append(fasa_kv_cache *c, uint32_t layer, uint32_t n, co
     if (n == 0) return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "%s: n is 0", fn);
     if (!k) return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "%s: k is NULL", fn);
     if (!v) return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "%s: v is NULL", fn);
-    if ((unsigned)src > FASA_DTYPE_F32)
-        return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "%s: src_dtype %d unknown", fn, (int)src);
+    if (!fasa__dtype_valid(src))
+        return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT,
+                           "%s: src_dtype %d unknown (FASA_DTYPE_F16, _F32 or _BF16)", fn, (int)src);
     if (n > c->capacity - c->length[layer])
         return fasa__error(ctx, FASA_ERROR_CAPACITY,
                            "%s: layer %u holds %u of %u tokens; %u more do not fit", fn, layer,
@@ -322,30 +324,30 @@ static fasa_status check_append(fasa_kv_cache *c, uint32_t layer, uint32_t n, co
     return FASA_OK;
 }
 
-/* Element i of a host source array as fp32 (exact for fp16 sources). */
-static float src_value(const void *x, size_t i, fasa_dtype src)
-{
-    return src == FASA_DTYPE_F32 ? ((const float *)x)[i] : fasa__half_to_float(((const uint16_t *)x)[i]);
-}
-
-/* x as a cache of dtype `storage` holds it, converted the way every
- * backend's append converts (fp32 -> fp16 rounds to nearest even, so
- * |x| >= 65520 becomes Inf).  A storage type added later (bf16) adds its
- * conversion here and the append check below applies to it unchanged. */
+/* x (exactly an fp32, whatever the source type: fp16 and bf16 widen
+ * exactly) as a cache of dtype `storage` holds it, converted the way every
+ * backend's append converts: round to nearest even, so |x| >= 65520
+ * becomes Inf in fp16 and |x| >= 0x1.fep127 (the last half ulp below
+ * FLT_MAX) in bf16. */
 static float stored_value(fasa_dtype storage, float x)
 {
     switch (storage) {
     case FASA_DTYPE_F16: return fasa__half_to_float(fasa__float_to_half(x));
+    case FASA_DTYPE_BF16: return fasa__bf16_to_float(fasa__float_to_bf16(x));
     case FASA_DTYPE_F32: break;
     }
     return x;
 }
 
-static const char *dtype_name(fasa_dtype t) { return t == FASA_DTYPE_F16 ? "fp16" : "fp32"; }
+static const char *dtype_name(fasa_dtype t)
+{
+    return t == FASA_DTYPE_F16 ? "fp16" : t == FASA_DTYPE_BF16 ? "bf16" : "fp32";
+}
 
 /* Appended values must be finite *as stored*: NaN, Inf and finite values
- * that overflow the cache's storage type (3e38 or 65520 in an fp16 cache)
- * are rejected, naming the first such element as (token, head, dim).  One
+ * that overflow the cache's storage type (3e38 or 65520 in an fp16 cache,
+ * FLT_MAX from fp32 in a bf16 one) are rejected, naming the first such
+ * element as (token, head, dim).  One
  * branch-free pass finds the largest magnitude (the magnitude bits of IEEE
  * values order like the values, NaN above Inf); the storage conversions
  * are monotone in |x|, so if that value is finite as stored, all are.  Only
@@ -362,18 +364,18 @@ static fasa_status scan_finite(fasa_kv_cache *c, const void *x, size_t n, fasa_d
             max_bits = a > max_bits ? a : max_bits;
         }
         memcpy(&max_abs, &max_bits, 4);
-    } else {
+    } else { /* fp16 and bf16 magnitudes order like their bits too */
         const uint16_t *h = x;
         for (size_t i = 0; i < n; i++) {
             uint32_t a = h[i] & 0x7fffu;
             max_bits = a > max_bits ? a : max_bits;
         }
-        max_abs = fasa__half_to_float((uint16_t)max_bits);
+        max_abs = fasa__dtype_load(src, &(uint16_t){(uint16_t)max_bits}, 0);
     }
     if (isfinite(max_abs) && isfinite(stored_value(c->dtype, max_abs))) return FASA_OK;
     uint32_t d = c->shape.head_dim, hkv = c->shape.n_kv_heads;
     for (size_t i = 0; i < n; i++) {
-        float value = src_value(x, i, src);
+        float value = fasa__dtype_load(src, x, i);
         if (!isfinite(value))
             return fasa__error(c->ctx, FASA_ERROR_NON_FINITE,
                                "fasa_kv_cache_append: %s[token %zu][head %zu][dim %zu] is not finite",
@@ -407,7 +409,7 @@ static fasa_status append_staged(fasa_kv_cache *c, uint32_t layer, uint32_t n, c
                                  const void *v, fasa_dtype src)
 {
     fasa_context *ctx = c->ctx;
-    size_t row = (size_t)c->shape.n_kv_heads * c->shape.head_dim * (src == FASA_DTYPE_F32 ? 4 : 2);
+    size_t row = (size_t)c->shape.n_kv_heads * c->shape.head_dim * fasa__dtype_size(src);
     uint64_t half = c->kv_stage->size / 2;
     for (uint32_t done = 0; done < n;) {
         uint32_t chunk = n - done < c->kv_stage_tokens ? n - done : c->kv_stage_tokens;
@@ -435,7 +437,7 @@ fasa_status fasa_kv_cache_append(fasa_kv_cache *cache, uint32_t layer, uint32_t 
     if (st == FASA_OK) st = scan_finite(cache, v, count, src_dtype, "v");
     if (st == FASA_OK) {
         if (ctx->backend == FASA_BACKEND_CPU) {
-            uint64_t bytes = count * (src_dtype == FASA_DTYPE_F32 ? 4 : 2);
+            uint64_t bytes = count * fasa__dtype_size(src_dtype);
             fasa_buffer kb = {.ctx = ctx, .size = bytes, .host = (void *)k, .wrapped = true};
             fasa_buffer vb = {.ctx = ctx, .size = bytes, .host = (void *)v, .wrapped = true};
             st = run_append(cache, layer, cache->length[layer], n, &kb, 0, &vb, 0, src_dtype, true);
@@ -453,7 +455,7 @@ fasa_status fasa__append_check(fasa_kv_cache *c, uint32_t layer, uint32_t n, fas
 {
     fasa_status st = check_append(c, layer, n, k, v, src, fn);
     if (st != FASA_OK) return st;
-    uint64_t bytes = (uint64_t)n * c->shape.n_kv_heads * c->shape.head_dim * (src == FASA_DTYPE_F32 ? 4 : 2);
+    uint64_t bytes = (uint64_t)n * c->shape.n_kv_heads * c->shape.head_dim * fasa__dtype_size(src);
     fasa_buffer *bufs[2] = {k, v};
     uint64_t offs[2] = {k_off, v_off};
     for (int i = 0; i < 2; i++) {

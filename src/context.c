@@ -372,6 +372,7 @@ static fasa_status context_create(const fasa_context_desc *desc, fasa_fault faul
     ctx->alloc = desc->allocator;
     ctx->logger = desc->logger;
     ctx->flags = desc->flags;
+    ctx->device_memory_budget = desc->device_memory_budget;
     if ((unsigned)fault_kind < FASA_FAULT_COUNT_) ctx->fault_at[fault_kind] = fault_at;
     pthread_mutex_init(&ctx->lock, NULL);
     if (desc->cache_dir && !(ctx->cache_dir = fasa__strdup(ctx, desc->cache_dir))) {
@@ -387,6 +388,11 @@ static fasa_status context_create(const fasa_context_desc *desc, fasa_fault faul
         ctx->n_threads = desc->n_threads ? desc->n_threads : fasa__cpu_count();
         st = fasa__pool_create(ctx, ctx->n_threads, &ctx->pool);
         if (st != FASA_OK) snprintf(msg, sizeof msg, "could not start %u worker threads", ctx->n_threads);
+    }
+    if (st == FASA_OK && desc->device_memory_budget && ctx->backend != FASA_BACKEND_VULKAN) {
+        snprintf(msg, sizeof msg, "desc.device_memory_budget: the %s backend does not enforce a device-memory "
+                 "budget (the vulkan backend does); leave it 0", fasa_backend_name(ctx->backend));
+        st = FASA_ERROR_UNSUPPORTED;
     }
     if (st == FASA_OK) {
         st = ctx->ops->context_init(ctx, ctx->device.index, desc->embed);
@@ -462,4 +468,24 @@ fasa_status fasa_context_last_step_ns(const fasa_context *ctx, uint64_t *ns)
         return FASA_ERROR_UNSUPPORTED;
     *ns = ctx->last_step_ns;
     return FASA_OK;
+}
+
+fasa_status fasa_context_device_memory(const fasa_context *ctx, uint64_t *used, uint64_t *budget)
+{
+    if (!ctx) return FASA_ERROR_INVALID_ARGUMENT;
+    fasa_context *c = (fasa_context *)ctx; /* the lock and the message are not the context's value */
+    fasa__lock(c);
+    fasa_status st = FASA_OK;
+    if (!used || !budget)
+        st = fasa__error(c, FASA_ERROR_INVALID_ARGUMENT, "fasa_context_device_memory: %s is NULL",
+                         !used ? "used" : "budget");
+    else if (ctx->backend != FASA_BACKEND_VULKAN)
+        st = fasa__error(c, FASA_ERROR_UNSUPPORTED, "fasa_context_device_memory: the %s backend does not count "
+                         "its device memory (the vulkan backend does)", fasa_backend_name(ctx->backend));
+    if (st == FASA_OK) {
+        *used = ctx->device_memory_used;
+        *budget = ctx->device_memory_budget;
+    }
+    fasa__unlock(c);
+    return st;
 }

@@ -7,10 +7,16 @@
 
 #define DEFAULT_N_FAC 256u
 
-static fasa_status check_io(fasa_kv_cache *c, fasa_buffer *buf, uint64_t off, const char *name)
+/* Bytes of a q or o row block [Hq][d] of element type t. */
+static uint64_t io_bytes(const fasa_kv_cache *c, fasa_io_type t)
+{
+    return (uint64_t)c->shape.n_q_heads * c->shape.head_dim * fasa__io_size(t);
+}
+
+static fasa_status check_io(fasa_kv_cache *c, fasa_buffer *buf, uint64_t off, fasa_io_type type, const char *name)
 {
     fasa_context *ctx = c->ctx;
-    uint64_t bytes = (uint64_t)c->shape.n_q_heads * c->shape.head_dim * 4;
+    uint64_t bytes = io_bytes(c, type);
     if (!buf) return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "fasa_decode: %s is NULL", name);
     if (buf->ctx != ctx)
         return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "fasa_decode: %s belongs to another context", name);
@@ -35,6 +41,12 @@ static fasa_status check_desc(fasa_kv_cache *c, const fasa_decode_desc *d, uint3
     if ((unsigned)d->gqa_select > FASA_GQA_PER_GROUP)
         return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "desc.gqa_select: unknown value %d",
                            (int)d->gqa_select);
+    if (!fasa__io_type_valid(d->q_type))
+        return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT,
+                           "desc.q_type: unknown value %d (FASA_IO_F32, _F16 or _BF16)", (int)d->q_type);
+    if (!fasa__io_type_valid(d->o_type))
+        return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT,
+                           "desc.o_type: unknown value %d (FASA_IO_F32, _F16 or _BF16)", (int)d->o_type);
     if (n_fac > c->max_n_fac)
         return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT,
                            "desc.n_fac: %u is more than the cache's max_n_fac (%u)", n_fac, c->max_n_fac);
@@ -57,7 +69,7 @@ static fasa_status check_desc(fasa_kv_cache *c, const fasa_decode_desc *d, uint3
     return FASA_OK;
 }
 
-static bool ranges_overlap(uint64_t a, uint64_t b, uint64_t n) { return a < b + n && b < a + n; }
+static bool ranges_overlap(uint64_t a, uint64_t na, uint64_t b, uint64_t nb) { return a < b + nb && b < a + na; }
 
 fasa_status fasa__step_resolve(fasa_kv_cache *c, uint32_t layer, const fasa_decode_desc *desc,
                                fasa_buffer *q, uint64_t q_off, fasa_buffer *o, uint64_t o_off,
@@ -72,11 +84,10 @@ fasa_status fasa__step_resolve(fasa_kv_cache *c, uint32_t layer, const fasa_deco
                            layer, c->shape.n_layers);
     fasa_status st = check_desc(c, &d, n_fac);
     bool prefetch = (d.flags & FASA_DECODE_PREFETCH) != 0;
-    if (st == FASA_OK) st = check_io(c, q, q_off, "q");
-    if (st == FASA_OK && !prefetch) st = check_io(c, o, o_off, "o");
+    if (st == FASA_OK) st = check_io(c, q, q_off, d.q_type, "q");
+    if (st == FASA_OK && !prefetch) st = check_io(c, o, o_off, d.o_type, "o");
     if (st != FASA_OK) return st;
-    uint64_t bytes = (uint64_t)c->shape.n_q_heads * c->shape.head_dim * 4;
-    if (!prefetch && q == o && ranges_overlap(q_off, o_off, bytes))
+    if (!prefetch && q == o && ranges_overlap(q_off, io_bytes(c, d.q_type), o_off, io_bytes(c, d.o_type)))
         return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "fasa_decode: q and o overlap");
     uint32_t L = c->length[layer];
     if (L == 0)
@@ -92,6 +103,8 @@ fasa_status fasa__step_resolve(fasa_kv_cache *c, uint32_t layer, const fasa_deco
     step->q_offset = q_off;
     step->o = o;
     step->o_offset = o_off;
+    step->q_type = d.q_type;
+    step->o_type = d.o_type;
     step->select = d.gqa_select;
     step->n_rows = d.gqa_select == FASA_GQA_PER_GROUP ? c->shape.n_kv_heads : c->shape.n_q_heads;
     bool dense = d.mode == FASA_MODE_DENSE || c->dense_layer[layer] || L <= n_fac;
@@ -173,6 +186,10 @@ static fasa_status check_host_args(fasa_kv_cache *c, uint32_t layer, const float
     if (!q) return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "fasa_decode_host: q is NULL");
     bool prefetch = desc && (desc->flags & FASA_DECODE_PREFETCH);
     if (!o && !prefetch) return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "fasa_decode_host: o is NULL");
+    if (desc && (desc->q_type != FASA_IO_F32 || desc->o_type != FASA_IO_F32))
+        return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT,
+                           "desc.%s: fasa_decode_host takes fp32 q and o (float arrays); 16-bit q and o go through "
+                           "fasa_decode with buffers", desc->q_type != FASA_IO_F32 ? "q_type" : "o_type");
     size_t n = (size_t)c->shape.n_q_heads * c->shape.head_dim;
     if (o && (q == o || ((const float *)o < q + n && q < (const float *)o + n)))
         return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "fasa_decode_host: q and o overlap");

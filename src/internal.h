@@ -31,6 +31,8 @@ struct fasa_context {
     char last_error[FASA_ERROR_MAX];
     uint64_t last_step_ns;
     bool has_step_ns;
+    uint64_t device_memory_budget;          /* desc.device_memory_budget, 0 = none */
+    uint64_t device_memory_used;            /* bytes the backend holds now (Vulkan) */
     uint32_t fault_at[FASA_FAULT_COUNT_];   /* test hook: fail the n-th event, 0 = off */
     uint32_t fault_seen[FASA_FAULT_COUNT_];
 };
@@ -126,6 +128,7 @@ typedef struct fasa_step {
     uint64_t q_offset;
     fasa_buffer *o;
     uint64_t o_offset;
+    fasa_io_type q_type, o_type; /* element types of q and o (fp32 unless the desc says) */
 } fasa_step;
 
 /* --- errors and logging (context.c) ----------------------------------- */
@@ -160,11 +163,25 @@ void *fasa__alloc_aligned(fasa_context *ctx, size_t size, size_t align); /* not 
 void fasa__free(fasa_context *ctx, void *ptr);
 char *fasa__strdup(fasa_context *ctx, const char *s);
 
-/* --- fp16 (half.c) ------------------------------------------------------ */
+/* --- fp16 and bf16 (half.c) ---------------------------------------------- */
 float fasa__half_to_float(uint16_t h);
 uint16_t fasa__float_to_half(float f);     /* round to nearest even */
 void fasa__half_to_float_n(const uint16_t *src, float *dst, size_t n);
 void fasa__float_to_half_n(const float *src, uint16_t *dst, size_t n);
+float fasa__bf16_to_float(uint16_t b);     /* exact: b << 16 */
+uint16_t fasa__float_to_bf16(float f);     /* round to nearest even, NaN stays NaN (quiet) */
+void fasa__bf16_to_float_n(const uint16_t *src, float *dst, size_t n);
+void fasa__float_to_bf16_n(const float *src, uint16_t *dst, size_t n);
+/* Any element type: element i as fp32, n elements to / from fp32 (exact
+ * widening; narrowing rounds to nearest even), and from one type into
+ * another (equal types copy the bits; others go through fp32, which is
+ * exact, so each element is rounded once). */
+float fasa__dtype_load(fasa_dtype t, const void *src, size_t i);
+void fasa__dtype_to_float_n(fasa_dtype t, const void *src, float *dst, size_t n);
+void fasa__float_to_dtype_n(fasa_dtype t, const float *src, void *dst, size_t n);
+void fasa__convert_n(fasa_dtype to, void *dst, fasa_dtype from, const void *src, size_t n);
+/* The element type of a q/o io type (FASA_IO_F32 -> FASA_DTYPE_F32, ...). */
+fasa_dtype fasa__io_dtype(fasa_io_type t);
 
 /* --- threads (pool.c) ---------------------------------------------------- */
 typedef void (*fasa_task_fn)(void *arg, uint32_t task, uint32_t worker);
@@ -257,9 +274,13 @@ fasa_status fasa__enqueue_append(fasa_backend backend, const char *fn, fasa_kv_c
                                  uint32_t n, fasa_buffer *k, uint64_t k_offset, fasa_buffer *v,
                                  uint64_t v_offset, fasa_dtype src_dtype);
 
-/* Bytes per element of a storage dtype (a 16-bit type added later, bf16,
- * is 2 like F16: the external layout rules and kernels' pair reads hold). */
+/* Bytes per element of a storage dtype (F16 and BF16 2, F32 4). */
 static inline uint32_t fasa__dtype_size(fasa_dtype t) { return t == FASA_DTYPE_F32 ? 4 : 2; }
+/* Whether a value names a fasa_dtype / fasa_io_type (checked at every entry point). */
+static inline bool fasa__dtype_valid(fasa_dtype t) { return (unsigned)t <= FASA_DTYPE_BF16; }
+static inline bool fasa__io_type_valid(fasa_io_type t) { return (unsigned)t <= FASA_IO_BF16; }
+/* Bytes per element of a q/o io type. */
+static inline uint32_t fasa__io_size(fasa_io_type t) { return t == FASA_IO_F32 ? 4 : 2; }
 
 /* --- external K/V (external.c) ------------------------------------------ */
 /* Validates desc->external against the rest of desc (no backend call). */

@@ -59,12 +59,12 @@ check(all(f["bytes"] < d["bytes"] for f, d in zip(fasa, dense)), "FASA moves few
 
 # bench --external: dense and fasa over the bench's own K/V; the cache's device bytes are K_dom only,
 # own_fraction is (K_dom + scratch) / the K+V it reads
-for dtype in ("f16", "f32"):
+for dtype in ("f16", "bf16", "f32"):
     rc, out, err = run("bench", "--backend", "cpu", "--L", "4096", "--hq", "8", "--hkv", "2", "--iters", "2",
                        "--json", "--external", "--layers", "3", "--dtype", dtype)
     rows = json.loads(out) if rc == 0 else []
     check(rc == 0 and len(rows) == 2, f"bench --external {dtype}: rc {rc} {err[-300:]}")
-    b = 2 if dtype == "f16" else 4
+    b = 4 if dtype == "f32" else 2
     kdom = 3 * 2 * 4096 * 32 * b  # layers x Hkv x L x u_pad (2 n_tip = 32 with d 128) x bytes
     for r in rows:
         check(r["external"] and r["layers"] == 3 and r["kv_bytes"] == 3 * 2 * 2 * 4096 * 128 * b and

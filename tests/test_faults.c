@@ -113,6 +113,7 @@ typedef struct results {
     float o_m[3][HQ * D];
     float o_imp[HQ * D];         /* FASA-M in application host memory (Vulkan) */
     float o_x[HQ * D];           /* external K/V (the engine's buffer) */
+    uint16_t o_bf16[HQ * D];     /* the buffer decode again, o in bf16 (desc.o_type) */
 } results;
 
 typedef struct scenario {
@@ -262,6 +263,12 @@ static bool buffer_steps(scenario *s, const fasa_decode_desc *sparse)
         CHECK(untouched(s->r.o_buf, HQ * D), "buffer_read: the failed read wrote its destination");
         if (!AGAIN(s, "buffer_read", fasa_buffer_read(s->ob, 0, s->r.o_buf, sizeof s->r.o_buf))) return false;
     }
+    /* the same step with o rounded to bf16 (the o conversion of each backend) */
+    fasa_decode_desc io = *sparse;
+    io.o_type = FASA_IO_BF16;
+    if (!TRY(s, "decode o bf16", fasa_decode(s->cache, 1, &io, s->qb, 0, s->ob, 0)) ||
+        !TRY(s, "buffer_read o bf16", fasa_buffer_read(s->ob, 0, s->r.o_bf16, sizeof s->r.o_bf16)))
+        return false;
     /* layer 0 from buffers, then read back */
     if (!TRY(s, "buffer_write k", fasa_buffer_write(s->kvb, 0, k_in, kv_bytes)) ||
         !TRY(s, "buffer_write v", fasa_buffer_write(s->kvb, kv_bytes, v_in, kv_bytes)))
@@ -364,18 +371,28 @@ static bool sync_tokens(scenario *s, fasa_kv_cache *c, uint32_t t0, uint32_t n, 
     return AGAIN(s, what, fasa_kv_cache_sync(c, 1, t0, n));
 }
 
-/* External K/V: the engine's buffer holds K then V token-major (fp32); the
- * cache is synced in two pieces, then decoded. */
+/* bf16 bits of x, nearest even (x is finite here). */
+static uint16_t to_bf16(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+/* External K/V: the engine's buffer holds K then V token-major in bf16 (so
+ * the bf16 kernels, and the OpenCL bf16 program built with this first bf16
+ * cache, are swept too); the cache is synced in two pieces, then decoded. */
 static bool external_steps(scenario *s, const fasa_model_shape *shape)
 {
-    uint64_t bytes = (uint64_t)L * HKV * D * 4, offs[2] = {bytes, bytes};
+    static uint16_t kv16[2 * L * HKV * D];
+    uint64_t n = (uint64_t)L * HKV * D, bytes = n * 2, offs[2] = {bytes, bytes};
+    for (uint64_t i = 0; i < n; i++) kv16[i] = to_bf16(k_in[i]), kv16[n + i] = to_bf16(v_in[i]);
     if (!CREATE(s, "buffer_create external", fasa_buffer_create(s->ctx, 2 * bytes, &s->xb), s->xb) ||
-        !TRY(s, "buffer_write external k", fasa_buffer_write(s->xb, 0, k_in, bytes)) ||
-        !TRY(s, "buffer_write external v", fasa_buffer_write(s->xb, bytes, v_in, bytes)))
+        !TRY(s, "buffer_write external k and v", fasa_buffer_write(s->xb, 0, kv16, 2 * bytes)))
         return false;
     fasa_buffer *bufs[2] = {s->xb, s->xb};
     fasa_kv_external x = {.token_stride = HKV * D, .head_stride = D, .k = bufs, .v = bufs, .v_offset = offs};
-    fasa_kv_cache_desc kd = {.shape = *shape, .capacity = L, .dtype = FASA_DTYPE_F32, .calibration = s->cal,
+    fasa_kv_cache_desc kd = {.shape = *shape, .capacity = L, .dtype = FASA_DTYPE_BF16, .calibration = s->cal,
                              .external = &x};
     fasa_decode_desc d = {.n_fac = NFAC};
     return CREATE(s, "kv_cache_create external", fasa_kv_cache_create(s->ctx, &kd, &s->xcache), s->xcache) &&
@@ -429,12 +446,24 @@ static bool close_to(const float *a, const float *b, size_t n)
     return true;
 }
 
+/* bf16 outputs: equal, or (GPU backends, whose fp32 sums may differ by
+ * the tolerance) one bf16 step apart. */
+static bool close_bf16(const uint16_t *a, const uint16_t *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        int d = (int)a[i] - (int)b[i];
+        if (d != 0 && (tolerance == 0.0f || d > 1 || d < -1 || (a[i] ^ b[i]) >> 15)) return false;
+    }
+    return true;
+}
+
 static bool same_results(const results *a, const results *b)
 {
     return close_to(a->o_sparse, b->o_sparse, HQ * D) && close_to(a->o_dense, b->o_dense, HQ * D) &&
            close_to(a->o_buf, b->o_buf, HQ * D) && close_to(a->o_l0, b->o_l0, HQ * D) &&
            close_to(&a->o_m[0][0], &b->o_m[0][0], 3 * HQ * D) && close_to(a->o_imp, b->o_imp, HQ * D) &&
            close_to(a->o_x, b->o_x, HQ * D) && memcmp(a->sel, b->sel, sizeof a->sel) == 0 &&
+           close_bf16(a->o_bf16, b->o_bf16, HQ * D) &&
            memcmp(a->k_read, b->k_read, sizeof a->k_read) == 0;
 }
 

@@ -142,6 +142,11 @@ bool cli_list_has(const char *s, const char *word)
     return false;
 }
 
+fasa_dtype cli_dtype(const char *name)
+{
+    return strcmp(name, "f32") == 0 ? FASA_DTYPE_F32 : strcmp(name, "bf16") == 0 ? FASA_DTYPE_BF16 : FASA_DTYPE_F16;
+}
+
 bool cli_check_names(const char *opt, const char *value, const char *const *allowed, char *err, size_t err_size)
 {
     char valid[256] = "", buf[80], whole[80];

@@ -58,6 +58,9 @@ int cli_parse_command(const char *cmd, const char *synopsis, const char *descrip
 bool cli_parse_list(const char *s, cli_list *out);
 /* True if the comma-separated list s contains word. */
 bool cli_list_has(const char *s, const char *word);
+/* The storage type named by a --dtype value already checked to be "f16",
+ * "bf16" or "f32". */
+fasa_dtype cli_dtype(const char *name);
 /* Checks an option's comma-separated list of names against allowed (NULL
  * terminated): at least one name, no empty entry, no unknown or repeated
  * name.  On failure writes e.g. "--variant: unknown name 'nosuch' in

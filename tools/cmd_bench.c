@@ -49,8 +49,11 @@ typedef struct bench_engine {
     void *host[2];               /* CPU backend: the memory the buffers wrap */
     fasa_buffer **ks, **vs;      /* [layers] */
     fasa_kv_external ext;
+    fasa_dtype dtype;
     uint32_t elem;
 } bench_engine;
+
+static fasa_dtype bench_dtype(const bench_opts *o) { return cli_dtype(o->dtype); }
 
 static void engine_free(bench_engine *e)
 {
@@ -76,7 +79,8 @@ static fasa_status engine_init(fasa_context *ctx, const bench_opts *o, uint32_t 
     fasa_context_device(ctx, &dev);
     bool on_cpu = dev.backend == FASA_BACKEND_CPU;
     memset(e, 0, sizeof *e);
-    e->elem = strcmp(o->dtype, "f32") == 0 ? 4 : 2;
+    e->dtype = bench_dtype(o);
+    e->elem = e->dtype == FASA_DTYPE_F32 ? 4 : 2;
     uint64_t bytes = (uint64_t)L * o->hkv * o->d * e->elem;
     e->ks = calloc(o->layers, sizeof *e->ks);
     e->vs = calloc(o->layers, sizeof *e->vs);
@@ -96,6 +100,8 @@ static fasa_status engine_write(const bench_engine *e, int which, uint32_t t, ui
     uint64_t at = (uint64_t)t * row * e->elem;
     void *dst = e->host[which] ? (char *)e->host[which] + at : tmp; /* the CPU backend reads it in place */
     if (e->elem == 4) memcpy(dst, x, count * 4);
+    else if (e->dtype == FASA_DTYPE_BF16)
+        for (size_t i = 0; i < count; i++) ((uint16_t *)dst)[i] = ref_bf16_bits(x[i]);
     else
         for (size_t i = 0; i < count; i++) ((uint16_t *)dst)[i] = ref_half_bits(x[i]);
     return e->host[which] ? FASA_OK : fasa_buffer_write(which ? e->v : e->k, at, tmp, count * e->elem);
@@ -174,7 +180,7 @@ static fasa_status make_cache(fasa_context *ctx, const bench_opts *o, uint32_t L
 {
     fasa_kv_cache_desc kd = {.shape = {o->layers, o->hq, o->hkv, o->d, FASA_ROPE_NORM}, .capacity = L,
                              .external = engine ? &engine->ext : NULL,
-                             .dtype = strcmp(o->dtype, "f32") == 0 ? FASA_DTYPE_F32 : FASA_DTYPE_F16,
+                             .dtype = bench_dtype(o),
                              .calibration = cal, .flags = FASA_CACHE_NO_DENSE_LAYERS,
                              .max_n_fac = o->nfac > 2048 ? o->nfac : 0};
     if (offload) {
@@ -348,7 +354,7 @@ static fasa_status time_all(fasa_context *ctx, const bench_opts *o, uint32_t L, 
                             const fasa_calibration *cal, fasa_buffer *qb, fasa_buffer *ob, const float *q,
                             bench_row *rows, uint32_t *n_rows)
 {
-    double b = strcmp(o->dtype, "f32") == 0 ? 4 : 2;
+    double b = bench_dtype(o) == FASA_DTYPE_F32 ? 4 : 2;
     fasa_status st = FASA_OK;
     for (int v = 0; v < 3 && st == FASA_OK; v++) {
         if (!cli_list_has(o->variants, variant_names[v])) continue;
@@ -499,7 +505,8 @@ static void print_json(FILE *f, const bench_opts *o, const fasa_device_info *dev
 
 static bool check_opts(const bench_opts *o, char *err, size_t n)
 {
-    if (strcmp(o->dtype, "f16") && strcmp(o->dtype, "f32")) snprintf(err, n, "--dtype must be f16 or f32");
+    if (strcmp(o->dtype, "f16") && strcmp(o->dtype, "f32") && strcmp(o->dtype, "bf16"))
+        snprintf(err, n, "--dtype must be f16, bf16 or f32");
     else if (strcmp(o->gqa, "head") && strcmp(o->gqa, "group")) snprintf(err, n, "--gqa-select must be head or group");
     else if (!o->hkv || !o->hq || o->hq % o->hkv) snprintf(err, n, "--hq must be a positive multiple of --hkv");
     else if (!o->d || o->d % 2 || o->d > FASA_MAX_HEAD_DIM) snprintf(err, n, "--d must be even and at most %d", FASA_MAX_HEAD_DIM);
@@ -543,7 +550,7 @@ int cmd_bench(int argc, char **argv)
         {"d", CLI_UINT, &o.d, "N", "head dimension (default 128)"},
         {"ntip", CLI_UINT, &o.ntip, "N", "dominant frequency chunks per head (default 16)"},
         {"nfac", CLI_UINT, &o.nfac, "N", "token budget (default 256)"},
-        {"dtype", CLI_STRING, &o.dtype, "f16|f32", "KV storage type (default f16)"},
+        {"dtype", CLI_STRING, &o.dtype, "f16|bf16|f32", "KV storage type (default f16)"},
         {"gqa-select", CLI_STRING, &o.gqa, "head|group", "selection per query head or per KV group"},
         {"per-head-dims", CLI_FLAG, &o.per_head_dims, NULL, "different dims per query head (u_g > 2*N_tip)"},
         {"external", CLI_FLAG, &o.external, NULL,

@@ -101,6 +101,7 @@ static cJSON *case_json(const char *backend, const char *device, const conform_c
     cJSON_AddNumberToObject(j, "max_abs_err", r->max_abs_err);
     cJSON_AddNumberToObject(j, "score_err", r->score_err);
     cJSON_AddNumberToObject(j, "near_ties", r->near_ties);
+    if (c->q_type || c->o_type) cJSON_AddNumberToObject(j, "io_nmse", r->io_nmse); /* the 16-bit o vs fp64 */
     cJSON_AddNumberToObject(j, "ms", r->seconds * 1e3);
     if (!r->pass) cJSON_AddStringToObject(j, "why", r->why);
     return j;

@@ -175,7 +175,7 @@ static bool run_config(eval_run *r, const fm_tokens *toks, size_t start, eval_co
     if (c && !cal) return false;
     fasa_kv_cache *cache = NULL;
     uint32_t capacity = r->attn.capacity;   /* --ctx + --steps, checked against the model's context */
-    model_attn_cache_opts co = {.dtype = strcmp(r->o->dtype, "f32") == 0 ? FASA_DTYPE_F32 : FASA_DTYPE_F16,
+    model_attn_cache_opts co = {.dtype = cli_dtype(r->o->dtype),
                                 .placement = FASA_PLACEMENT_DEVICE, .max_n_fac = r->max_nfac};
     fasa_status st = model_attn_make_cache(r->ctx, r->state, r->hp, cal, capacity, r->o->ctx, &co, &cache);
     fasa_calibration_destroy(cal);
@@ -478,7 +478,8 @@ static bool check_opts(const eval_opts *o, char *err, size_t n)
                  (unsigned long long)count_configs(o), MAX_CONFIGS);
     else if (o->ctx < 16 || o->steps == 0 || o->windows == 0) snprintf(err, n, "--ctx >= 16, --steps and --windows > 0");
     else if (strcmp(o->gqa, "head") && strcmp(o->gqa, "group")) snprintf(err, n, "--gqa-select must be head or group");
-    else if (strcmp(o->dtype, "f16") && strcmp(o->dtype, "f32")) snprintf(err, n, "--dtype must be f16 or f32");
+    else if (strcmp(o->dtype, "f16") && strcmp(o->dtype, "f32") && strcmp(o->dtype, "bf16"))
+        snprintf(err, n, "--dtype must be f16, bf16 or f32");
     else if (o->dump && (!*o->dump || (stat(o->dump, &st) == 0 && !S_ISDIR(st.st_mode))))
         snprintf(err, n, "--dump '%s': not a directory", o->dump);
     else return true;
@@ -547,7 +548,7 @@ int cmd_eval(int argc, char **argv)
         {"n-recent", CLI_UINT, &o.n_recent, "N", "other methods: last tokens always kept, inside the budget (default 0)"},
         {"calibration", CLI_STRING, &o.calibration, "FILE", DEFAULT_CALIBRATION_HELP},
         {"gqa-select", CLI_STRING, &o.gqa, "head|group", "selection per query head (default) or KV group"},
-        {"dtype", CLI_STRING, &o.dtype, "f16|f32", "KV storage (default f16)"},
+        {"dtype", CLI_STRING, &o.dtype, "f16|bf16|f32", "KV storage (default f16)"},
         {"backend", CLI_STRING, &o.backend, "B", "auto, cpu, vulkan, opencl, cuda"},
         {"device", CLI_UINT, &device, "N", "device index within the backend"},
         {"threads", CLI_UINT, &o.threads, "N", "threads (default: all cores)"},

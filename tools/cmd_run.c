@@ -271,7 +271,8 @@ static bool check_opts(const run_opts *o, char *err, size_t n)
         return false;
     else if (strcmp(o->variant, "dense") && strcmp(o->variant, "fasa") && strcmp(o->variant, "fasa-m"))
         snprintf(err, n, "--variant must be dense, fasa or fasa-m");
-    else if (strcmp(o->dtype, "f16") && strcmp(o->dtype, "f32")) snprintf(err, n, "--dtype must be f16 or f32");
+    else if (strcmp(o->dtype, "f16") && strcmp(o->dtype, "f32") && strcmp(o->dtype, "bf16"))
+        snprintf(err, n, "--dtype must be f16, bf16 or f32");
     else if (o->nfac == 0 || o->nfac > FASA_MAX_N_FAC) snprintf(err, n, "--nfac must be in 1..%d", FASA_MAX_N_FAC);
     else if (o->ntip != NTIP_FROM_FILE && (o->ntip == 0 || o->ntip > FASA_MAX_HEAD_DIM / 2))
         snprintf(err, n, "--ntip must be in 1..%d (default: the calibration file's)", FASA_MAX_HEAD_DIM / 2);
@@ -306,7 +307,7 @@ static fasa_status make_cache(const run_opts *o, fasa_context *ctx, const fm_hpa
 {
     bool offload = strcmp(o->variant, "fasa-m") == 0;
     model_attn_cache_opts co = {
-        .dtype = strcmp(o->dtype, "f32") == 0 ? FASA_DTYPE_F32 : FASA_DTYPE_F16,
+        .dtype = cli_dtype(o->dtype),
         .placement = offload ? FASA_PLACEMENT_OFFLOAD : FASA_PLACEMENT_DEVICE,
         .fetch = strcmp(o->fetch, "staged") == 0 ? FASA_FETCH_STAGED : FASA_FETCH_DIRECT,
         .row_cache_rows = rows, .max_n_fac = o->nfac};
@@ -406,7 +407,7 @@ int cmd_run(int argc, char **argv)
         {"nfac", CLI_UINT, &o.nfac, "N", "token budget, 1.." MODEL_CLI_STR(FASA_MAX_N_FAC) " (default 256)"},
         {"n-sink", CLI_UINT, &o.n_sink, "N", "first tokens always attended, inside the budget (default 0)"},
         {"n-recent", CLI_UINT, &o.n_recent, "N", "last tokens always attended, inside the budget (default 0)"},
-        {"dtype", CLI_STRING, &o.dtype, "f16|f32", "KV storage (default f16)"},
+        {"dtype", CLI_STRING, &o.dtype, "f16|bf16|f32", "KV storage (default f16)"},
         {"fetch", CLI_STRING, &o.fetch, "direct|staged", "fasa-m: FAC reads host rows in place or gathers them first"},
         {"row-cache", CLI_UINT, &o.row_cache, "N", "with --fetch staged: device rows kept per layer and KV head"},
         {"prefetch", CLI_STRING, &o.prefetch, "none|attn|mlp", "with --row-cache: fetch layer l+1's rows during l"},

@@ -33,17 +33,28 @@ static const char *data_name(synth_kind k)
     return k == SYNTH_GAUSSIAN ? "gauss" : k == SYNTH_INTEGER ? "ties" : "planted";
 }
 
+static const char *dtype_name(fasa_dtype t)
+{
+    return t == FASA_DTYPE_F16 ? "f16" : t == FASA_DTYPE_BF16 ? "bf16" : "f32";
+}
+
+static const char *io_name(fasa_io_type t) { return t == FASA_IO_F16 ? "f16" : t == FASA_IO_BF16 ? "bf16" : "f32"; }
+
 static void name_case(conform_case *c)
 {
     snprintf(c->name, sizeof c->name, "hq%u-hkv%u-d%u/%s/%s/%s/%s/%s/L%u/nfac%u/ntip%u%s%s%s",
              c->hq, c->hkv, c->d, c->layout == FASA_ROPE_NORM ? "norm" : "neox",
-             c->dtype == FASA_DTYPE_F16 ? "f16" : "f32", c->gqa == FASA_GQA_PER_HEAD ? "head" : "group",
+             dtype_name(c->dtype), c->gqa == FASA_GQA_PER_HEAD ? "head" : "group",
              mode_name(c->mode), data_name(c->data), c->L, c->n_fac, c->n_tip,
              c->n_sink || c->n_recent ? "/forced" : "", c->per_head_dims ? "/headdims" : "",
              c->on_dense_layer ? "/layer0" : "");
     if (c->n_sink || c->n_recent) {
         size_t n = strlen(c->name);
         snprintf(c->name + n, sizeof c->name - n, "-s%u-r%u", c->n_sink, c->n_recent);
+    }
+    if (c->q_type || c->o_type) {
+        size_t n = strlen(c->name);
+        snprintf(c->name + n, sizeof c->name - n, "/io-q%s-o%s", io_name(c->q_type), io_name(c->o_type));
     }
 }
 
@@ -104,6 +115,50 @@ static void add_external_copies(case_list *l, uint32_t n_base)
         size_t len = strlen(x->name);
         snprintf(x->name + len, sizeof x->name - len, "/%s", conform_ext_name(x->external));
     }
+}
+
+/* bf16 storage (every shape and selection, the layouts alternating by
+ * shape: the L edge cases, oracle, dense and tie data; a large budget,
+ * forced tokens and per-head dims) and 16-bit q/o over each storage type.
+ * Added after the older cases, so their seeds stay as they were. */
+static void add_bf16_cases(case_list *l, const shape3 *shapes, size_t n_shapes, uint32_t n_fac)
+{
+    const fasa_dtype bf = FASA_DTYPE_BF16;
+    for (size_t si = 0; si < n_shapes; si++)
+        for (int gq = 0; gq < 2; gq++) {
+            fasa_rope_layout layout = (fasa_rope_layout)((si + (size_t)gq) % 2);
+            fasa_gqa_select gqa = (fasa_gqa_select)gq;
+            const uint32_t Ls[] = {1, n_fac - 1, n_fac, n_fac + 1, 1000};
+            for (size_t i = 0; i < 5; i++) add(l, shapes[si], layout, bf, gqa, FASA_MODE_FASA, SYNTH_PLANTED, Ls[i], n_fac);
+            add(l, shapes[si], layout, bf, gqa, FASA_MODE_ORACLE, SYNTH_GAUSSIAN, 1000, n_fac);
+            add(l, shapes[si], layout, bf, gqa, FASA_MODE_DENSE, SYNTH_GAUSSIAN, 1000, n_fac);
+            add(l, shapes[si], layout, bf, gqa, FASA_MODE_FASA, SYNTH_INTEGER, 1000, 100);
+        }
+    shape3 mid = {16, 4, 128};
+    add(l, mid, FASA_ROPE_NORM, bf, FASA_GQA_PER_HEAD, FASA_MODE_FASA, SYNTH_PLANTED, 4096 + 11, 1024);
+    add(l, mid, FASA_ROPE_NEOX, bf, FASA_GQA_PER_GROUP, FASA_MODE_FASA, SYNTH_INTEGER, 4096, 2048);
+    for (int gq = 0; gq < 2; gq++) {
+        conform_case *c = add(l, mid, FASA_ROPE_NORM, bf, (fasa_gqa_select)gq, FASA_MODE_FASA, SYNTH_PLANTED, 3000, 256);
+        c->n_sink = 4;
+        c->n_recent = 16;
+        add(l, mid, FASA_ROPE_NEOX, bf, (fasa_gqa_select)gq, FASA_MODE_FASA, SYNTH_PLANTED, 2000, 128)->per_head_dims = true;
+        add(l, mid, FASA_ROPE_NORM, bf, (fasa_gqa_select)gq, FASA_MODE_FASA, SYNTH_PLANTED, 2000, 128)->on_dense_layer = true;
+    }
+    /* q and o in 16 bits: every pairing with fp32 and each other, over each
+     * storage type, a sparse step per head and a dense one per group */
+    const fasa_io_type io[][2] = {{FASA_IO_BF16, FASA_IO_BF16}, {FASA_IO_F16, FASA_IO_F16}, {FASA_IO_BF16, FASA_IO_F32},
+                                  {FASA_IO_F32, FASA_IO_BF16}, {FASA_IO_F16, FASA_IO_BF16}, {FASA_IO_F32, FASA_IO_F16}};
+    const fasa_dtype storage[] = {FASA_DTYPE_F16, FASA_DTYPE_F32, FASA_DTYPE_BF16};
+    for (size_t i = 0; i < sizeof io / sizeof io[0]; i++)
+        for (size_t j = 0; j < 3; j++) {
+            shape3 s = shapes[(i + j) % n_shapes];
+            conform_case *c = add(l, s, (fasa_rope_layout)(j % 2), storage[j], FASA_GQA_PER_HEAD, FASA_MODE_FASA,
+                                  SYNTH_PLANTED, 1000, n_fac);
+            c->q_type = io[i][0], c->o_type = io[i][1];
+            c = add(l, s, (fasa_rope_layout)(i % 2), storage[j], FASA_GQA_PER_GROUP, FASA_MODE_DENSE, SYNTH_GAUSSIAN,
+                    300, n_fac);
+            c->q_type = io[i][0], c->o_type = io[i][1];
+        }
 }
 
 /* Keeps the cases of the requested variants, in order. */
@@ -175,6 +230,7 @@ uint32_t conform_cases(conform_case *cases, uint32_t max, bool quick, const char
         for (int gq = 0; gq < 2; gq++)
             add(&l, llama, FASA_ROPE_NORM, FASA_DTYPE_F16, (fasa_gqa_select)gq, FASA_MODE_FASA,
                 SYNTH_PLANTED, 65536, 256);
+    add_bf16_cases(&l, shapes, sizeof shapes / sizeof shapes[0], n_fac);
     for (uint32_t i = 0; i < l.n; i++) name_case(&cases[i]);
     uint32_t n_base = l.n;
     add_offload_copies(&l, n_base);
@@ -192,13 +248,18 @@ typedef struct case_data {
     uint16_t *dims;              /* [Hq][2 n_tip] */
     float *o_buf, *score_buf;    /* poisoned, with guards */
     int32_t *sel_buf;
+    uint8_t *o_io;               /* q/o cases: the io decode's o buffer as read back, IO_GUARD bytes
+                                    of poison on either side */
 } case_data;
+
+#define IO_GUARD 256             /* bytes before q and o in their buffers (offsets of the io decode) */
+#define IO_POISON 0xa5
 
 static void free_data(case_data *cd)
 {
     free(cd->q); free(cd->k); free(cd->v);
     free(cd->qd); free(cd->kd); free(cd->vd);
-    free(cd->dims); free(cd->o_buf); free(cd->score_buf); free(cd->sel_buf);
+    free(cd->dims); free(cd->o_buf); free(cd->score_buf); free(cd->sel_buf); free(cd->o_io);
 }
 
 static float poison_float(void)
@@ -219,8 +280,40 @@ static bool is_poison(float f)
 /* The value the cache stores. */
 static double stored(float x, fasa_dtype dtype)
 {
-    return dtype == FASA_DTYPE_F16 ? ref_round_half(x) : (double)x;
+    return dtype == FASA_DTYPE_F16 ? ref_round_half(x) : dtype == FASA_DTYPE_BF16 ? ref_round_bf16(x) : (double)x;
 }
+
+/* The value a q or o element holds in an io type. */
+static double io_value(double x, fasa_io_type t)
+{
+    return t == FASA_IO_F16 ? ref_round_half(x) : t == FASA_IO_BF16 ? ref_round_bf16(x) : (double)(float)x;
+}
+
+/* Bits of an io element holding x (exactly representable in t), into dst[i]. */
+static void io_store(void *dst, size_t i, double x, fasa_io_type t)
+{
+    if (t == FASA_IO_F16) ((uint16_t *)dst)[i] = ref_half_bits(x);
+    else if (t == FASA_IO_BF16) ((uint16_t *)dst)[i] = ref_bf16_bits(x);
+    else ((float *)dst)[i] = (float)x;
+}
+
+static double io_load(const void *src, size_t i, fasa_io_type t)
+{
+    if (t == FASA_IO_F32) return ((const float *)src)[i];
+    uint16_t b = ((const uint16_t *)src)[i];
+    if (t == FASA_IO_BF16) {
+        uint32_t u = (uint32_t)b << 16;
+        float f;
+        memcpy(&f, &u, 4);
+        return f;
+    }
+    /* fp16 by its fields */
+    int e = (b >> 10) & 0x1f, m = b & 0x3ff;
+    double v = e == 0x1f ? (m ? NAN : INFINITY) : e == 0 ? ldexp(m, -24) : ldexp(1024 + m, e - 25);
+    return b & 0x8000 ? -v : v;
+}
+
+static size_t io_size(fasa_io_type t) { return t == FASA_IO_F32 ? 4 : 2; }
 
 static size_t rows_of(const conform_case *c) { return c->gqa == FASA_GQA_PER_GROUP ? c->hkv : c->hq; }
 
@@ -260,7 +353,8 @@ static bool make_data(const conform_case *c, const conform_data *given, case_dat
         synth_query(&sd, c->L - 1, 0, cd->q);
         synth_planted_dims(&sd, cd->dims);
     }
-    for (size_t i = 0; i < nq; i++) cd->qd[i] = cd->q[i];
+    /* q as its io type holds it (the checked fp32 decode gets the same values) */
+    for (size_t i = 0; i < nq; i++) cd->q[i] = (float)(cd->qd[i] = io_value(cd->q[i], c->q_type));
     for (size_t i = 0; i < nkv; i++) {
         cd->kd[i] = stored(cd->k[i], c->dtype);
         cd->vd[i] = stored(cd->v[i], c->dtype);
@@ -302,6 +396,39 @@ static fasa_status prefetch_other_query(fasa_kv_cache *cache, uint32_t layer, co
     return st;
 }
 
+/* q/o cases: the same step again through fasa_decode with q and o in
+ * their io types, in buffers at offset IO_GUARD whose other bytes are
+ * poisoned; cd->o_io receives the whole o buffer. */
+static fasa_status decode_io(fasa_context *ctx, fasa_kv_cache *cache, uint32_t layer, const fasa_decode_desc *dd,
+                             const conform_case *c, case_data *cd)
+{
+    size_t n = (size_t)c->hq * c->d, qb = n * io_size(c->q_type), ob = n * io_size(c->o_type);
+    size_t o_total = 2 * IO_GUARD + ob;
+    uint8_t *q_img = malloc(IO_GUARD + qb);
+    cd->o_io = malloc(o_total);
+    if (!q_img || !cd->o_io) {
+        free(q_img);
+        return FASA_ERROR_OUT_OF_HOST_MEMORY;
+    }
+    memset(q_img, IO_POISON, IO_GUARD);
+    for (size_t i = 0; i < n; i++) io_store(q_img + IO_GUARD, i, cd->qd[i], c->q_type);
+    memset(cd->o_io, IO_POISON, o_total);
+    fasa_buffer *q = NULL, *o = NULL;
+    fasa_status st = fasa_buffer_create(ctx, IO_GUARD + qb, &q);
+    if (st == FASA_OK) st = fasa_buffer_create(ctx, o_total, &o);
+    if (st == FASA_OK) st = fasa_buffer_write(q, 0, q_img, IO_GUARD + qb);
+    if (st == FASA_OK) st = fasa_buffer_write(o, 0, cd->o_io, o_total);
+    fasa_decode_desc d = *dd;
+    d.q_type = c->q_type;
+    d.o_type = c->o_type;
+    if (st == FASA_OK) st = fasa_decode(cache, layer, &d, q, IO_GUARD, o, IO_GUARD);
+    if (st == FASA_OK) st = fasa_buffer_read(o, 0, cd->o_io, o_total);
+    fasa_buffer_destroy(q);
+    fasa_buffer_destroy(o);
+    free(q_img);
+    return st;
+}
+
 /* Builds calibration + cache, appends, decodes with outputs. */
 static fasa_status run_library(fasa_context *ctx, const conform_case *c, case_data *cd,
                                fasa_decode_outputs *out, conform_result *r)
@@ -337,6 +464,7 @@ static fasa_status run_library(fasa_context *ctx, const conform_case *c, case_da
     double t0 = cli_now();
     if (st == FASA_OK) st = fasa_decode_host(cache, layer, &dd, cd->q, cd->o_buf + GUARD, out);
     r->seconds = cli_now() - t0;
+    if (st == FASA_OK && (c->q_type || c->o_type)) st = decode_io(ctx, cache, layer, &dd, c, cd);
     if (st != FASA_OK) fail(r, "library call failed: %s: %s", fasa_status_string(st), fasa_context_last_error(ctx));
     fasa_kv_cache_destroy(cache);
     conform_ext_destroy(engine);
@@ -424,6 +552,46 @@ static void check_selection(const ref_step *rs, const int32_t *got, const int32_
     free(in_want);
 }
 
+/* q/o cases: o of the io decode must be the checked fp32 o rounded to its
+ * type (nearest even, by the reference's rounding), element for element,
+ * with the guards around it untouched; and within the 16-bit bound of the
+ * fp64 output. */
+static void check_io_output(const conform_case *c, const ref_step *rs, const int32_t *sel, const case_data *cd,
+                            conform_result *r)
+{
+    size_t n = (size_t)c->hq * c->d, ob = n * io_size(c->o_type);
+    for (size_t i = 0; i < IO_GUARD; i++)
+        if (cd->o_io[i] != IO_POISON || cd->o_io[IO_GUARD + ob + i] != IO_POISON) {
+            fail(r, "io decode: a guard byte around o was overwritten");
+            return;
+        }
+    const uint8_t *o = cd->o_io + IO_GUARD;
+    for (size_t i = 0; i < n; i++) {
+        float want = (float)io_value(cd->o_buf[GUARD + i], c->o_type), got = (float)io_load(o, i, c->o_type);
+        if (memcmp(&want, &got, 4) != 0) {
+            fail(r, "io decode: o[%zu] = %.9g, but the fp32 decode's %.9g rounds to %.9g", i, (double)got,
+                 (double)cd->o_buf[GUARD + i], (double)want);
+            return;
+        }
+    }
+    double *want = malloc(n * sizeof(double)), num = 0, den = 0;
+    if (!want) {
+        fail(r, "out of host memory");
+        return;
+    }
+    ref_attend(rs, sel, rs->n_fac, want);
+    for (size_t i = 0; i < n; i++) {
+        double e = io_load(o, i, c->o_type) - want[i];
+        num += e * e;
+        den += want[i] * want[i];
+    }
+    double nmse = r->io_nmse = den > 0 ? num / den : num;
+    double bound = c->o_type == FASA_IO_BF16 ? CONFORM_NMSE_BF16_OUT : c->o_type == FASA_IO_F16 ? CONFORM_NMSE_F16_OUT
+                                                                                             : CONFORM_NMSE_MAX;
+    if (!(nmse <= bound)) fail(r, "io decode: %s o NMSE %.3g above %.3g", io_name(c->o_type), nmse, bound);
+    free(want);
+}
+
 static void check_output(const ref_step *rs, const int32_t *sel, const float *o, conform_result *r)
 {
     size_t n = (size_t)rs->n_q_heads * rs->head_dim;
@@ -482,6 +650,7 @@ static void compare(const conform_case *c, case_data *cd, const fasa_decode_outp
             fail(r, "the dense path wrote the selection or score outputs");
         rs.n_fac = c->L;
         check_output(&rs, NULL, cd->o_buf + GUARD, r);
+        if (r->pass && cd->o_io) check_io_output(c, &rs, NULL, cd, r);
         if (cap && r->pass) capture(c, cd, out->path, NULL, cap);
         return;
     }
@@ -494,6 +663,7 @@ static void compare(const conform_case *c, case_data *cd, const fasa_decode_outp
     /* integer data is exact in fp32 too: no swap at all is acceptable there */
     if (r->pass) check_selection(&rs, cd->sel_buf + GUARD, want, scores, mag, c->data == SYNTH_INTEGER, r);
     if (r->pass) check_output(&rs, cd->sel_buf + GUARD, cd->o_buf + GUARD, r);
+    if (r->pass && cd->o_io) check_io_output(c, &rs, cd->sel_buf + GUARD, cd, r);
     if (cap && r->pass) capture(c, cd, out->path, mag, cap);
     free(scores);
     free(mag);
@@ -533,6 +703,9 @@ static void check_same_as_owned(fasa_context *ctx, const conform_case *c, const 
         fail(r, "o differs from the owned cache's (same data, same backend)");
     if (r->pass && memcmp(od.score_buf, cd->score_buf, (rows * c->L + 2 * GUARD) * sizeof(float)) != 0)
         fail(r, "TIP scores differ from the owned cache's");
+    if (r->pass && cd->o_io &&
+        (!od.o_io || memcmp(od.o_io, cd->o_io, 2 * IO_GUARD + n_o * io_size(c->o_type)) != 0))
+        fail(r, "the io decode's o differs from the owned cache's");
     if (r->pass && out.path == FASA_PATH_SPARSE) {
         sort_rows(od.sel_buf + GUARD, rows, c->n_fac);
         sort_rows(cd->sel_buf + GUARD, rows, c->n_fac);

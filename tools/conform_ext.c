@@ -81,7 +81,7 @@ fasa_status conform_ext_create(fasa_context *ctx, const conform_case *c, fasa_kv
     fasa_device_info info;
     fasa_context_device(ctx, &info);
     *e = (conform_engine){.ctx = ctx, .on_cpu = info.backend == FASA_BACKEND_CPU, .dtype = c->dtype,
-                          .elem = c->dtype == FASA_DTYPE_F16 ? 2 : 4, .hkv = c->hkv, .d = c->d, .cap = c->L};
+                          .elem = c->dtype == FASA_DTYPE_F32 ? 4 : 2, .hkv = c->hkv, .d = c->d, .cap = c->L};
     plan_layout(e, c->external);
     fasa_status st = make_buffer(e, 0);
     if (st == FASA_OK && e->size[1]) st = make_buffer(e, 1);
@@ -115,6 +115,7 @@ static void write_tokens(conform_engine *e, const float *k, const float *v, uint
                 for (uint32_t i = 0; i < e->d; i++) {
                     float x = sign * row[i];
                     if (e->dtype == FASA_DTYPE_F32) memcpy(dst + 4 * i, &x, 4);
+                    else if (e->dtype == FASA_DTYPE_BF16) ((uint16_t *)dst)[i] = ref_bf16_bits(x);
                     else ((uint16_t *)dst)[i] = ref_half_bits(x);
                 }
             }

@@ -29,6 +29,26 @@ uint16_t ref_half_bits(double x)
     return (uint16_t)(sign | (uint16_t)((e + 14) << 10) | (uint16_t)((2 * m - 1) * 1024));
 }
 
+double ref_round_bf16(double x)
+{
+    if (x == 0 || !isfinite(x)) return x;
+    double ax = fabs(x);
+    if (ax >= 0x1p128 - 0x1p119) return copysign(INFINITY, x); /* halfway to 2^128 and up */
+    int e;
+    frexp(ax, &e);
+    /* 8 significant bits for normals; a fixed 2^-133 step below 2^-126 */
+    int ulp_exp = e - 8 < -133 ? -133 : e - 8;
+    return copysign(ldexp(nearbyint(ldexp(ax, -ulp_exp)), ulp_exp), x);
+}
+
+uint16_t ref_bf16_bits(double x)
+{
+    float f = (float)ref_round_bf16(x); /* exact: a bf16 value is an fp32 value */
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return (uint16_t)(u >> 16);
+}
+
 uint32_t ref_rows(const ref_step *s) { return s->per_group ? s->n_kv_heads : s->n_q_heads; }
 
 static double head_score(const ref_step *s, uint32_t h, uint32_t j, double *mag)

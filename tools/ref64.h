@@ -10,7 +10,7 @@
 typedef struct ref_step {
     uint32_t n_q_heads, n_kv_heads, head_dim, L;
     const double *q;          /* [Hq][d] */
-    const double *k, *v;      /* [L][Hkv][d]: the values as stored (fp16-rounded if so) */
+    const double *k, *v;      /* [L][Hkv][d]: the values as stored (fp16/bf16-rounded if so) */
     const uint16_t *dims;     /* [Hq][2*n_tip] I_h, or NULL for the oracle (all dims) */
     uint32_t n_tip;
     bool per_group;           /* one selection per KV group from summed scores */
@@ -23,6 +23,14 @@ double ref_round_half(double x);
 /* The IEEE binary16 bits of ref_round_half(x), read off the rounded value
  * (exactly representable: no second rounding). */
 uint16_t ref_half_bits(double x);
+
+/* x rounded to bfloat16 (8 significant bits, fp32's exponent range with
+ * subnormals down to 2^-133, nearest even, overflow to Inf from
+ * 2^128 - 2^119), likewise by arithmetic on the value. */
+double ref_round_bf16(double x);
+/* The bfloat16 bits of ref_round_bf16(x) (the top half of its fp32, which
+ * holds it exactly). */
+uint16_t ref_bf16_bits(double x);
 
 uint32_t ref_rows(const ref_step *s);               /* Hq or Hkv */
 /* S[row][j]; also the magnitude bound sum |q_c k_c| per score (for tolerances). */

@@ -40,6 +40,7 @@ typedef struct cpu_cache {
     int32_t *selected;           /* [Hq][max_n_fac] */
     float *partials;             /* [Hq][FASA_CPU_MAX_SPLITS][d + 2]: m, l, acc[d] */
     float *qm;                   /* [Hq][max(d, u_pad)] masked queries */
+    float *qf, *of;              /* [Hq][d] q widened from / o before rounding to a 16-bit io type */
     uint32_t n_workers;
     uint32_t **topk_scratch;     /* [worker][3 * capacity] */
     uint8_t *seen;               /* [capacity], FASA-M row counting (offloaded caches only) */

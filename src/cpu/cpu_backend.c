@@ -145,6 +145,8 @@ static void cpu_cache_destroy(fasa_kv_cache *cache)
     fasa__free(ctx, cc->selected);
     fasa__free(ctx, cc->partials);
     fasa__free(ctx, cc->qm);
+    fasa__free(ctx, cc->qf);
+    fasa__free(ctx, cc->of);
     fasa__free(ctx, cc);
     cache->impl = NULL;
 }
@@ -212,8 +214,10 @@ static fasa_status alloc_scratch(fasa_kv_cache *cache, cpu_cache *cc)
     cc->selected = fasa__alloc(ctx, (size_t)s->n_q_heads * cache->max_n_fac * sizeof(int32_t));
     cc->partials = fasa__alloc(ctx, (size_t)s->n_q_heads * FASA_CPU_MAX_SPLITS * (s->head_dim + 2) * sizeof(float));
     cc->qm = fasa__alloc(ctx, (size_t)s->n_q_heads * (s->head_dim > cache->u_pad ? s->head_dim : cache->u_pad) * sizeof(float));
+    cc->qf = fasa__alloc(ctx, (size_t)s->n_q_heads * s->head_dim * sizeof(float));
+    cc->of = fasa__alloc(ctx, (size_t)s->n_q_heads * s->head_dim * sizeof(float));
     cc->topk_scratch = fasa__alloc(ctx, cc->n_workers * sizeof(uint32_t *));
-    bool ok = cc->scores && cc->selected && cc->partials && cc->qm && cc->topk_scratch;
+    bool ok = cc->scores && cc->selected && cc->partials && cc->qm && cc->qf && cc->of && cc->topk_scratch;
     for (uint32_t w = 0; ok && w < cc->n_workers; w++) {
         cc->topk_scratch[w] = fasa__alloc_aligned(ctx, 3 * (size_t)cache->capacity * sizeof(uint32_t), 64);
         ok = cc->topk_scratch[w] != NULL;
@@ -280,13 +284,8 @@ static fasa_status cpu_cache_read(fasa_kv_cache *cache, uint32_t layer, uint32_t
         for (uint32_t g = 0; g < hkv; g++) {
             size_t src = (first + t) * cc->ts + g * cc->hs;
             size_t dst = ((size_t)t * hkv + g) * d;
-            if (cache->dtype == FASA_DTYPE_F32) {
-                if (k) memcpy(k + dst, (const float *)lay->k + src, d * sizeof(float));
-                if (v) memcpy(v + dst, (const float *)lay->v + src, d * sizeof(float));
-            } else {
-                if (k) fasa__half_to_float_n((const uint16_t *)lay->k + src, k + dst, d);
-                if (v) fasa__half_to_float_n((const uint16_t *)lay->v + src, v + dst, d);
-            }
+            if (k) fasa__dtype_to_float_n(cache->dtype, (const char *)lay->k + src * cache->elem_size, k + dst, d);
+            if (v) fasa__dtype_to_float_n(cache->dtype, (const char *)lay->v + src * cache->elem_size, v + dst, d);
         }
     return FASA_OK;
 }

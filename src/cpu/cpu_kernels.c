@@ -1,5 +1,5 @@
-/* CPU kernels: append, tip, topk, fac, dense.  fp32 arithmetic on fp16 or
- * fp32 storage, threaded with the context's pool.  These are also the
+/* CPU kernels: append, tip, topk, fac, dense.  fp32 arithmetic on fp16,
+ * bf16 or fp32 storage, threaded with the context's pool.  These are also the
  * readable statement of what the GPU kernels compute. */
 #include "cpu.h"
 
@@ -19,11 +19,6 @@ static const fasa_cpu_simd *simd_of(const fasa_kv_cache *c)
     return ((const cpu_context *)c->ctx->impl)->simd;
 }
 
-static const float *host_floats(const fasa_buffer *buf, uint64_t offset)
-{
-    return (const float *)((const char *)buf->host + offset);
-}
-
 /* Element offset of the K/V row of (KV head g, token t) in a layer's K or
  * V: libfasa's own layout or the engine's (external caches).  A per-token
  * indirection (paged cells) would map t to its physical row here. */
@@ -38,8 +33,37 @@ static size_t kv_elem(const fasa_kv_cache *c, uint32_t g, uint32_t t)
 static const float *load_row(const fasa_kv_cache *c, const void *base, size_t at, uint32_t width, float *tmp)
 {
     if (c->dtype == FASA_DTYPE_F32) return (const float *)base + at;
-    simd_of(c)->half_to_float((const uint16_t *)base + at, tmp, width);
+    if (c->dtype == FASA_DTYPE_F16) simd_of(c)->half_to_float((const uint16_t *)base + at, tmp, width);
+    else simd_of(c)->bf16_to_float((const uint16_t *)base + at, tmp, width);
     return tmp;
+}
+
+/* q of a step as fp32: the buffer itself, or widened into the scratch. */
+static const float *step_q(const fasa_step *step)
+{
+    const fasa_kv_cache *c = step->cache;
+    cpu_cache *cc = c->impl;
+    const void *q = (const char *)step->q->host + step->q_offset;
+    if (step->q_type == FASA_IO_F32) return q;
+    fasa__dtype_to_float_n(fasa__io_dtype(step->q_type), q, cc->qf, (size_t)c->shape.n_q_heads * c->shape.head_dim);
+    return cc->qf;
+}
+
+/* Where fac and dense write o in fp32: the buffer itself, or the scratch
+ * that finish_o rounds into the buffer. */
+static float *step_o(const fasa_step *step)
+{
+    cpu_cache *cc = step->cache->impl;
+    return step->o_type == FASA_IO_F32 ? (float *)((char *)step->o->host + step->o_offset) : cc->of;
+}
+
+static void finish_o(const fasa_step *step)
+{
+    const fasa_kv_cache *c = step->cache;
+    cpu_cache *cc = c->impl;
+    if (step->o_type == FASA_IO_F32) return;
+    fasa__float_to_dtype_n(fasa__io_dtype(step->o_type), cc->of, (char *)step->o->host + step->o_offset,
+                           (size_t)c->shape.n_q_heads * c->shape.head_dim);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -55,12 +79,13 @@ typedef struct append_job {
     fasa_dtype src;
 } append_job;
 
-/* Converts one row of d elements from the source dtype into storage. */
+/* Converts one row of d elements from the source dtype into storage
+ * (equal types copy the bits; others round to nearest even through fp32). */
 static void store_row(const fasa_kv_cache *c, const void *src, fasa_dtype src_dtype, void *dst, uint32_t d)
 {
     if (src_dtype == c->dtype) memcpy(dst, src, (size_t)d * c->elem_size);
-    else if (c->dtype == FASA_DTYPE_F16) fasa__float_to_half_n(src, dst, d);
-    else fasa__half_to_float_n(src, dst, d);
+    else if (c->dtype == FASA_DTYPE_F16 && src_dtype == FASA_DTYPE_F32) fasa__float_to_half_n(src, dst, d);
+    else fasa__convert_n(c->dtype, dst, src_dtype, src, d);
 }
 
 /* Copies the union dims of a stored K row into token t's entries of its
@@ -74,7 +99,7 @@ static void store_dom(const fasa_kv_cache *c, const cpu_cache *cc, void *kdom, u
     size_t base = (((size_t)g * cc->n_tiles + t / 16) * c->u_pad) * 16 + t % 16;
     for (uint32_t s = 0; s < u; s++) {
         size_t at = base + s * 16;
-        if (c->dtype == FASA_DTYPE_F16) ((uint16_t *)kdom)[at] = ((const uint16_t *)krow)[dims[s]];
+        if (c->elem_size == 2) ((uint16_t *)kdom)[at] = ((const uint16_t *)krow)[dims[s]];
         else ((float *)kdom)[at] = ((const float *)krow)[dims[s]];
     }
 }
@@ -85,7 +110,7 @@ static void append_token(void *arg, uint32_t t, uint32_t worker)
     append_job *job = arg;
     fasa_kv_cache *c = job->cache;
     uint32_t d = c->shape.head_dim, hkv = c->shape.n_kv_heads;
-    size_t src_elem = job->src == FASA_DTYPE_F32 ? 4 : 2;
+    size_t src_elem = fasa__dtype_size(job->src);
     for (uint32_t g = 0; g < hkv; g++) {
         size_t src_off = ((size_t)t * hkv + g) * d * src_elem;
         size_t at = kv_elem(c, g, job->first + t) * c->elem_size;
@@ -198,10 +223,7 @@ static float own_score(const tip_job *job, uint32_t h, const char *cols, uint32_
     float acc = 0.0f;
     for (uint32_t slot = 0; slot < job->width; slot++) {
         if (map[slot] < 0) continue;
-        size_t at = (size_t)slot * 16 + t;
-        float k = c->dtype == FASA_DTYPE_F16 ? fasa__half_to_float(((const uint16_t *)cols)[at])
-                                             : ((const float *)cols)[at];
-        acc = fmaf(qm[slot], k, acc);
+        acc = fmaf(qm[slot], fasa__dtype_load(c->dtype, cols, (size_t)slot * 16 + t), acc);
     }
     return acc;
 }
@@ -218,7 +240,7 @@ static void tip_block16(const tip_job *job, uint32_t g, uint32_t j, uint32_t n_v
     const fasa_kv_cache *c = job->step->cache;
     size_t tile = (size_t)g * job->cc->n_tiles + j / 16;
     const char *cols = (const char *)job->rows + tile * c->u_pad * 16 * c->elem_size;
-    bool nan = simd_of(c)->tip16(cols, c->dtype == FASA_DTYPE_F16, 16, job->width,
+    bool nan = simd_of(c)->tip16(cols, c->dtype, 16, job->width,
                                  job->qm + (size_t)g * c->group * job->width, c->group, &s[0][0], 16);
     if (nan) /* rare; the tile's tokens past L may also set it */
         for (uint32_t m = 0; m < c->group; m++)
@@ -245,11 +267,10 @@ static void oracle_block16(const tip_job *job, uint32_t g, uint32_t j, uint32_t 
         rows = pad;
     }
     const float *qg = job->qm + (size_t)g * c->group * job->width;
-    bool half = c->dtype == FASA_DTYPE_F16;
     for (uint32_t half_block = 0; half_block < 2; half_block++)
         for (uint32_t m0 = 0; m0 < c->group; m0 += MAX_TIP_GROUP) {
             uint32_t nm = c->group - m0 < MAX_TIP_GROUP ? c->group - m0 : MAX_TIP_GROUP;
-            simd_of(c)->dot8(rows + half_block * 8 * row_bytes, half, job->width, qg + (size_t)m0 * job->width, nm,
+            simd_of(c)->dot8(rows + half_block * 8 * row_bytes, c->dtype, job->width, qg + (size_t)m0 * job->width, nm,
                              &s[m0][half_block * 8], 16);
         }
     store_scores(job, g, j, n_valid, s);
@@ -277,7 +298,7 @@ fasa_status fasa__cpu_tip(fasa_exec *exec, const fasa_step *step)
     const cpu_layer *lay = &cc->layers[step->layer];
     tip_job job = {step, cc, step->oracle ? lay->k : lay->kdom, step->oracle ? c->shape.head_dim : c->u_pad,
                    cc->qm, cc->scores, (step->L + TIP_CHUNK - 1) / TIP_CHUNK};
-    build_masked_q(step, host_floats(step->q, step->q_offset), cc->qm, job.width);
+    build_masked_q(step, step_q(step), cc->qm, job.width);
     fasa__pool_run(exec->ctx->pool, c->shape.n_kv_heads * job.n_chunks, tip_chunk, &job);
     return FASA_OK;
 }
@@ -502,9 +523,9 @@ fasa_status fasa__cpu_fac(fasa_exec *exec, const fasa_step *step)
 {
     if (step->cache->placement == FASA_PLACEMENT_OFFLOAD) count_offload_rows(step);
     if (step->prefetch) return FASA_OK; /* rows placed; no attention */
-    fac_job job = {step, step->cache->impl, host_floats(step->q, step->q_offset),
-                   (float *)host_floats(step->o, step->o_offset)};
+    fac_job job = {step, step->cache->impl, step_q(step), step_o(step)};
     fasa__pool_run(exec->ctx->pool, step->n_rows, fac_row, &job);
+    finish_o(step);
     return FASA_OK;
 }
 
@@ -561,11 +582,10 @@ fasa_status fasa__cpu_dense(fasa_exec *exec, const fasa_step *step)
     uint32_t n_splits = want < max_by_len ? want : max_by_len;
     if (n_splits < 1) n_splits = 1;
     if (n_splits > FASA_CPU_MAX_SPLITS) n_splits = FASA_CPU_MAX_SPLITS;
-    dense_job job = {step, c->impl, host_floats(step->q, step->q_offset),
-                     (float *)host_floats(step->o, step->o_offset), n_splits,
-                     (step->L + n_splits - 1) / n_splits};
+    dense_job job = {step, c->impl, step_q(step), step_o(step), n_splits, (step->L + n_splits - 1) / n_splits};
     job.n_splits = (step->L + job.split_len - 1) / job.split_len;
     fasa__pool_run(exec->ctx->pool, c->shape.n_kv_heads * job.n_splits, dense_split, &job);
     fasa__pool_run(exec->ctx->pool, c->shape.n_q_heads, dense_reduce, &job);
+    finish_o(step);
     return FASA_OK;
 }

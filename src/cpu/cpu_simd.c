@@ -12,6 +12,11 @@ static void half_to_float_c(const uint16_t *src, float *dst, size_t n)
     fasa__half_to_float_n(src, dst, n);
 }
 
+static void bf16_to_float_c(const uint16_t *src, float *dst, size_t n)
+{
+    fasa__bf16_to_float_n(src, dst, n);
+}
+
 static float dot_c(const float *a, const float *b, size_t n)
 {
     /* four partial sums so the compiler can vectorise without -ffast-math */
@@ -37,21 +42,21 @@ static void scale_c(float *y, float a, size_t n)
     for (size_t i = 0; i < n; i++) y[i] *= a;
 }
 
-static void dot8_c(const void *rows, bool half_rows, uint32_t width, const float *q, uint32_t n_q,
+static void dot8_c(const void *rows, fasa_dtype dt, uint32_t width, const float *q, uint32_t n_q,
                    float *out, size_t out_stride)
 {
     float tmp[FASA_MAX_HEAD_DIM];
     for (uint32_t t = 0; t < 8; t++) {
         const float *row = (const float *)rows + (size_t)t * width;
-        if (half_rows) {
-            fasa__half_to_float_n((const uint16_t *)rows + (size_t)t * width, tmp, width);
+        if (dt != FASA_DTYPE_F32) {
+            fasa__dtype_to_float_n(dt, (const uint16_t *)rows + (size_t)t * width, tmp, width);
             row = tmp;
         }
         for (uint32_t m = 0; m < n_q; m++) out[m * out_stride + t] = dot_c(q + (size_t)m * width, row, width);
     }
 }
 
-static bool tip16_c(const void *cols, bool half_cols, size_t col_stride, uint32_t width, const float *q,
+static bool tip16_c(const void *cols, fasa_dtype dt, size_t col_stride, uint32_t width, const float *q,
                     uint32_t n_q, float *out, size_t out_stride)
 {
     uint32_t nan = 0;
@@ -60,9 +65,7 @@ static bool tip16_c(const void *cols, bool half_cols, size_t col_stride, uint32_
         for (uint32_t s = 0; s < width; s++) {
             float qs = q[(size_t)m * width + s];
             for (int t = 0; t < 16; t++) {
-                size_t at = (size_t)s * col_stride + t;
-                float k = half_cols ? fasa__half_to_float(((const uint16_t *)cols)[at]) : ((const float *)cols)[at];
-                acc[t] = fmaf(qs, k, acc[t]);
+                acc[t] = fmaf(qs, fasa__dtype_load(dt, cols, (size_t)s * col_stride + t), acc[t]);
             }
         }
         for (int t = 0; t < 16; t++) {
@@ -75,7 +78,8 @@ static bool tip16_c(const void *cols, bool half_cols, size_t col_stride, uint32_
     return nan != 0;
 }
 
-static const fasa_cpu_simd simd_c = {"portable", half_to_float_c, dot_c, axpy_c, scale_c, dot8_c, tip16_c};
+static const fasa_cpu_simd simd_c = {"portable", half_to_float_c, bf16_to_float_c, dot_c, axpy_c, scale_c,
+                                     dot8_c, tip16_c};
 
 /* ---- x86-64 AVX2 + FMA + F16C ------------------------------------------- */
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -90,6 +94,20 @@ AVX2 static void half_to_float_avx2(const uint16_t *src, float *dst, size_t n)
     for (; i + 8 <= n; i += 8)
         _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
     for (; i < n; i++) dst[i] = fasa__half_to_float(src[i]);
+}
+
+/* Eight bf16 values widened to fp32: each is the top half of its fp32. */
+AVX2 static inline __m256 bf16x8(const uint16_t *p)
+{
+    __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+}
+
+AVX2 static void bf16_to_float_avx2(const uint16_t *src, float *dst, size_t n)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, bf16x8(src + i));
+    for (; i < n; i++) dst[i] = fasa__bf16_to_float(src[i]);
 }
 
 AVX2 static float hsum256(__m256 v)
@@ -143,15 +161,19 @@ AVX2 static __m256 hsum8(const __m256 v[8])
     return _mm256_add_ps(lo, hi);
 }
 
-AVX2 static void dot8_avx2(const void *rows, bool half_rows, uint32_t width, const float *q, uint32_t n_q,
+AVX2 static void dot8_avx2(const void *rows, fasa_dtype dt, uint32_t width, const float *q, uint32_t n_q,
                            float *out, size_t out_stride)
 {
     float buf[8 * FASA_MAX_HEAD_DIM] __attribute__((aligned(32)));
     const float *r = rows;
-    if (half_rows) { /* convert the 8 rows once for all heads */
+    if (dt == FASA_DTYPE_F16) { /* convert the 8 rows once for all heads */
         const uint16_t *h = rows;
         for (uint32_t i = 0; i < 8 * width; i += 8)
             _mm256_store_ps(buf + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))));
+        r = buf;
+    } else if (dt == FASA_DTYPE_BF16) {
+        const uint16_t *h = rows;
+        for (uint32_t i = 0; i < 8 * width; i += 8) _mm256_store_ps(buf + i, bf16x8(h + i));
         r = buf;
     }
     for (uint32_t m = 0; m < n_q; m++) {
@@ -169,9 +191,12 @@ AVX2 static void dot8_avx2(const void *rows, bool half_rows, uint32_t width, con
 }
 
 /* Four heads at a time (absent heads read a zero query), 16 tokens as two
- * vectors: eight accumulators stay in registers across the whole column. */
-AVX2 static bool tip16_avx2(const void *cols, bool half_cols, size_t col_stride, uint32_t width, const float *q,
-                            uint32_t n_q, float *out, size_t out_stride)
+ * vectors: eight accumulators stay in registers across the whole column.
+ * One copy of the loop per storage type (dt is a constant in each), so the
+ * column loads are resolved at compile time. */
+#define TIP16_ARGS const void *cols, size_t col_stride, uint32_t width, const float *q, uint32_t n_q, float *out, \
+                   size_t out_stride
+AVX2 static inline __attribute__((always_inline)) bool tip16_body(fasa_dtype dt, TIP16_ARGS)
 {
     static const float zeros[FASA_MAX_HEAD_DIM];
     __m256 nan = _mm256_setzero_ps();
@@ -181,10 +206,14 @@ AVX2 static bool tip16_avx2(const void *cols, bool half_cols, size_t col_stride,
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, b0 = a0, b1 = a0, c0 = a0, c1 = a0, d0 = a0, d1 = a0;
         for (uint32_t s = 0; s < width; s++) {
             __m256 k0, k1;
-            if (half_cols) {
+            if (dt == FASA_DTYPE_F16) {
                 const uint16_t *p = (const uint16_t *)cols + (size_t)s * col_stride;
                 k0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
                 k1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 8)));
+            } else if (dt == FASA_DTYPE_BF16) {
+                const uint16_t *p = (const uint16_t *)cols + (size_t)s * col_stride;
+                k0 = bf16x8(p);
+                k1 = bf16x8(p + 8);
             } else {
                 const float *p = (const float *)cols + (size_t)s * col_stride;
                 k0 = _mm256_loadu_ps(p);
@@ -208,8 +237,23 @@ AVX2 static bool tip16_avx2(const void *cols, bool half_cols, size_t col_stride,
     return _mm256_movemask_ps(nan) != 0;
 }
 
-static const fasa_cpu_simd simd_avx2 = {"avx2+fma+f16c", half_to_float_avx2, dot_avx2, axpy_avx2,
-                                        scale_avx2, dot8_avx2, tip16_avx2};
+AVX2 static bool tip16_f16(TIP16_ARGS) { return tip16_body(FASA_DTYPE_F16, cols, col_stride, width, q, n_q, out, out_stride); }
+AVX2 static bool tip16_f32(TIP16_ARGS) { return tip16_body(FASA_DTYPE_F32, cols, col_stride, width, q, n_q, out, out_stride); }
+AVX2 static bool tip16_bf16(TIP16_ARGS) { return tip16_body(FASA_DTYPE_BF16, cols, col_stride, width, q, n_q, out, out_stride); }
+
+static bool tip16_avx2(const void *cols, fasa_dtype dt, size_t col_stride, uint32_t width, const float *q,
+                       uint32_t n_q, float *out, size_t out_stride)
+{
+    switch (dt) {
+    case FASA_DTYPE_F16: return tip16_f16(cols, col_stride, width, q, n_q, out, out_stride);
+    case FASA_DTYPE_BF16: return tip16_bf16(cols, col_stride, width, q, n_q, out, out_stride);
+    case FASA_DTYPE_F32: break;
+    }
+    return tip16_f32(cols, col_stride, width, q, n_q, out, out_stride);
+}
+
+static const fasa_cpu_simd simd_avx2 = {"avx2+fma+f16c", half_to_float_avx2, bf16_to_float_avx2, dot_avx2,
+                                        axpy_avx2, scale_avx2, dot8_avx2, tip16_avx2};
 
 /* F16C is CPUID leaf 1 ECX bit 29 (not every compiler's
  * __builtin_cpu_supports knows its name). */

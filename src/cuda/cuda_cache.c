@@ -76,7 +76,7 @@ static void free_all(fasa_kv_cache *cache, cuda_cache *cu)
     }
     void **single[] = {(void **)&cu->udims, (void **)&cu->usize, (void **)&cu->tip_map, (void **)&cu->scores,
                        (void **)&cu->sel, (void **)&cu->tk_state, (void **)&cu->tk_hist, (void **)&cu->tk_tiles,
-                       (void **)&cu->part};
+                       (void **)&cu->part, (void **)&cu->qf};
     for (size_t i = 0; i < sizeof single / sizeof single[0]; i++) dev_free(single[i]);
     (void)cudaGetLastError();
 }
@@ -156,14 +156,14 @@ static fasa_status alloc_scratch(fasa_kv_cache *c, cuda_cache *cu)
     const fasa_model_shape *s = &c->shape;
     size_t hq = s->n_q_heads;
     cu->pmax = fasa_cu_plan_pmax(s->n_q_heads, s->head_dim);
-    size_t sizes[6] = {hq * c->capacity * 4, hq * c->max_n_fac * 4, hq * FASA_TK_WORDS * 4, hq * 256 * 4,
-                       hq * FASA_TK_MAX_TILES * 4, hq * cu->pmax * (s->head_dim + 2) * 4};
-    void **ptrs[6] = {(void **)&cu->scores, (void **)&cu->sel, (void **)&cu->tk_state, (void **)&cu->tk_hist,
-                      (void **)&cu->tk_tiles, (void **)&cu->part};
-    const char *names[6] = {"TIP scores", "selection", "top-k state", "top-k histograms", "top-k tiles",
-                            "attention partials"};
+    size_t sizes[7] = {hq * c->capacity * 4, hq * c->max_n_fac * 4, hq * FASA_TK_WORDS * 4, hq * 256 * 4,
+                       hq * FASA_TK_MAX_TILES * 4, hq * cu->pmax * (s->head_dim + 2) * 4, hq * s->head_dim * 4};
+    void **ptrs[7] = {(void **)&cu->scores, (void **)&cu->sel, (void **)&cu->tk_state, (void **)&cu->tk_hist,
+                      (void **)&cu->tk_tiles, (void **)&cu->part, (void **)&cu->qf};
+    const char *names[7] = {"TIP scores", "selection", "top-k state", "top-k histograms", "top-k tiles",
+                            "attention partials", "widened queries"};
     uint64_t total = 0;
-    for (int i = 0; i < 6; i++) {
+    for (int i = 0; i < 7; i++) {
         fasa_status st = dev_alloc(c, sizes[i], names[i], ptrs[i]);
         if (st != FASA_OK) return st;
         total += sizes[i];
@@ -275,8 +275,7 @@ fasa_status fasa__cuda_cache_read(fasa_kv_cache *cache, uint32_t layer, uint32_t
             }
             for (uint32_t t = 0; t < n; t++) {
                 float *dst = out + ((size_t)t * hkv + g) * d;
-                if (cache->dtype == FASA_DTYPE_F32) memcpy(dst, tmp + (size_t)t * row, row);
-                else fasa__half_to_float_n((const uint16_t *)(tmp + (size_t)t * row), dst, d);
+                fasa__dtype_to_float_n(cache->dtype, tmp + (size_t)t * row, dst, d);
             }
         }
     fasa__cuda_leave(prev); /* -1 (nothing) when entering failed */

@@ -59,6 +59,7 @@ typedef struct cuda_cache {
     uint32_t *tk_hist;           /* [Hq][256] */
     uint32_t *tk_tiles;          /* [Hq][FASA_TK_MAX_TILES] */
     float *part;                 /* [Hq][pmax][d + 2] */
+    float *qf;                   /* [Hq][d]: q widened from a 16-bit io type */
     uint32_t pmax;
     struct cuda_fetch *fm;       /* FASA-M state (placement OFFLOAD), else NULL */
 } cuda_cache;

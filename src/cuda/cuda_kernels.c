@@ -33,13 +33,13 @@ fasa_status fasa__cuda_append(fasa_exec *exec, fasa_kv_cache *c, uint32_t layer,
     fasa_cu_append_args a = {
         .k = at(k, k_offset),
         .v = at(v, v_offset),
-        .src_f16 = src_dtype == FASA_DTYPE_F16,
+        .src_dtype = (int)src_dtype,
         .k_dst = lay->k,
         .v_dst = lay->v,
         .kdom = c->has_dims ? lay->kdom : NULL,
         .udims = c->has_dims ? cu->udims + gi * c->u_pad : NULL,
         .usize = c->has_dims ? cu->usize + gi : NULL,
-        .dst_f16 = c->dtype == FASA_DTYPE_F16,
+        .dst_dtype = (int)c->dtype,
         .first = first,
         .n = n,
         .n_kv_heads = c->shape.n_kv_heads,
@@ -70,7 +70,7 @@ fasa_status fasa__cuda_sync(fasa_exec *exec, fasa_kv_cache *c, uint32_t layer, u
         .kdom = lay->kdom,
         .udims = cu->udims + gi * c->u_pad,
         .usize = cu->usize + gi,
-        .f16 = c->dtype == FASA_DTYPE_F16,
+        .dtype = (int)c->dtype,
         .first = first,
         .n = n,
         .n_kv_heads = c->shape.n_kv_heads,
@@ -80,22 +80,42 @@ fasa_status fasa__cuda_sync(fasa_exec *exec, fasa_kv_cache *c, uint32_t layer, u
     return launched(exec, FASA_CUDA_LAUNCH(exec->ctx, fasa_cu_sync(&a, exec->stream)), "sync kernel launch");
 }
 
+/* q as fp32: the caller's buffer, or (16-bit io types) its copy widened
+ * into the scratch by the first kernel of the step (widen_q in tip or dense). */
+static const float *step_q(const fasa_step *s)
+{
+    return s->q_type == FASA_IO_F32 ? at(s->q, s->q_offset) : storage(s->cache)->qf;
+}
+
+static fasa_status widen_q(fasa_exec *exec, const fasa_step *s)
+{
+    if (s->q_type == FASA_IO_F32) return FASA_OK;
+    const fasa_kv_cache *c = s->cache;
+    uint32_t n = c->shape.n_q_heads * c->shape.head_dim;
+    return launched(exec,
+                    FASA_CUDA_LAUNCH(exec->ctx, fasa_cu_widen(at(s->q, s->q_offset), (int)fasa__io_dtype(s->q_type), n,
+                                                              storage(c)->qf, exec->stream)),
+                    "q widen kernel launch");
+}
+
 fasa_status fasa__cuda_tip(fasa_exec *exec, const fasa_step *s)
 {
     const fasa_kv_cache *c = s->cache;
+    fasa_status wst = widen_q(exec, s);
+    if (wst != FASA_OK) return wst;
     const cuda_cache *cu = storage(c);
     const cuda_layer *lay = &cu->layers[s->layer];
     fasa_cu_tip_args a = {
         .rows = s->oracle ? lay->k : lay->kdom,
         .ts = s->oracle ? kv_ts(c) : c->u_pad,
         .hs = s->oracle ? kv_hs(c) : (uint64_t)c->capacity * c->u_pad,
-        .f16 = c->dtype == FASA_DTYPE_F16,
+        .dtype = (int)c->dtype,
         .width = s->oracle ? c->shape.head_dim : c->u_pad,
         .L = s->L,
         .n_kv_heads = c->shape.n_kv_heads,
         .group = c->group,
         .head_dim = c->shape.head_dim,
-        .q = at(s->q, s->q_offset),
+        .q = step_q(s),
         .tip_map = s->oracle ? NULL : cu->tip_map + (size_t)s->layer * c->shape.n_q_heads * c->u_pad,
         .u_pad = c->u_pad,
         .per_group = s->select == FASA_GQA_PER_GROUP,
@@ -144,12 +164,12 @@ static fasa_status attend(fasa_exec *exec, const fasa_step *s, const void *k, co
         .v = v,
         .ts = ts,
         .hs = hs,
-        .f16 = c->dtype == FASA_DTYPE_F16,
+        .dtype = (int)c->dtype,
         .head_dim = c->shape.head_dim,
         .group = c->group,
         .n_q_heads = c->shape.n_q_heads,
         .n_kv_heads = c->shape.n_kv_heads,
-        .q = at(s->q, s->q_offset),
+        .q = step_q(s),
         .sel = sel,
         .sel_stride = c->max_n_fac,
         .per_group = per_group,
@@ -169,6 +189,7 @@ static fasa_status attend(fasa_exec *exec, const fasa_step *s, const void *k, co
         .n_q_heads = c->shape.n_q_heads,
         .head_dim = c->shape.head_dim,
         .o = at(s->o, s->o_offset),
+        .o_type = (int)s->o_type,
     };
     return launched(exec, FASA_CUDA_LAUNCH(exec->ctx, fasa_cu_reduce(&r, exec->stream)), "reduce kernel launch");
 }
@@ -192,5 +213,7 @@ fasa_status fasa__cuda_fac(fasa_exec *exec, const fasa_step *s)
 fasa_status fasa__cuda_dense(fasa_exec *exec, const fasa_step *s)
 {
     const cuda_layer *lay = &storage(s->cache)->layers[s->layer];
+    fasa_status st = widen_q(exec, s);
+    if (st != FASA_OK) return st;
     return attend(exec, s, lay->k, lay->v, kv_ts(s->cache), kv_hs(s->cache), NULL, s->L);
 }

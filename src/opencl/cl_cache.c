@@ -118,7 +118,7 @@ void fasa__cl_cache_destroy(fasa_kv_cache *cache)
         release(&sb->lists);
         release(&sb->tiles);
     }
-    cl_mem *single[] = {&cl->usize, &cl->udims, &cl->tip_map, &cl->qm, &cl->sel, &cl->part, &cl->dummy};
+    cl_mem *single[] = {&cl->usize, &cl->udims, &cl->tip_map, &cl->qm, &cl->qf, &cl->sel, &cl->part, &cl->dummy};
     for (size_t i = 0; i < sizeof single / sizeof single[0]; i++) release(single[i]);
     fasa__free(ctx, cl->chunks);
     fasa__free(ctx, cl->sblocks);
@@ -255,8 +255,9 @@ static fasa_status check_request(fasa_kv_cache *c, cl_cache *cl, uint32_t hpc)
     uint64_t scratch = fasa__sat_mul(hq, per_row);
     fasa__cl_request_add(&r, scratch, min_u64(scratch, lim), false);
     uint64_t width = s->head_dim > c->u_pad ? s->head_dim : c->u_pad;
-    uint64_t singles[3] = {hq * width * 4, hq * c->max_n_fac * 4, hq * (s->head_dim + 2) * 4 * cl->pmax};
-    for (int i = 0; i < 3; i++) fasa__cl_request_add(&r, singles[i], singles[i], false);
+    uint64_t singles[4] = {hq * width * 4, hq * c->max_n_fac * 4, hq * (s->head_dim + 2) * 4 * cl->pmax,
+                           hq * s->head_dim * 4};
+    for (int i = 0; i < 4; i++) fasa__cl_request_add(&r, singles[i], singles[i], false);
     if (c->has_dims) {
         uint64_t groups = (uint64_t)s->n_layers * s->n_kv_heads, heads = (uint64_t)s->n_layers * hq;
         uint64_t tables[3] = {groups * 4, groups * c->u_pad * 2, heads * c->u_pad * 2};
@@ -307,12 +308,13 @@ static fasa_status alloc_scratch(fasa_kv_cache *c, cl_cache *cl)
                            "partials hold only %u", cl->n_tchunks, cl->pmax);
     uint32_t width = d > c->u_pad ? d : c->u_pad;
     uint64_t qm = (uint64_t)s->n_q_heads * width * 4, sel = (uint64_t)s->n_q_heads * c->max_n_fac * 4;
-    uint64_t part = per_slot * cl->pmax;
+    uint64_t part = per_slot * cl->pmax, qf = (uint64_t)s->n_q_heads * d * 4;
     fasa_status st = new_mem(c, 0, qm, "masked queries", &cl->qm);
+    if (st == FASA_OK) st = new_mem(c, 0, qf, "widened queries", &cl->qf);
     if (st == FASA_OK) st = new_mem(c, 0, sel, "selection", &cl->sel);
     if (st == FASA_OK) st = new_mem(c, 0, part, "attention partials", &cl->part);
     if (st == FASA_OK) st = new_mem(c, 0, 64, "placeholder", &cl->dummy);
-    c->scratch_bytes = scratch + qm + sel + part;
+    c->scratch_bytes = scratch + qm + qf + sel + part;
     return st;
 }
 
@@ -363,6 +365,9 @@ fasa_status fasa__cl_cache_create(fasa_kv_cache *cache)
     cache->impl = cl;
     uint32_t hpc = 1;
     fasa_status st = check_external(cache);
+    /* the program of the storage dtype (bf16: built with the first bf16 cache) */
+    if (st == FASA_OK) st = fasa__cl_program_ensure(ctx, cc, cache->dtype);
+    if (st == FASA_OK && cache->dtype == FASA_DTYPE_BF16) cc->want_bf16 = true;
     if (st == FASA_OK) st = plan_chunks(cache, cl, &hpc);
     if (st == FASA_OK) plan_scratch(cache, cl);
     if (st == FASA_OK) st = check_request(cache, cl, hpc);
@@ -405,8 +410,7 @@ static fasa_status read_external(fasa_kv_cache *c, int which, uint32_t layer, ui
         if (err != CL_SUCCESS) return fasa__cl_fail(c->ctx, err, "clEnqueueReadBufferRect (external cache read)");
         for (uint32_t t = 0; t < n; t++) {
             float *dst = out + ((size_t)t * hkv + g) * d;
-            if (c->dtype == FASA_DTYPE_F32) memcpy(dst, tmp + (size_t)t * row, row);
-            else fasa__half_to_float_n((const uint16_t *)(tmp + (size_t)t * row), dst, d);
+            fasa__dtype_to_float_n(c->dtype, tmp + (size_t)t * row, dst, d);
         }
     }
     return FASA_OK;
@@ -452,8 +456,7 @@ fasa_status fasa__cl_cache_read(fasa_kv_cache *cache, uint32_t layer, uint32_t f
                 for (uint32_t t = a; t < b; t++) {
                     float *dst = out + ((size_t)(t - first) * hkv + g) * d;
                     const unsigned char *src = tmp + (size_t)(t - a) * row;
-                    if (cache->dtype == FASA_DTYPE_F32) memcpy(dst, src, d * sizeof(float));
-                    else fasa__half_to_float_n((const uint16_t *)src, dst, d);
+                    fasa__dtype_to_float_n(cache->dtype, src, dst, d);
                 }
             }
     }

@@ -50,7 +50,7 @@ static cl_ctx *ctx_of(const fasa_kv_cache *c) { return c->ctx->impl; }
 
 static cl_kernel kern(const fasa_kv_cache *c, int id)
 {
-    return ctx_of(c)->progs[c->dtype == FASA_DTYPE_F16 ? 0 : 1].kernels[id];
+    return ctx_of(c)->progs[c->dtype].kernels[id];
 }
 
 static void release(cl_mem *m)

@@ -24,8 +24,13 @@ enum {
     CLK_FETCH_ORDER,
     CLK_FETCH_COPY,
     CLK_SYNC,                     /* external K/V: K_dom rows from the engine's K (opencl/append.cl) */
+    CLK_WIDEN,                    /* q of a step in a 16-bit io type, widened to fp32 (opencl/tip.cl) */
     CLK_COUNT
 };
+
+/* The programs: one per storage dtype, indexed by the fasa_dtype value
+ * (fp16 and fp32 built at context creation, bf16 at the first bf16 cache). */
+#define CL_N_PROGS 3
 
 extern const char *const fasa__cl_kernel_names[CLK_COUNT];
 
@@ -101,7 +106,8 @@ typedef struct cl_ctx {
     uint32_t compute_units;
     size_t max_wg;
     cl_tuning tune;
-    cl_program_set progs[2];      /* [0] fp16 storage, [1] fp32 storage */
+    cl_program_set progs[CL_N_PROGS]; /* [fasa_dtype]: [0] fp16, [1] fp32, [2] bf16 storage */
+    bool want_bf16;               /* a bf16 cache was created: rebuilds (retune) include progs[2] */
     struct fasa_exec exec;        /* calls are serialised by the context lock */
     fasa_cl_stats stats;
 } cl_ctx;
@@ -143,6 +149,7 @@ typedef struct cl_cache {
     uint32_t list_cap, max_tiles, pmax;
     cl_mem usize, udims, tip_map; /* dims tables of every layer */
     cl_mem qm;                    /* [Hq][max(d, u_pad)] fp32 */
+    cl_mem qf;                    /* [Hq][d] fp32: q widened from a 16-bit io type */
     cl_mem sel;                   /* [Hq][max_n_fac] int32 */
     cl_mem part;                  /* [Hq][pmax][d + 2] fp32 */
     cl_mem dummy;                 /* bound where an array is absent */
@@ -199,12 +206,15 @@ void fasa__cl_arg_u64(cl_args *a, uint64_t v);
 void fasa__cl_arg_f32(cl_args *a, float v);
 
 /* --- cl_program.c ----------------------------------------------------------- */
-/* Builds (or loads from ctx->cache_dir) the program for one storage dtype
- * and creates its kernels. */
+/* Builds (or loads from ctx->cache_dir) the programs of the fp16 and fp32
+ * storage dtypes (and of bf16 once cc->want_bf16) and creates their kernels. */
 fasa_status fasa__cl_build_programs(fasa_context *ctx, cl_ctx *cc);
+/* The program of one storage dtype, built now if it is not yet (bf16 at the
+ * first bf16 cache); a failure leaves it unbuilt. */
+fasa_status fasa__cl_program_ensure(fasa_context *ctx, cl_ctx *cc, fasa_dtype dtype);
 void fasa__cl_release_programs(cl_ctx *cc);
 /* The build options used for a storage dtype (for tests and the bench). */
-void fasa__cl_build_options(const cl_ctx *cc, bool f16, uint32_t half_load, char *out,
+void fasa__cl_build_options(const cl_ctx *cc, fasa_dtype dtype, uint32_t half_load, char *out,
                             size_t size);
 
 /* Binary cache entries: the envelope of src/blobcache.h, this kind, the

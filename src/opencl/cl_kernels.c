@@ -12,7 +12,7 @@ static cl_ctx *ctx_of(const fasa_kv_cache *c) { return c->ctx->impl; }
 
 static cl_kernel kern(const fasa_kv_cache *c, int id)
 {
-    return ctx_of(c)->progs[c->dtype == FASA_DTYPE_F16 ? 0 : 1].kernels[id];
+    return ctx_of(c)->progs[c->dtype].kernels[id];
 }
 
 static size_t round_up(size_t x, size_t m) { return (x + m - 1) / m * m; }
@@ -100,7 +100,7 @@ fasa_status fasa__cl_append(fasa_exec *exec, fasa_kv_cache *c, uint32_t layer, u
 {
     cl_cache *cl = c->impl;
     const cl_tuning *t = &ctx_of(c)->tune;
-    uint32_t es = src_dtype == FASA_DTYPE_F32 ? 4 : 2;
+    uint32_t es = fasa__dtype_size(src_dtype);
     for (uint32_t i = 0; i < cl->n_chunks; i++) {
         const cl_chunk *ch = chunk_at(cl, layer, i);
         uint32_t a = max_u32(first, ch->t0), b = min_u32(first + n, ch->t0 + ch->nt);
@@ -110,7 +110,7 @@ fasa_status fasa__cl_append(fasa_exec *exec, fasa_kv_cache *c, uint32_t layer, u
         fasa__cl_arg_u64(&x, elems(k, k_offset, es));
         fasa__cl_arg_mem(&x, mem_of(v));
         fasa__cl_arg_u64(&x, elems(v, v_offset, es));
-        fasa__cl_arg_u32(&x, src_dtype == FASA_DTYPE_F16);
+        fasa__cl_arg_u32(&x, (uint32_t)src_dtype);
         fasa__cl_arg_u32(&x, first);
         fasa__cl_arg_u32(&x, c->shape.n_kv_heads);
         fasa__cl_arg_u32(&x, c->shape.head_dim);
@@ -190,13 +190,43 @@ static uint32_t block_row0(const fasa_step *s, const cl_sblock *sb)
 
 static uint32_t topk_k(const fasa_step *s) { return s->n_fac - s->n_sink - s->n_recent; }
 
+/* Where the kernels read q: the caller's buffer (fp32), or the copy that
+ * widen_q made of a 16-bit q. */
+static void q_args(cl_args *x, const fasa_step *s)
+{
+    if (s->q_type == FASA_IO_F32) {
+        fasa__cl_arg_mem(x, mem_of(s->q));
+        fasa__cl_arg_u64(x, elems(s->q, s->q_offset, 4));
+    } else {
+        fasa__cl_arg_mem(x, ((const cl_cache *)s->cache->impl)->qf);
+        fasa__cl_arg_u64(x, 0);
+    }
+}
+
+/* A 16-bit q (fasa_decode_desc.q_type) widened to fp32 into the scratch:
+ * the first kernel of a step (tip or dense), which every later one reads. */
+static fasa_status widen_q(fasa_exec *exec, const fasa_step *s)
+{
+    if (s->q_type == FASA_IO_F32) return FASA_OK;
+    fasa_kv_cache *c = s->cache;
+    uint32_t n = c->shape.n_q_heads * c->shape.head_dim;
+    cl_args x = {kern(c, CLK_WIDEN), 0, CL_SUCCESS};
+    fasa__cl_arg_mem(&x, mem_of(s->q));
+    fasa__cl_arg_u64(&x, elems(s->q, s->q_offset, 2));
+    fasa__cl_arg_u32(&x, n);
+    fasa__cl_arg_u32(&x, (uint32_t)fasa__io_dtype(s->q_type));
+    fasa__cl_arg_mem(&x, ((const cl_cache *)c->impl)->qf);
+    fasa_status st = args_done(c->ctx, &x, CLK_WIDEN);
+    size_t gws[1] = {round_up(n, 64)}, lws[1] = {64};
+    return st == FASA_OK ? fasa__cl_launch(exec, CLK_WIDEN, x.k, 1, gws, lws) : st;
+}
+
 static fasa_status tip_prep(fasa_exec *exec, const fasa_step *s, uint32_t width)
 {
     fasa_kv_cache *c = s->cache;
     cl_cache *cl = c->impl;
     cl_args x = {kern(c, CLK_TIP_PREP), 0, CL_SUCCESS};
-    fasa__cl_arg_mem(&x, mem_of(s->q));
-    fasa__cl_arg_u64(&x, elems(s->q, s->q_offset, 4));
+    q_args(&x, s);
     fasa__cl_arg_u32(&x, c->shape.head_dim);
     fasa__cl_arg_u32(&x, width);
     fasa__cl_arg_u32(&x, s->oracle);
@@ -278,7 +308,8 @@ fasa_status fasa__cl_tip(fasa_exec *exec, const fasa_step *s)
     fasa_kv_cache *c = s->cache;
     cl_cache *cl = c->impl;
     uint32_t width = s->oracle ? c->shape.head_dim : c->u_pad;
-    fasa_status st = tip_prep(exec, s, width);
+    fasa_status st = widen_q(exec, s);
+    if (st == FASA_OK) st = tip_prep(exec, s, width);
     for (uint32_t b = 0; st == FASA_OK && b < cl->n_sblocks; b++) st = topk_init(exec, s, &cl->sblocks[b]);
     bool ext = s->oracle && c->ext; /* the oracle reads the engine's K */
     uint32_t n_chunks = ext ? 1 : cl->n_chunks;
@@ -413,7 +444,8 @@ static fasa_status reduce(fasa_exec *exec, const fasa_step *s, uint32_t n_parts)
     fasa__cl_arg_u32(&x, n_parts);
     fasa__cl_arg_u32(&x, c->shape.head_dim);
     fasa__cl_arg_mem(&x, mem_of(s->o));
-    fasa__cl_arg_u64(&x, elems(s->o, s->o_offset, 4));
+    fasa__cl_arg_u64(&x, elems(s->o, s->o_offset, fasa__io_size(s->o_type)));
+    fasa__cl_arg_u32(&x, (uint32_t)s->o_type);
     fasa_status st = args_done(c->ctx, &x, CLK_REDUCE);
     size_t gws[1] = {(size_t)c->shape.n_q_heads * t->wg_red}, lws[1] = {t->wg_red};
     return st == FASA_OK ? fasa__cl_launch(exec, CLK_REDUCE, x.k, 1, gws, lws) : st;
@@ -481,8 +513,7 @@ fasa_status fasa__cl_fac(fasa_exec *exec, const fasa_step *s)
         fasa__cl_arg_u32(&x, ch->g0);
         fasa__cl_arg_u32(&x, nhb);
         fasa__cl_arg_u32(&x, hb);
-        fasa__cl_arg_mem(&x, mem_of(s->q));
-        fasa__cl_arg_u64(&x, elems(s->q, s->q_offset, 4));
+        q_args(&x, s);
         fasa__cl_arg_u32(&x, c->group);
         fasa__cl_arg_u32(&x, per_group);
         fasa__cl_arg_mem(&x, sel);
@@ -519,6 +550,8 @@ fasa_status fasa__cl_dense(fasa_exec *exec, const fasa_step *s)
         split_len *= 2;
     }
     uint32_t per_chunk = ceil_div(tpc, split_len);
+    fasa_status wst = widen_q(exec, s);
+    if (wst != FASA_OK) return wst;
     for (uint32_t i = 0; i < attn_chunks(c); i++) {
         cl_chunk chunk = attn_chunk(c, s->layer, i), *ch = &chunk;
         if (ch->t0 >= s->L) continue;
@@ -530,8 +563,7 @@ fasa_status fasa__cl_dense(fasa_exec *exec, const fasa_step *s)
         fasa__cl_arg_u32(&x, ch->g0);
         fasa__cl_arg_u32(&x, nhb);
         fasa__cl_arg_u32(&x, hb);
-        fasa__cl_arg_mem(&x, mem_of(s->q));
-        fasa__cl_arg_u64(&x, elems(s->q, s->q_offset, 4));
+        q_args(&x, s);
         fasa__cl_arg_u32(&x, c->group);
         fasa__cl_arg_u32(&x, ch->t0);
         fasa__cl_arg_u32(&x, n_tok);

@@ -1,7 +1,8 @@
 /* OpenCL program build and the on-disk program binary cache.
  *
- * One program per storage dtype, built at context init from the embedded
- * source (the opencl/ kernel files, via opencl/embed_cl.py).  Build options keep IEEE
+ * One program per storage dtype, built from the embedded source (the
+ * opencl/ kernel files, via opencl/embed_cl.py): fp16 and fp32 at context
+ * init, bf16 when the context's first bf16 cache is created.  Build options keep IEEE
  * Inf/NaN semantics: no -cl-finite-math-only, no -cl-fast-relaxed-math.
  *
  * Cache entry (only when ctx->cache_dir is set): <cache_dir>/fasa-cl-<key>.bin
@@ -29,6 +30,7 @@ const char *const fasa__cl_kernel_names[CLK_COUNT] = {
     [CLK_REDUCE] = "fasa_attn_reduce", [CLK_FETCH_NEED] = "fasa_fetch_need",
     [CLK_FETCH_SLOTS] = "fasa_fetch_slots", [CLK_FETCH_ORDER] = "fasa_fetch_order",
     [CLK_FETCH_COPY] = "fasa_fetch_copy", [CLK_SYNC] = "fasa_sync",
+    [CLK_WIDEN] = "fasa_widen",
 };
 
 /* Work-group size each kernel was compiled for (0: none required). */
@@ -163,16 +165,17 @@ static const char *check_entry(void *user, const unsigned char *payload, size_t 
 /* Building                                                                  */
 /* ------------------------------------------------------------------------ */
 
-void fasa__cl_build_options(const cl_ctx *cc, bool f16, uint32_t half_load, char *out, size_t size)
+void fasa__cl_build_options(const cl_ctx *cc, fasa_dtype dtype, uint32_t half_load, char *out, size_t size)
 {
     const cl_tuning *t = &cc->tune;
+    /* the fp16 and fp32 options are as before bf16 existed (their cache entries stay valid) */
     snprintf(out, size,
              "-cl-std=CL1.2 -DFASA_F16=%d -DFASA_HALF_LOAD=%u -DWG_APPEND=%u -DWG_TIP=%u "
              "-DTIP_TPT=%u -DTIP_HB=%u -DWG_TOPK=%u -DTOPK_TILE=%u -DWG_ATTN=%u -DATT_QL=%u "
-             "-DATT_HB=%u -DWG_RED=%u -DRED_PMAX=%u -DFASA_DYN_LOOPS=%u -DWG_FETCH=%u",
-             f16 ? 1 : 0, half_load, t->wg_append, t->wg_tip, t->tip_tpt, t->tip_hb, t->wg_topk,
+             "-DATT_HB=%u -DWG_RED=%u -DRED_PMAX=%u -DFASA_DYN_LOOPS=%u -DWG_FETCH=%u%s",
+             dtype == FASA_DTYPE_F16 ? 1 : 0, half_load, t->wg_append, t->wg_tip, t->tip_tpt, t->tip_hb, t->wg_topk,
              t->topk_tile, t->wg_attn, t->att_ql, t->att_hb, t->wg_red, t->red_pmax, t->dyn_loops,
-             t->wg_fetch);
+             t->wg_fetch, dtype == FASA_DTYPE_BF16 ? " -DFASA_BF16=1" : "");
 }
 
 /* The build calls, each a point of the BUILD test hook (fasa_debug.h): a
@@ -204,7 +207,7 @@ static void release_set(cl_program_set *ps)
 
 void fasa__cl_release_programs(cl_ctx *cc)
 {
-    for (int i = 0; i < 2; i++) release_set(&cc->progs[i]);
+    for (int i = 0; i < CL_N_PROGS; i++) release_set(&cc->progs[i]);
 }
 
 /* Passes the build log to the logger in pieces and puts its start into
@@ -319,10 +322,10 @@ static void save_entry(fasa_context *ctx, cl_ctx *cc, cl_program prog, const cha
     fasa__free(ctx, bin);
 }
 
-static fasa_status build_one(fasa_context *ctx, cl_ctx *cc, bool f16, cl_program_set *ps)
+static fasa_status build_one(fasa_context *ctx, cl_ctx *cc, fasa_dtype dtype, cl_program_set *ps)
 {
     char options[512], path[4096] = "";
-    fasa__cl_build_options(cc, f16, cc->tune.half_load, options, sizeof options);
+    fasa__cl_build_options(cc, dtype, cc->tune.half_load, options, sizeof options);
     uint8_t key[FASA_SHA256_SIZE];
     bool cached = ctx->cache_dir && ctx->cache_dir[0];
     if (cached) {
@@ -346,15 +349,27 @@ static fasa_status build_one(fasa_context *ctx, cl_ctx *cc, bool f16, cl_program
     if (!ps->program) return fasa__cl_fail(ctx, err, "clCreateProgramWithSource");
     err = build_program(ctx, cc, ps->program, options);
     if (err != CL_SUCCESS)
-        return build_failed(ctx, cc, ps->program, err, f16 ? "the fp16 kernels" : "the fp32 kernels");
+        return build_failed(ctx, cc, ps->program, err,
+                            dtype == FASA_DTYPE_F16 ? "the fp16 kernels" : dtype == FASA_DTYPE_BF16 ? "the bf16 kernels"
+                                                                                                    : "the fp32 kernels");
     fasa_status st = make_kernels(ctx, cc, ps);
     if (st == FASA_OK && cached) save_entry(ctx, cc, ps->program, path, key);
     return st;
 }
 
+fasa_status fasa__cl_program_ensure(fasa_context *ctx, cl_ctx *cc, fasa_dtype dtype)
+{
+    cl_program_set *ps = &cc->progs[dtype];
+    if (ps->program) return FASA_OK;
+    fasa_status st = build_one(ctx, cc, dtype, ps);
+    if (st != FASA_OK) release_set(ps); /* nothing half-built stays */
+    return st;
+}
+
 fasa_status fasa__cl_build_programs(fasa_context *ctx, cl_ctx *cc)
 {
-    fasa_status st = build_one(ctx, cc, true, &cc->progs[0]);
-    if (st == FASA_OK) st = build_one(ctx, cc, false, &cc->progs[1]);
+    fasa_status st = fasa__cl_program_ensure(ctx, cc, FASA_DTYPE_F16);
+    if (st == FASA_OK) st = fasa__cl_program_ensure(ctx, cc, FASA_DTYPE_F32);
+    if (st == FASA_OK && cc->want_bf16) st = fasa__cl_program_ensure(ctx, cc, FASA_DTYPE_BF16);
     return st;
 }

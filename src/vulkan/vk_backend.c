@@ -24,7 +24,7 @@ static fasa_status vk_buffer_create(fasa_context *ctx, fasa_buffer *buf)
                            (unsigned long long)buf->size, (unsigned long long)m3.maxMemoryAllocationSize);
     vk_buf *b = fasa__alloc(ctx, sizeof *b);
     if (!b) return fasa__error(ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "vulkan: out of host memory");
-    fasa_status st = fasa__vk_buf_create(vk, buf->size, false, b);
+    fasa_status st = fasa__vk_buf_create(vk, buf->size, false, "a fasa_buffer", b);
     if (st == FASA_OK) buf->impl = b;
     else fasa__free(ctx, b);
     return fasa__vk_check(vk, st);
@@ -131,6 +131,7 @@ fasa_status fasa__vk_exec_end(fasa_context *ctx, fasa_exec *exec, bool wait)
     if (exec->failed) return fasa__vk_check(vk, FASA_OK); /* the kernel reported its error */
     fasa_status st = r == VK_SUCCESS ? fasa__vk_submit_wait(vk) : fasa__vk_result(vk, r, "vkEndCommandBuffer");
     if (st == FASA_OK && exec->applies_trunc) *exec->applies_trunc = VK_NO_TRUNC;
+    if (st == FASA_OK && exec->applies_init) *exec->applies_init = false;
     if (st == FASA_OK && exec->is_step && vk->qpool) read_timestamps(vk);
     return fasa__vk_check(vk, st);
 }

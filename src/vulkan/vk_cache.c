@@ -36,7 +36,7 @@ static fasa_status check_geometry(fasa_kv_cache *c, vk_context *vk)
 static void plan_arrays(fasa_kv_cache *c, vk_context *vk, vk_cache *vc)
 {
     const fasa_model_shape *s = &c->shape;
-    uint32_t epw = c->dtype == FASA_DTYPE_F16 ? 2 : 1;
+    uint32_t epw = 4 / c->elem_size; /* elements per word */
     uint64_t rows = (uint64_t)s->n_kv_heads * c->capacity;
     vc->kv_stride = c->capacity;
     vc->sc_stride = round_up(c->capacity, VK_TOPK_TILE);
@@ -148,17 +148,74 @@ static void fill_tables(fasa_kv_cache *c, vk_cache *vc, uint32_t n_arrays, uint8
         }
 }
 
+/* Written through the mapping, or kept for the cache's init commands
+ * (vkCmdUpdateBuffer) when the tables' memory is not host-mapped. */
 static fasa_status create_tables(fasa_kv_cache *c, vk_context *vk, vk_cache *vc)
 {
     uint32_t n_arrays = n_table_arrays(c, vc);
     uint64_t bytes = plan_tables(c, vc, n_arrays);
-    fasa_status st = fasa__vk_buf_create(vk, bytes, false, &vc->tables);
+    fasa_status st = fasa__vk_buf_create(vk, bytes, false, "the cache's tables", &vc->tables);
     if (st != FASA_OK) return st;
     uint8_t *host = fasa__alloc(c->ctx, bytes);
     if (!host) return fasa__error(c->ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "vulkan: out of host memory");
     fill_tables(c, vc, n_arrays, host);
-    st = fasa__vk_upload(vk, &vc->tables, 0, host, bytes);
+    if (!vc->tables.map) {
+        vc->init_tables = host;
+        return FASA_OK;
+    }
+    memcpy(vc->tables.map, host, bytes);
     fasa__free(c->ctx, host);
+    return FASA_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Initialisation commands                                                   */
+/* ------------------------------------------------------------------------ */
+
+#define UPDATE_MAX 65536u /* bytes per vkCmdUpdateBuffer */
+
+static void update_tables(fasa_exec *e, const vk_cache *vc)
+{
+    for (VkDeviceSize at = 0; at < vc->tables.size; at += UPDATE_MAX) {
+        VkDeviceSize n = vc->tables.size - at < UPDATE_MAX ? vc->tables.size - at : UPDATE_MAX;
+        e->vk->fn.vkCmdUpdateBuffer(e->cmd, vc->tables.buffer, vc->tables.offset + at, n, vc->init_tables + at);
+    }
+}
+
+/* Recorded once: done at record time in a host's command buffer (its data
+ * is copied into it), once submitted in a standalone stream. */
+void fasa__vk_cache_init_record(fasa_exec *e, fasa_kv_cache *c)
+{
+    vk_cache *vc = c->impl;
+    if (!vc->init_pending) return;
+    if (vc->init_tables) update_tables(e, vc);
+    fasa__vk_fetch_init_record(e, c);
+    fasa__vk_barrier_all(e);
+    if (!e->embedded) {
+        e->applies_init = &vc->init_pending;
+        return;
+    }
+    vc->init_pending = false;
+    fasa__free(c->ctx, vc->init_tables);
+    vc->init_tables = NULL;
+}
+
+/* Tables that are not host-mapped and a row cache's state need commands:
+ * recorded and submitted now, or left to the first recorded call with
+ * FASA_VK_EMBED_RECORD_CACHE_INIT (fasa_vulkan.h, "Queue submissions"). */
+static fasa_status init_cache(fasa_kv_cache *c, vk_context *vk, vk_cache *vc)
+{
+    vc->init_pending = vc->init_tables || fasa__vk_fetch_needs_init(vc);
+    if (!vc->init_pending || vk->record_init) return FASA_OK;
+    fasa_exec *e = NULL;
+    fasa_status st = fasa__vk_exec_begin(c->ctx, &e);
+    if (st != FASA_OK) return st;
+    fasa__vk_cache_init_record(e, c);
+    st = fasa__vk_exec_end(c->ctx, e, true);
+    if (st == FASA_OK && !vc->init_pending) {
+        fasa__free(c->ctx, vc->init_tables);
+        vc->init_tables = NULL;
+    }
     return st;
 }
 
@@ -179,7 +236,7 @@ fasa_status fasa__vk_host_memory_requirements(fasa_context *ctx, const fasa_kv_c
                            "desc.host_memory: VK_EXT_external_memory_host is not enabled on %s (%s)",
                            vk->props.deviceName, vk->owns_device ? "the device does not offer it"
                                                                  : "fasa_vk_embed.external_memory_host_enabled is false");
-    uint32_t epw = d->dtype == FASA_DTYPE_F16 ? 2 : 1;
+    uint32_t epw = 4 / fasa__dtype_size(d->dtype);
     vk_array kv;
     fasa__vk_array_plan(vk, &kv, (uint64_t)d->shape.n_kv_heads * d->capacity, d->shape.head_dim / epw);
     *size = 2ull * d->shape.n_layers * fasa__vk_import_size(vk, &kv); /* K and V of every layer */
@@ -252,7 +309,7 @@ static fasa_status external_address(fasa_kv_cache *c, vk_context *vk, int which,
 /* The engine's K and V of every layer, for the _X kernels and sync. */
 static fasa_status resolve_external(fasa_kv_cache *c, vk_context *vk, vk_cache *vc)
 {
-    uint32_t epw = c->dtype == FASA_DTYPE_F16 ? 2 : 1; /* strides are even: whole words */
+    uint32_t epw = 4 / c->elem_size; /* strides are even: whole words */
     vc->ext_ts = (uint32_t)(c->ext->token_stride / epw);
     vc->ext_hs = (uint32_t)(c->ext->head_stride / epw);
     fasa_status st = FASA_OK;
@@ -307,6 +364,7 @@ void fasa__vk_cache_destroy(fasa_kv_cache *c)
     fasa__vk_arena_free(vk, &vc->arena_host);
     fasa__vk_buf_destroy(vk, &vc->scratch);
     fasa__vk_buf_destroy(vk, &vc->tables);
+    fasa__free(c->ctx, vc->init_tables);
     fasa__free(c->ctx, vc->layers);
     fasa__free(c->ctx, vc);
     c->impl = NULL;
@@ -329,10 +387,11 @@ fasa_status fasa__vk_cache_create(fasa_kv_cache *c)
         st = fasa__vk_fetch_plan(c, vk, vc);
     }
     if (st == FASA_OK) st = create_storage(c, vk, vc);
-    if (st == FASA_OK) st = fasa__vk_buf_create(vk, plan_scratch(c, vc), false, &vc->scratch);
+    if (st == FASA_OK) st = fasa__vk_buf_create(vk, plan_scratch(c, vc), false, "the step scratch", &vc->scratch);
     if (st == FASA_OK) st = create_tables(c, vk, vc);
     if (st == FASA_OK) st = fasa__vk_fetch_init(c, vk, vc);
     if (st == FASA_OK && c->ext) st = resolve_external(c, vk, vc);
+    if (st == FASA_OK) st = init_cache(c, vk, vc);
     st = fasa__vk_check(vk, st);
     if (st != FASA_OK) {
         fasa__vk_cache_destroy(c);
@@ -360,8 +419,7 @@ static fasa_status read_rows(fasa_kv_cache *c, const vk_array *a, uint32_t first
             if (st != FASA_OK) return st;
             for (uint32_t t = 0; t < m; t++) {
                 float *dst = out + ((size_t)(t0 + t) * hkv + g) * d;
-                if (c->dtype == FASA_DTYPE_F32) memcpy(dst, tmp + (size_t)t * d, d * sizeof(float));
-                else fasa__half_to_float_n((const uint16_t *)(tmp + (size_t)t * (d / 2)), dst, d);
+                fasa__dtype_to_float_n(c->dtype, (const char *)tmp + (size_t)t * d * c->elem_size, dst, d);
             }
         }
     return FASA_OK;
@@ -387,8 +445,7 @@ static fasa_status read_ext_rows(fasa_kv_cache *c, int which, uint32_t layer, ui
             if (st != FASA_OK) return st;
             for (uint32_t t = 0; t < m; t++) {
                 float *dst = out + ((size_t)(t0 + t) * hkv + g) * d;
-                if (c->dtype == FASA_DTYPE_F32) memcpy(dst, tmp + (size_t)t * d, d * sizeof(float));
-                else fasa__half_to_float_n((const uint16_t *)(tmp + (size_t)t * (d / 2)), dst, d);
+                fasa__dtype_to_float_n(c->dtype, (const char *)tmp + (size_t)t * d * c->elem_size, dst, d);
             }
         }
     return FASA_OK;

@@ -464,6 +464,12 @@ static fasa_status check_embed(vk_context *vk, const fasa_vk_embed *e)
         return fasa__error(ctx, FASA_ERROR_UNSUPPORTED,
                            "desc.embed: buffer_device_address_enabled is false; libfasa needs the "
                            "bufferDeviceAddress feature enabled on the device (see fasa_vulkan.h)");
+    if (!e->memory_allocator.allocate != !e->memory_allocator.free)
+        return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT,
+                           "desc.embed->memory_allocator: allocate and free must both be set or both be NULL");
+    if (e->flags & ~FASA_VK_EMBED_RECORD_CACHE_INIT)
+        return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "desc.embed->flags: unknown bits 0x%x",
+                           e->flags & ~FASA_VK_EMBED_RECORD_CACHE_INIT);
     return FASA_OK;
 }
 
@@ -482,6 +488,8 @@ static fasa_status init_embedded(vk_context *vk, const fasa_vk_embed *e)
     vk->queue = e->queue;
     vk->queue_family = e->queue_family_index;
     vk->vk_alloc = e->allocation_callbacks;
+    vk->host_alloc = e->memory_allocator;
+    vk->record_init = e->flags & FASA_VK_EMBED_RECORD_CACHE_INIT;
     vk->api_version = e->api_version ? e->api_version : VK_API_VERSION_1_1;
     VkQueueFamilyProperties qf[32];
     uint32_t n = 32;
@@ -563,10 +571,25 @@ static fasa_status init_commands(vk_context *vk)
     return r == VK_SUCCESS ? FASA_OK : fasa__vk_result(vk, r, "vkCreateQueryPool");
 }
 
+/* VK_EXT_memory_budget: a physical-device query, used in out-of-memory
+ * messages only (nothing is decided by it). */
+void fasa__vk_heap_note(vk_context *vk, uint32_t heap, char *out, size_t size)
+{
+    out[0] = '\0';
+    if (!vk->has_memory_budget || heap >= VK_MAX_MEMORY_HEAPS) return;
+    VkPhysicalDeviceMemoryBudgetPropertiesEXT mb = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MEMORY_BUDGET_PROPERTIES_EXT};
+    VkPhysicalDeviceMemoryProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MEMORY_PROPERTIES_2, .pNext = &mb};
+    vk->fn.vkGetPhysicalDeviceMemoryProperties2(vk->phys, &p2);
+    snprintf(out, size, " (VK_EXT_memory_budget: heap %u budget %llu MiB, %llu MiB in use by the process)", heap,
+             (unsigned long long)(mb.heapBudget[heap] >> 20), (unsigned long long)(mb.heapUsage[heap] >> 20));
+}
+
 static fasa_status init_common(vk_context *vk)
 {
     vk->fn.vkGetPhysicalDeviceProperties(vk->phys, &vk->props);
     vk->fn.vkGetPhysicalDeviceMemoryProperties(vk->phys, &vk->mem);
+    vk->has_memory_budget = vk->fn.vkGetPhysicalDeviceMemoryProperties2 &&
+                            has_device_ext(&vk->fn, vk->phys, VK_EXT_MEMORY_BUDGET_EXTENSION_NAME);
     VkPhysicalDeviceSubgroupProperties sg = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES};
     VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &sg};
     vk->fn.vkGetPhysicalDeviceProperties2(vk->phys, &p2);
@@ -574,7 +597,7 @@ static fasa_status init_common(vk_context *vk)
     fasa_status st = check_limits(vk);
     if (st == FASA_OK) st = init_commands(vk);
     if (st == FASA_OK) st = fasa__vk_pipelines_init(vk);
-    if (st == FASA_OK) st = fasa__vk_buf_create(vk, STAGING_BYTES, true, &vk->staging);
+    if (st == FASA_OK) st = fasa__vk_buf_create(vk, STAGING_BYTES, true, "libfasa's staging buffer", &vk->staging);
     if (st == FASA_OK && !vk->staging.map)
         st = fasa__error(vk->ctx, FASA_ERROR_UNSUPPORTED, "vulkan: no host-visible memory for staging");
     return fasa__vk_check(vk, st);

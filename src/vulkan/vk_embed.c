@@ -157,3 +157,18 @@ fasa_status fasa_vk_record_kv_cache_sync(fasa_kv_cache *cache, uint32_t layer, u
     fasa__unlock(ctx);
     return st;
 }
+
+fasa_status fasa_vk_record_kv_cache_init(fasa_kv_cache *cache, VkCommandBuffer cmd)
+{
+    if (!cache) return FASA_ERROR_INVALID_ARGUMENT;
+    fasa_context *ctx = cache->ctx;
+    fasa__lock(ctx);
+    fasa_status st = need_embedded(ctx, cmd, "fasa_vk_record_kv_cache_init");
+    if (st == FASA_OK) {
+        struct fasa_exec exec = {.vk = fasa__vk(ctx), .ctx = ctx, .cmd = cmd, .embedded = true};
+        fasa__vk_cache_init_record(&exec, cache);
+        st = fasa__vk_check(fasa__vk(ctx), FASA_OK);
+    }
+    fasa__unlock(ctx);
+    return st;
+}

@@ -35,7 +35,7 @@ _Static_assert(sizeof(push_fetch) <= VK_PUSH_MAX, "push_fetch");
 
 static uint32_t words_per_row(const fasa_kv_cache *c)
 {
-    return c->shape.head_dim / (c->dtype == FASA_DTYPE_F16 ? 2 : 1);
+    return c->shape.head_dim / (4 / c->elem_size);
 }
 
 /* Words of the token map of one KV head (16 bits per token when every slot
@@ -142,29 +142,23 @@ uint64_t fasa__vk_fetch_device_bytes(const vk_fetch *fm)
     return b;
 }
 
+bool fasa__vk_fetch_needs_init(const vk_cache *vc) { return vc->fm && vc->fm->mode == VK_FETCH_ROWCACHE; }
+
 /* Row-cache state of every layer: empty lists (0), no resident token and
- * free slots (-1), in one submission. */
-static fasa_status fill_state(fasa_kv_cache *c, vk_context *vk, vk_fetch *fm)
+ * free slots (-1); part of the cache's init commands (vk_cache.c), which
+ * end with the barrier. */
+void fasa__vk_fetch_init_record(fasa_exec *e, fasa_kv_cache *c)
 {
-    VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
-    bi.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
-    VkResult r = vk->fn.vkBeginCommandBuffer(vk->cmd, &bi);
-    if (r != VK_SUCCESS) return fasa__vk_result(vk, r, "vkBeginCommandBuffer");
+    vk_cache *vc = c->impl;
+    vk_fetch *fm = vc->fm;
+    if (!fasa__vk_fetch_needs_init(vc)) return;
     uint64_t hkv = c->shape.n_kv_heads;
     for (uint32_t l = 0; l < c->shape.n_layers; l++) {
         const vk_buf *b = &fm->state.chunks[l];
-        vk->fn.vkCmdFillBuffer(vk->cmd, b->buffer, b->offset, hkv * 16, 0);
-        vk->fn.vkCmdFillBuffer(vk->cmd, b->buffer, b->offset + hkv * 16,
-                               hkv * (map_words(c, fm) + fm->slots) * 4, 0xffffffffu);
+        e->vk->fn.vkCmdFillBuffer(e->cmd, b->buffer, b->offset, hkv * 16, 0);
+        e->vk->fn.vkCmdFillBuffer(e->cmd, b->buffer, b->offset + hkv * 16,
+                                  hkv * (map_words(c, fm) + fm->slots) * 4, 0xffffffffu);
     }
-    VkMemoryBarrier mb = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER};
-    mb.srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT;
-    mb.dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT;
-    vk->fn.vkCmdPipelineBarrier(vk->cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0, 1,
-                                &mb, 0, NULL, 0, NULL);
-    r = vk->fn.vkEndCommandBuffer(vk->cmd);
-    if (r != VK_SUCCESS) return fasa__vk_result(vk, r, "vkEndCommandBuffer");
-    return fasa__vk_submit_wait(vk);
 }
 
 static bool aligned16(const vk_array *a)
@@ -194,10 +188,10 @@ fasa_status fasa__vk_fetch_init(fasa_kv_cache *c, vk_context *vk, vk_cache *vc)
     if (!fm) return FASA_OK;
     fm->quad = can_copy_quads(c, vc, fm) && !vk->test_fetch_fallbacks;
     /* two blocks: demand steps, then prefetch steps (FASA_DECODE_PREFETCH) */
-    fasa_status st = fasa__vk_buf_create(vk, 2 * counter_block_bytes(c), true, &fm->counters);
+    fasa_status st = fasa__vk_buf_create(vk, 2 * counter_block_bytes(c), true, "the FASA-M counters", &fm->counters);
     if (st != FASA_OK) return st;
     memset(fm->counters.map, 0, fm->counters.size);
-    return fm->mode == VK_FETCH_ROWCACHE ? fill_state(c, vk, fm) : FASA_OK;
+    return FASA_OK; /* a row cache's state: fasa__vk_fetch_init_record */
 }
 
 void fasa__vk_fetch_destroy(fasa_kv_cache *c, vk_context *vk, vk_cache *vc)

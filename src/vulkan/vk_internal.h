@@ -30,11 +30,15 @@ typedef enum vk_kernel {
     VK_K_FAC8_X,
     VK_K_DENSE_X,
     VK_K_DENSE8_X,
+    VK_K_CONVERT,  /* q and o of a step in a 16-bit io type (fasa_decode_desc.q_type / o_type) */
     VK_K_COUNT
 } vk_kernel;
 
+/* Storage-type variants of a kernel (the index of vk_context.pipes). */
 #define VK_DT_F16 0
 #define VK_DT_F32 1
+#define VK_DT_BF16 2
+#define VK_DT_COUNT 3
 
 #define VK_WG_APPEND 64u
 #define VK_WG_TIP 256u
@@ -47,6 +51,7 @@ _Static_assert(VK_TOPK_TILE % VK_TIP_TOKENS == 0, "a TIP workgroup's scores must
 #define VK_ATTEND_S 512u   /* tokens per attention chunk with 4 heads (256 with 8) */
 #define VK_WG_REDUCE 128u
 #define VK_WG_FETCH 256u   /* fetch.comp: a multiple of 32 */
+#define VK_WG_CONVERT 64u
 #define VK_FETCH_RPW 16u   /* fetch.comp RPW: rows per copy workgroup */
 #define VK_MAX_SPLITS 256u /* split-K partials per head */
 #define VK_PUSH_MAX 128u
@@ -60,10 +65,23 @@ typedef struct vk_tunables {
 
 /* ---- memory ------------------------------------------------------------ */
 
+/* One device-memory allocation: libfasa's own vkAllocateMemory, the host's
+ * allocator (fasa_vk_embed.memory_allocator), or an import of application
+ * host memory.  Made and freed only by vk_memory.c (fasa__vk_mem_*). */
+typedef struct vk_mem {
+    VkDeviceMemory memory;       /* VK_NULL_HANDLE: none */
+    VkDeviceSize offset;         /* where the allocation starts in memory */
+    VkDeviceSize counted;        /* bytes counted in ctx->device_memory_used */
+    uint8_t *map;                /* host address of offset (coherent memory), or NULL */
+    uint32_t type;               /* memory type index */
+    void *allocation;            /* the host allocator's handle, or NULL */
+    bool from_host;              /* made by the host allocator: freed through it */
+} vk_mem;
+
 /* A VkBuffer with its device address and (when host-visible) mapping. */
 typedef struct vk_buf {
     VkBuffer buffer;
-    VkDeviceMemory memory;       /* owned memory, or VK_NULL_HANDLE (arena/wrapped) */
+    vk_mem mem;                  /* owned memory; mem.memory VK_NULL_HANDLE for arena/wrapped */
     VkDeviceSize offset;         /* byte offset of the data inside buffer (wraps) */
     VkDeviceSize size;
     VkDeviceAddress addr;        /* 0 for wrapped buffers */
@@ -87,8 +105,7 @@ typedef struct vk_array {
 
 /* Device memory blocks backing the chunks of one cache. */
 typedef struct vk_arena {
-    VkDeviceMemory *blocks;
-    uint8_t **maps;
+    vk_mem *blocks;
     uint32_t n_blocks;
     uint32_t type;               /* the memory type of the blocks */
 } vk_arena;
@@ -107,6 +124,8 @@ struct fasa_exec {
     bool failed;                 /* recording failed: do not submit */
     uint32_t *applies_trunc;     /* FASA-M: the pending truncation this stream applies;
                                     marked done only once the stream is submitted */
+    bool *applies_init;          /* the cache initialisation this stream records, marked
+                                    done once submitted (vk_cache.c) */
 };
 
 
@@ -123,6 +142,9 @@ struct vk_context {
     bool bda_khr;
     VkDebugUtilsMessengerEXT messenger;
     const VkAllocationCallbacks *vk_alloc;
+    fasa_vk_memory_allocator host_alloc; /* allocate NULL: libfasa's own vkAllocateMemory */
+    bool record_init;            /* FASA_VK_EMBED_RECORD_CACHE_INIT: creation never submits */
+    bool has_memory_budget;      /* VK_EXT_memory_budget offered (messages only) */
     VkPhysicalDeviceProperties props;
     VkPhysicalDeviceMemoryProperties mem;
     uint32_t subgroup_size;
@@ -132,7 +154,7 @@ struct vk_context {
     uint8_t pcache_loaded[32];   /* SHA-256 of the pipeline cache data read from disk */
     bool has_pcache_loaded;      /* (an unchanged cache is not written back) */
     VkPipelineLayout layout;
-    VkPipeline pipes[VK_K_COUNT][2];
+    VkPipeline pipes[VK_K_COUNT][VK_DT_COUNT];
     VkCommandPool pool;
     VkCommandBuffer cmd;
     VkFence fence;
@@ -205,6 +227,9 @@ typedef struct vk_cache {
     uint32_t q_off, o_off, sel_off, hist_off, state_off, tcnt_off, ttie_off, part_off;
     uint32_t stage_off, stage_half;
     uint32_t zero_off, zero_words; /* cleared at the start of every step */
+    uint8_t *init_tables;        /* the tables' bytes until recorded into an init (tables
+                                    not host-mapped), else NULL */
+    bool init_pending;           /* init commands (tables, row-cache state) not yet done */
     uint64_t map_at, dims_at;    /* byte offsets in tables: tip_map, union dims */
     vk_fetch *fm;                /* FASA-M state, or NULL */
 } vk_cache;
@@ -218,6 +243,8 @@ fasa_status fasa__vk_context_init(fasa_context *ctx, uint32_t device_index, cons
 void fasa__vk_context_destroy(fasa_context *ctx);
 void fasa__vk_describe(vk_context *vk, const VkPhysicalDeviceProperties *props,
                        fasa_device_info *info);
+/* "; VK_EXT_memory_budget: heap h ..." for messages, or "" without the extension. */
+void fasa__vk_heap_note(vk_context *vk, uint32_t heap, char *out, size_t size);
 /* Maps a VkResult to a status with a message naming `what`. */
 fasa_status fasa__vk_result(vk_context *vk, VkResult r, const char *what);
 /* Turns pending validation messages into FASA_ERROR_BACKEND. */
@@ -226,7 +253,13 @@ fasa_status fasa__vk_check(vk_context *vk, fasa_status st);
 /* vk_memory.c */
 int fasa__vk_memory_type(const vk_context *vk, uint32_t type_bits, VkMemoryPropertyFlags want,
                          VkMemoryPropertyFlags avoid);
-fasa_status fasa__vk_buf_create(vk_context *vk, VkDeviceSize size, bool host, vk_buf *out);
+/* The one allocation path: the budget, then the host's allocator or
+ * vkAllocateMemory (+ vkMapMemory); messages name r->what. */
+fasa_status fasa__vk_mem_alloc(vk_context *vk, const fasa_vk_memory_request *r, vk_mem *out);
+void fasa__vk_mem_free(vk_context *vk, vk_mem *m);
+/* A buffer with its own memory; host: mapped host-visible coherent memory.
+ * what names it in messages and in the host allocator's requests. */
+fasa_status fasa__vk_buf_create(vk_context *vk, VkDeviceSize size, bool host, const char *what, vk_buf *out);
 void fasa__vk_buf_destroy(vk_context *vk, vk_buf *b);
 fasa_status fasa__vk_upload(vk_context *vk, const vk_buf *b, VkDeviceSize offset, const void *src,
                             VkDeviceSize size);
@@ -273,6 +306,9 @@ void fasa__vk_dispatch(fasa_exec *e, vk_kernel k, int dtype, const void *push, u
                        uint32_t gx, uint32_t gy);
 
 /* vk_cache.c */
+/* Records a cache's pending initialisation (tables, row-cache state) and a
+ * barrier into e; nothing when none is pending. */
+void fasa__vk_cache_init_record(fasa_exec *e, fasa_kv_cache *cache);
 fasa_status fasa__vk_host_memory_requirements(fasa_context *ctx, const fasa_kv_cache_desc *d, uint64_t *size,
                                               uint64_t *alignment);
 fasa_status fasa__vk_cache_create(fasa_kv_cache *cache);
@@ -289,6 +325,9 @@ fasa_status fasa__vk_fetch_plan(fasa_kv_cache *cache, vk_context *vk, vk_cache *
 uint32_t fasa__vk_fetch_arrays(vk_fetch *fm, vk_array **out);
 fasa_status fasa__vk_fetch_create_arrays(vk_context *vk, vk_fetch *fm);
 fasa_status fasa__vk_fetch_init(fasa_kv_cache *cache, vk_context *vk, vk_cache *vc);
+/* Whether the cache's fetch state needs init commands, and recording them. */
+bool fasa__vk_fetch_needs_init(const vk_cache *vc);
+void fasa__vk_fetch_init_record(fasa_exec *e, fasa_kv_cache *cache);
 void fasa__vk_fetch_destroy(fasa_kv_cache *cache, vk_context *vk, vk_cache *vc);
 uint64_t fasa__vk_fetch_device_bytes(const vk_fetch *fm);
 /* Records fetch after the top-k of a sparse step; returns what fac reads. */
@@ -309,7 +348,7 @@ fasa_status fasa__vk_dense(fasa_exec *exec, const fasa_step *step);
 static inline vk_context *fasa__vk(const fasa_context *ctx) { return (vk_context *)ctx->impl; }
 static inline int fasa__vk_dtype(const fasa_kv_cache *c)
 {
-    return c->dtype == FASA_DTYPE_F16 ? VK_DT_F16 : VK_DT_F32;
+    return c->dtype == FASA_DTYPE_F16 ? VK_DT_F16 : c->dtype == FASA_DTYPE_BF16 ? VK_DT_BF16 : VK_DT_F32;
 }
 
 /* Test hooks (internal, used by tests/vulkan through the static library). */

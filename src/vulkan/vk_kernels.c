@@ -19,7 +19,7 @@ typedef struct push_append {
     uint64_t k_tab, v_tab, kd_tab, stage, dims;
     uint32_t first, n, hkv, kv_stride;
     uint32_t kv_shift, kd_shift, d, u_pad;
-    uint32_t v_off, src_f32, has_dom, pad0;
+    uint32_t v_off, src_type, has_dom, pad0; /* src_type: the source's fasa_dtype */
 } push_append;
 
 typedef struct push_sync {
@@ -47,6 +47,11 @@ typedef struct push_attend {
     uint32_t ts, hs;
 } push_attend;
 
+typedef struct push_convert {
+    uint64_t scratch;
+    uint32_t src, dst, n_words, mode; /* mode: 0 f16 -> f32, 1 bf16 -> f32, 2 f32 -> f16, 3 f32 -> bf16 */
+} push_convert;
+
 typedef struct push_reduce {
     uint64_t scratch;
     uint32_t part_off, o_off, d, n_splits;
@@ -58,6 +63,7 @@ _Static_assert(sizeof(push_sync) <= VK_PUSH_MAX, "push_sync");
 _Static_assert(sizeof(push_tip) <= VK_PUSH_MAX, "push_tip");
 _Static_assert(sizeof(push_attend) <= VK_PUSH_MAX, "push_attend");
 _Static_assert(sizeof(push_reduce) <= VK_PUSH_MAX, "push_reduce");
+_Static_assert(sizeof(push_convert) <= VK_PUSH_MAX, "push_convert");
 
 static const vk_buf *vkbuf(const fasa_buffer *b) { return b->impl; }
 
@@ -98,9 +104,10 @@ fasa_status fasa__vk_append(fasa_exec *e, fasa_kv_cache *c, uint32_t layer, uint
                             fasa_dtype src_dtype)
 {
     vk_cache *vc = c->impl;
-    uint64_t row_bytes = (uint64_t)c->shape.n_kv_heads * c->shape.head_dim * (src_dtype == FASA_DTYPE_F32 ? 4 : 2);
+    uint64_t row_bytes = (uint64_t)c->shape.n_kv_heads * c->shape.head_dim * fasa__dtype_size(src_dtype);
     push_append p = append_push(c, vc, layer);
-    p.src_f32 = src_dtype == FASA_DTYPE_F32;
+    p.src_type = (uint32_t)src_dtype;
+    fasa__vk_cache_init_record(e, c); /* a cache's first work records its init (vk_cache.c) */
     for (uint32_t done = 0; done < n; done += vc->stage_tokens) {
         uint32_t piece = n - done < vc->stage_tokens ? n - done : vc->stage_tokens;
         fasa__vk_barrier_all(e); /* the previous piece or step is done with the stage */
@@ -128,6 +135,7 @@ fasa_status fasa__vk_sync(fasa_exec *e, fasa_kv_cache *c, uint32_t layer, uint32
     push_sync p = {lay->k_ext, lay->kd.table,
                    vc->tables.addr + vc->dims_at + (uint64_t)layer * c->shape.n_kv_heads * c->u_pad * 4,
                    first, n, vc->kv_stride, lay->kd.shift, c->u_pad, vc->ext_ts, vc->ext_hs, 0};
+    fasa__vk_cache_init_record(e, c);
     fasa__vk_barrier_all(e); /* the engine's writes of K (compute or transfer) come first */
     fasa__vk_dispatch(e, VK_K_SYNC, fasa__vk_dtype(c), &p, sizeof p, n < 65535 ? n : 65535, c->shape.n_kv_heads);
     fasa__vk_barrier_all(e);
@@ -138,19 +146,39 @@ fasa_status fasa__vk_sync(fasa_exec *e, fasa_kv_cache *c, uint32_t layer, uint32
 /* Step prologue / epilogue                                                  */
 /* ------------------------------------------------------------------------ */
 
+/* q and o in a 16-bit io type (fasa_decode_desc.q_type / o_type) are
+ * converted inside the scratch by convert.comp: q's bits are copied into
+ * the o area (unused until the reduce) and widened into the q area; o is
+ * reduced into the o area as always and rounded into the q area (no longer
+ * needed), whose bits are copied out. */
+static void convert(fasa_exec *e, const fasa_kv_cache *c, uint32_t src, uint32_t dst, uint32_t mode)
+{
+    vk_cache *vc = c->impl;
+    uint32_t n_words = c->shape.n_q_heads * c->shape.head_dim / 2; /* d is even */
+    push_convert p = {vc->scratch.addr, src, dst, n_words, mode};
+    fasa__vk_dispatch(e, VK_K_CONVERT, 0, &p, sizeof p, (n_words + VK_WG_CONVERT - 1) / VK_WG_CONVERT, 1);
+}
+
 /* Orders the step after earlier work, brings q into scratch and clears the
  * histograms and row states. */
 static void step_prologue(fasa_exec *e, const fasa_step *step, bool clear)
 {
     fasa_kv_cache *c = step->cache;
     vk_cache *vc = c->impl;
+    uint64_t n = (uint64_t)c->shape.n_q_heads * c->shape.head_dim;
+    bool q16 = step->q_type != FASA_IO_F32;
+    fasa__vk_cache_init_record(e, c);
     fasa__vk_barrier_all(e);
-    copy(e, vkbuf(step->q), step->q_offset, &vc->scratch, (uint64_t)vc->q_off * 4,
-         (uint64_t)c->shape.n_q_heads * c->shape.head_dim * 4);
+    copy(e, vkbuf(step->q), step->q_offset, &vc->scratch, (uint64_t)(q16 ? vc->o_off : vc->q_off) * 4,
+         n * fasa__io_size(step->q_type));
     if (clear)
         e->vk->fn.vkCmdFillBuffer(e->cmd, vc->scratch.buffer, vc->scratch.offset + (uint64_t)vc->zero_off * 4,
                                   (uint64_t)vc->zero_words * 4, 0);
     fasa__vk_barrier_all(e);
+    if (q16) {
+        convert(e, c, vc->o_off, vc->q_off, step->q_type == FASA_IO_F16 ? 0 : 1);
+        fasa__vk_barrier(e);
+    }
     e->is_step = true;
 }
 
@@ -159,12 +187,18 @@ static void step_epilogue(fasa_exec *e, const fasa_step *step, uint32_t n_splits
 {
     fasa_kv_cache *c = step->cache;
     vk_cache *vc = c->impl;
+    uint64_t n = (uint64_t)c->shape.n_q_heads * c->shape.head_dim;
+    bool o16 = step->o_type != FASA_IO_F32;
     push_reduce p = {vc->scratch.addr, vc->part_off, vc->o_off, c->shape.head_dim, n_splits, VK_MAX_SPLITS, 0};
     fasa__vk_barrier(e);
     fasa__vk_dispatch(e, VK_K_REDUCE, 0, &p, sizeof p, c->shape.n_q_heads, 1);
+    if (o16) {
+        fasa__vk_barrier(e);
+        convert(e, c, vc->o_off, vc->q_off, step->o_type == FASA_IO_F16 ? 2 : 3);
+    }
     fasa__vk_barrier_all(e);
-    copy(e, &vc->scratch, (uint64_t)vc->o_off * 4, vkbuf(step->o), step->o_offset,
-         (uint64_t)c->shape.n_q_heads * c->shape.head_dim * 4);
+    copy(e, &vc->scratch, (uint64_t)(o16 ? vc->q_off : vc->o_off) * 4, vkbuf(step->o), step->o_offset,
+         n * fasa__io_size(step->o_type));
 }
 
 /* ------------------------------------------------------------------------ */

@@ -39,7 +39,8 @@
 /* Optional instance functions (extensions). */
 #define FASA_VK_INSTANCE_OPT_FNS(X)                                                                \
     X(vkCreateDebugUtilsMessengerEXT)                                                              \
-    X(vkDestroyDebugUtilsMessengerEXT)
+    X(vkDestroyDebugUtilsMessengerEXT)                                                             \
+    X(vkGetPhysicalDeviceMemoryProperties2)
 
 #define FASA_VK_DEVICE_FNS(X)                                                                      \
     X(vkDestroyDevice)                                                                             \
@@ -76,6 +77,7 @@
     X(vkCmdPipelineBarrier)                                                                        \
     X(vkCmdCopyBuffer)                                                                             \
     X(vkCmdFillBuffer)                                                                             \
+    X(vkCmdUpdateBuffer)                                                                           \
     X(vkCmdWriteTimestamp)                                                                         \
     X(vkCmdResetQueryPool)                                                                         \
     X(vkCreateQueryPool)                                                                           \

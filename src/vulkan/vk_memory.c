@@ -30,10 +30,10 @@ static bool mappable(const vk_context *vk, uint32_t type)
 }
 
 /* Every allocation, buffer object and mapping of the backend goes through
- * allocate, create_buffer and map_memory, so that the test hook of
- * fasa_debug.h fails the n-th one with the driver's own error code
- * (VK_ERROR_OUT_OF_DEVICE_MEMORY, VK_ERROR_MEMORY_MAP_FAILED) and the
- * caller takes the path a real failure takes. */
+ * allocate (or the host's allocator), create_buffer and map_memory, so that
+ * the test hook of fasa_debug.h fails the n-th one with the driver's own
+ * error code (VK_ERROR_OUT_OF_DEVICE_MEMORY, VK_ERROR_MEMORY_MAP_FAILED)
+ * and the caller takes the path a real failure takes. */
 static VkResult allocate(vk_context *vk, VkDeviceSize size, uint32_t type, VkDeviceMemory *out)
 {
     if (fasa__fault(vk->ctx, FASA_FAULT_DEVICE_ALLOC)) return VK_ERROR_OUT_OF_DEVICE_MEMORY;
@@ -77,10 +77,160 @@ static VkResult map_memory(vk_context *vk, VkDeviceMemory memory, void **out)
 }
 
 /* ------------------------------------------------------------------------ */
+/* The one allocation path: budget, then the host's allocator or our own     */
+/* ------------------------------------------------------------------------ */
+
+/* What memory is for: read by the kernels every step (device), a host
+ * mapping libfasa needs (staging, counters), or FASA-M's offloaded rows. */
+typedef enum mem_kind { MEM_DEVICE, MEM_MAPPED, MEM_OFFLOAD } mem_kind;
+
+static fasa_vk_memory_request make_request(VkDeviceSize size, VkDeviceSize align, uint32_t type_bits,
+                                           mem_kind kind, const char *what)
+{
+    fasa_vk_memory_request r;
+    memset(&r, 0, sizeof r);
+    r.requirements.size = size;
+    r.requirements.alignment = align;
+    r.requirements.memoryTypeBits = type_bits;
+    r.required_flags = kind == MEM_DEVICE ? 0 : HOST_MAPPABLE;
+    r.preferred_flags = kind == MEM_DEVICE ? VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT : 0;
+    r.avoided_flags = kind == MEM_OFFLOAD ? VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT : 0;
+    r.allocate_flags = VK_MEMORY_ALLOCATE_DEVICE_ADDRESS_BIT;
+    r.map = kind == MEM_MAPPED;
+    r.what = what;
+    return r;
+}
+
+/* The memory type libfasa picks itself: required + preferred without the
+ * avoided flags, else required + preferred, then the same without preferred. */
+static int pick_type(const vk_context *vk, const fasa_vk_memory_request *r)
+{
+    uint32_t bits = r->requirements.memoryTypeBits;
+    int t = fasa__vk_memory_type(vk, bits, r->required_flags | r->preferred_flags, r->avoided_flags);
+    if (t < 0 && r->preferred_flags) t = fasa__vk_memory_type(vk, bits, r->required_flags, r->avoided_flags);
+    return t;
+}
+
+static fasa_status no_type(vk_context *vk, const fasa_vk_memory_request *r)
+{
+    return fasa__error(vk->ctx, FASA_ERROR_UNSUPPORTED, "vulkan: no %s memory type for %s",
+                       r->required_flags ? "host-visible coherent" : "usable", r->what);
+}
+
+/* size more bytes must fit desc.device_memory_budget. */
+static fasa_status budget_check(vk_context *vk, uint64_t size, const char *what)
+{
+    fasa_context *ctx = vk->ctx;
+    uint64_t used = ctx->device_memory_used, budget = ctx->device_memory_budget;
+    if (!budget || (size <= budget && used <= budget - size)) return FASA_OK;
+    return fasa__error(ctx, FASA_ERROR_OUT_OF_DEVICE_MEMORY,
+                       "vulkan: %s needs %llu bytes of device memory, more than the %llu bytes left of "
+                       "desc.device_memory_budget (%llu bytes, %llu in use)", what, (unsigned long long)size,
+                       (unsigned long long)(used < budget ? budget - used : 0), (unsigned long long)budget,
+                       (unsigned long long)used);
+}
+
+/* Adds the heap's VK_EXT_memory_budget numbers to a failed allocation's message. */
+static fasa_status with_heap_note(vk_context *vk, fasa_status st, uint32_t type)
+{
+    char note[256];
+    fasa__vk_heap_note(vk, vk->mem.memoryTypes[type].heapIndex, note, sizeof note);
+    if (st != FASA_ERROR_OUT_OF_DEVICE_MEMORY || !note[0]) return st;
+    char why[FASA_ERROR_MAX]; /* a copy: the message is rewritten from it */
+    snprintf(why, sizeof why, "%s", vk->ctx->last_error);
+    return fasa__error(vk->ctx, st, "%s%s", why, note);
+}
+
+static fasa_status own_alloc(vk_context *vk, const fasa_vk_memory_request *r, vk_mem *m)
+{
+    int type = pick_type(vk, r);
+    if (type < 0) return no_type(vk, r);
+    m->type = (uint32_t)type;
+    VkResult res = allocate(vk, r->requirements.size, m->type, &m->memory);
+    if (res == VK_SUCCESS && mappable(vk, m->type) && (r->map || !vk->force_staging)) {
+        void *p = NULL;
+        res = map_memory(vk, m->memory, &p);
+        m->map = p;
+    }
+    if (res == VK_SUCCESS) return FASA_OK;
+    char call[160];
+    snprintf(call, sizeof call, "%s (%s, %llu bytes)", m->memory ? "vkMapMemory" : "vkAllocateMemory", r->what,
+             (unsigned long long)r->requirements.size);
+    fasa_status st = with_heap_note(vk, fasa__vk_result(vk, res, call), m->type);
+    if (m->memory) vk->fn.vkFreeMemory(vk->device, m->memory, vk->vk_alloc);
+    m->memory = VK_NULL_HANDLE;
+    return st;
+}
+
+/* What is wrong with the host allocator's answer to r, or NULL. */
+static const char *bad_answer(const vk_context *vk, const fasa_vk_memory_request *r,
+                              const fasa_vk_memory_allocation *a, char *why, size_t n)
+{
+    uint32_t t = a->memory_type_index;
+    VkMemoryPropertyFlags f = t < vk->mem.memoryTypeCount ? vk->mem.memoryTypes[t].propertyFlags : 0;
+    if (!a->memory) snprintf(why, n, "returned VK_SUCCESS with memory VK_NULL_HANDLE");
+    else if (t >= vk->mem.memoryTypeCount || !(r->requirements.memoryTypeBits & (1u << t)))
+        snprintf(why, n, "returned memory type %u, not in the requested memoryTypeBits 0x%x", t,
+                 r->requirements.memoryTypeBits);
+    else if ((f & r->required_flags) != r->required_flags)
+        snprintf(why, n, "returned memory type %u (flags 0x%x) without the required flags 0x%x", t, f,
+                 r->required_flags);
+    else if (a->offset % r->requirements.alignment)
+        snprintf(why, n, "returned offset %llu, not a multiple of the requested alignment %llu",
+                 (unsigned long long)a->offset, (unsigned long long)r->requirements.alignment);
+    else if (r->map && !a->mapped) snprintf(why, n, "returned no mapping (mapped NULL) where request->map is set");
+    else return NULL;
+    return why;
+}
+
+static fasa_status host_alloc(vk_context *vk, const fasa_vk_memory_request *r, vk_mem *m)
+{
+    const fasa_vk_memory_allocator *h = &vk->host_alloc;
+    fasa_vk_memory_allocation a;
+    memset(&a, 0, sizeof a);
+    char call[160], why[256];
+    snprintf(call, sizeof call, "desc.embed->memory_allocator.allocate (%s, %llu bytes)", r->what,
+             (unsigned long long)r->requirements.size);
+    VkResult res = fasa__fault(vk->ctx, FASA_FAULT_DEVICE_ALLOC) ? VK_ERROR_OUT_OF_DEVICE_MEMORY
+                                                                 : h->allocate(h->user, r, &a);
+    if (res != VK_SUCCESS) return fasa__vk_result(vk, res, call);
+    if (bad_answer(vk, r, &a, why, sizeof why)) {
+        h->free(h->user, a.allocation);
+        return fasa__error(vk->ctx, FASA_ERROR_INVALID_ARGUMENT, "vulkan: %s %s", call, why);
+    }
+    m->memory = a.memory;
+    m->offset = a.offset;
+    m->type = a.memory_type_index;
+    m->allocation = a.allocation;
+    m->from_host = true;
+    if (a.mapped && mappable(vk, m->type) && (r->map || !vk->force_staging)) m->map = a.mapped;
+    return FASA_OK;
+}
+
+fasa_status fasa__vk_mem_alloc(vk_context *vk, const fasa_vk_memory_request *r, vk_mem *out)
+{
+    memset(out, 0, sizeof *out);
+    fasa_status st = budget_check(vk, r->requirements.size, r->what);
+    if (st == FASA_OK) st = vk->host_alloc.allocate ? host_alloc(vk, r, out) : own_alloc(vk, r, out);
+    if (st != FASA_OK) return st;
+    out->counted = r->requirements.size;
+    vk->ctx->device_memory_used += out->counted;
+    return FASA_OK;
+}
+
+void fasa__vk_mem_free(vk_context *vk, vk_mem *m)
+{
+    if (m->from_host) vk->host_alloc.free(vk->host_alloc.user, m->allocation);
+    else if (m->memory) vk->fn.vkFreeMemory(vk->device, m->memory, vk->vk_alloc);
+    vk->ctx->device_memory_used -= m->counted;
+    memset(m, 0, sizeof *m);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Single buffers with their own memory                                      */
 /* ------------------------------------------------------------------------ */
 
-fasa_status fasa__vk_buf_create(vk_context *vk, VkDeviceSize size, bool host, vk_buf *out)
+fasa_status fasa__vk_buf_create(vk_context *vk, VkDeviceSize size, bool host, const char *what, vk_buf *out)
 {
     memset(out, 0, sizeof *out);
     out->size = size;
@@ -88,27 +238,19 @@ fasa_status fasa__vk_buf_create(vk_context *vk, VkDeviceSize size, bool host, vk
     if (r != VK_SUCCESS) return fasa__vk_result(vk, r, "vkCreateBuffer");
     VkMemoryRequirements req;
     vk->fn.vkGetBufferMemoryRequirements(vk->device, out->buffer, &req);
-    int type = host ? fasa__vk_memory_type(vk, req.memoryTypeBits, HOST_MAPPABLE, 0)
-                    : fasa__vk_memory_type(vk, req.memoryTypeBits, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT, 0);
-    if (type < 0 && !host) type = fasa__vk_memory_type(vk, req.memoryTypeBits, 0, 0);
-    if (type < 0) {
-        fasa__vk_buf_destroy(vk, out);
-        return fasa__error(vk->ctx, FASA_ERROR_UNSUPPORTED, "vulkan: no %s memory type for a buffer",
-                           host ? "host-visible coherent" : "usable");
+    fasa_vk_memory_request rq = make_request(req.size, req.alignment, req.memoryTypeBits,
+                                             host ? MEM_MAPPED : MEM_DEVICE, what);
+    fasa_status st = fasa__vk_mem_alloc(vk, &rq, &out->mem);
+    if (st == FASA_OK) {
+        r = vk->fn.vkBindBufferMemory(vk->device, out->buffer, out->mem.memory, out->mem.offset);
+        st = fasa__vk_result(vk, r, "vkBindBufferMemory");
     }
-    r = allocate(vk, req.size, (uint32_t)type, &out->memory);
-    if (r == VK_SUCCESS) r = vk->fn.vkBindBufferMemory(vk->device, out->buffer, out->memory, 0);
-    if (r == VK_SUCCESS && mappable(vk, (uint32_t)type) && (host || !vk->force_staging)) {
-        void *p = NULL;
-        r = map_memory(vk, out->memory, &p);
-        out->map = p;
-        out->coherent = true;
-    }
-    if (r != VK_SUCCESS) {
-        fasa_status st = fasa__vk_result(vk, r, "allocating a buffer");
+    if (st != FASA_OK) {
         fasa__vk_buf_destroy(vk, out);
         return st;
     }
+    out->map = out->mem.map;
+    out->coherent = out->map != NULL;
     out->addr = buffer_address(vk, out->buffer);
     return FASA_OK;
 }
@@ -116,7 +258,7 @@ fasa_status fasa__vk_buf_create(vk_context *vk, VkDeviceSize size, bool host, vk
 void fasa__vk_buf_destroy(vk_context *vk, vk_buf *b)
 {
     if (!b->wrapped && b->buffer) vk->fn.vkDestroyBuffer(vk->device, b->buffer, vk->vk_alloc);
-    if (b->memory) vk->fn.vkFreeMemory(vk->device, b->memory, vk->vk_alloc);
+    fasa__vk_mem_free(vk, &b->mem);
     memset(b, 0, sizeof *b);
 }
 
@@ -271,9 +413,10 @@ static uint64_t block_limit(const vk_context *vk)
     return lim < vk->chunk_limit ? vk->chunk_limit : lim;
 }
 
-/* Packs the chunks in order; fills place[] and the size of each block. */
+/* Packs the chunks in order; fills place[] and the size of each block, and
+ * the memory types and alignment every chunk allows. */
 static uint32_t pack(vk_context *vk, placement *place, uint32_t n, uint64_t limit, uint64_t *block_size,
-                     uint32_t *type_bits)
+                     uint32_t *type_bits, VkDeviceSize *align)
 {
     uint32_t n_blocks = 0;
     VkDeviceSize cur = 0;
@@ -281,6 +424,7 @@ static uint32_t pack(vk_context *vk, placement *place, uint32_t n, uint64_t limi
         VkMemoryRequirements req;
         vk->fn.vkGetBufferMemoryRequirements(vk->device, place[i].buf->buffer, &req);
         *type_bits &= req.memoryTypeBits;
+        if (req.alignment > *align) *align = req.alignment;
         VkDeviceSize at = (cur + req.alignment - 1) / req.alignment * req.alignment;
         if (n_blocks == 0 || at + req.size > limit) {
             n_blocks++;
@@ -294,41 +438,45 @@ static uint32_t pack(vk_context *vk, placement *place, uint32_t n, uint64_t limi
     return n_blocks;
 }
 
-static fasa_status check_heap(vk_context *vk, int type, const uint64_t *block_size, uint32_t n_blocks,
-                              const char *what)
+/* Before anything is allocated: the whole arena must fit the budget and,
+ * where libfasa picks the memory type itself, that type's heap. */
+static fasa_status check_fit(vk_context *vk, const fasa_vk_memory_request *r, const uint64_t *block_size,
+                             uint32_t n_blocks)
 {
     uint64_t total = 0;
     for (uint32_t b = 0; b < n_blocks; b++) total += block_size[b];
+    fasa_status st = budget_check(vk, total, r->what);
+    if (st != FASA_OK || vk->host_alloc.allocate) return st;
+    int type = pick_type(vk, r);
+    if (type < 0) return no_type(vk, r);
     uint32_t heap = vk->mem.memoryTypes[type].heapIndex;
     uint64_t have = vk->mem.memoryHeaps[heap].size;
-    if (total > have)
-        return fasa__error(vk->ctx, FASA_ERROR_OUT_OF_DEVICE_MEMORY,
-                           "vulkan: %s needs %llu MiB but memory heap %u has %llu MiB", what,
-                           (unsigned long long)(total >> 20), heap, (unsigned long long)(have >> 20));
-    return FASA_OK;
+    if (total <= have) return FASA_OK;
+    char note[256];
+    fasa__vk_heap_note(vk, heap, note, sizeof note);
+    return fasa__error(vk->ctx, FASA_ERROR_OUT_OF_DEVICE_MEMORY,
+                       "vulkan: %s needs %llu MiB but memory heap %u has %llu MiB%s", r->what,
+                       (unsigned long long)(total >> 20), heap, (unsigned long long)(have >> 20), note);
 }
 
-static fasa_status alloc_blocks(vk_context *vk, vk_arena *arena, const uint64_t *block_size, uint32_t type,
-                                const char *what)
+static fasa_status alloc_blocks(vk_context *vk, vk_arena *arena, const fasa_vk_memory_request *base,
+                                const uint64_t *block_size)
 {
-    arena->blocks = fasa__alloc(vk->ctx, arena->n_blocks * sizeof(VkDeviceMemory));
-    arena->maps = fasa__alloc(vk->ctx, arena->n_blocks * sizeof(uint8_t *));
-    if (!arena->blocks || !arena->maps) return fasa__error(vk->ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "vulkan: out of host memory");
+    arena->blocks = fasa__alloc(vk->ctx, arena->n_blocks * sizeof(vk_mem));
+    if (!arena->blocks) return fasa__error(vk->ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "vulkan: out of host memory");
+    memset(arena->blocks, 0, arena->n_blocks * sizeof(vk_mem));
     for (uint32_t b = 0; b < arena->n_blocks; b++) {
-        VkResult r = allocate(vk, block_size[b], type, &arena->blocks[b]);
-        if (r == VK_SUCCESS && mappable(vk, type) && !vk->force_staging) {
-            void *p = NULL;
-            r = map_memory(vk, arena->blocks[b], &p);
-            arena->maps[b] = p;
-        }
-        if (r != VK_SUCCESS) { /* the status of the failed call: vkAllocateMemory or vkMapMemory */
+        fasa_vk_memory_request r = *base;
+        r.requirements.size = block_size[b];
+        fasa_status st = fasa__vk_mem_alloc(vk, &r, &arena->blocks[b]);
+        if (st != FASA_OK) { /* the status of the failed call: allocation or mapping */
             char why[FASA_ERROR_MAX]; /* a copy: the message is rewritten from it */
-            fasa_status st = fasa__vk_result(vk, r, arena->blocks[b] ? "vkMapMemory" : "vkAllocateMemory");
             snprintf(why, sizeof why, "%s", vk->ctx->last_error);
             return fasa__error(vk->ctx, st, "vulkan: allocating block %u (%llu MiB) of %s failed: %s", b,
-                               (unsigned long long)(block_size[b] >> 20), what, why);
+                               (unsigned long long)(block_size[b] >> 20), base->what, why);
         }
     }
+    arena->type = arena->blocks[0].type;
     return FASA_OK;
 }
 
@@ -344,6 +492,17 @@ static fasa_status bind_chunk(vk_context *vk, vk_buf *b, VkDeviceMemory memory, 
     return FASA_OK;
 }
 
+static fasa_status bind_chunks(vk_context *vk, vk_arena *arena, const placement *place, uint32_t n)
+{
+    fasa_status st = FASA_OK;
+    for (uint32_t i = 0; st == FASA_OK && i < n; i++) {
+        const vk_mem *m = &arena->blocks[place[i].block];
+        st = bind_chunk(vk, place[i].buf, m->memory, m->offset + place[i].offset,
+                        m->map ? m->map + place[i].offset : NULL);
+    }
+    return st;
+}
+
 fasa_status fasa__vk_arena_bind(vk_context *vk, vk_arena *arena, vk_array **arrays, uint32_t n_arrays,
                                 bool host, const char *what)
 {
@@ -357,24 +516,12 @@ fasa_status fasa__vk_arena_bind(vk_context *vk, vk_arena *arena, vk_array **arra
     for (uint32_t i = 0, k = 0; st == FASA_OK && i < n_arrays; i++)
         for (uint32_t c = 0; c < arrays[i]->n_chunks; c++) place[k++].buf = &arrays[i]->chunks[c];
     uint32_t type_bits = ~0u;
-    if (st == FASA_OK) arena->n_blocks = pack(vk, place, n, block_limit(vk), block_size, &type_bits);
-    int type = -1;
-    if (st == FASA_OK) {
-        type = host ? fasa__vk_memory_type(vk, type_bits, HOST_MAPPABLE, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT)
-                    : fasa__vk_memory_type(vk, type_bits, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT, 0);
-        if (type < 0 && !host) type = fasa__vk_memory_type(vk, type_bits, 0, 0);
-        if (type < 0)
-            st = fasa__error(vk->ctx, FASA_ERROR_UNSUPPORTED, "vulkan: no %s memory type for %s",
-                             host ? "host-visible" : "device", what);
-    }
-    if (st == FASA_OK) st = check_heap(vk, type, block_size, arena->n_blocks, what);
-    if (st == FASA_OK) arena->type = (uint32_t)type;
-    if (st == FASA_OK) st = alloc_blocks(vk, arena, block_size, (uint32_t)type, what);
-    for (uint32_t i = 0; st == FASA_OK && i < n; i++) {
-        uint8_t *map = arena->maps[place[i].block];
-        st = bind_chunk(vk, place[i].buf, arena->blocks[place[i].block], place[i].offset,
-                        map ? map + place[i].offset : NULL);
-    }
+    VkDeviceSize align = 1;
+    if (st == FASA_OK) arena->n_blocks = pack(vk, place, n, block_limit(vk), block_size, &type_bits, &align);
+    fasa_vk_memory_request base = make_request(0, align, type_bits, host ? MEM_OFFLOAD : MEM_DEVICE, what);
+    if (st == FASA_OK) st = check_fit(vk, &base, block_size, arena->n_blocks);
+    if (st == FASA_OK) st = alloc_blocks(vk, arena, &base, block_size);
+    if (st == FASA_OK) st = bind_chunks(vk, arena, place, n);
     fasa__free(vk->ctx, place);
     fasa__free(vk->ctx, block_size);
     return st;
@@ -382,10 +529,8 @@ fasa_status fasa__vk_arena_bind(vk_context *vk, vk_arena *arena, vk_array **arra
 
 void fasa__vk_arena_free(vk_context *vk, vk_arena *arena)
 {
-    for (uint32_t b = 0; arena->blocks && b < arena->n_blocks; b++)
-        if (arena->blocks[b]) vk->fn.vkFreeMemory(vk->device, arena->blocks[b], vk->vk_alloc);
+    for (uint32_t b = 0; arena->blocks && b < arena->n_blocks; b++) fasa__vk_mem_free(vk, &arena->blocks[b]);
     fasa__free(vk->ctx, arena->blocks);
-    fasa__free(vk->ctx, arena->maps);
     memset(arena, 0, sizeof *arena);
 }
 
@@ -451,9 +596,9 @@ fasa_status fasa__vk_arena_import(vk_context *vk, vk_arena *arena, vk_array **ar
 {
     uint32_t n = 0;
     for (uint32_t i = 0; i < n_arrays; i++) n += arrays[i]->n_chunks;
-    arena->blocks = fasa__alloc(vk->ctx, n * sizeof(VkDeviceMemory));
-    arena->maps = fasa__alloc(vk->ctx, n * sizeof(uint8_t *));
-    if (!arena->blocks || !arena->maps) return fasa__error(vk->ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "vulkan: out of host memory");
+    arena->blocks = fasa__alloc(vk->ctx, n * sizeof(vk_mem));
+    if (!arena->blocks) return fasa__error(vk->ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "vulkan: out of host memory");
+    memset(arena->blocks, 0, n * sizeof(vk_mem));
     arena->n_blocks = n;
     uint64_t at = 0;
     for (uint32_t i = 0, k = 0; i < n_arrays; i++)
@@ -463,10 +608,11 @@ fasa_status fasa__vk_arena_import(vk_context *vk, vk_arena *arena, vk_array **ar
             uint32_t type = 0;
             fasa_status st = import_type(vk, b, base + at, span, what, &type);
             if (st != FASA_OK) return st;
-            VkResult r = import_host(vk, base + at, span, type, &arena->blocks[k]);
+            /* libfasa's own allocation in any case (an allocator cannot import), in no budget */
+            VkResult r = import_host(vk, base + at, span, type, &arena->blocks[k].memory);
             if (r != VK_SUCCESS) return fasa__vk_result(vk, r, "vkAllocateMemory (host pointer import)");
-            arena->type = type;
-            st = bind_chunk(vk, b, arena->blocks[k], 0, base + at); /* mapped: the application's memory itself */
+            arena->blocks[k].type = arena->type = type;
+            st = bind_chunk(vk, b, arena->blocks[k].memory, 0, base + at); /* mapped: the application's memory itself */
             if (st != FASA_OK) return st;
             at += span;
         }

@@ -10,13 +10,13 @@
 #include <string.h>
 
 typedef struct kernel_info {
-    const char *name[2];   /* per storage dtype (f16, f32); the same name twice when dtype-free */
-    const char *spirv[2];  /* the SPIR-V module each one runs */
+    const char *name[VK_DT_COUNT];  /* per storage dtype (f16, f32, bf16); the same name when dtype-free */
+    const char *spirv[VK_DT_COUNT]; /* the SPIR-V module each one runs */
     bool ext;              /* external K/V only: EXT_KV = 1 (sync reads the engine's K anyway) */
 } kernel_info;
 
-#define PER_DTYPE(n, m) {n "_f16", n "_f32"}, {m "_f16", m "_f32"}
-#define ONE(n) {n, n}, {n, n}
+#define PER_DTYPE(n, m) {n "_f16", n "_f32", n "_bf16"}, {m "_f16", m "_f32", m "_bf16"}
+#define ONE(n) {n, n, n}, {n, n, n}
 
 static const kernel_info kernels[VK_K_COUNT] = {
     [VK_K_APPEND] = {PER_DTYPE("append", "append"), false},
@@ -35,6 +35,7 @@ static const kernel_info kernels[VK_K_COUNT] = {
     [VK_K_FAC8_X] = {PER_DTYPE("fac8_ext", "fac8"), true},
     [VK_K_DENSE_X] = {PER_DTYPE("dense_ext", "dense"), true},
     [VK_K_DENSE8_X] = {PER_DTYPE("dense8_ext", "dense8"), true},
+    [VK_K_CONVERT] = {ONE("convert"), false},
 };
 
 bool fasa__vk_kernel_has_dtype(vk_kernel k) { return strcmp(kernels[k].name[0], kernels[k].name[1]) != 0; }
@@ -70,6 +71,7 @@ static uint32_t spec_values(const vk_context *vk, vk_kernel k, uint32_t *id, uin
         id[0] = 0, v[0] = VK_WG_ATTEND; id[1] = 2, v[1] = FASA_MAX_HEAD_DIM; id[2] = 3, v[2] = ext; return 3;
     case VK_K_REDUCE: id[0] = 0, v[0] = VK_WG_REDUCE; id[1] = 1, v[1] = VK_MAX_SPLITS; return 2;
     case VK_K_FETCH: id[0] = 0, v[0] = VK_WG_FETCH; id[1] = 1, v[1] = VK_FETCH_RPW; return 2;
+    case VK_K_CONVERT: id[0] = 0, v[0] = VK_WG_CONVERT; return 1;
     default: return 0;
     }
 }
@@ -279,7 +281,7 @@ void fasa__vk_pipelines_destroy(vk_context *vk)
 {
     if (vk->pcache) save_cache(vk);
     for (int k = 0; k < VK_K_COUNT; k++)
-        for (int d = 0; d < 2; d++)
+        for (int d = 0; d < VK_DT_COUNT; d++)
             if (vk->pipes[k][d]) vk->fn.vkDestroyPipeline(vk->device, vk->pipes[k][d], vk->vk_alloc);
     memset(vk->pipes, 0, sizeof vk->pipes);
     if (vk->owns_pcache && vk->pcache) vk->fn.vkDestroyPipelineCache(vk->device, vk->pcache, vk->vk_alloc);

@@ -154,7 +154,7 @@ static fasa_status build_all(report *r)
 {
     vk_context *vk = &r->vk;
     for (int k = 0; k < VK_K_COUNT; k++)
-        for (int d = 0; d < (fasa__vk_kernel_has_dtype((vk_kernel)k) ? 2 : 1); d++)
+        for (int d = 0; d < (fasa__vk_kernel_has_dtype((vk_kernel)k) ? VK_DT_COUNT : 1); d++)
             for (uint32_t s = 0; s < r->n_sizes; s++) {
                 VkPipeline p = VK_NULL_HANDLE;
                 VkResult res = fasa__vk_pipeline_create(vk, (vk_kernel)k, d, r->sizes[s],

@@ -176,6 +176,46 @@ static void check_no_sync(world *w, fasa_context *ctx, fasa_kv_cache *c, dev_io 
     free(o);
 }
 
+/* bf16 by the bits (the test's own rounding: nearest even, NaN quiet). */
+static uint16_t to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+static float from_bf16(uint16_t b)
+{
+    uint32_t u = (uint32_t)b << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* An enqueued step with q and o in bf16 (desc q_type / o_type): o is the
+ * fp32 step's o of the same (bf16-valued) q, rounded, bit for bit.  The
+ * engine's q is restored afterwards. */
+static void check_io_types(world *w, fasa_context *ctx, fasa_kv_cache *c, dev_io *io, cudaStream_t s)
+{
+    size_t n = q_count();
+    uint16_t *qh = malloc(n * 2), *oh = malloc(n * 2);
+    float *qr = malloc(n * 4), *o = malloc(n * 4);
+    for (size_t i = 0; i < n; i++) qr[i] = from_bf16(qh[i] = to_bf16(w->q[i]));
+    fasa_decode_desc fd = {.mode = FASA_MODE_FASA, .n_fac = N_FAC};
+    CT_OK(ctx, fasa_decode_host(c, 0, &fd, qr, o, NULL));
+    CU(cudaMemcpy(io->q, qh, n * 2, cudaMemcpyHostToDevice));
+    fd.q_type = fd.o_type = FASA_IO_BF16;
+    CT_OK(ctx, fasa_cuda_enqueue_decode(c, 0, &fd, io->qb, 0, io->ob, 0));
+    CU(cudaMemcpyAsync(oh, io->o, n * 2, cudaMemcpyDeviceToHost, s));
+    CU(cudaStreamSynchronize(s));
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad += oh[i] != to_bf16(o[i]);
+    CT_CHECK(bad == 0, "enqueued bf16 q/o step: %zu elements differ from the fp32 o rounded", bad);
+    CU(cudaMemcpy(io->q, w->q, n * 4, cudaMemcpyHostToDevice));
+    free(qh), free(oh), free(qr), free(o);
+}
+
 /* The enqueued step captured into a graph and replayed. */
 static void check_graph(world *w, fasa_context *ctx, fasa_kv_cache *c, dev_io *io, cudaStream_t s)
 {
@@ -270,6 +310,7 @@ static void check_embedded(world *w)
     dev_io io;
     make_io(w, ctx, &io);
     check_no_sync(w, ctx, c, &io, s);
+    check_io_types(w, ctx, c, &io, s);
     check_graph(w, ctx, c, &io, s);
     check_bad_inputs(ctx, c, &io);
     fasa_kv_cache_destroy(c);

@@ -12,7 +12,8 @@
  * boundary, budgets up to 8192 and distinct, tied, constant and NaN/Inf/-0
  * data.  Also checked: the key equals fasa__score_key bit for bit, the
  * attention units cover each query head exactly once, and the split-K
- * plans cover every token with non-empty splits within the partial slots. */
+ * plans cover every token with non-empty splits within the partial slots,
+ * and the bf16 conversions of the kernels equal src/half.c's. */
 #include "../check.h"
 #include "fasa_cuda_logic.h"
 #include "internal.h"
@@ -368,8 +369,37 @@ static void check_row_at(void)
           "64-bit row offsets");
 }
 
+/* The kernels' element types: the bf16 bit conversions they share with
+ * the host (fasa_cuda_logic.h) equal src/half.c's for every fp32 pattern
+ * (NaN included: quiet, sign and top payload kept) and every bf16 pattern,
+ * and the type codes are the library's enum values. */
+static void check_elements(void)
+{
+    uint32_t bad = 0;
+    for (uint64_t w = 0; w < (1ull << 32); w += 3) {
+        uint32_t u = (uint32_t)w;
+        bad += fasa_cu_f32_bits_to_bf16(u) != fasa__float_to_bf16(bits_float(u));
+    }
+    CHECK(bad == 0, "%u fp32 patterns round to other bf16 bits than fasa__float_to_bf16", bad);
+    bad = 0;
+    for (uint32_t b = 0; b < 65536; b++) {
+        float got = bits_float(fasa_cu_bf16_to_f32_bits((uint16_t)b)), want = fasa__bf16_to_float((uint16_t)b);
+        bad += memcmp(&got, &want, 4) != 0;
+    }
+    CHECK(bad == 0, "%u bf16 patterns widen differently", bad);
+    CHECK((int)FASA_CU_F16 == (int)FASA_DTYPE_F16 && (int)FASA_CU_F32 == (int)FASA_DTYPE_F32 &&
+              (int)FASA_CU_BF16 == (int)FASA_DTYPE_BF16,
+          "storage type codes are the fasa_dtype values");
+    CHECK((int)FASA_CU_IO_F32 == (int)FASA_IO_F32 && (int)FASA_CU_IO_F16 == (int)FASA_IO_F16 &&
+              (int)FASA_CU_IO_BF16 == (int)FASA_IO_BF16,
+          "io type codes are the fasa_io_type values");
+    for (int t = FASA_IO_F32; t <= FASA_IO_BF16; t++)
+        CHECK(fasa_cu_io_dtype(t) == (int)fasa__io_dtype((fasa_io_type)t), "io type %d maps to its storage type", t);
+}
+
 int main(void)
 {
+    check_elements();
     check_row_at();
     check_keys();
     check_tip_nan();

@@ -9,6 +9,12 @@
  * decode steps) into the application's command buffer; the application
  * submits and waits as it does for its own kernels.
  *
+ * libfasa never touches the application's queue here: the context is
+ * created with FASA_VK_EMBED_RECORD_CACHE_INIT, so the cache's
+ * initialisation is recorded into the application's first command buffer
+ * (fasa_vk_record_kv_cache_init) instead of being submitted by
+ * fasa_kv_cache_create.
+ *
  * Per generated token the engine records, in one command buffer:
  *   its own command writing q (here vkCmdUpdateBuffer; in an engine the
  *   q projection + RoPE), a barrier making q readable by transfers,
@@ -338,7 +344,8 @@ int main(void)
     fasa_vk_embed embed = {.instance = a.instance, .physical_device = a.physical, .device = a.device,
                            .queue = a.queue, .queue_family_index = a.family,
                            .get_instance_proc_addr = vkGetInstanceProcAddr, .api_version = VK_API_VERSION_1_2,
-                           .buffer_device_address_enabled = true};
+                           .buffer_device_address_enabled = true,
+                           .flags = FASA_VK_EMBED_RECORD_CACHE_INIT}; /* no submission at cache creation */
     char msg[512] = "";
     fasa_context_desc cdesc = {.backend = FASA_BACKEND_VULKAN, .embed = &embed, .error_message = msg,
                                .error_message_size = sizeof msg};
@@ -380,6 +387,7 @@ int main(void)
     /* Submission 1, prefill: the prompt's k/v into every layer.  k and v
      * were written by the host before the submit, which makes them visible. */
     begin_commands(&a);
+    fasa_ok(vk, fasa_vk_record_kv_cache_init(cache, a.cmd), "record cache init"); /* before the cache's first use */
     for (uint32_t l = 0; l < N_LAYERS; l++)
         fasa_ok(vk, fasa_vk_record_append(cache, l, PROMPT, a.cmd, fk, 0, fv, 0, FASA_DTYPE_F32), "record prefill");
     submit_and_wait(&a);
@@ -388,7 +396,8 @@ int main(void)
     fasa_decode_desc step = {.mode = FASA_MODE_FASA, .n_fac = N_FAC, .n_sink = 4, .n_recent = 28};
     begin_commands(&a);
     vkCmdUpdateBuffer(a.cmd, qb.buffer, 0, q_bytes, q); /* the engine's own producer of q */
-    /* the caller's part of the contract: q's writer before libfasa's copy */
+    /* q's writer before libfasa's copy (libfasa's leading barrier covers transfer
+     * and compute writers already; a producer in another stage needs this) */
     barrier(&a, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT,
             VK_ACCESS_TRANSFER_READ_BIT);
     for (uint32_t l = 0; l < N_LAYERS; l++) {
@@ -397,7 +406,10 @@ int main(void)
                                           FASA_DTYPE_F32), "record append");
         fasa_ok(vk, fasa_vk_record_decode(cache, l, &step, a.cmd, fq, 0, fo, l * q_bytes), "record decode");
     }
-    /* o was written by a copy: order the application's consumer after it */
+    /* o was written by a copy: order the application's consumer after it.  libfasa
+     * left its own compute pipeline and push constants bound: an engine binds its
+     * pipeline and pushes its constants again before its next dispatch (its
+     * descriptor sets are untouched). */
     barrier(&a, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT,
             VK_ACCESS_TRANSFER_READ_BIT);
     VkBufferCopy region = {.size = N_LAYERS * q_bytes};

@@ -325,6 +325,26 @@ static void embedded_run(const host_cl *h, fasa_context *ref)
     T_STATUS(ref, fasa_decode_host(rcache, 1, &descs[0], q, o_ref, NULL), FASA_OK, NULL);
     T_CHECK(t_nmse(o_ref, o, nq) <= 1e-7, "blocking decode_host on the embedded context");
 
+    /* enqueue-only with q and o in bf16 (desc q_type / o_type): o is the fp32
+     * step's o of the same (bf16-valued) q, rounded, bit for bit */
+    {
+        uint16_t *qh = malloc(nq * 2), *oh = malloc(nq * 2);
+        float *qr = malloc(nq * 4);
+        for (size_t i = 0; i < nq; i++) qr[i] = fasa__bf16_to_float(qh[i] = fasa__float_to_bf16(q[i]));
+        fasa_decode_desc dd = descs[1];
+        T_STATUS(ctx, fasa_decode_host(cache, 1, &dd, qr, o, NULL), FASA_OK, NULL);
+        clEnqueueWriteBuffer(h->queue, io, CL_FALSE, Q_OFF, nq * 2, qh, 0, NULL, NULL);
+        dd.q_type = dd.o_type = FASA_IO_BF16;
+        T_STATUS(ctx, fasa_cl_enqueue_decode(cache, 1, &dd, qb, Q_OFF, ob, 0), FASA_OK, NULL);
+        clEnqueueReadBuffer(h->queue, io, CL_TRUE, o_off, nq * 2, oh, 0, NULL, NULL);
+        size_t bad = 0;
+        for (size_t i = 0; i < nq; i++) bad += oh[i] != fasa__float_to_bf16(o[i]);
+        T_CHECK(bad == 0, "enqueued bf16 q/o decode: %zu elements differ from the fp32 o rounded", bad);
+        free(qh);
+        free(oh);
+        free(qr);
+    }
+
     /* enqueue-only: with the queue held by a user event the call returns */
     cl_event gate = clCreateUserEvent(h->context, &err);
     if (gate && clEnqueueBarrierWithWaitList(h->queue, 1, &gate, NULL) == CL_SUCCESS) {

@@ -5,6 +5,7 @@
 #include "vt_common.h"
 
 #include "vt_host.h"
+#include "internal.h" /* fasa__float_to_half: the fp16 rounding of the q/o check */
 
 #include <math.h>
 #include <string.h>
@@ -85,6 +86,7 @@ int main(void)
 {
     host h;
     memset(&h, 0, sizeof h);
+    h.sync_validation = true;
     create_instance(&h);
     create_device(&h);
 
@@ -179,6 +181,28 @@ int main(void)
     double e3 = vt_nmse(ref, o2, n_q);
     printf("standalone decode on the embedded context: NMSE vs CPU %.3g\n", e3);
     VT_CHECK(e3 <= 1e-7, "standalone decode NMSE %.3g", e3);
+
+    /* a recorded decode with q and o in fp16 (desc q_type / o_type): o is the
+     * fp32 step's o of the same (fp16-valued) q, rounded, bit for bit */
+    {
+        float *qr = malloc(n_q * 4);
+        for (size_t i = 0; i < n_q; i++) qr[i] = fasa__half_to_float(fasa__float_to_half(q[i]));
+        VT_OK(vk, fasa_decode_host(vc, 1, &d, qr, o2, NULL));
+        uint16_t *qh = (uint16_t *)((char *)qb.map + 128); /* over q, which is no longer needed */
+        for (size_t i = 0; i < n_q; i++) qh[i] = fasa__float_to_half(qr[i]);
+        fasa_decode_desc dh = d;
+        dh.q_type = dh.o_type = FASA_IO_F16;
+        memset(ob.map, 0xa5, ob.size);
+        begin(&h);
+        VT_OK(vk, fasa_vk_record_decode(vc, 1, &dh, h.cmd, qw, 128, ow, 0));
+        end_and_submit(&h);
+        const uint16_t *oh = (const uint16_t *)((char *)ob.map + 256);
+        size_t bad = 0;
+        for (size_t i = 0; i < n_q; i++) bad += oh[i] != fasa__float_to_half(o2[i]);
+        for (size_t i = 0; i < 256; i++) bad += ((uint8_t *)ob.map)[256 + n_q * 2 + i] != 0xa5;
+        VT_CHECK(bad == 0, "recorded fp16 q/o decode: %zu elements differ from the fp32 o rounded (or guards)", bad);
+        free(qr);
+    }
 
     fasa_buffer_destroy(k);
     fasa_buffer_destroy(v);

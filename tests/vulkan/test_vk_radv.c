@@ -20,8 +20,9 @@ int main(int argc, char **argv)
 {
     bool markdown = argc > 1 && strcmp(argv[1], "--markdown") == 0;
     const char *family = getenv("RADV_FORCE_FAMILY");
-    fasa_vk_report_row rows[64];
-    uint32_t n = 64;
+    enum { MAX_ROWS = 256 }; /* pipelines x subgroup sizes (82 on RDNA today) */
+    static fasa_vk_report_row rows[MAX_ROWS];
+    uint32_t n = MAX_ROWS;
     char msg[512] = "";
     fasa_status st = fasa_vk_compile_report(0, rows, &n, msg, sizeof msg);
     if (st == FASA_ERROR_BACKEND_UNAVAILABLE || (st == FASA_ERROR_UNSUPPORTED && !family)) {
@@ -30,8 +31,8 @@ int main(int argc, char **argv)
     }
     VT_CHECK(st == FASA_OK, "compile report failed: %s: %s", fasa_status_string(st), msg);
     if (st != FASA_OK) return vt_finish("test_vk_radv");
-    VT_CHECK(n > 0 && n <= 64, "%u pipelines reported", n);
-    if (n > 64) n = 64;
+    VT_CHECK(n > 0 && n <= MAX_ROWS, "%u pipelines reported", n);
+    if (n > MAX_ROWS) n = MAX_ROWS;
     printf("device: %s (RADV_FORCE_FAMILY=%s), %u pipeline builds\n", rows[0].device, family ? family : "unset", n);
     if (family) VT_CHECK(strstr(rows[0].device, "RADV") != NULL, "device \"%s\" is not RADV", rows[0].device);
     if (markdown) {

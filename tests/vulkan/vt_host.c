@@ -30,7 +30,8 @@ static bool has_layer(const char *name)
 
 void create_instance(host *h)
 {
-    const char *layer = "VK_LAYER_KHRONOS_validation", *ext = VK_EXT_DEBUG_UTILS_EXTENSION_NAME;
+    const char *layer = "VK_LAYER_KHRONOS_validation";
+    const char *exts[2] = {VK_EXT_DEBUG_UTILS_EXTENSION_NAME, VK_EXT_VALIDATION_FEATURES_EXTENSION_NAME};
     bool validate = has_layer(layer);
     VkDebugUtilsMessengerCreateInfoEXT mi = {.sType = VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT};
     mi.messageSeverity = VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT | VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT;
@@ -43,18 +44,23 @@ void create_instance(host *h)
     app.apiVersion = VK_API_VERSION_1_2;
     VkInstanceCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO};
     ci.pApplicationInfo = &app;
+    VkValidationFeatureEnableEXT sync = VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT;
+    VkValidationFeaturesEXT vf = {.sType = VK_STRUCTURE_TYPE_VALIDATION_FEATURES_EXT, .pNext = &mi};
+    vf.enabledValidationFeatureCount = 1;
+    vf.pEnabledValidationFeatures = &sync;
     if (validate) {
-        ci.pNext = &mi;
+        ci.pNext = h->sync_validation ? (const void *)&vf : (const void *)&mi;
         ci.enabledLayerCount = 1;
         ci.ppEnabledLayerNames = &layer;
-        ci.enabledExtensionCount = 1;
-        ci.ppEnabledExtensionNames = &ext;
+        ci.enabledExtensionCount = h->sync_validation ? 2 : 1; /* validation features: the layer's own */
+        ci.ppEnabledExtensionNames = exts;
     }
     if (vkCreateInstance(&ci, NULL, &h->inst) != VK_SUCCESS) {
         printf("SKIP: vkCreateInstance failed\n");
         exit(VT_SKIP);
     }
-    printf("host instance: validation layer %s\n", validate ? "on" : "not installed");
+    printf("host instance: validation layer %s%s\n", validate ? "on" : "not installed",
+           validate && h->sync_validation ? ", with synchronization validation" : "");
     if (validate) {
         PFN_vkCreateDebugUtilsMessengerEXT create =
             (PFN_vkCreateDebugUtilsMessengerEXT)vkGetInstanceProcAddr(h->inst, "vkCreateDebugUtilsMessengerEXT");

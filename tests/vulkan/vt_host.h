@@ -17,6 +17,7 @@ typedef struct host {
     VkCommandBuffer cmd;
     VkFence fence;
     uint32_t n_messages;
+    bool sync_validation;        /* set before create_instance: also synchronization validation */
 } host;
 
 typedef struct hbuf {
