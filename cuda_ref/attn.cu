@@ -25,7 +25,7 @@ __global__ void __launch_bounds__(TT) attend_kernel(fasa_cu_attend_args a)
 {
     __shared__ float qs[FASA_CU_HEADS * FASA_CU_MAX_WIDTH];
     __shared__ float ps[FASA_CU_HEADS][TT];
-    __shared__ uint32_t toks[TT];
+    __shared__ uint32_t toks[TT]; /* the tile's K/V rows */
     __shared__ float m_run[FASA_CU_HEADS], l_run[FASA_CU_HEADS], corr[FASA_CU_HEADS];
     const uint32_t tid = threadIdx.x, d = a.head_dim, split = blockIdx.x;
     const fasa_cu_unit u = fasa_cu_unit_of(blockIdx.y, a.sel && !a.per_group, a.group);
@@ -53,6 +53,7 @@ __global__ void __launch_bounds__(TT) attend_kernel(fasa_cu_attend_args a)
         __syncthreads(); /* q is loaded; the previous tile is done with toks, ps, corr */
         if (tid < nt) {
             uint32_t tok = idx ? (uint32_t)idx[t0 + tid] : t0 + tid;
+            tok = fasa_cu_token_row(a.table, a.block_shift, tok); /* the token's row */
             toks[tid] = tok;
             const T *row = kb + (size_t)tok * a.ts;
             float s[FASA_CU_HEADS];

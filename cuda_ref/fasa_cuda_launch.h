@@ -47,8 +47,9 @@ typedef struct fasa_cu_sync_args {
 } fasa_cu_sync_args;
 
 /* tip: S[row][j] for j in [0, L): the masked query of each head dotted with
- * row j of K_dom (or q . K for the oracle), summed over the group's heads
- * in head order with per_group. */
+ * the K_dom row of token j (or q . K for the oracle), summed over the
+ * group's heads in head order with per_group.  Token j is row j, or with a
+ * block table row fasa_cu_token_row(table, block_shift, j). */
 typedef struct fasa_cu_tip_args {
     const void *rows;             /* row (g, j) at fasa_cu_row_at(g, j, ts, hs) */
     uint64_t ts, hs;              /* K_dom: width, cap * width; oracle: K's strides */
@@ -60,6 +61,9 @@ typedef struct fasa_cu_tip_args {
     int per_group;
     float *scores;                /* [n_rows][score_stride] */
     uint32_t score_stride;
+    const uint32_t *table;        /* paged caches: the sequence's block table (device),
+                                     token j is row fasa_cu_token_row; NULL: row j */
+    uint32_t block_shift;
 } fasa_cu_tip_args;
 
 /* topk: per row, the forced tokens [0, n_sink) and [L - n_recent, L) in
@@ -93,6 +97,10 @@ typedef struct fasa_cu_attend_args {
     float scale;                  /* 1/sqrt(d) */
     float *part;                  /* [Hq][pmax][d + 2]: m, l, acc[d] */
     uint32_t pmax;
+    const uint32_t *table;        /* paged caches: the sequence's block table (device);
+                                     tokens (and the selection's) are mapped to rows by
+                                     fasa_cu_token_row; NULL: token t is row t */
+    uint32_t block_shift;
 } fasa_cu_attend_args;
 
 /* reduce: o[h] from the first n_parts partials of head h. */

@@ -55,11 +55,20 @@ enum {
  * the strides ts (from a token to the next) and hs (from a KV head to the
  * next): libfasa's arrays [Hkv][cap][width] have ts = width and hs = cap *
  * width; an external cache's K and V are the engine's layout
- * (fasa_kv_cache_desc.external).  A per-token indirection (paged cells)
- * would map t to its physical row here. */
+ * (fasa_kv_cache_desc.external).  t is a physical row: a paged cache's
+ * sequence tokens are mapped to rows first (fasa_cu_token_row). */
 FASA_HD uint64_t fasa_cu_row_at(uint32_t g, uint32_t t, uint64_t ts, uint64_t hs)
 {
     return (uint64_t)t * ts + (uint64_t)g * hs;
+}
+
+/* The row of sequence token j: with a block table (paged or shared caches,
+ * blocks of 1 << shift rows) src/internal.h's fasa__row_of bit for bit;
+ * table NULL (contiguous caches) row j. */
+FASA_HD uint32_t fasa_cu_token_row(const uint32_t *table, uint32_t shift, uint32_t j)
+{
+    if (!table) return j;
+    return (table[j >> shift] << shift) | (j & ((1u << shift) - 1u));
 }
 
 /* ------------------------------------------------------------------------ */

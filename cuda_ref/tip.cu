@@ -52,7 +52,8 @@ __global__ void tip_kernel(fasa_cu_tip_args a)
     uint32_t g = blockIdx.y, w = a.width, G = a.group;
     uint32_t j = blockIdx.x * blockDim.x + threadIdx.x;
     bool valid = j < a.L;
-    const T *row = static_cast<const T *>(a.rows) + fasa_cu_row_at(g, valid ? j : 0, a.ts, a.hs);
+    const T *row = static_cast<const T *>(a.rows) +
+                   fasa_cu_row_at(g, valid ? fasa_cu_token_row(a.table, a.block_shift, j) : 0, a.ts, a.hs);
     float group_sum = 0.0f;
     for (uint32_t m0 = 0; m0 < G; m0 += FASA_CU_HEADS) {
         uint32_t nb = G - m0 < FASA_CU_HEADS ? G - m0 : FASA_CU_HEADS;

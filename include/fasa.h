@@ -539,8 +539,33 @@ typedef struct fasa_kv_external {
     fasa_buffer *const *v;        /* [n_layers] the engine's V, same layout */
     const uint64_t *k_offset;     /* [n_layers] byte offsets into k[l]; NULL = all 0 */
     const uint64_t *v_offset;     /* [n_layers] likewise for v[l]; NULL = all 0 */
+    uint32_t block_size;          /* 0 = one sequence, token t at row t.  A power of
+                                     two >= 1: the capacity rows are a pool shared
+                                     by sequences (paged, vLLM style; 1 = a cell
+                                     array, llama.cpp's unified cache): every decode
+                                     names its sequence with a fasa_sequence, and
+                                     token t of it is row table[t / block_size] *
+                                     block_size + t % block_size.  capacity must be
+                                     a multiple of block_size. */
+    /* (new fields before 1.0 go here, above next) */
     const void *next;             /* extension chain (fasa_struct_header), NULL */
 } fasa_kv_external;
+
+/* One sequence of a paged or shared cache (fasa_kv_external.block_size >
+ * 0): its length and its block table, a host array of block indices in
+ * token order (for block_size 1 the sequence's cells).  Only the rows the
+ * table names for tokens [0, length) are ever read or selected: a row of
+ * another sequence or an empty row is never touched.  Every entry used
+ * must be below capacity / block_size (checked); entries past
+ * ceil(length / block_size) are ignored.  Blocks may be shared between
+ * sequences (a common prefix).  The rows must have been synced
+ * (fasa_kv_cache_sync) for K_dom to hold their dominant dims; an unsynced
+ * row scores from stale K_dom (never out-of-bounds memory). */
+typedef struct fasa_sequence {
+    uint32_t length;              /* tokens of the sequence, >= 1 */
+    uint32_t n_blocks;            /* entries at block_table, >= ceil(length / block_size) */
+    const uint32_t *block_table;  /* [n_blocks] block indices (copied by the call) */
+} fasa_sequence;
 
 typedef struct fasa_kv_cache_desc {
     fasa_model_shape shape;
@@ -680,6 +705,10 @@ typedef struct fasa_decode_desc {
                                      record/enqueue variants; fasa_decode_host takes
                                      fp32 only) */
     fasa_io_type o_type;          /* element type of o, 0 = fp32 (likewise) */
+    const fasa_sequence *sequence;/* paged/shared caches (fasa_kv_external.block_size
+                                     > 0): the sequence decoded, required there; NULL
+                                     for every other cache.  fasa_decode_batch takes
+                                     it per item instead (must be NULL here). */
     /* (new fields before 1.0 go here, above next) */
     const void *next;             /* extension chain (fasa_struct_header), NULL */
 } fasa_decode_desc;
@@ -736,6 +765,29 @@ FASA_API fasa_status fasa_decode(fasa_kv_cache *cache, uint32_t layer,
 FASA_API fasa_status fasa_decode_host(fasa_kv_cache *cache, uint32_t layer,
                                       const fasa_decode_desc *desc, const float *q, float *o,
                                       fasa_decode_outputs *outputs);
+
+/* Batched decode: one decode step of `layer` for each of n items, recorded
+ * as one command stream and submitted once (docs/API.md, "Batched
+ * decode").  Each item names its cache (several items may share a paged
+ * cache, each with its own sequence, or name caches of their own; all of
+ * one context), its sequence (paged caches) and its q and o; desc's
+ * settings (mode, n_fac, n_sink, n_recent, gqa_select, q/o types, flags)
+ * apply to every item and desc->sequence must be NULL.  Every item is
+ * validated before anything runs (a failure names items[i] and the field);
+ * each item's o is bit for bit what fasa_decode of that item alone writes.
+ * Items writing overlapping o ranges are rejected. */
+typedef struct fasa_decode_item {
+    fasa_kv_cache *cache;
+    const fasa_sequence *sequence;/* paged/shared caches only, else NULL */
+    fasa_buffer *q;               /* [Hq][d] in desc->q_type at q_offset */
+    uint64_t q_offset;
+    fasa_buffer *o;               /* [Hq][d] in desc->o_type at o_offset (NULL with
+                                     FASA_DECODE_PREFETCH) */
+    uint64_t o_offset;
+} fasa_decode_item;
+
+FASA_API fasa_status fasa_decode_batch(fasa_context *ctx, uint32_t layer, const fasa_decode_desc *desc,
+                                       uint32_t n, const fasa_decode_item *items);
 
 #ifdef __cplusplus
 }

@@ -27,7 +27,13 @@
  * Blocking and enqueue-only calls
  *  - fasa_cuda_enqueue_decode() and fasa_cuda_enqueue_append() only
  *    enqueue kernels: no synchronisation, no allocation, no host copies.
- *    They may be captured into a CUDA graph by the host.
+ *    They may be captured into a CUDA graph by the host.  Exception: a
+ *    step of a paged or shared cache (fasa_kv_external.block_size > 0)
+ *    copies the sequence's block table from host memory to the device with
+ *    cudaMemcpyAsync on the stream first (pageable memory, so the copy is
+ *    staged before the call returns and the host array may be reused).
+ *  - fasa_cuda_enqueue_decode_batch() enqueues every item's step in item
+ *    order, likewise.
  *  - fasa_decode() and fasa_kv_cache_append_buffers() wait for their
  *    kernels on a standalone context; on an embedded context they are
  *    stream-ordered and return without waiting (with FASA_CONTEXT_PROFILE
@@ -89,6 +95,12 @@ FASA_API fasa_status fasa_cuda_enqueue_decode(fasa_kv_cache *cache, uint32_t lay
                                               const fasa_decode_desc *desc, fasa_buffer *q,
                                               uint64_t q_offset, fasa_buffer *o,
                                               uint64_t o_offset);
+/* fasa_decode_batch, enqueue only (see above).  Arguments as for
+ * fasa_decode_batch. */
+FASA_API fasa_status fasa_cuda_enqueue_decode_batch(fasa_context *ctx, uint32_t layer,
+                                                    const fasa_decode_desc *desc, uint32_t n,
+                                                    const fasa_decode_item *items);
+
 /* fasa_kv_cache_append_buffers, enqueue only (not scanned for NaN/Inf). */
 FASA_API fasa_status fasa_cuda_enqueue_append(fasa_kv_cache *cache, uint32_t layer, uint32_t n,
                                               fasa_buffer *k, uint64_t k_offset, fasa_buffer *v,

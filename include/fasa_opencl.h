@@ -86,6 +86,14 @@ FASA_API fasa_status fasa_cl_enqueue_decode(fasa_kv_cache *cache, uint32_t layer
                                             const fasa_decode_desc *desc, fasa_buffer *q,
                                             uint64_t q_offset, fasa_buffer *o,
                                             uint64_t o_offset);
+/* fasa_decode_batch, enqueue only: every item's kernels are enqueued on
+ * the context's queue in item order (a paged cache's block tables are
+ * written with blocking clEnqueueWriteBuffer calls first, so the host
+ * arrays may be reused when the call returns).  Arguments as for
+ * fasa_decode_batch. */
+FASA_API fasa_status fasa_cl_enqueue_decode_batch(fasa_context *ctx, uint32_t layer,
+                                                  const fasa_decode_desc *desc, uint32_t n,
+                                                  const fasa_decode_item *items);
 /* fasa_kv_cache_append_buffers, enqueue only (not scanned for NaN/Inf). */
 FASA_API fasa_status fasa_cl_enqueue_append(fasa_kv_cache *cache, uint32_t layer, uint32_t n,
                                             fasa_buffer *k, uint64_t k_offset, fasa_buffer *v,

@@ -314,6 +314,15 @@ FASA_API fasa_status fasa_vk_record_decode(fasa_kv_cache *cache, uint32_t layer,
                                            fasa_buffer *q, uint64_t q_offset, fasa_buffer *o,
                                            uint64_t o_offset);
 
+/* Records a batch (fasa_decode_batch's arguments) into cmd: every item's
+ * step in item order, each as fasa_vk_record_decode would record it; a
+ * paged cache's block tables are written with vkCmdUpdateBuffer in the
+ * command buffer (the host arrays may be reused when the call returns).
+ * Nothing is recorded when the call fails. */
+FASA_API fasa_status fasa_vk_record_decode_batch(fasa_context *ctx, uint32_t layer,
+                                                 const fasa_decode_desc *desc, uint32_t n,
+                                                 const fasa_decode_item *items, VkCommandBuffer cmd);
+
 /* Records an append of n tokens (k, v: [n][Hkv][d] in src_dtype, not scanned
  * for NaN/Inf) and advances the layer's length at once.  Nothing is recorded
  * and the length is unchanged when the call fails. */

@@ -38,17 +38,21 @@ static inline float8 ld8g(__global const store_t *row, uint c, uint d, uint vec8
  * element base + j * ts + g * hs of the buffer (libfasa's storage chunks:
  * base = -(gk0 * tpb + t0) * d, ts = d, hs = tpb * d; an engine's K/V:
  * its offset and strides).  vec8: every row starts on a multiple of 8
- * elements and d % 8 == 0 (16-byte loads).  A per-token indirection
- * (paged cells) would map j to its physical row in kv_row. */
+ * elements and d % 8 == 0 (16-byte loads).  Paged caches (paged = 1):
+ * token j of the sequence is row row_of(tab, shift, j) (tab: the step's
+ * block table), mapped in kv_row; otherwise token j is row j. */
 typedef struct kv_view {
     long k_base, v_base;
     uint ts, hs, vec8;
+    __global const uint *tab;
+    uint shift, paged;
 } kv_view;
 
 static inline __global const store_t *kv_row(__global const store_t *buf, long base, const kv_view *w, uint g,
                                              uint j)
 {
-    return buf + (base + (long)j * w->ts + (long)g * w->hs);
+    uint r = w->paged ? row_of(w->tab, w->shift, j) : j;
+    return buf + (base + (long)r * w->ts + (long)g * w->hs);
 }
 
 static inline void attend(__global const store_t *kbuf, __global const store_t *vbuf, uint d,
@@ -175,10 +179,13 @@ static inline void attend(__global const store_t *kbuf, __global const store_t *
 
 /* dense: tokens [tok_lo, tok_lo + n_tok) of one storage chunk, split into
  * runs of split_len.  Grid: dim 0 = splits, dim 1 = (g - g_lo) * nhb + head
- * batch.  The partial slot is part_base + split.  K/V rows: kv_view. */
+ * batch.  The partial slot is part_base + split.  K/V rows: kv_view (tab,
+ * tab_off, shift, paged: the block table of a paged cache's sequence; the
+ * tokens are the sequence's, mapped to rows in kv_row). */
 __kernel __attribute__((reqd_work_group_size(WG_ATTN, 1, 1)))
 void fasa_dense(__global const store_t *kbuf, __global const store_t *vbuf, uint d, long k_base,
-                long v_base, uint ts, uint hs, uint vec8, uint g_lo, uint nhb, uint hb_size, __global const float *q,
+                long v_base, uint ts, uint hs, uint vec8, __global const uint *tab, ulong tab_off, uint shift,
+                uint paged, uint g_lo, uint nhb, uint hb_size, __global const float *q,
                 ulong q_off, uint G, uint tok_lo, uint n_tok, uint split_len,
                 __global float *part, uint pmax, uint part_base, float scale)
 {
@@ -191,19 +198,22 @@ void fasa_dense(__global const store_t *kbuf, __global const store_t *vbuf, uint
     uint h0 = g * G + hb * hb_size, nh = min(hb_size, G - hb * hb_size);
     uint first = tok_lo + s * split_len, count = min(split_len, n_tok - s * split_len);
     uint head_stride = pmax * (d + 2);
-    kv_view w = {k_base, v_base, ts, hs, vec8};
+    kv_view w = {k_base, v_base, ts, hs, vec8, tab + tab_off, shift, paged};
     attend(kbuf, vbuf, d, &w, g, h0, nh, q + q_off, 0, first, count, first,
            first + count, scale, part + ((size_t)h0 * pmax + part_base + s) * (d + 2),
            head_stride, ql, s_l, red, tok_l, mrun, redv);
 }
 
 /* fac: the selected tokens of row r (sel[r][0..n_fac)), split into runs of
- * split_len; tokens outside this chunk's [t0, t_end) are skipped.
+ * split_len; tokens outside this chunk's [t0, t_end) are skipped.  The
+ * selection holds sequence tokens; a paged cache's are mapped to rows
+ * through the block table (kv_view) after that test.
  * Per-head selection: dim 1 = h - g_lo * G (one head per work-group);
  * per-group: dim 1 = (g - g_lo) * nhb + head batch. */
 __kernel __attribute__((reqd_work_group_size(WG_ATTN, 1, 1)))
 void fasa_fac(__global const store_t *kbuf, __global const store_t *vbuf, uint d, long k_base,
-              long v_base, uint ts, uint hs, uint vec8, uint t0, uint t_end, uint g_lo, uint nhb, uint hb_size,
+              long v_base, uint ts, uint hs, uint vec8, __global const uint *tab, ulong tab_off, uint shift,
+              uint paged, uint t0, uint t_end, uint g_lo, uint nhb, uint hb_size,
               __global const float *q, ulong q_off, uint G, uint per_group,
               __global const int *sel, uint sel_stride, uint n_fac, uint split_len,
               __global float *part, uint pmax, uint part_base, float scale)
@@ -228,7 +238,7 @@ void fasa_fac(__global const store_t *kbuf, __global const store_t *vbuf, uint d
     }
     uint first = s * split_len, count = min(split_len, n_fac - first);
     uint head_stride = pmax * (d + 2);
-    kv_view w = {k_base, v_base, ts, hs, vec8};
+    kv_view w = {k_base, v_base, ts, hs, vec8, tab + tab_off, shift, paged};
     attend(kbuf, vbuf, d, &w, g, h0, nh, q + q_off, sel + (size_t)r * sel_stride + first,
            0, count, t0, t_end, scale, part + ((size_t)h0 * pmax + part_base + s) * (d + 2),
            head_stride, ql, s_l, red, tok_l, mrun, redv);

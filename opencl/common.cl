@@ -160,6 +160,15 @@ static inline float hsum8(float8 a)
     return (b.x + b.y) + (b.z + b.w);
 }
 
+/* ---- paged caches: a sequence token's physical row --------------------- */
+
+/* Row of logical token j of a sequence with block table `table` and
+ * blocks of 1 << shift rows: src/internal.h fasa__row_of, bit for bit. */
+static inline uint row_of(__global const uint *table, uint shift, uint j)
+{
+    return (table[j >> shift] << shift) | (j & ((1u << shift) - 1u));
+}
+
 /* ---- order-preserving key (src/select.c): larger score -> larger key --- */
 
 static inline uint score_key(float f)

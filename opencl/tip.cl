@@ -74,13 +74,28 @@ static float tip_own_score(__global const store_t *row, __local const float *qh,
  * scores/hist: the score block whose first KV head is sg0 (row stride cap).
  * tip_map (from element map_off: the layer's [Hq][width]) is read only when
  * own_check (not for the oracle, whose score is the full q . k).
+ * Paged caches (paged = 1): tokens [tok_lo, tok_lo + n_tok) are the
+ * sequence's, token j is row row_of(tab + tab_off, shift, j), and a
+ * work-item scores j only when that row lies in [row_lo, row_hi) (the rows
+ * `rows` holds: a storage chunk's, or every row); scores stay indexed by
+ * j.  Otherwise token j is row j (the arithmetic is the same either way).
  */
+static inline bool tip_row(__global const uint *tab, uint shift, uint paged, uint row_lo, uint row_hi, uint j,
+                           uint *r)
+{
+    *r = j;
+    if (!paged) return true;
+    *r = row_of(tab, shift, j);
+    return *r >= row_lo && *r < row_hi;
+}
+
 __kernel __attribute__((reqd_work_group_size(WG_TIP, 1, 1)))
 void fasa_tip(__global const store_t *rows, uint width, long base, uint ts, uint hs, uint vec8,
               uint tok_lo, uint n_tok, uint g_lo, uint nhb, __global const float *qm, uint G,
               uint per_group, __global float *scores, uint cap, uint sg0,
               __global uint *hist, uint do_hist, uint lo, uint hi,
-              __global const short *tip_map, ulong map_off, uint own_check)
+              __global const short *tip_map, ulong map_off, uint own_check,
+              __global const uint *tab, ulong tab_off, uint shift, uint paged, uint row_lo, uint row_hi)
 {
     __local float ql[TIP_HB * 512];
     __local uint lh[TIP_HB * 256];
@@ -105,8 +120,9 @@ void fasa_tip(__global const store_t *rows, uint width, long base, uint ts, uint
         for (uint tt = 0; tt < TIP_TPT; tt++) {
             uint i = tile + tt * WG_TIP + lid;
             if (i >= n_tok) continue;
-            uint j = tok_lo + i;
-            __global const store_t *row = rows + (base + (long)j * ts + (long)g * hs);
+            uint j = tok_lo + i, r;
+            if (!tip_row(tab + tab_off, shift, paged, row_lo, row_hi, j, &r)) continue;
+            __global const store_t *row = rows + (base + (long)r * ts + (long)g * hs);
             float s[TIP_HB], any = 0.0f;
             FOR_HEAD(m, nb, TIP_HB) s[m] = 0.0f;
             if ((width & 7u) == 0u) {
@@ -146,7 +162,8 @@ void fasa_tip(__global const store_t *rows, uint width, long base, uint ts, uint
         for (uint tt = 0; tt < TIP_TPT; tt++) {
             uint i = tile + tt * WG_TIP + lid;
             if (i >= n_tok) continue;
-            uint j = tok_lo + i;
+            uint j = tok_lo + i, r;
+            if (!tip_row(tab + tab_off, shift, paged, row_lo, row_hi, j, &r)) continue;
             scores[(size_t)(g - sg0) * cap + j] = gs[tt];
             if (do_hist && j >= lo && j < hi) TIP_ADD(&lh[score_key(gs[tt]) >> 24], 1u);
         }

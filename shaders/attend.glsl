@@ -34,11 +34,13 @@ layout(constant_id = 3) const bool EXT_KV = false; /* K and V are an engine's (e
 layout(push_constant) uniform Push {
     uvec2 k_tab, v_tab, scratch;
     uint q_off, part_off, sel_off, kv_stride;
-    uint kv_shift, d, G, flags;        /* flags: 1 = per-group selection rows */
+    uint kv_shift, d, G, flags;        /* flags: 1 = per-group selection rows, 2 = paged */
     uint count, n_batches, max_n_fac, maxs;
     float scale;
     uint cps;                           /* chunks of S tokens per split */
     uint ts, hs;                        /* EXT_KV: k_tab/v_tab are the rows' base, strides in words */
+    uvec2 table;                        /* paged: the sequence's block table, */
+    uint tshift;                        /* log2(block size) */
 } pc;
 
 #define WG gl_WorkGroupSize.x
@@ -70,7 +72,7 @@ uint token_at(uint r, uint i)
 #endif
 }
 
-/* The K or V row of (KV head g_, token tok): a buffer and the word offset
+/* The K or V row of (KV head g_, physical row tok): a buffer and the word offset
  * of the row in it, in libfasa's chunked arrays or an engine's layout. */
 Words kv_row(uvec2 tab, uint tok, uint W, out uint off)
 {
@@ -95,9 +97,15 @@ void load_q()
     }
 }
 
+/* The split's tokens as physical rows: a paged cache maps each logical
+ * token once here (not in every kv_row call of the scores and the V sweep). */
 void load_tokens(uint r, uint t0)
 {
-    for (uint i = gl_LocalInvocationID.x; i < n_; i += WG) stok[i] = token_at(r, t0 + i);
+    bool paged = (pc.flags & 2u) != 0u; /* uniform: unpaged caches keep row == token */
+    for (uint i = gl_LocalInvocationID.x; i < n_; i += WG) {
+        uint tok = token_at(r, t0 + i);
+        stok[i] = paged ? row_of(pc.table, pc.tshift, tok) : tok;
+    }
 }
 
 void scale_acc(vec4 c0, vec4 c1)

@@ -28,10 +28,9 @@ uint chunk_off(uint row, uint shift, uint row_words)
 }
 
 /* External K/V (an engine's buffer, fasa_kv_cache_desc.external): the row
- * of (KV head g, token t) starts t * ts + g * hs words after base.  The
- * 64-bit byte address is formed from 32-bit halves with carries (no int64
- * in the shaders).  A per-token indirection (paged cells) would map t to
- * its physical row here. */
+ * of (KV head g, physical row t) starts t * ts + g * hs words after base.
+ * The 64-bit byte address is formed from 32-bit halves with carries (no
+ * int64 in the shaders).  Paged caches pass row_of(token), not the token. */
 uvec2 ext_row(uvec2 base, uint t, uint ts, uint g, uint hs)
 {
     uint th, tl, gh, gl, c0, c1;
@@ -40,6 +39,15 @@ uvec2 ext_row(uvec2 base, uint t, uint ts, uint g, uint hs)
     uint wl = uaddCarry(tl, gl, c0), wh = th + gh + c0; /* words */
     uint lo = uaddCarry(base.x, wl << 2, c1);
     return uvec2(lo, base.y + ((wh << 2) | (wl >> 30)) + c1);
+}
+
+/* Paged caches (fasa_kv_external.block_size = 2^shift): the physical row
+ * of logical token j of a sequence whose block table starts at `table`.
+ * The one definition of src/internal.h fasa__row_of; scores, top-k and the
+ * selection stay in logical tokens, only K, V and K_dom reads map. */
+uint row_of(uvec2 table, uint shift, uint j)
+{
+    return (Words(table).w[j >> shift] << shift) | (j & ((1u << shift) - 1u));
 }
 
 /* Order-preserving key (src/select.c): larger score -> larger key, NaN -> 0,

@@ -31,9 +31,11 @@ layout(push_constant) uniform Push {
     uvec2 map;       /* [Hq][u_pad] q dim feeding each union slot, or -1 */
     uint L, lo, hi, G;
     uint width, kv_stride, kv_shift, sc_stride;
-    uint sc_shift, q_off, hist_off, flags; /* flags: 1 per group, 2 oracle */
+    uint sc_shift, q_off, hist_off, flags; /* flags: 1 per group, 2 oracle, 4 paged */
     uint d, u_pad, n_batches, ts;
     uint hs;         /* EXT_KV: rows_tab is K's base, ts/hs its strides in words */
+    uint tshift;     /* paged: log2(block size) of the block table at `table` */
+    uvec2 table;
 } pc;
 
 shared vec4 qt[QMAX / 4u];
@@ -192,9 +194,12 @@ void main()
     uint W = pc.width;
 #endif
     rows4 r;
-    [[unroll]] for (uint k = 0u; k < TPT; k++) { /* tokens past L read row 0 and are dropped */
+    bool paged = (pc.flags & 4u) != 0u; /* uniform: unpaged caches read row j as before */
+    [[unroll]] for (uint k = 0u; k < TPT; k++) { /* tokens past L read token 0 and are dropped */
         uint j = j0 + k * gl_WorkGroupSize.x;
-        uint tok = j < pc.L ? j : 0u, row = g_ * pc.kv_stride + tok;
+        uint tok = j < pc.L ? j : 0u;
+        if (paged) tok = row_of(pc.table, pc.tshift, tok); /* K_dom and K are indexed by physical row */
+        uint row = g_ * pc.kv_stride + tok;
         r.addr[k] = EXT_KV ? ext_row(pc.rows_tab, tok, pc.ts, g_, pc.hs) : chunk_addr(pc.rows_tab, row, pc.kv_shift);
         r.off[k] = EXT_KV ? 0u : chunk_off(row, pc.kv_shift, W);
     }

@@ -89,6 +89,12 @@ struct fasa_backend_ops {
     /* External caches with a calibration: recomputes the K_dom rows of
      * tokens [first, first+n) of `layer` from the engine's K. */
     fasa_status (*sync)(fasa_exec *exec, fasa_kv_cache *cache, uint32_t layer, uint32_t first, uint32_t n);
+    /* Paged caches: writes n block-table entries from host memory to
+     * cache->tables at entry `first`, in the command stream, so the
+     * kernels recorded after it read them (a barrier after the write).
+     * The host array may be reused once the call returns. */
+    fasa_status (*upload_table)(fasa_exec *exec, fasa_kv_cache *cache, uint32_t first, uint32_t n,
+                                const uint32_t *src);
     fasa_status (*tip)(fasa_exec *exec, const fasa_step *step);
     fasa_status (*topk)(fasa_exec *exec, const fasa_step *step);
     fasa_status (*fac)(fasa_exec *exec, const fasa_step *step);

@@ -13,6 +13,26 @@ static fasa_status new_buffer(fasa_context *ctx, uint64_t size, fasa_buffer **ou
     return FASA_OK;
 }
 
+fasa_status fasa__buffer_new(fasa_context *ctx, uint64_t size, fasa_buffer **out)
+{
+    fasa_buffer *buf = NULL;
+    fasa_status st = new_buffer(ctx, size, &buf);
+    if (st == FASA_OK) {
+        st = ctx->ops->buffer_create(ctx, buf);
+        if (st != FASA_OK) { fasa__free(ctx, buf); buf = NULL; }
+    }
+    *out = buf;
+    return st;
+}
+
+void fasa__buffer_free(fasa_buffer *buf)
+{
+    if (!buf) return;
+    fasa_context *ctx = buf->ctx;
+    if (!buf->wrapped || buf->impl) ctx->ops->buffer_destroy(ctx, buf);
+    fasa__free(ctx, buf);
+}
+
 fasa_status fasa_buffer_create(fasa_context *ctx, uint64_t size, fasa_buffer **out)
 {
     if (!ctx) return FASA_ERROR_INVALID_ARGUMENT;
@@ -20,13 +40,8 @@ fasa_status fasa_buffer_create(fasa_context *ctx, uint64_t size, fasa_buffer **o
     fasa_status st = FASA_OK;
     if (!out) st = fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "fasa_buffer_create: out is NULL");
     else if (size == 0) st = fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "fasa_buffer_create: size is 0");
-    fasa_buffer *buf = NULL;
-    if (st == FASA_OK) st = new_buffer(ctx, size, &buf);
-    if (st == FASA_OK) {
-        st = ctx->ops->buffer_create(ctx, buf);
-        if (st != FASA_OK) { fasa__free(ctx, buf); buf = NULL; }
-    }
-    if (out) *out = buf;
+    if (st == FASA_OK) st = fasa__buffer_new(ctx, size, out);
+    else if (out) *out = NULL;
     fasa__unlock(ctx);
     return st;
 }
@@ -62,8 +77,7 @@ void fasa_buffer_destroy(fasa_buffer *buf)
     if (!buf) return;
     fasa_context *ctx = buf->ctx;
     fasa__lock(ctx);
-    if (!buf->wrapped || buf->impl) ctx->ops->buffer_destroy(ctx, buf);
-    fasa__free(ctx, buf);
+    fasa__buffer_free(buf);
     fasa__unlock(ctx);
 }
 

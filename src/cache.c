@@ -176,33 +176,15 @@ static void destroy_locked(fasa_kv_cache *c)
 {
     fasa_context *ctx = c->ctx;
     if (c->impl) ctx->ops->cache_destroy(c);
-    fasa_buffer *stages[] = {c->q_stage, c->o_stage, c->kv_stage};
-    for (size_t i = 0; i < 3; i++)
-        if (stages[i]) {
-            ctx->ops->buffer_destroy(ctx, stages[i]);
-            fasa__free(ctx, stages[i]);
-        }
+    fasa__buffer_free(c->q_stage);
+    fasa__buffer_free(c->o_stage);
+    fasa__buffer_free(c->kv_stage);
     size_t n_rc = (size_t)c->shape.n_layers * c->shape.n_kv_heads;
     for (size_t i = 0; c->rowcaches && i < n_rc; i++) fasa__rowcache_destroy(ctx, c->rowcaches[i]);
     fasa__free(ctx, c->rowcaches);
     fasa__external_free(c);
     free_tables(c);
     fasa__free(ctx, c);
-}
-
-static fasa_status make_stage(fasa_kv_cache *c, uint64_t size, fasa_buffer **out)
-{
-    fasa_buffer *buf = fasa__alloc(c->ctx, sizeof *buf);
-    if (!buf) return fasa__error(c->ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "cache: out of host memory");
-    buf->ctx = c->ctx;
-    buf->size = size;
-    fasa_status st = c->ctx->ops->buffer_create(c->ctx, buf);
-    if (st != FASA_OK) {
-        fasa__free(c->ctx, buf);
-        return st;
-    }
-    *out = buf;
-    return FASA_OK;
 }
 
 static fasa_status create_locked(fasa_context *ctx, const fasa_kv_cache_desc *desc, fasa_kv_cache **out)
@@ -235,11 +217,11 @@ static fasa_status create_locked(fasa_context *ctx, const fasa_kv_cache_desc *de
     if (st == FASA_OK && desc->calibration) st = build_dims_tables(c, desc->calibration);
     if (st == FASA_OK && desc->external) st = fasa__external_copy(c, desc);
     if (st == FASA_OK) st = ctx->ops->cache_create(c);
-    if (st == FASA_OK) st = make_stage(c, (uint64_t)s->n_q_heads * s->head_dim * 4, &c->q_stage);
-    if (st == FASA_OK) st = make_stage(c, (uint64_t)s->n_q_heads * s->head_dim * 4, &c->o_stage);
+    if (st == FASA_OK) st = fasa__buffer_new(c->ctx, (uint64_t)s->n_q_heads * s->head_dim * 4, &c->q_stage);
+    if (st == FASA_OK) st = fasa__buffer_new(c->ctx, (uint64_t)s->n_q_heads * s->head_dim * 4, &c->o_stage);
     if (st == FASA_OK && ctx->backend != FASA_BACKEND_CPU && !c->ext) { /* host appends: not on external caches */
         c->kv_stage_tokens = desc->capacity < STAGE_TOKENS ? desc->capacity : STAGE_TOKENS;
-        st = make_stage(c, 2ull * c->kv_stage_tokens * s->n_kv_heads * s->head_dim * 4, &c->kv_stage);
+        st = fasa__buffer_new(c->ctx, 2ull * c->kv_stage_tokens * s->n_kv_heads * s->head_dim * 4, &c->kv_stage);
     }
     if (st != FASA_OK) {
         destroy_locked(c);

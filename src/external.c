@@ -78,6 +78,25 @@ static bool span_bytes(const fasa_kv_cache_desc *desc, uint32_t elem, uint64_t *
            mul_add(desc->capacity - 1, e->token_stride, heads, &elems) && mul_add(elems, elem, 0, out);
 }
 
+/* A paged pool: block_size a power of two dividing the capacity. */
+static fasa_status check_block_size(fasa_context *ctx, const fasa_kv_cache_desc *desc)
+{
+    uint32_t bs = desc->external->block_size;
+    if (bs == 0) return FASA_OK;
+    if (!ctx->ops->upload_table)
+        return fasa__error(ctx, FASA_ERROR_UNSUPPORTED,
+                           "desc.external->block_size: the %s backend does not decode paged or shared caches",
+                           ctx->ops->name);
+    if (bs & (bs - 1))
+        return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT,
+                           "desc.external->block_size: %u is not a power of two", bs);
+    if (desc->capacity % bs)
+        return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT,
+                           "desc.external->block_size: capacity %u is not a multiple of the block size %u",
+                           desc->capacity, bs);
+    return FASA_OK;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Buffers                                                                   */
 /* ------------------------------------------------------------------------ */
@@ -119,6 +138,7 @@ fasa_status fasa__external_check(fasa_context *ctx, const fasa_kv_cache_desc *de
     if (!e->k) return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "desc.external->k is NULL");
     if (!e->v) return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "desc.external->v is NULL");
     fasa_status st = check_stride_values(ctx, e);
+    if (st == FASA_OK) st = check_block_size(ctx, desc);
     if (st == FASA_OK) st = check_nesting(ctx, desc);
     uint32_t elem = fasa__dtype_size(desc->dtype);
     uint64_t span = 0;
@@ -148,6 +168,8 @@ fasa_status fasa__external_copy(fasa_kv_cache *c, const fasa_kv_cache_desc *desc
         return fasa__error(c->ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "cache: out of host memory");
     x->token_stride = e->token_stride;
     x->head_stride = e->head_stride;
+    x->paged = e->block_size != 0;
+    x->block_shift = e->block_size ? (uint32_t)__builtin_ctz(e->block_size) : 0;
     for (uint32_t l = 0; l < nl; l++) {
         x->k[l] = e->k[l];
         x->v[l] = e->v[l];
@@ -157,8 +179,20 @@ fasa_status fasa__external_copy(fasa_kv_cache *c, const fasa_kv_cache_desc *desc
     return FASA_OK;
 }
 
+static void free_block_tables(fasa_kv_cache *c)
+{
+    for (uint32_t i = 0; i < c->n_retired; i++) fasa__buffer_free(c->retired[i]);
+    fasa__free(c->ctx, c->retired);
+    fasa__buffer_free(c->tables);
+    c->retired = NULL;
+    c->n_retired = 0;
+    c->tables = NULL;
+    c->tables_cap = c->tables_used = 0;
+}
+
 void fasa__external_free(fasa_kv_cache *c)
 {
+    free_block_tables(c);
     if (!c->ext) return;
     fasa__free(c->ctx, c->ext->k);
     fasa__free(c->ctx, c->ext->v);
@@ -166,6 +200,57 @@ void fasa__external_free(fasa_kv_cache *c)
     fasa__free(c->ctx, c->ext->v_offset);
     fasa__free(c->ctx, c->ext);
     c->ext = NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Block tables of paged caches                                              */
+/* ------------------------------------------------------------------------ */
+
+/* A larger table buffer; the old one may still be read by a stream
+ * recorded earlier (an embedding host's command buffer), so it is only
+ * retired.  Sizes double, so the retired ones total less than the live. */
+static fasa_status grow_tables(fasa_kv_cache *c, uint64_t need)
+{
+    fasa_context *ctx = c->ctx;
+    uint64_t cap = c->tables_cap ? c->tables_cap : 1024;
+    while (cap < need) cap *= 2;
+    if (cap > UINT32_MAX)
+        return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT,
+                           "fasa_decode: the block tables of one call need %llu entries (at most 2^32 - 1)",
+                           (unsigned long long)need);
+    fasa_buffer **retired = c->retired;
+    if (c->tables) {
+        retired = fasa__alloc(ctx, (c->n_retired + 1) * sizeof *retired);
+        if (!retired) return fasa__error(ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "fasa_decode: out of host memory");
+        if (c->n_retired) memcpy(retired, c->retired, c->n_retired * sizeof *retired);
+    }
+    fasa_buffer *buf = NULL;
+    fasa_status st = fasa__buffer_new(ctx, cap * 4, &buf);
+    if (st != FASA_OK) {
+        if (retired != c->retired) fasa__free(ctx, retired);
+        return st;
+    }
+    if (c->tables) {
+        retired[c->n_retired++] = c->tables;
+        fasa__free(ctx, c->retired);
+        c->retired = retired;
+    }
+    c->tables = buf;
+    c->tables_cap = (uint32_t)cap;
+    c->scratch_bytes += cap * 4;
+    return FASA_OK;
+}
+
+fasa_status fasa__tables_reserve(fasa_kv_cache *c, uint32_t n, uint32_t *first)
+{
+    uint64_t need = (uint64_t)c->tables_used + n;
+    if (need > c->tables_cap) {
+        fasa_status st = grow_tables(c, need);
+        if (st != FASA_OK) return st;
+    }
+    *first = c->tables_used;
+    c->tables_used = (uint32_t)need;
+    return FASA_OK;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -183,7 +268,7 @@ fasa_status fasa__sync_check(fasa_kv_cache *c, uint32_t layer, uint32_t first, u
         return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "%s: layer %u out of range (n_layers %u)", fn, layer,
                            c->shape.n_layers);
     if (n == 0) return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT, "%s: n is 0", fn);
-    if (first > c->length[layer])
+    if (first > c->length[layer] && !c->ext->paged) /* a pool's blocks are written anywhere */
         return fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT,
                            "%s: first (%u) is past the %u tokens of layer %u: tokens [%u, %u) would be left unsynced",
                            fn, first, c->length[layer], layer, c->length[layer], first);

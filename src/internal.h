@@ -59,19 +59,33 @@ struct fasa_calibration {
 };
 
 /* External K and V (fasa_kv_cache_desc.external), copied at create.
- * Element c of KV head g, token j of layer l's K sits at byte
- *   k_offset[l] + (row(j) * token_stride + g * head_stride + c) * elem_size
- * of k[l], likewise V.  Today row(j) = j.  Paged or shared cell arrays
- * (a block table, a cell list) will map a logical token j to a physical
- * row here: every backend computes a K/V row address in one helper
- * (cpu_kernels.c kv_elem, attend.glsl/tip.comp ext_row, attn.cl/tip.cl
- * row arithmetic, attn.cu/tip.cu/append.cu sync), which is where the
- * indirection goes. */
+ * Element c of KV head g, physical row r of layer l's K sits at byte
+ *   k_offset[l] + (r * token_stride + g * head_stride + c) * elem_size
+ * of k[l], likewise V; K_dom is indexed by the same row r.  Contiguous
+ * caches (paged false): token j of the one sequence is row j.  Paged or
+ * shared caches: token j of the decoded sequence is row
+ *   table[j >> block_shift] << block_shift | (j & (block_size - 1))
+ * with the sequence's block table uploaded to cache->tables at
+ * step->table_offset (fasa__row_of).  Every backend maps a token to its
+ * row in one helper before addressing K, V or K_dom (cpu_kernels.c
+ * row_of, common.glsl/tip.comp/attend.glsl, common.cl, common.cuh). */
 typedef struct fasa_kv_ext {
     uint64_t token_stride, head_stride;  /* elements, even, < 2^32 */
     fasa_buffer **k, **v;                /* [n_layers], owned by the engine */
     uint64_t *k_offset, *v_offset;       /* [n_layers] bytes, multiples of 2 elements */
+    bool paged;                          /* block_size > 0: rows are a pool */
+    uint32_t block_shift;                /* log2(block_size) when paged */
 } fasa_kv_ext;
+
+/* The physical row of token j of a sequence with block table `table`
+ * (paged caches): the one definition the kernels of every backend mirror. */
+static inline uint32_t fasa__row_of(const uint32_t *table, uint32_t shift, uint32_t j)
+{
+    return (table[j >> shift] << shift) | (j & ((1u << shift) - 1u));
+}
+
+/* Most items of one fasa_decode_batch call. */
+#define FASA_MAX_BATCH 4096u
 
 /* Everything a backend needs to lay out and run a cache. */
 struct fasa_kv_cache {
@@ -109,6 +123,15 @@ struct fasa_kv_cache {
     uint64_t scratch_bytes;      /* set by the backend */
     uint64_t device_bytes, host_bytes; /* resident storage, set by the backend */
     fasa_kv_ext *ext;            /* external K/V, or NULL: the backend owns K and V */
+    /* Paged caches: block tables of the steps of the current call, uint32
+     * entries; the call's tables are laid out one after another from 0
+     * (tables_used) and uploaded in the command stream before the step
+     * that reads them.  A buffer outgrown while earlier streams may still
+     * read it is kept in `retired` until the cache is destroyed. */
+    fasa_buffer *tables;
+    uint32_t tables_cap, tables_used;   /* entries */
+    fasa_buffer **retired;
+    uint32_t n_retired;
 };
 
 /* A resolved decode step, as handed to the kernels. */
@@ -129,6 +152,13 @@ typedef struct fasa_step {
     fasa_buffer *o;
     uint64_t o_offset;
     fasa_io_type q_type, o_type; /* element types of q and o (fp32 unless the desc says) */
+    /* Paged caches: token j is row fasa__row_of(tables + table_offset,
+     * block_shift, j).  table_host (the caller's array, valid during the
+     * call) is uploaded by fasa__step_record; table_n entries. */
+    bool paged;
+    uint32_t block_shift;
+    uint32_t table_offset, table_n;
+    const uint32_t *table_host;
 } fasa_step;
 
 /* --- errors and logging (context.c) ----------------------------------- */
@@ -162,6 +192,10 @@ void *fasa__alloc(fasa_context *ctx, size_t size);          /* 64-byte aligned, 
 void *fasa__alloc_aligned(fasa_context *ctx, size_t size, size_t align); /* not zeroed */
 void fasa__free(fasa_context *ctx, void *ptr);
 char *fasa__strdup(fasa_context *ctx, const char *s);
+
+/* --- buffers (buffer.c), with the context's lock held ------------------- */
+fasa_status fasa__buffer_new(fasa_context *ctx, uint64_t size, fasa_buffer **out);
+void fasa__buffer_free(fasa_buffer *buf);   /* NULL is fine */
 
 /* --- fp16 and bf16 (half.c) ---------------------------------------------- */
 float fasa__half_to_float(uint16_t h);
@@ -252,12 +286,24 @@ void fasa__fetch_add(fasa_kv_cache *c, bool prefetch, uint64_t needed, uint64_t 
 void fasa__fetch_fold(fasa_kv_cache *c, bool prefetch, const uint64_t total[2], uint64_t folded[2]);
 
 /* --- decode (decode.c): the step shared by every backend ---------------- */
-/* Validates and resolves a step; does not run anything. */
+/* Validates and resolves a step; does not run anything.  A paged cache's
+ * block table gets its place in cache->tables (grown if needed; the
+ * cursor restarts with every public call: fasa__tables_reset). */
 fasa_status fasa__step_resolve(fasa_kv_cache *cache, uint32_t layer,
                                const fasa_decode_desc *desc, fasa_buffer *q, uint64_t q_offset,
                                fasa_buffer *o, uint64_t o_offset, fasa_step *step);
-/* Records the kernels of a resolved step into exec. */
+/* Records the kernels of a resolved step into exec (uploading its block
+ * table first on paged caches). */
 fasa_status fasa__step_record(fasa_exec *exec, const fasa_step *step);
+/* Validates and resolves every item of a batch (item i's failures name
+ * items[i]); steps has n entries. fn names the public call. */
+fasa_status fasa__batch_resolve(fasa_context *ctx, uint32_t layer, const fasa_decode_desc *desc, uint32_t n,
+                                const fasa_decode_item *items, fasa_step *steps, const char *fn);
+/* Records the steps of a resolved batch, in item order, into exec. */
+fasa_status fasa__batch_record(fasa_exec *exec, const fasa_step *steps, uint32_t n);
+/* The enqueue-only batch of the OpenCL and CUDA embedding APIs. */
+fasa_status fasa__enqueue_decode_batch(fasa_backend backend, const char *fn, fasa_context *ctx, uint32_t layer,
+                                       const fasa_decode_desc *desc, uint32_t n, const fasa_decode_item *items);
 /* Validates an append of n tokens from buffers; fn names the public call
  * in messages. */
 fasa_status fasa__append_check(fasa_kv_cache *cache, uint32_t layer, uint32_t n,
@@ -287,7 +333,12 @@ static inline uint32_t fasa__io_size(fasa_io_type t) { return t == FASA_IO_F32 ?
 fasa_status fasa__external_check(fasa_context *ctx, const fasa_kv_cache_desc *desc);
 /* Copies desc->external into c->ext (out of host memory: error set). */
 fasa_status fasa__external_copy(fasa_kv_cache *c, const fasa_kv_cache_desc *desc);
-void fasa__external_free(fasa_kv_cache *c);
+void fasa__external_free(fasa_kv_cache *c);   /* also frees the block-table buffers */
+/* Starts a public call's block tables at entry 0 of cache->tables. */
+static inline void fasa__tables_reset(fasa_kv_cache *c) { c->tables_used = 0; }
+/* Makes room for n more table entries (a larger buffer, the old one
+ * retired) and returns their first entry in *first. */
+fasa_status fasa__tables_reserve(fasa_kv_cache *c, uint32_t n, uint32_t *first);
 /* Validates a sync of tokens [first, first + n) of layer; fn names the
  * public call in messages. */
 fasa_status fasa__sync_check(fasa_kv_cache *c, uint32_t layer, uint32_t first, uint32_t n, const char *fn);

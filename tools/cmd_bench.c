@@ -1,5 +1,6 @@
 /* fasa bench: dense vs FASA decode steps on synthetic data, timed in one
  * run on one backend, with the byte model of docs/SPEC.md §7. */
+#include "bench_batch.h"
 #include "cli.h"
 #include "commands.h"
 #include "ref64.h"
@@ -20,7 +21,7 @@ typedef struct bench_opts {
     uint32_t row_cache;
     uint32_t device, threads, hq, hkv, d, ntip, nfac, iters, warmup, layers;
     uint64_t seed;
-    cli_list L;
+    cli_list L, batch;
     double bandwidth_gbs;
     bool json, per_head_dims, external;
 } bench_opts;
@@ -522,6 +523,18 @@ static bool check_opts(const bench_opts *o, char *err, size_t n)
         snprintf(err, n, "--external: fasa-m keeps K and V in libfasa's own host memory; use --variant dense,fasa");
     else if (o->layers == 0 || o->layers > 1024) snprintf(err, n, "--layers must be in 1..1024");
     else {
+        for (uint32_t i = 0; i < o->batch.n; i++)
+            if (o->batch.v[i] == 0 || o->batch.v[i] > 4096) {
+                snprintf(err, n, "--batch: entry %u is %u; every B must be in 1..4096", i + 1, o->batch.v[i]);
+                return false;
+            }
+        for (uint32_t i = 0; i < o->batch.n; i++)
+            for (uint32_t j = 0; j < o->L.n; j++) /* the pool: B sequences of L tokens in blocks of 16 */
+                if ((uint64_t)o->batch.v[i] * (((uint64_t)o->L.v[j] + 15) / 16 * 16) > UINT32_MAX) {
+                    snprintf(err, n, "--batch %u with --L %u: the pool would need more than 2^32 - 1 rows",
+                             o->batch.v[i], o->L.v[j]);
+                    return false;
+                }
         for (uint32_t i = 0; i < o->L.n; i++)
             if (o->L.v[i] == 0) {
                 snprintf(err, n, "--L: entry %u is 0; every length must be positive", i + 1);
@@ -536,7 +549,7 @@ int cmd_bench(int argc, char **argv)
 {
     bench_opts o = {.backend = "auto", .variants = "dense,fasa", .dtype = "f16", .gqa = "head", .fetch = "direct",
                     .hq = 32, .hkv = 8, .d = 128, .ntip = 16, .nfac = 256, .warmup = 2, .seed = 1, .layers = 1,
-                    .L = {1, {32768}}};
+                    .L = {0, {0}}}; /* --L default: 32768, or BENCH_BATCH_DEFAULT_L with --batch */
     uint32_t device = UINT32_MAX;
     const cli_opt opts[] = {
         {"backend", CLI_STRING, &o.backend, "B", "auto, cpu, vulkan, opencl, cuda (default auto)"},
@@ -544,7 +557,12 @@ int cmd_bench(int argc, char **argv)
         {"variant", CLI_STRING, &o.variants, "V[,V]", "dense, fasa (FASA-C), fasa-m (default dense,fasa)"},
         {"fetch", CLI_STRING, &o.fetch, "direct|staged", "fasa-m: read host rows in place or gather them first"},
         {"row-cache", CLI_UINT, &o.row_cache, "N", "fasa-m staged: device-resident rows per (layer, KV head)"},
-        {"L", CLI_LIST, &o.L, "N[,N...]", "cached tokens, k/m suffixes allowed (default 32768)"},
+        {"L", CLI_LIST, &o.L, "N[,N...]",
+         "cached tokens, k/m suffixes allowed (default 32768; with --batch: tokens per sequence, default 4096)"},
+        {"batch", CLI_LIST, &o.batch, "B[,B...]",
+         "instead of the variant rows: per sequence, one fasa_decode_batch of B sequences (each --L tokens, "
+         "blocks of 16 of one paged pool, FASA) vs B single fasa_decode calls, wall clock (B in 1..4096; "
+         "the pool holds max(B) x L tokens: 1 GiB of fp16 K+V at 64 x 4096 in the default shape)"},
         {"hq", CLI_UINT, &o.hq, "N", "query heads (default 32)"},
         {"hkv", CLI_UINT, &o.hkv, "N", "KV heads (default 8)"},
         {"d", CLI_UINT, &o.d, "N", "head dimension (default 128)"},
@@ -569,7 +587,9 @@ int cmd_bench(int argc, char **argv)
                   "Times one decode step of one layer, dense and FASA, on the same backend in the same\n"
                   "run (device timestamps on GPUs, wall clock on the CPU), on synthetic planted data.\n"
                   "Reports median/min microseconds, bytes moved by the byte model of docs/SPEC.md §7 and\n"
-                  "the time a kernel would take at the read bandwidth (the floor).", opts, argc, argv, (cli_check_fn)check_opts, &o);
+                  "the time a kernel would take at the read bandwidth (the floor).  With --batch B[,B...]:\n"
+                  "for each B, one fasa_decode_batch of B sequences of a paged pool against B single\n"
+                  "fasa_decode calls of the same items (per-sequence wall clock, and their ratio).", opts, argc, argv, (cli_check_fn)check_opts, &o);
     if (parsed >= 0) return parsed;
     char err[512];
     cli_output out;
@@ -586,6 +606,21 @@ int cmd_bench(int argc, char **argv)
     }
     fasa_device_info dev;
     fasa_context_device(ctx, &dev);
+    if (o.L.n == 0) o.L = (cli_list){1, {o.batch.n ? BENCH_BATCH_DEFAULT_L : 32768}};
+    if (o.batch.n) {
+        bench_batch_opts bo = {.hq = o.hq, .hkv = o.hkv, .d = o.d, .ntip = o.ntip, .nfac = o.nfac, .iters = o.iters,
+                               .warmup = o.warmup, .dtype = bench_dtype(&o), .dtype_name = o.dtype,
+                               .gqa = strcmp(o.gqa, "group") == 0 ? FASA_GQA_PER_GROUP : FASA_GQA_PER_HEAD,
+                               .per_head_dims = o.per_head_dims, .json = o.json, .seed = o.seed, .L = o.L,
+                               .B = o.batch};
+        fasa_status bst = bench_batch_run(ctx, &bo, out.f, o.output ? stdout : out.f);
+        fasa_context_destroy(ctx);
+        if (!cli_output_finish(&out, bst == FASA_OK, err, sizeof err)) {
+            fprintf(stderr, "fasa bench: %s%s%s\n", o.output ? "--output " : "", o.output ? o.output : "", err);
+            return 1;
+        }
+        return bst == FASA_OK ? 0 : 1;
+    }
     double bw = o.bandwidth_gbs;
     if (bw <= 0 && dev.backend == FASA_BACKEND_CPU) bw = host_read_bandwidth(dev.compute_units);
     bench_row rows[3 * CLI_MAX_LIST];

@@ -23,7 +23,7 @@ typedef struct conform_opts {
     bool report_done;            /* a whole report was written: --output may replace FILE */
 } conform_opts;
 
-static const char *const variant_names[] = {"dense", "fasa", "fasa-m", "external", NULL};
+static const char *const variant_names[] = {"dense", "fasa", "fasa-m", "external", "paged", NULL};
 
 /* --compile-only: build every Vulkan pipeline on the device (no memory
  * needed, so it works on RADV's null-hardware devices) and print the
@@ -454,7 +454,7 @@ static int conform_main(conform_opts *o)
 
 int cmd_conform(int argc, char **argv)
 {
-    conform_opts o = {.backend = "all", .variants = "dense,fasa,fasa-m,external"};
+    conform_opts o = {.backend = "all", .variants = "dense,fasa,fasa-m,external,paged"};
     const cli_opt opts[] = {
         {"backend", CLI_STRING, &o.backend, "B", "cpu, vulkan, opencl, cuda or all (default all)"},
         {"device", CLI_UINT, &o.device, "N", "device index within each backend (default 0)"},
@@ -463,9 +463,10 @@ int cmd_conform(int argc, char **argv)
         {"against-device", CLI_UINT, &o.against_device, "N", "device index of the --against backend (default 0)"},
         {"threads", CLI_UINT, &o.threads, "N", "host threads (default: all cores)"},
         {"filter", CLI_STRING, &o.filter, "TEXT", "run only cases whose name contains TEXT (an error if none does)"},
-        {"variant", CLI_STRING, &o.variants, "V[,V]", "dense, fasa (FASA-C), fasa-m, external (default all four)"},
+        {"variant", CLI_STRING, &o.variants, "V[,V]", "dense, fasa (FASA-C), fasa-m, external, paged (paged/shared pools and batched decode: "
+         "the paged-*, cells-* and batch-* cases; default all five)"},
         {"replay", CLI_STRING, &o.replay, "DIR", "run the real decode cases in DIR (fasa eval --dump)"},
-        {"quick", CLI_FLAG, &o.quick, NULL, "skip the 65536-token cases"},
+        {"quick", CLI_FLAG, &o.quick, NULL, "skip the 65536-token cases and the three largest paged/batch cases"},
         {"list", CLI_FLAG, &o.list, NULL, "list the cases and exit"},
         {"verbose", CLI_FLAG, &o.verbose, NULL, "print every case, not only failures"},
         {"no-validation", CLI_FLAG, &o.no_validation, NULL, "do not enable GPU API validation layers"},
@@ -478,11 +479,12 @@ int cmd_conform(int argc, char **argv)
         {NULL, 0, NULL, NULL, NULL}};
     int parsed = cli_parse_command("fasa conform", "fasa conform [--backend B|all] [options]",
                   "Runs the seeded conformance matrix (shapes, layouts, dtypes, GQA modes, modes, edge\n"
-                  "lengths, budgets, forced tokens) through the public API and compares every output,\n"
-                  "TIP score and selected set with an independent fp64 reference; with --against B, also\n"
-                  "with backend B's outputs for the same case (the CUDA reference on the same GPU).  Exit\n"
-                  "status: 0 all passed, 1 a case failed, 2 a usage error (also a --filter or --variant\n"
-                  "that selects no case), 77 the requested backend is unavailable.", opts, argc, argv,
+                  "lengths, budgets, forced tokens; external, paged and shared caches, batched decode)\n"
+                  "through the public API and compares every output, TIP score and selected set with an\n"
+                  "independent fp64 reference; with --against B, also with backend B's outputs for the\n"
+                  "same case (the CUDA reference on the same GPU).  Exit status: 0 all passed, 1 a case\n"
+                  "failed, 2 a usage error (also a --filter or --variant that selects no case), 77 the\n"
+                  "requested backend is unavailable.", opts, argc, argv,
                                    (cli_check_fn)check_opts, &o);
     if (parsed >= 0) return parsed;
     char err[512];

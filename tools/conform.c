@@ -1,5 +1,6 @@
 /* Conformance cases and their runner (see conform.h). */
 #include "conform.h"
+#include "conform_int.h"
 #include "cli.h"
 #include "ref64.h"
 #include "fileio.h"
@@ -11,9 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define GUARD 64                 /* poisoned elements before and after outputs */
-#define POISON_BITS 0x7fc0badu   /* a NaN with a payload nobody writes */
-#define POISON_INDEX (-777)
 
 const char *conform_path_name(fasa_path p) { return p == FASA_PATH_DENSE ? "dense" : "sparse"; }
 
@@ -167,7 +165,7 @@ static uint32_t keep_variants(conform_case *cases, uint32_t n, const char *varia
     uint32_t w = 0;
     for (uint32_t i = 0; i < n; i++) {
         const conform_case *c = &cases[i];
-        const char *v = c->external ? "external" : c->placement == FASA_PLACEMENT_OFFLOAD ? "fasa-m"
+        const char *v = c->pool ? "paged" : c->external ? "external" : c->placement == FASA_PLACEMENT_OFFLOAD ? "fasa-m"
                       : c->mode == FASA_MODE_DENSE ? "dense" : "fasa";
         if (cli_list_has(variants, v)) cases[w++] = *c;
     }
@@ -235,6 +233,8 @@ uint32_t conform_cases(conform_case *cases, uint32_t max, bool quick, const char
     uint32_t n_base = l.n;
     add_offload_copies(&l, n_base);
     add_external_copies(&l, n_base);
+    /* paged / shared pools and batched decode (conform_paged.c), last: the seeds above stay */
+    l.n = conform_pool_cases(cases, l.n, max, quick);
     return keep_variants(cases, l.n, variants);
 }
 
@@ -242,18 +242,6 @@ uint32_t conform_cases(conform_case *cases, uint32_t max, bool quick, const char
 /* Running a case                                                            */
 /* ------------------------------------------------------------------------ */
 
-typedef struct case_data {
-    float *q, *k, *v;            /* fp32 inputs: q [Hq][d], k/v [L][Hkv][d] */
-    double *qd, *kd, *vd;        /* reference copies, k/v as stored */
-    uint16_t *dims;              /* [Hq][2 n_tip] */
-    float *o_buf, *score_buf;    /* poisoned, with guards */
-    int32_t *sel_buf;
-    uint8_t *o_io;               /* q/o cases: the io decode's o buffer as read back, IO_GUARD bytes
-                                    of poison on either side */
-} case_data;
-
-#define IO_GUARD 256             /* bytes before q and o in their buffers (offsets of the io decode) */
-#define IO_POISON 0xa5
 
 static void free_data(case_data *cd)
 {
@@ -718,6 +706,7 @@ static void check_same_as_owned(fasa_context *ctx, const conform_case *c, const 
 bool conform_run(fasa_context *ctx, const conform_case *c, const conform_data *data, conform_result *r,
                  conform_capture *cap)
 {
+    if (c->pool && !data) return conform_pool_run(ctx, c, r, cap);
     memset(r, 0, sizeof *r);
     if (cap) memset(cap, 0, sizeof *cap);
     r->pass = true;
@@ -734,6 +723,26 @@ bool conform_run(fasa_context *ctx, const conform_case *c, const conform_data *d
     free_data(&cd);
     return true;
 }
+
+/* For conform_paged.c (conform_int.h). */
+void conform__name_case(conform_case *c) { name_case(c); }
+bool conform__make_data(const conform_case *c, const conform_data *given, case_data *cd)
+{
+    return make_data(c, given, cd);
+}
+void conform__free_data(case_data *cd) { free_data(cd); }
+void conform__compare(const conform_case *c, case_data *cd, const fasa_decode_outputs *out, conform_result *r,
+                      conform_capture *cap)
+{
+    compare(c, cd, out, r, cap);
+}
+fasa_status conform__decode_io(fasa_context *ctx, fasa_kv_cache *cache, uint32_t layer, const fasa_decode_desc *dd,
+                               const conform_case *c, case_data *cd)
+{
+    return decode_io(ctx, cache, layer, dd, c, cd);
+}
+size_t conform__io_size(fasa_io_type t) { return io_size(t); }
+void conform__io_store(void *dst, size_t i, double x, fasa_io_type t) { io_store(dst, i, x, t); }
 
 void conform_capture_free(conform_capture *cap)
 {

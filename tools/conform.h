@@ -27,8 +27,25 @@ typedef struct conform_case {
     fasa_io_type q_type, o_type; /* not both F32: q rounded to q_type, and after the checked
                                     fp32 decode a second one through fasa_decode with q and o
                                     in these types, whose o must be the first one's o rounded */
+    uint32_t pool;               /* CONFORM_POOL_*: a paged or shared pool of sequences, or a batch
+                                    (conform_paged.c); 0 = one cache, one sequence */
+    uint32_t block_size;         /* pool cases: fasa_kv_external.block_size */
+    uint32_t n_items;            /* cells: sequences (2); batch: items B */
+    uint32_t L2;                 /* cells: the second sequence's length */
+    uint32_t n_empty;            /* cells: empty (poisoned) cells */
     uint64_t seed;
 } conform_case;
+
+/* Pool cases (conform_paged.c): external K/V (c->external: token- or
+ * head-major) holding the case's sequence(s) in blocks scattered over a
+ * pool whose other rows are poison (K +-3e4, V NaN, synced). */
+enum {
+    CONFORM_POOL_NONE = 0,
+    CONFORM_POOL_PAGED,          /* one sequence, blocks of block_size shuffled over the pool */
+    CONFORM_POOL_CELLS,          /* block_size 1: two sequences in interleaved cells, empty cells */
+    CONFORM_POOL_BATCH,          /* n_items sequences of one pool, decoded by fasa_decode_batch */
+    CONFORM_POOL_BATCH_OWN       /* n_items caches of their own (not paged), fasa_decode_batch */
+};
 
 /* Layouts of the external-KV cases: token-major [token][kv_head][d] and
  * head-major [kv_head][token][d], tight, or with padded strides, offsets of
@@ -75,10 +92,11 @@ typedef struct conform_data {
 } conform_data;
 
 /* Fills up to max cases of the variants named in `variants` (a list of
- * dense, fasa, fasa-m, external: dense-mode cases, FASA-C sparse cases,
- * FASA-M copies of the sparse ones, and copies of the dense and FASA-C
- * cases up to L 4107 over external K/V in the four layouts in turn);
- * returns the count.  quick drops the largest L. */
+ * dense, fasa, fasa-m, external, paged: dense-mode cases, FASA-C sparse
+ * cases, FASA-M copies of the sparse ones, copies of the dense and FASA-C
+ * cases up to L 4107 over external K/V in the four layouts in turn, and
+ * the paged / shared-cell / batch cases of conform_paged.c); returns the
+ * count.  quick drops the largest L. */
 uint32_t conform_cases(conform_case *cases, uint32_t max, bool quick, const char *variants);
 /* A case's outputs as one backend produced them, kept to compare two
  * backends directly (conform_cross_compare); mag holds the fp64 Σ|q_c k_c|
@@ -146,5 +164,11 @@ fasa_status conform_ext_fill(conform_engine *e, fasa_kv_cache *cache, uint32_t l
                              const float *k, const float *v);
 void conform_ext_destroy(conform_engine *e);
 const char *conform_ext_name(uint32_t layout);
+
+/* Pool and batch cases (conform_paged.c): adds them to the list (names
+ * "paged-*", "cells-*", "batch-*"; quick leaves out the largest) and runs
+ * one; conform_run hands pool cases to conform_pool_run. */
+uint32_t conform_pool_cases(conform_case *cases, uint32_t n, uint32_t max, bool quick);
+bool conform_pool_run(fasa_context *ctx, const conform_case *c, conform_result *r, conform_capture *cap);
 
 #endif

@@ -51,6 +51,8 @@ fasa_status fasa__cpu_append(fasa_exec *exec, fasa_kv_cache *cache, uint32_t lay
                              uint32_t n, fasa_buffer *k, uint64_t k_offset, fasa_buffer *v,
                              uint64_t v_offset, fasa_dtype src_dtype);
 fasa_status fasa__cpu_sync(fasa_exec *exec, fasa_kv_cache *cache, uint32_t layer, uint32_t first, uint32_t n);
+fasa_status fasa__cpu_upload_table(fasa_exec *exec, fasa_kv_cache *cache, uint32_t first, uint32_t n,
+                                   const uint32_t *src);
 fasa_status fasa__cpu_tip(fasa_exec *exec, const fasa_step *step);
 fasa_status fasa__cpu_topk(fasa_exec *exec, const fasa_step *step);
 fasa_status fasa__cpu_fac(fasa_exec *exec, const fasa_step *step);

@@ -346,6 +346,7 @@ const fasa_backend_ops fasa__cpu_ops = {
     .exec_end = cpu_exec_end,
     .append = fasa__cpu_append,
     .sync = fasa__cpu_sync,
+    .upload_table = fasa__cpu_upload_table,
     .tip = fasa__cpu_tip,
     .topk = fasa__cpu_topk,
     .fac = fasa__cpu_fac,

@@ -19,13 +19,29 @@ static const fasa_cpu_simd *simd_of(const fasa_kv_cache *c)
     return ((const cpu_context *)c->ctx->impl)->simd;
 }
 
-/* Element offset of the K/V row of (KV head g, token t) in a layer's K or
- * V: libfasa's own layout or the engine's (external caches).  A per-token
- * indirection (paged cells) would map t to its physical row here. */
+/* Element offset of the K/V row of (KV head g, physical row t) in a
+ * layer's K or V: libfasa's own layout or the engine's (external caches). */
 static size_t kv_elem(const fasa_kv_cache *c, uint32_t g, uint32_t t)
 {
     const cpu_cache *cc = c->impl;
     return (size_t)t * cc->ts + (size_t)g * cc->hs;
+}
+
+/* The physical row of a step's token j: j itself, or through the decoded
+ * sequence's block table on a paged cache (fasa__row_of). */
+static uint32_t row_of(const fasa_step *step, uint32_t j)
+{
+    if (!step->paged) return j;
+    const uint32_t *table = (const uint32_t *)step->cache->tables->host + step->table_offset;
+    return fasa__row_of(table, step->block_shift, j);
+}
+
+fasa_status fasa__cpu_upload_table(fasa_exec *exec, fasa_kv_cache *cache, uint32_t first, uint32_t n,
+                                   const uint32_t *src)
+{
+    (void)exec;
+    memcpy((uint32_t *)cache->tables->host + first, src, (size_t)n * sizeof *src);
+    return FASA_OK;
 }
 
 /* The width elements at element `at` of a storage array as fp32: the row
@@ -235,11 +251,30 @@ static float own_score(const tip_job *job, uint32_t h, const char *cols, uint32_
  * (0 * NaN and 0 * Inf are NaN): so a score that is not NaN is already
  * exact, and only a NaN one is recomputed over the head's own slots (it
  * stays NaN when an own dim holds NaN or its products give Inf - Inf). */
+/* A paged sequence's tokens [j, j + n_valid) are scattered over K_dom
+ * tiles: their columns are gathered into one tile (zeros past n_valid), so
+ * each score is computed exactly as for a contiguous cache. */
+static const char *gather_tile(const tip_job *job, uint32_t g, uint32_t j, uint32_t n_valid, char *tile_out)
+{
+    const fasa_kv_cache *c = job->step->cache;
+    size_t es = c->elem_size;
+    memset(tile_out, 0, (size_t)c->u_pad * 16 * es);
+    for (uint32_t t = 0; t < n_valid; t++) {
+        uint32_t r = row_of(job->step, j + t);
+        const char *src = (const char *)job->rows + (((size_t)g * job->cc->n_tiles + r / 16) * c->u_pad * 16 + r % 16) * es;
+        for (uint32_t slot = 0; slot < c->u_pad; slot++)
+            memcpy(tile_out + ((size_t)slot * 16 + t) * es, src + (size_t)slot * 16 * es, es);
+    }
+    return tile_out;
+}
+
 static void tip_block16(const tip_job *job, uint32_t g, uint32_t j, uint32_t n_valid, float s[][16])
 {
     const fasa_kv_cache *c = job->step->cache;
     size_t tile = (size_t)g * job->cc->n_tiles + j / 16;
     const char *cols = (const char *)job->rows + tile * c->u_pad * 16 * c->elem_size;
+    char gathered[FASA_MAX_HEAD_DIM * 16 * 4] __attribute__((aligned(32)));
+    if (job->step->paged) cols = gather_tile(job, g, j, n_valid, gathered);
     bool nan = simd_of(c)->tip16(cols, c->dtype, 16, job->width,
                                  job->qm + (size_t)g * c->group * job->width, c->group, &s[0][0], 16);
     if (nan) /* rare; the tile's tokens past L may also set it */
@@ -259,11 +294,12 @@ static void oracle_block16(const tip_job *job, uint32_t g, uint32_t j, uint32_t 
     size_t row_bytes = (size_t)job->width * c->elem_size;
     const char *rows = (const char *)job->rows + kv_elem(c, g, j) * c->elem_size;
     char pad[16 * FASA_MAX_HEAD_DIM * 4] __attribute__((aligned(32)));
-    bool adjacent = ((const cpu_cache *)c->impl)->ts == job->width;
+    bool adjacent = ((const cpu_cache *)c->impl)->ts == job->width && !job->step->paged;
     if (n_valid < 16 || !adjacent) {
         memset(pad, 0, 16 * row_bytes);
         for (uint32_t t = 0; t < n_valid; t++)
-            memcpy(pad + t * row_bytes, (const char *)job->rows + kv_elem(c, g, j + t) * c->elem_size, row_bytes);
+            memcpy(pad + t * row_bytes,
+                   (const char *)job->rows + kv_elem(c, g, row_of(job->step, j + t)) * c->elem_size, row_bytes);
         rows = pad;
     }
     const float *qg = job->qm + (size_t)g * c->group * job->width;
@@ -345,6 +381,7 @@ fasa_status fasa__cpu_topk(fasa_exec *exec, const fasa_step *step)
 #define MAX_BATCH_HEADS 64u
 
 typedef struct attend_args {
+    const fasa_step *step;       /* maps tokens to rows (paged caches) */
     const fasa_kv_cache *cache;
     const cpu_layer *lay;
     uint32_t g;                  /* KV head */
@@ -357,9 +394,10 @@ typedef struct attend_args {
     size_t part_stride;          /* floats between the partials of consecutive heads */
 } attend_args;
 
+/* The physical K/V row of the i-th token of the list. */
 static uint32_t token_at(const attend_args *a, uint32_t i)
 {
-    return a->idx ? (uint32_t)a->idx[i] : a->first + i;
+    return row_of(a->step, a->idx ? (uint32_t)a->idx[i] : a->first + i);
 }
 
 /* Starts fetching the K and V rows of tokens [b0, b0 + n): gathered rows
@@ -394,7 +432,7 @@ static void attend_batch(const attend_args *a)
     /* gathered rows, and rows of one head that are not adjacent (an engine's
      * token-major K/V: a head's rows lie n_kv_heads rows apart, across pages
      * the hardware prefetcher does not cross) */
-    bool prefetch = a->idx || ((const cpu_cache *)c->impl)->ts != d;
+    bool prefetch = a->idx || a->step->paged || ((const cpu_cache *)c->impl)->ts != d;
     if (prefetch) prefetch_rows(a, 0, BLOCK);
     for (uint32_t b0 = 0; b0 < a->count; b0 += BLOCK) {
         uint32_t nb = a->count - b0 < BLOCK ? a->count - b0 : BLOCK;
@@ -473,7 +511,7 @@ static void fac_row(void *arg, uint32_t r, uint32_t worker)
     size_t stride = (size_t)FASA_CPU_MAX_SPLITS * (d + 2);
     bool per_group = step->select == FASA_GQA_PER_GROUP;
     uint32_t nh = per_group ? c->group : 1, h0 = per_group ? r * c->group : r;
-    attend_args a = {c, &job->cc->layers[step->layer], h0 / c->group, job->q + (size_t)h0 * d, nh,
+    attend_args a = {step, c, &job->cc->layers[step->layer], h0 / c->group, job->q + (size_t)h0 * d, nh,
                      job->cc->selected + (size_t)r * c->max_n_fac, 0, step->n_fac, step->scale,
                      job->cc->partials + h0 * stride, stride};
     attend(&a);
@@ -558,7 +596,7 @@ static void dense_split(void *arg, uint32_t task, uint32_t worker)
     uint32_t g = task / job->n_splits, s = task % job->n_splits;
     uint32_t first = s * job->split_len;
     uint32_t count = first + job->split_len < step->L ? job->split_len : step->L - first;
-    attend_args a = {c, &job->cc->layers[step->layer], g, job->q + (size_t)g * G * d, G, NULL, first,
+    attend_args a = {step, c, &job->cc->layers[step->layer], g, job->q + (size_t)g * G * d, G, NULL, first,
                      count, step->scale, dense_part(job, g * G, s),
                      (size_t)FASA_CPU_MAX_SPLITS * (d + 2)};
     attend(&a);

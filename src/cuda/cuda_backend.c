@@ -486,6 +486,7 @@ const fasa_backend_ops fasa__cuda_ops = {
     .exec_end = cuda_exec_end,
     .append = fasa__cuda_append,
     .sync = fasa__cuda_sync,
+    .upload_table = fasa__cuda_upload_table,
     .tip = fasa__cuda_tip,
     .topk = fasa__cuda_topk,
     .fac = fasa__cuda_fac,

@@ -103,6 +103,13 @@ fasa_status fasa_cuda_enqueue_decode(fasa_kv_cache *cache, uint32_t layer, const
                                 q, q_offset, o, o_offset);
 }
 
+fasa_status fasa_cuda_enqueue_decode_batch(fasa_context *ctx, uint32_t layer, const fasa_decode_desc *desc,
+                                           uint32_t n, const fasa_decode_item *items)
+{
+    return fasa__enqueue_decode_batch(FASA_BACKEND_CUDA, "fasa_cuda_enqueue_decode_batch", ctx, layer, desc, n,
+                                      items);
+}
+
 fasa_status fasa_cuda_enqueue_append(fasa_kv_cache *cache, uint32_t layer, uint32_t n, fasa_buffer *k,
                                      uint64_t k_offset, fasa_buffer *v, uint64_t v_offset, fasa_dtype src_dtype)
 {

@@ -101,6 +101,10 @@ fasa_status fasa__cuda_append(fasa_exec *exec, fasa_kv_cache *cache, uint32_t la
                               uint32_t n, fasa_buffer *k, uint64_t k_offset, fasa_buffer *v,
                               uint64_t v_offset, fasa_dtype src_dtype);
 fasa_status fasa__cuda_sync(fasa_exec *exec, fasa_kv_cache *cache, uint32_t layer, uint32_t first, uint32_t n);
+/* Paged caches: n block-table entries from host memory into cache->tables
+ * at entry `first` (cudaMemcpyAsync on the exec's stream). */
+fasa_status fasa__cuda_upload_table(fasa_exec *exec, fasa_kv_cache *cache, uint32_t first, uint32_t n,
+                                    const uint32_t *src);
 fasa_status fasa__cuda_tip(fasa_exec *exec, const fasa_step *step);
 fasa_status fasa__cuda_topk(fasa_exec *exec, const fasa_step *step);
 fasa_status fasa__cuda_fac(fasa_exec *exec, const fasa_step *step);

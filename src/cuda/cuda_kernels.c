@@ -80,6 +80,25 @@ fasa_status fasa__cuda_sync(fasa_exec *exec, fasa_kv_cache *c, uint32_t layer, u
     return launched(exec, FASA_CUDA_LAUNCH(exec->ctx, fasa_cu_sync(&a, exec->stream)), "sync kernel launch");
 }
 
+/* Paged caches: the step's block table in cache->tables (uploaded by
+ * fasa__cuda_upload_table before its kernels), or NULL: token j is row j. */
+static const uint32_t *step_table(const fasa_step *s)
+{
+    return s->paged ? (const uint32_t *)s->cache->tables->impl + s->table_offset : NULL;
+}
+
+/* n block-table entries from the caller's (pageable) host memory, ordered
+ * on the stream before the step's kernels; cudaMemcpyAsync from pageable
+ * memory returns once it has staged the entries, so src may be reused. */
+fasa_status fasa__cuda_upload_table(fasa_exec *exec, fasa_kv_cache *c, uint32_t first, uint32_t n,
+                                    const uint32_t *src)
+{
+    if (n == 0) return FASA_OK;
+    uint32_t *dst = (uint32_t *)c->tables->impl + first;
+    cudaError_t err = cudaMemcpyAsync(dst, src, (size_t)n * 4, cudaMemcpyHostToDevice, exec->stream);
+    return launched(exec, err, "cudaMemcpyAsync (block table)");
+}
+
 /* q as fp32: the caller's buffer, or (16-bit io types) its copy widened
  * into the scratch by the first kernel of the step (widen_q in tip or dense). */
 static const float *step_q(const fasa_step *s)
@@ -121,6 +140,8 @@ fasa_status fasa__cuda_tip(fasa_exec *exec, const fasa_step *s)
         .per_group = s->select == FASA_GQA_PER_GROUP,
         .scores = cu->scores,
         .score_stride = c->capacity,
+        .table = step_table(s),
+        .block_shift = s->block_shift,
     };
     return launched(exec, FASA_CUDA_LAUNCH(exec->ctx, fasa_cu_tip(&a, exec->stream)), "tip kernel launch");
 }
@@ -178,6 +199,8 @@ static fasa_status attend(fasa_exec *exec, const fasa_step *s, const void *k, co
         .scale = s->scale,
         .part = cu->part,
         .pmax = cu->pmax,
+        .table = step_table(s),
+        .block_shift = s->block_shift,
     };
     fasa_status st = launched(exec, FASA_CUDA_LAUNCH(exec->ctx, fasa_cu_attend(&a, exec->stream)),
                               sel ? "fac kernel launch" : "dense kernel launch");

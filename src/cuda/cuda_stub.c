@@ -44,6 +44,13 @@ fasa_status fasa_cuda_enqueue_decode(fasa_kv_cache *cache, uint32_t layer, const
     return cache ? not_cuda(cache->ctx, "fasa_cuda_enqueue_decode") : FASA_ERROR_INVALID_ARGUMENT;
 }
 
+fasa_status fasa_cuda_enqueue_decode_batch(fasa_context *ctx, uint32_t layer, const fasa_decode_desc *desc,
+                                           uint32_t n, const fasa_decode_item *items)
+{
+    (void)layer, (void)desc, (void)n, (void)items;
+    return ctx ? not_cuda(ctx, "fasa_cuda_enqueue_decode_batch") : FASA_ERROR_INVALID_ARGUMENT;
+}
+
 fasa_status fasa_cuda_enqueue_append(fasa_kv_cache *cache, uint32_t layer, uint32_t n, fasa_buffer *k,
                                      uint64_t k_offset, fasa_buffer *v, uint64_t v_offset, fasa_dtype src_dtype)
 {

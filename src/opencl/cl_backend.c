@@ -774,6 +774,7 @@ const fasa_backend_ops fasa__opencl_ops = {
     .exec_end = cl_exec_end,
     .append = fasa__cl_append,
     .sync = fasa__cl_sync,
+    .upload_table = fasa__cl_upload_table,
     .tip = fasa__cl_tip,
     .topk = fasa__cl_topk,
     .fac = fasa__cl_fac,

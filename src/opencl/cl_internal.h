@@ -242,6 +242,10 @@ fasa_status fasa__cl_append(fasa_exec *exec, fasa_kv_cache *cache, uint32_t laye
                             uint32_t n, fasa_buffer *k, uint64_t k_offset, fasa_buffer *v,
                             uint64_t v_offset, fasa_dtype src_dtype);
 fasa_status fasa__cl_sync(fasa_exec *exec, fasa_kv_cache *cache, uint32_t layer, uint32_t first, uint32_t n);
+/* Paged caches: n block-table entries from src into cache->tables at entry
+ * `first` (a blocking write on the exec's in-order queue). */
+fasa_status fasa__cl_upload_table(fasa_exec *exec, fasa_kv_cache *cache, uint32_t first, uint32_t n,
+                                  const uint32_t *src);
 fasa_status fasa__cl_tip(fasa_exec *exec, const fasa_step *step);
 fasa_status fasa__cl_topk(fasa_exec *exec, const fasa_step *step);
 fasa_status fasa__cl_fac(fasa_exec *exec, const fasa_step *step);

@@ -90,6 +90,43 @@ static uint32_t attn_tokens_per_chunk(const fasa_kv_cache *c)
     return c->ext ? c->capacity : ((const cl_cache *)c->impl)->tokens_per_chunk;
 }
 
+/* The block-table arguments of tip, fac and dense (tab, tab_off, shift,
+ * paged): a paged step's table in cache->tables (uploaded by
+ * fasa__cl_upload_table before the step's kernels), else the placeholder
+ * buffer and paged = 0 (token j is row j). */
+static void table_args(cl_args *x, const fasa_step *s)
+{
+    const fasa_kv_cache *c = s->cache;
+    if (s->paged) {
+        const cl_buf *b = c->tables->impl;
+        fasa__cl_arg_mem(x, b->mem);
+        fasa__cl_arg_u64(x, b->offset / 4 + s->table_offset);
+        fasa__cl_arg_u32(x, s->block_shift);
+        fasa__cl_arg_u32(x, 1);
+    } else {
+        fasa__cl_arg_mem(x, ((const cl_cache *)c->impl)->dummy);
+        fasa__cl_arg_u64(x, 0);
+        fasa__cl_arg_u32(x, 0);
+        fasa__cl_arg_u32(x, 0);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* upload_table (paged caches)                                               */
+/* ------------------------------------------------------------------------ */
+
+/* A blocking write on the exec's in-order queue: the kernels enqueued after
+ * it read the entries, and the caller's array may be reused at once. */
+fasa_status fasa__cl_upload_table(fasa_exec *exec, fasa_kv_cache *c, uint32_t first, uint32_t n,
+                                  const uint32_t *src)
+{
+    if (n == 0) return FASA_OK;
+    const cl_buf *b = c->tables->impl;
+    cl_int err = clEnqueueWriteBuffer(exec->queue, b->mem, CL_TRUE, (size_t)(b->offset + (uint64_t)first * 4),
+                                      (size_t)n * 4, src, 0, NULL, NULL);
+    return err == CL_SUCCESS ? FASA_OK : fasa__cl_fail(c->ctx, err, "clEnqueueWriteBuffer (block table)");
+}
+
 /* ------------------------------------------------------------------------ */
 /* append                                                                    */
 /* ------------------------------------------------------------------------ */
@@ -268,8 +305,11 @@ static fasa_status tip_dispatch(fasa_exec *exec, const fasa_step *s, const cl_ch
     cl_cache *cl = c->impl;
     const cl_tuning *t = &ctx_of(c)->tune;
     uint32_t ga = max_u32(ch->g0, sb->g0), gb = min_u32(ch->g0 + ch->ng, sb->g0 + sb->ng);
-    uint32_t end = min_u32(ch->t0 + ch->nt, s->L);
-    if (ga >= gb || ch->t0 >= end) return FASA_OK;
+    /* a paged step's tokens may sit in any rows: every chunk goes over all
+     * of them and scores those whose row it holds */
+    uint32_t lo = s->paged ? 0 : ch->t0;
+    uint32_t end = s->paged ? s->L : min_u32(ch->t0 + ch->nt, s->L);
+    if (ga >= gb || lo >= end) return FASA_OK;
     bool per_group = s->select == FASA_GQA_PER_GROUP;
     uint32_t nhb = per_group ? 1 : ceil_div(c->group, t->tip_hb);
     cl_args x = {kern(c, CLK_TIP), 0, CL_SUCCESS};
@@ -279,8 +319,8 @@ static fasa_status tip_dispatch(fasa_exec *exec, const fasa_step *s, const cl_ch
     fasa__cl_arg_u32(&x, rows->ts);
     fasa__cl_arg_u32(&x, rows->hs);
     fasa__cl_arg_u32(&x, rows->vec8);
-    fasa__cl_arg_u32(&x, ch->t0);
-    fasa__cl_arg_u32(&x, end - ch->t0);
+    fasa__cl_arg_u32(&x, lo);
+    fasa__cl_arg_u32(&x, end - lo);
     fasa__cl_arg_u32(&x, ga);
     fasa__cl_arg_u32(&x, nhb);
     fasa__cl_arg_mem(&x, cl->qm);
@@ -296,9 +336,12 @@ static fasa_status tip_dispatch(fasa_exec *exec, const fasa_step *s, const cl_ch
     fasa__cl_arg_mem(&x, s->oracle || !c->has_dims ? cl->dummy : cl->tip_map);
     fasa__cl_arg_u64(&x, s->oracle ? 0 : (uint64_t)s->layer * c->shape.n_q_heads * c->u_pad);
     fasa__cl_arg_u32(&x, !s->oracle);
+    table_args(&x, s);
+    fasa__cl_arg_u32(&x, ch->t0);
+    fasa__cl_arg_u32(&x, ch->t0 + ch->nt);
     fasa_status st = args_done(c->ctx, &x, CLK_TIP);
     size_t per_wg = (size_t)t->wg_tip * t->tip_tpt;
-    size_t gws[2] = {(end - ch->t0 + per_wg - 1) / per_wg * t->wg_tip, (size_t)(gb - ga) * nhb};
+    size_t gws[2] = {(end - lo + per_wg - 1) / per_wg * t->wg_tip, (size_t)(gb - ga) * nhb};
     size_t lws[2] = {t->wg_tip, 1};
     return st == FASA_OK ? fasa__cl_launch(exec, CLK_TIP, x.k, 2, gws, lws) : st;
 }
@@ -452,9 +495,10 @@ static fasa_status reduce(fasa_exec *exec, const fasa_step *s, uint32_t n_parts)
 }
 
 /* Common leading arguments of fasa_dense and fasa_fac: K, V and where
- * their rows are (kv_view). */
-static void attn_head_args(cl_args *x, const fasa_kv_cache *c, const cl_view *w)
+ * their rows are (kv_view, with the block table of a paged step). */
+static void attn_head_args(cl_args *x, const fasa_step *s, const cl_view *w)
 {
+    const fasa_kv_cache *c = s->cache;
     fasa__cl_arg_mem(x, w->k);
     fasa__cl_arg_mem(x, w->v);
     fasa__cl_arg_u32(x, c->shape.head_dim);
@@ -463,6 +507,7 @@ static void attn_head_args(cl_args *x, const fasa_kv_cache *c, const cl_view *w)
     fasa__cl_arg_u32(x, w->ts);
     fasa__cl_arg_u32(x, w->hs);
     fasa__cl_arg_u32(x, w->vec8);
+    table_args(x, s);
 }
 
 /* What fac reads for chunk ch: the chunk (or its FASA-M source) or the
@@ -507,7 +552,7 @@ fasa_status fasa__cl_fac(fasa_exec *exec, const fasa_step *s)
         uint32_t t0, t_end;
         cl_view w = fac_view(c, s->layer, ch, &sel, &t0, &t_end);
         cl_args x = {kern(c, CLK_FAC), 0, CL_SUCCESS};
-        attn_head_args(&x, c, &w);
+        attn_head_args(&x, s, &w);
         fasa__cl_arg_u32(&x, t0);
         fasa__cl_arg_u32(&x, t_end);
         fasa__cl_arg_u32(&x, ch->g0);
@@ -559,7 +604,7 @@ fasa_status fasa__cl_dense(fasa_exec *exec, const fasa_step *s)
         cl_view w = c->ext ? external_view(c, s->layer)
                            : chunk_view(ch->k, ch->v, c->shape.head_dim, ch->nt, ch->g0, ch->t0);
         cl_args x = {kern(c, CLK_DENSE), 0, CL_SUCCESS};
-        attn_head_args(&x, c, &w);
+        attn_head_args(&x, s, &w);
         fasa__cl_arg_u32(&x, ch->g0);
         fasa__cl_arg_u32(&x, nhb);
         fasa__cl_arg_u32(&x, hb);

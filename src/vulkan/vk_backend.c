@@ -162,6 +162,17 @@ void fasa__vk_barrier_all(fasa_exec *e)
     e->vk->fn.vkCmdPipelineBarrier(e->cmd, stages, stages, 0, 1, &mb, 0, NULL, 0, NULL);
 }
 
+#define UPDATE_MAX 65536u /* bytes one vkCmdUpdateBuffer may write */
+
+void fasa__vk_update(fasa_exec *e, const vk_buf *b, VkDeviceSize offset, const void *src, VkDeviceSize size)
+{
+    const uint8_t *p = src;
+    for (VkDeviceSize at = 0; at < size; at += UPDATE_MAX) {
+        VkDeviceSize n = size - at < UPDATE_MAX ? size - at : UPDATE_MAX;
+        e->vk->fn.vkCmdUpdateBuffer(e->cmd, b->buffer, b->offset + offset + at, n, p + at);
+    }
+}
+
 void fasa__vk_dispatch(fasa_exec *e, vk_kernel k, int dtype, const void *push, uint32_t push_size,
                        uint32_t gx, uint32_t gy)
 {
@@ -221,6 +232,7 @@ const fasa_backend_ops fasa__vulkan_ops = {
     .exec_end = fasa__vk_exec_end,
     .append = fasa__vk_append,
     .sync = fasa__vk_sync,
+    .upload_table = fasa__vk_upload_table,
     .tip = fasa__vk_tip,
     .topk = fasa__vk_topk,
     .fac = fasa__vk_fac,

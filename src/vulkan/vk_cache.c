@@ -172,23 +172,13 @@ static fasa_status create_tables(fasa_kv_cache *c, vk_context *vk, vk_cache *vc)
 /* Initialisation commands                                                   */
 /* ------------------------------------------------------------------------ */
 
-#define UPDATE_MAX 65536u /* bytes per vkCmdUpdateBuffer */
-
-static void update_tables(fasa_exec *e, const vk_cache *vc)
-{
-    for (VkDeviceSize at = 0; at < vc->tables.size; at += UPDATE_MAX) {
-        VkDeviceSize n = vc->tables.size - at < UPDATE_MAX ? vc->tables.size - at : UPDATE_MAX;
-        e->vk->fn.vkCmdUpdateBuffer(e->cmd, vc->tables.buffer, vc->tables.offset + at, n, vc->init_tables + at);
-    }
-}
-
 /* Recorded once: done at record time in a host's command buffer (its data
  * is copied into it), once submitted in a standalone stream. */
 void fasa__vk_cache_init_record(fasa_exec *e, fasa_kv_cache *c)
 {
     vk_cache *vc = c->impl;
     if (!vc->init_pending) return;
-    if (vc->init_tables) update_tables(e, vc);
+    if (vc->init_tables) fasa__vk_update(e, &vc->tables, 0, vc->init_tables, vc->tables.size);
     fasa__vk_fetch_init_record(e, c);
     fasa__vk_barrier_all(e);
     if (!e->embedded) {

@@ -121,6 +121,29 @@ fasa_status fasa_vk_record_decode(fasa_kv_cache *cache, uint32_t layer, const fa
     return st;
 }
 
+fasa_status fasa_vk_record_decode_batch(fasa_context *ctx, uint32_t layer, const fasa_decode_desc *desc,
+                                        uint32_t n, const fasa_decode_item *items, VkCommandBuffer cmd)
+{
+    if (!ctx) return FASA_ERROR_INVALID_ARGUMENT;
+    fasa__lock(ctx);
+    fasa_step *steps = NULL;
+    fasa_status st = need_embedded(ctx, cmd, "fasa_vk_record_decode_batch");
+    if (st == FASA_OK && (n == 0 || n > FASA_MAX_BATCH || !items))
+        st = fasa__error(ctx, FASA_ERROR_INVALID_ARGUMENT,
+                         "fasa_vk_record_decode_batch: %s", !items ? "items is NULL" : "n must be 1 to 4096");
+    if (st == FASA_OK && !(steps = fasa__alloc(ctx, (size_t)n * sizeof *steps)))
+        st = fasa__error(ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "fasa_vk_record_decode_batch: out of host memory");
+    if (st == FASA_OK) st = fasa__batch_resolve(ctx, layer, desc, n, items, steps, "fasa_vk_record_decode_batch");
+    if (st == FASA_OK) {
+        struct fasa_exec exec = {.vk = fasa__vk(ctx), .ctx = ctx, .cmd = cmd, .embedded = true};
+        st = fasa__batch_record(&exec, steps, n);
+        st = fasa__vk_check(fasa__vk(ctx), st);
+    }
+    fasa__free(ctx, steps);
+    fasa__unlock(ctx);
+    return st;
+}
+
 fasa_status fasa_vk_record_append(fasa_kv_cache *cache, uint32_t layer, uint32_t n, VkCommandBuffer cmd,
                                   fasa_buffer *k, uint64_t k_offset, fasa_buffer *v, uint64_t v_offset,
                                   fasa_dtype src_dtype)

@@ -304,6 +304,10 @@ void fasa__vk_barrier(fasa_exec *e);       /* compute -> compute */
 void fasa__vk_barrier_all(fasa_exec *e);   /* compute|transfer -> compute|transfer */
 void fasa__vk_dispatch(fasa_exec *e, vk_kernel k, int dtype, const void *push, uint32_t push_size,
                        uint32_t gx, uint32_t gy);
+/* Host data into b at offset, in the command stream: vkCmdUpdateBuffer
+ * copies it into the command buffer at record time, so src may be reused at
+ * once (pieces of at most 64 KiB; offset and size multiples of 4). */
+void fasa__vk_update(fasa_exec *e, const vk_buf *b, VkDeviceSize offset, const void *src, VkDeviceSize size);
 
 /* vk_cache.c */
 /* Records a cache's pending initialisation (tables, row-cache state) and a
@@ -340,6 +344,8 @@ fasa_status fasa__vk_append(fasa_exec *exec, fasa_kv_cache *cache, uint32_t laye
                             uint32_t n, fasa_buffer *k, uint64_t k_offset, fasa_buffer *v,
                             uint64_t v_offset, fasa_dtype src_dtype);
 fasa_status fasa__vk_sync(fasa_exec *exec, fasa_kv_cache *cache, uint32_t layer, uint32_t first, uint32_t n);
+fasa_status fasa__vk_upload_table(fasa_exec *exec, fasa_kv_cache *cache, uint32_t first, uint32_t n,
+                                  const uint32_t *src);
 fasa_status fasa__vk_tip(fasa_exec *exec, const fasa_step *step);
 fasa_status fasa__vk_topk(fasa_exec *exec, const fasa_step *step);
 fasa_status fasa__vk_fac(fasa_exec *exec, const fasa_step *step);

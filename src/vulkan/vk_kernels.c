@@ -9,6 +9,7 @@
  * or, on the dense path: ... | dense | barrier | reduce | barrier | copy o. */
 #include "vk_internal.h"
 
+#include <stddef.h>
 #include <string.h>
 
 /* ------------------------------------------------------------------------ */
@@ -34,7 +35,8 @@ typedef struct push_tip {
     uint32_t width, kv_stride, kv_shift, sc_stride;
     uint32_t sc_shift, q_off, hist_off, flags;
     uint32_t d, u_pad, n_batches, ts;
-    uint32_t hs;
+    uint32_t hs, tshift;
+    uint64_t table;  /* paged (flags & 4): the step's block table, log2(block size) tshift */
 } push_tip;
 
 typedef struct push_attend {
@@ -45,6 +47,8 @@ typedef struct push_attend {
     float scale;
     uint32_t cps;
     uint32_t ts, hs;
+    uint64_t table;  /* paged (flags & 2): the step's block table, log2(block size) tshift */
+    uint32_t tshift, pad0;
 } push_attend;
 
 typedef struct push_convert {
@@ -64,6 +68,9 @@ _Static_assert(sizeof(push_tip) <= VK_PUSH_MAX, "push_tip");
 _Static_assert(sizeof(push_attend) <= VK_PUSH_MAX, "push_attend");
 _Static_assert(sizeof(push_reduce) <= VK_PUSH_MAX, "push_reduce");
 _Static_assert(sizeof(push_convert) <= VK_PUSH_MAX, "push_convert");
+/* the block-table fields sit where the shaders' push blocks put them */
+_Static_assert(offsetof(push_tip, table) == 104, "tip.comp pc.table");
+_Static_assert(offsetof(push_attend, table) == 88, "attend.glsl pc.table");
 
 static const vk_buf *vkbuf(const fasa_buffer *b) { return b->impl; }
 
@@ -140,6 +147,43 @@ fasa_status fasa__vk_sync(fasa_exec *e, fasa_kv_cache *c, uint32_t layer, uint32
     fasa__vk_dispatch(e, VK_K_SYNC, fasa__vk_dtype(c), &p, sizeof p, n < 65535 ? n : 65535, c->shape.n_kv_heads);
     fasa__vk_barrier_all(e);
     return FASA_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Block tables of paged caches                                              */
+/* ------------------------------------------------------------------------ */
+
+static void table_barrier(fasa_exec *e, VkPipelineStageFlags src, VkAccessFlags src_access,
+                          VkPipelineStageFlags dst, VkAccessFlags dst_access)
+{
+    VkMemoryBarrier mb = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER};
+    mb.srcAccessMask = src_access;
+    mb.dstAccessMask = dst_access;
+    e->vk->fn.vkCmdPipelineBarrier(e->cmd, src, dst, 0, 1, &mb, 0, NULL, 0, NULL);
+}
+
+/* Writes the step's block table into cache->tables at entry `first`.  The
+ * entries may have been read (and written) by steps recorded earlier (every
+ * public call starts its tables at entry 0, and a host may record several
+ * layers' steps into one command buffer), so the write waits for those; the
+ * barrier after it makes the table visible to the step's kernels. */
+fasa_status fasa__vk_upload_table(fasa_exec *e, fasa_kv_cache *c, uint32_t first, uint32_t n, const uint32_t *src)
+{
+    if (n == 0) return FASA_OK;
+    table_barrier(e, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+                  VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT);
+    fasa__vk_update(e, vkbuf(c->tables), (VkDeviceSize)first * 4, src, (VkDeviceSize)n * 4);
+    table_barrier(e, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
+                  VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT);
+    return FASA_OK;
+}
+
+/* Where a paged step's kernels find its block table (0 when not paged;
+ * the kernels then read row j for token j, exactly as before paging). */
+static uint64_t table_addr(const fasa_step *step)
+{
+    if (!step->paged) return 0;
+    return vkbuf(step->cache->tables)->addr + (uint64_t)step->table_offset * 4;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -231,7 +275,9 @@ fasa_status fasa__vk_tip(fasa_exec *e, const fasa_step *step)
     p.sc_shift = vc->scores.shift;
     p.q_off = vc->q_off;
     p.hist_off = vc->hist_off;
-    p.flags = (step->select == FASA_GQA_PER_GROUP ? 1u : 0u) | (step->oracle ? 2u : 0u);
+    p.flags = (step->select == FASA_GQA_PER_GROUP ? 1u : 0u) | (step->oracle ? 2u : 0u) | (step->paged ? 4u : 0u);
+    p.table = table_addr(step);
+    p.tshift = step->block_shift;
     p.d = c->shape.head_dim;
     p.u_pad = c->u_pad;
     p.n_batches = step->select == FASA_GQA_PER_GROUP ? 1 : (c->group + 7) / 8;
@@ -296,6 +342,9 @@ static push_attend attend_push(const fasa_step *step)
     p.max_n_fac = c->max_n_fac;
     p.maxs = VK_MAX_SPLITS;
     p.scale = step->scale;
+    p.flags = step->paged ? 2u : 0u;
+    p.table = table_addr(step);
+    p.tshift = step->block_shift;
     return p;
 }
 
@@ -303,9 +352,10 @@ fasa_status fasa__vk_fac(fasa_exec *e, const fasa_step *step)
 {
     push_attend p = attend_push(step);
     bool per_group = step->select == FASA_GQA_PER_GROUP;
-    p.flags = per_group ? 1u : 0u;
+    p.flags |= per_group ? 1u : 0u;
     vk_cache *vc = step->cache->impl;
-    if (vc->fm) { /* FASA-M: count (DIRECT) or stage (STAGED) the rows first */
+    if (vc->fm) { /* FASA-M: count (DIRECT) or stage (STAGED) the rows first
+                     (never paged: external caches are placement DEVICE) */
         vk_fac_source src = fasa__vk_fetch_record(e, step);
         if (step->prefetch) return FASA_OK; /* rows placed; no attention, no trailing barrier */
         p.k_tab = src.k_tab;

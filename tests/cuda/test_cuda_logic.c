@@ -13,7 +13,8 @@
  * data.  Also checked: the key equals fasa__score_key bit for bit, the
  * attention units cover each query head exactly once, and the split-K
  * plans cover every token with non-empty splits within the partial slots,
- * and the bf16 conversions of the kernels equal src/half.c's. */
+ * paged caches' token-to-row map equals fasa__row_of, and the bf16
+ * conversions of the kernels equal src/half.c's. */
 #include "../check.h"
 #include "fasa_cuda_logic.h"
 #include "internal.h"
@@ -369,6 +370,47 @@ static void check_row_at(void)
           "64-bit row offsets");
 }
 
+/* fasa_cu_token_row, where tip.cu and attn.cu map a sequence token of a
+ * paged or shared cache to its row: fasa__row_of (src/internal.h) bit for
+ * bit for every block size up to 2^12 over shuffled tables, a permutation of
+ * the pool's rows when the table is one of its blocks, and row j without a
+ * table (contiguous caches, whose kernels must not change). */
+static void check_token_row(void)
+{
+    enum { POOL = 4096 };
+    static uint32_t table[POOL], hit[POOL];
+    uint32_t bad = 0, bad_perm = 0;
+    for (uint32_t shift = 0; shift <= 12; shift++) {
+        uint32_t n_blocks = POOL >> shift;
+        for (uint32_t i = 0; i < n_blocks; i++) table[i] = i;
+        for (uint32_t i = n_blocks; i > 1; i--) { /* Fisher-Yates */
+            uint32_t j = next_u32() % i, t = table[i - 1];
+            table[i - 1] = table[j];
+            table[j] = t;
+        }
+        memset(hit, 0, sizeof hit);
+        for (uint32_t j = 0; j < POOL; j++) {
+            uint32_t r = fasa_cu_token_row(table, shift, j);
+            bad += r != fasa__row_of(table, shift, j);
+            if (r < POOL) hit[r]++;
+            else bad_perm++;
+        }
+        for (uint32_t r = 0; r < POOL; r++) bad_perm += hit[r] != 1;
+    }
+    CHECK(bad == 0, "%u tokens map to other rows than fasa__row_of", bad);
+    CHECK(bad_perm == 0, "%u rows of a full shuffled table are missed or hit twice", bad_perm);
+    /* large block indices keep all 32 bits */
+    uint32_t big[2] = {0x0fffffffu, 3u};
+    CHECK(fasa_cu_token_row(big, 4, 5) == 0xfffffff5u && fasa_cu_token_row(big, 4, 17) == 0x31u,
+          "block index shifted into the high bits");
+    bad = 0;
+    for (uint32_t i = 0; i < 100000; i++) {
+        uint32_t j = next_u32();
+        bad += fasa_cu_token_row(NULL, next_u32() % 13, j) != j;
+    }
+    CHECK(bad == 0, "%u tokens moved without a block table", bad);
+}
+
 /* The kernels' element types: the bf16 bit conversions they share with
  * the host (fasa_cuda_logic.h) equal src/half.c's for every fp32 pattern
  * (NaN included: quiet, sign and top payload kept) and every bf16 pattern,
@@ -401,6 +443,7 @@ int main(void)
 {
     check_elements();
     check_row_at();
+    check_token_row();
     check_keys();
     check_tip_nan();
     check_units();
