@@ -774,7 +774,9 @@ FASA_API fasa_status fasa_decode_host(fasa_kv_cache *cache, uint32_t layer,
  * settings (mode, n_fac, n_sink, n_recent, gqa_select, q/o types, flags)
  * apply to every item and desc->sequence must be NULL.  Every item is
  * validated before anything runs (a failure names items[i] and the field);
- * each item's o is bit for bit what fasa_decode of that item alone writes.
+ * each item's o is bit for bit what fasa_decode of that item alone writes
+ * (on a GPU, with L above one top-k tile, the order in which a row's tokens
+ * are summed may vary from run to run, batched or not: docs/API.md).
  * Items writing overlapping o ranges are rejected. */
 typedef struct fasa_decode_item {
     fasa_kv_cache *cache;

@@ -79,7 +79,12 @@
  *  - allocate is called only from inside fasa_context_create (libfasa's
  *    8 MiB staging buffer), fasa_kv_cache_create and fasa_buffer_create, on
  *    the calling thread, with the context locked; free from the matching
- *    destroy call (or a failing create).  Record calls never allocate.
+ *    destroy call (or a failing create).  Record calls allocate only on a
+ *    paged cache's first use or growth: its block-table buffer (any record
+ *    of a paged step) and its batch buffers (fasa_vk_record_decode_batch),
+ *    which grow geometrically, are kept until fasa_kv_cache_destroy and
+ *    count against the budget; a batch that cannot get them records its
+ *    items one by one instead.
  *  - A VMA host, for example (the VmaAllocator in user):
  *
  *      static VkResult vma_allocate(void *user, const fasa_vk_memory_request *r,
@@ -172,7 +177,8 @@
  *  - Every recorded call uses the cache's own scratch memory: command
  *    buffers holding work of one cache must execute in recording order on
  *    one queue, never concurrently (use semaphores across queues).
- *  - Record calls never submit, wait or allocate.  The recorded command
+ *  - Record calls never submit or wait (allocation: see "Device memory";
+ *    the first batch of a dtype also builds its batch pipelines).  The recorded command
  *    buffer references the cache: keep the cache (and wrapped buffers) alive
  *    until it has completed.
  *  - Recorded appends advance the cache length at record time: a decode
@@ -314,11 +320,14 @@ FASA_API fasa_status fasa_vk_record_decode(fasa_kv_cache *cache, uint32_t layer,
                                            fasa_buffer *q, uint64_t q_offset, fasa_buffer *o,
                                            uint64_t o_offset);
 
-/* Records a batch (fasa_decode_batch's arguments) into cmd: every item's
- * step in item order, each as fasa_vk_record_decode would record it; a
- * paged cache's block tables are written with vkCmdUpdateBuffer in the
- * command buffer (the host arrays may be reused when the call returns).
- * Nothing is recorded when the call fails. */
+/* Records a batch (fasa_decode_batch's arguments) into cmd.  Items of one
+ * cache and one path are recorded together, one dispatch per kernel stage
+ * with the item in the grid (an item alone on its cache and path is
+ * recorded as fasa_vk_record_decode would); each item's o is bit for bit
+ * what its single step writes.  Block tables, the per-item records and the
+ * q/o copies are written in the command buffer (vkCmdUpdateBuffer, copies),
+ * so the host arrays may be reused when the call returns.  Nothing is
+ * recorded when the call fails. */
 FASA_API fasa_status fasa_vk_record_decode_batch(fasa_context *ctx, uint32_t layer,
                                                  const fasa_decode_desc *desc, uint32_t n,
                                                  const fasa_decode_item *items, VkCommandBuffer cmd);

@@ -210,18 +210,21 @@ void fasa_dense(__global const store_t *kbuf, __global const store_t *vbuf, uint
  * through the block table (kv_view) after that test.
  * Per-head selection: dim 1 = h - g_lo * G (one head per work-group);
  * per-group: dim 1 = (g - g_lo) * nhb + head batch. */
-__kernel __attribute__((reqd_work_group_size(WG_ATTN, 1, 1)))
-void fasa_fac(__global const store_t *kbuf, __global const store_t *vbuf, uint d, long k_base,
-              long v_base, uint ts, uint hs, uint vec8, __global const uint *tab, ulong tab_off, uint shift,
-              uint paged, uint t0, uint t_end, uint g_lo, uint nhb, uint hb_size,
-              __global const float *q, ulong q_off, uint G, uint per_group,
-              __global const int *sel, uint sel_stride, uint n_fac, uint split_len,
-              __global float *part, uint pmax, uint part_base, float scale)
+#define ATT_LOCALS                                                                                         \
+    __local float ql[ATT_QL];                                                                              \
+    __local float s_l[ATT_HB * WG_ATTN], red[ATT_HB * WG_ATTN];                                           \
+    __local int tok_l[WG_ATTN];                                                                            \
+    __local float mrun[ATT_HB], redv[ATT_REDV]
+
+static inline void fac_body(__global const store_t *kbuf, __global const store_t *vbuf, uint d, long k_base,
+                            long v_base, uint ts, uint hs, uint vec8, __global const uint *tab, ulong tab_off,
+                            uint shift, uint paged, uint t0, uint t_end, uint g_lo, uint nhb, uint hb_size,
+                            __global const float *q, ulong q_off, uint G, uint per_group,
+                            __global const int *sel, uint sel_stride, uint n_fac, uint split_len,
+                            __global float *part, uint pmax, uint part_base, float scale, __local float *ql,
+                            __local float *s_l, __local float *red, __local int *tok_l, __local float *mrun,
+                            __local float *redv)
 {
-    __local float ql[ATT_QL];
-    __local float s_l[ATT_HB * WG_ATTN], red[ATT_HB * WG_ATTN];
-    __local int tok_l[WG_ATTN];
-    __local float mrun[ATT_HB], redv[ATT_REDV];
     uint s = get_group_id(0), u = get_group_id(1);
     uint g, h0, nh, r;
     if (per_group) {
@@ -244,14 +247,43 @@ void fasa_fac(__global const store_t *kbuf, __global const store_t *vbuf, uint d
            head_stride, ql, s_l, red, tok_l, mrun, redv);
 }
 
+__kernel __attribute__((reqd_work_group_size(WG_ATTN, 1, 1)))
+void fasa_fac(__global const store_t *kbuf, __global const store_t *vbuf, uint d, long k_base,
+              long v_base, uint ts, uint hs, uint vec8, __global const uint *tab, ulong tab_off, uint shift,
+              uint paged, uint t0, uint t_end, uint g_lo, uint nhb, uint hb_size,
+              __global const float *q, ulong q_off, uint G, uint per_group,
+              __global const int *sel, uint sel_stride, uint n_fac, uint split_len,
+              __global float *part, uint pmax, uint part_base, float scale)
+{
+    ATT_LOCALS;
+    fac_body(kbuf, vbuf, d, k_base, v_base, ts, hs, vec8, tab, tab_off, shift, paged, t0, t_end, g_lo, nhb, hb_size, q,
+             q_off, G, per_group, sel, sel_stride, n_fac, split_len, part, pmax, part_base, scale, ql, s_l, red, tok_l,
+             mrun, redv);
+}
+
+/* Batch (item = dim 2): the item's q (element BP_QR of q), block table,
+ * selection and partials (pmax = the step's n_parts slots per head, one
+ * storage chunk: part_base 0); the split is the same for every item. */
+__kernel __attribute__((reqd_work_group_size(WG_ATTN, 1, 1)))
+void fasa_fac_b(__global const store_t *kbuf, __global const store_t *vbuf, uint d, long k_base,
+                long v_base, uint ts, uint hs, uint vec8, __global const uint *tab, uint shift, uint paged,
+                uint t0, uint t_end, uint g_lo, uint nhb, uint hb_size, __global const float *q, uint G,
+                uint per_group, uint sel_stride, uint n_fac, uint split_len, uint pmax, float scale,
+                __global uint *bs, __global const uint *prm, uint item0)
+{
+    ATT_LOCALS;
+    __global const uint *p = bp_item(prm, item0);
+    fac_body(kbuf, vbuf, d, k_base, v_base, ts, hs, vec8, tab, bp_u64(p, BP_TAB), shift, paged, t0, t_end, g_lo, nhb,
+             hb_size, q, bp_u64(p, BP_QR), G, per_group, (__global const int *)(bs + p[BP_SEL]), sel_stride, n_fac,
+             split_len, (__global float *)(bs + p[BP_PART]), pmax, 0u, scale, ql, s_l, red, tok_l, mrun, redv);
+}
+
 /* o[h] from the n_parts partials of head h (one work-group per head), in
  * the io type o_type (fasa_io_type: 0 fp32, 1 fp16, 2 bf16; 16-bit ones
  * rounded to nearest even); o_off counts elements of that type. */
-__kernel __attribute__((reqd_work_group_size(WG_RED, 1, 1)))
-void fasa_attn_reduce(__global const float *part, uint pmax, uint n_parts, uint d,
-                      __global float *o, ulong o_off, uint o_type)
+static inline void reduce_body(__global const float *part, uint pmax, uint n_parts, uint d,
+                               __global float *o, ulong o_off, uint o_type, __local float *wl)
 {
-    __local float wl[RED_PMAX];
     uint h = get_group_id(0), lid = get_local_id(0);
     __global const float *base = part + (size_t)h * pmax * (d + 2);
     float m = NEG_START;
@@ -270,4 +302,22 @@ void fasa_attn_reduce(__global const float *part, uint pmax, uint n_parts, uint 
         else if (o_type == 1u) vstore_half_rte(x, at, (__global half *)o);
         else ((__global ushort *)o)[at] = f2b(x);
     }
+}
+
+__kernel __attribute__((reqd_work_group_size(WG_RED, 1, 1)))
+void fasa_attn_reduce(__global const float *part, uint pmax, uint n_parts, uint d,
+                      __global float *o, ulong o_off, uint o_type)
+{
+    __local float wl[RED_PMAX];
+    reduce_body(part, pmax, n_parts, d, o, o_off, o_type, wl);
+}
+
+/* Batch (item = dim 2): the item's partials into its o (element BP_O). */
+__kernel __attribute__((reqd_work_group_size(WG_RED, 1, 1)))
+void fasa_attn_reduce_b(uint pmax, uint n_parts, uint d, __global float *o, uint o_type, __global uint *bs,
+                        __global const uint *prm, uint item0)
+{
+    __local float wl[RED_PMAX];
+    __global const uint *p = bp_item(prm, item0);
+    reduce_body((__global const float *)(bs + p[BP_PART]), pmax, n_parts, d, o, bp_u64(p, BP_O), o_type, wl);
 }

@@ -233,3 +233,38 @@ static inline uint score_key(float f)
         (rn) = 0u;                                                                     \
         (rb) = RUN_NONE;                                                               \
     } while (0)
+
+/* ---- batched decode: per-item parameters (src/opencl/cl_batch.c) -------- */
+
+/* The batch kernels (*_b) serve every item of a batch in one launch, the
+ * item in dim 2 of the grid.  What differs per item comes from BP_WORDS
+ * uints of the parameter buffer (the same enum as cl_batch.c): its length,
+ * q/o offsets, block table offset and the word offsets of its regions in
+ * the batch scratch bs.  Each *_b kernel runs the single kernel's body
+ * with those values, so an item's o is bit for bit a single step's. */
+#define BP_L 0        /* tokens of the item's sequence */
+#define BP_NCAND 1    /* top-k window length L - n_sink - n_recent */
+#define BP_TE 2       /* top-k output tile */
+#define BP_NTILES 3   /* tiles per row (row stride of the tile counts) */
+#define BP_LCAP 4     /* candidate list capacity */
+#define BP_QS 5       /* 2 words: element offset of a 16-bit q (fasa_widen_b's source) */
+#define BP_QR 7       /* 2 words: fp32 element offset q is read from */
+#define BP_O 9        /* 2 words: element offset of o */
+#define BP_TAB 11     /* 2 words: entry offset of the block table */
+#define BP_SCORES 13  /* word offsets in bs: scores [rows][L] */
+#define BP_HIST 14    /* [rows][256] */
+#define BP_STATE 15   /* [rows][ST_WORDS] */
+#define BP_LISTS 16   /* [rows][2][lcap] */
+#define BP_TILES 17   /* [rows][ntiles][2] */
+#define BP_SEL 18     /* [rows][sel_stride] */
+#define BP_PART 19    /* [Hq][n_parts][d + 2] */
+#define BP_QM 20      /* [Hq][width] */
+#define BP_QF 21      /* [Hq][d] */
+#define BP_WORDS 22
+
+static inline __global const uint *bp_item(__global const uint *prm, uint item0)
+{
+    return prm + (size_t)(item0 + get_group_id(2)) * BP_WORDS;
+}
+
+static inline ulong bp_u64(__global const uint *p, uint i) { return (ulong)p[i] | ((ulong)p[i + 1] << 32); }

@@ -21,10 +21,20 @@ __kernel void fasa_widen(__global const uchar *src, ulong off, uint n, uint type
     if (i < n) dst[i] = ld_any(src, off + i, type);
 }
 
+/* fasa_widen for every item of a batch (dim 2): item p's q from element
+ * BP_QS of src into its qf region of the batch scratch bs. */
+__kernel void fasa_widen_b(__global const uchar *src, uint n, uint type, __global uint *bs,
+                           __global const uint *prm, uint item0)
+{
+    __global const uint *p = bp_item(prm, item0);
+    uint i = get_global_id(0);
+    if (i < n) ((__global float *)(bs + p[BP_QF]))[i] = ld_any(src, bp_u64(p, BP_QS) + i, type);
+}
+
 /* qm[h][s] for s < width: the masked (or, for the oracle, plain) query. */
-__kernel void fasa_tip_prep(__global const float *q, ulong q_off, uint d, uint width, uint oracle,
-                            __global const short *tip_map, ulong map_off, uint u_pad,
-                            __global float *qm)
+static inline void tip_prep_body(__global const float *q, ulong q_off, uint d, uint width, uint oracle,
+                                 __global const short *tip_map, ulong map_off, uint u_pad,
+                                 __global float *qm)
 {
     uint s = get_global_id(0), h = get_global_id(1);
     if (s >= width) return;
@@ -37,6 +47,24 @@ __kernel void fasa_tip_prep(__global const float *q, ulong q_off, uint d, uint w
         v = m >= 0 ? qh[m] : 0.0f;
     }
     qm[(size_t)h * width + s] = v;
+}
+
+__kernel void fasa_tip_prep(__global const float *q, ulong q_off, uint d, uint width, uint oracle,
+                            __global const short *tip_map, ulong map_off, uint u_pad,
+                            __global float *qm)
+{
+    tip_prep_body(q, q_off, d, width, oracle, tip_map, map_off, u_pad, qm);
+}
+
+/* Batch: q from element BP_QR of q (the caller's buffer, or bs itself
+ * after fasa_widen_b), qm into the item's region. */
+__kernel void fasa_tip_prep_b(__global const float *q, uint d, uint width, uint oracle,
+                              __global const short *tip_map, ulong map_off, uint u_pad,
+                              __global uint *bs, __global const uint *prm, uint item0)
+{
+    __global const uint *p = bp_item(prm, item0);
+    tip_prep_body(q, bp_u64(p, BP_QR), d, width, oracle, tip_map, map_off, u_pad,
+                  (__global float *)(bs + p[BP_QM]));
 }
 
 /*
@@ -89,16 +117,14 @@ static inline bool tip_row(__global const uint *tab, uint shift, uint paged, uin
     return *r >= row_lo && *r < row_hi;
 }
 
-__kernel __attribute__((reqd_work_group_size(WG_TIP, 1, 1)))
-void fasa_tip(__global const store_t *rows, uint width, long base, uint ts, uint hs, uint vec8,
-              uint tok_lo, uint n_tok, uint g_lo, uint nhb, __global const float *qm, uint G,
-              uint per_group, __global float *scores, uint cap, uint sg0,
-              __global uint *hist, uint do_hist, uint lo, uint hi,
-              __global const short *tip_map, ulong map_off, uint own_check,
-              __global const uint *tab, ulong tab_off, uint shift, uint paged, uint row_lo, uint row_hi)
+static inline void tip_body(__global const store_t *rows, uint width, long base, uint ts, uint hs, uint vec8,
+                            uint tok_lo, uint n_tok, uint g_lo, uint nhb, __global const float *qm, uint G,
+                            uint per_group, __global float *scores, uint cap, uint sg0,
+                            __global uint *hist, uint do_hist, uint lo, uint hi,
+                            __global const short *tip_map, ulong map_off, uint own_check,
+                            __global const uint *tab, ulong tab_off, uint shift, uint paged, uint row_lo,
+                            uint row_hi, __local float *ql, __local uint *lh)
 {
-    __local float ql[TIP_HB * 512];
-    __local uint lh[TIP_HB * 256];
     uint lid = get_local_id(0);
     uint g = g_lo + get_group_id(1) / nhb;
     uint hb_first = per_group ? 0u : get_group_id(1) % nhb;
@@ -175,4 +201,40 @@ void fasa_tip(__global const store_t *rows, uint width, long base, uint ts, uint
         uint c = lh[i];
         if (c) atomic_add(&hist[(size_t)(row0 + i / 256u) * 256u + (i & 255u)], c);
     }
+}
+
+__kernel __attribute__((reqd_work_group_size(WG_TIP, 1, 1)))
+void fasa_tip(__global const store_t *rows, uint width, long base, uint ts, uint hs, uint vec8,
+              uint tok_lo, uint n_tok, uint g_lo, uint nhb, __global const float *qm, uint G,
+              uint per_group, __global float *scores, uint cap, uint sg0,
+              __global uint *hist, uint do_hist, uint lo, uint hi,
+              __global const short *tip_map, ulong map_off, uint own_check,
+              __global const uint *tab, ulong tab_off, uint shift, uint paged, uint row_lo, uint row_hi)
+{
+    __local float ql[TIP_HB * 512];
+    __local uint lh[TIP_HB * 256];
+    tip_body(rows, width, base, ts, hs, vec8, tok_lo, n_tok, g_lo, nhb, qm, G, per_group, scores, cap, sg0, hist,
+             do_hist, lo, hi, tip_map, map_off, own_check, tab, tab_off, shift, paged, row_lo, row_hi, ql, lh);
+}
+
+/* Batch (item = dim 2): tokens [0, L) of the item's sequence, its qm, its
+ * score rows (row stride L, one scratch block: sg0 = 0), its histogram and
+ * block table; the candidate window is [n_sink, L - n_recent).  The grid is
+ * sized for the longest item: a group past the item's tokens returns. */
+__kernel __attribute__((reqd_work_group_size(WG_TIP, 1, 1)))
+void fasa_tip_b(__global const store_t *rows, uint width, long base, uint ts, uint hs, uint vec8,
+                uint g_lo, uint nhb, uint G, uint per_group, uint do_hist, uint n_sink, uint n_recent,
+                __global const short *tip_map, ulong map_off, uint own_check,
+                __global const uint *tab, uint shift, uint paged, uint row_lo, uint row_hi,
+                __global uint *bs, __global const uint *prm, uint item0)
+{
+    __local float ql[TIP_HB * 512];
+    __local uint lh[TIP_HB * 256];
+    __global const uint *p = bp_item(prm, item0);
+    uint L = p[BP_L];
+    if (get_group_id(0) * (WG_TIP * TIP_TPT) >= L) return;
+    tip_body(rows, width, base, ts, hs, vec8, 0u, L, g_lo, nhb, (__global const float *)(bs + p[BP_QM]), G,
+             per_group, (__global float *)(bs + p[BP_SCORES]), L, 0u, bs + p[BP_HIST], do_hist, n_sink,
+             L - n_recent, tip_map, map_off, own_check, tab, bp_u64(p, BP_TAB), shift, paged, row_lo, row_hi, ql,
+             lh);
 }

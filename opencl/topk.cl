@@ -28,9 +28,8 @@
  * with nothing to do return at once.
  */
 
-__kernel __attribute__((reqd_work_group_size(WG_TOPK, 1, 1)))
-void fasa_topk_init(__global uint *state, __global uint *hist, __global int *sel, uint sel_stride,
-                    uint row_base, uint k, uint n_sink, uint n_recent, uint L)
+static inline void topk_init_body(__global uint *state, __global uint *hist, __global int *sel, uint sel_stride,
+                                  uint row_base, uint k, uint n_sink, uint n_recent, uint L)
 {
     uint r = get_group_id(0), lid = get_local_id(0);
     for (uint b = lid; b < 256u; b += WG_TOPK) hist[(size_t)r * 256u + b] = 0u;
@@ -39,6 +38,23 @@ void fasa_topk_init(__global uint *state, __global uint *hist, __global int *sel
     __global int *out = sel + (size_t)(row_base + r) * sel_stride;
     for (uint i = lid; i < n_sink + n_recent; i += WG_TOPK)
         out[i] = (int)(i < n_sink ? i : L - n_recent + (i - n_sink));
+}
+
+__kernel __attribute__((reqd_work_group_size(WG_TOPK, 1, 1)))
+void fasa_topk_init(__global uint *state, __global uint *hist, __global int *sel, uint sel_stride,
+                    uint row_base, uint k, uint n_sink, uint n_recent, uint L)
+{
+    topk_init_body(state, hist, sel, sel_stride, row_base, k, n_sink, n_recent, L);
+}
+
+/* Batch (item = dim 2): the item's state, histograms and selection rows. */
+__kernel __attribute__((reqd_work_group_size(WG_TOPK, 1, 1)))
+void fasa_topk_init_b(uint sel_stride, uint k, uint n_sink, uint n_recent, __global uint *bs,
+                      __global const uint *prm, uint item0)
+{
+    __global const uint *p = bp_item(prm, item0);
+    topk_init_body(bs + p[BP_STATE], bs + p[BP_HIST], (__global int *)(bs + p[BP_SEL]), sel_stride, 0u, k, n_sink,
+                   n_recent, p[BP_L]);
 }
 
 /* Exclusive prefix sum of one uint per work-item over the work-group
@@ -65,14 +81,11 @@ static inline uint pass_key(__global const float *row, __global const uint *sl, 
     return sl ? sl[i] : score_key(row[i]);
 }
 
-__kernel __attribute__((reqd_work_group_size(WG_TOPK, 1, 1)))
-void fasa_topk_pass(__global const float *scores, uint cap, uint lo, uint n_cand,
-                    __global uint *state, __global uint *hist, __global uint *lists,
-                    uint list_cap, uint shift)
+static inline void topk_pass_body(__global const float *scores, uint cap, uint lo, uint n_cand,
+                                  __global uint *state, __global uint *hist, __global uint *lists,
+                                  uint list_cap, uint shift, __local uint *lh, __local uint *sa, __local uint *sb,
+                                  __local uint *lbase, __local uint *lk)
 {
-    __local uint lh[256];
-    __local uint sa[WG_TOPK], sb[WG_TOPK];
-    __local uint lbase;
     uint r = get_group_id(1), lid = get_local_id(0);
     __global uint *st = state + (size_t)r * ST_WORDS;
     if (st[ST_DONE]) return;
@@ -89,8 +102,7 @@ void fasa_topk_pass(__global const float *scores, uint cap, uint lo, uint n_cand
     uint mine = 0u;
 #if WG_TOPK == 1
     /* one work-item (CPU runtimes): plain increments, a loop per source, the
-     * matching keys staged in local memory (read once) */
-    __local uint lk[TOPK_TILE];
+     * matching keys staged in local memory lk[TOPK_TILE] (read once) */
     if (sl) {
         for (uint i = 0; i < tn; i++) {
             uint key = sl[i];
@@ -130,9 +142,9 @@ void fasa_topk_pass(__global const float *scores, uint cap, uint lo, uint n_cand
     /* compaction in work-item order: each item writes its matching keys at
      * its exclusive prefix, the group reserves its range with one atomic */
     uint total = 0, off = wg_excl_scan(mine, sa, sb, &total);
-    if (lid == 0) lbase = atomic_add(&st[ST_DST_N], total);
+    if (lid == 0) *lbase = atomic_add(&st[ST_DST_N], total);
     barrier(CLK_LOCAL_MEM_FENCE);
-    __global uint *dl = lists + ((size_t)r * 2u + (dst - 1u)) * list_cap + lbase + off;
+    __global uint *dl = lists + ((size_t)r * 2u + (dst - 1u)) * list_cap + *lbase + off;
     uint w = 0;
     if (sl) {
         for (uint i = lid; i < tn; i += WG_TOPK) {
@@ -147,15 +159,40 @@ void fasa_topk_pass(__global const float *scores, uint cap, uint lo, uint n_cand
     }
 }
 
+#if WG_TOPK == 1
+#define TOPK_PASS_LOCALS __local uint lh[256], sa[WG_TOPK], sb[WG_TOPK], lbase, lk[TOPK_TILE]
+#else
+#define TOPK_PASS_LOCALS __local uint lh[256], sa[WG_TOPK], sb[WG_TOPK], lbase, lk[1]
+#endif
+
+__kernel __attribute__((reqd_work_group_size(WG_TOPK, 1, 1)))
+void fasa_topk_pass(__global const float *scores, uint cap, uint lo, uint n_cand,
+                    __global uint *state, __global uint *hist, __global uint *lists,
+                    uint list_cap, uint shift)
+{
+    TOPK_PASS_LOCALS;
+    topk_pass_body(scores, cap, lo, n_cand, state, hist, lists, list_cap, shift, lh, sa, sb, &lbase, lk);
+}
+
+/* Batch (item = dim 2): the item's window, state and lists; groups past
+ * its window return in the body (the grid is sized for the longest). */
+__kernel __attribute__((reqd_work_group_size(WG_TOPK, 1, 1)))
+void fasa_topk_pass_b(uint lo, uint shift, __global uint *bs, __global const uint *prm, uint item0)
+{
+    TOPK_PASS_LOCALS;
+    __global const uint *p = bp_item(prm, item0);
+    topk_pass_body((__global const float *)(bs + p[BP_SCORES]), p[BP_L], lo, p[BP_NCAND], bs + p[BP_STATE],
+                   bs + p[BP_HIST], bs + p[BP_LISTS], p[BP_LCAP], shift, lh, sa, sb, &lbase, lk);
+}
+
 /* One work-group per row: finds the bin of the digit at `shift` that holds
  * the need-th largest matching key, fixes it in the prefix, clears the
  * histogram for the next pass and decides where the next pass reads from
  * and whether it compacts (only if the survivors fit in a list and a later
  * pass will read them). */
-__kernel __attribute__((reqd_work_group_size(WG_TOPK, 1, 1)))
-void fasa_topk_scan(__global uint *state, __global uint *hist, uint shift, uint list_cap)
+static inline void topk_scan_body(__global uint *state, __global uint *hist, uint shift, uint list_cap,
+                                  __local uint *lh, __local uint *sa, __local uint *sb)
 {
-    __local uint lh[256], sa[256], sb[256];
     uint r = get_group_id(0), lid = get_local_id(0);
     __global uint *st = state + (size_t)r * ST_WORDS;
     if (st[ST_DONE]) return;
@@ -199,13 +236,29 @@ void fasa_topk_scan(__global uint *state, __global uint *hist, uint shift, uint 
     }
 }
 
+__kernel __attribute__((reqd_work_group_size(WG_TOPK, 1, 1)))
+void fasa_topk_scan(__global uint *state, __global uint *hist, uint shift, uint list_cap)
+{
+    __local uint lh[256], sa[256], sb[256];
+    topk_scan_body(state, hist, shift, list_cap, lh, sa, sb);
+}
+
+__kernel __attribute__((reqd_work_group_size(WG_TOPK, 1, 1)))
+void fasa_topk_scan_b(uint shift, __global uint *bs, __global const uint *prm, uint item0)
+{
+    __local uint lh[256], sa[256], sb[256];
+    __global const uint *p = bp_item(prm, item0);
+    topk_scan_body(bs + p[BP_STATE], bs + p[BP_HIST], shift, p[BP_LCAP], lh, sa, sb);
+}
+
 /* Per tile of te window positions: how many keys rank above the threshold
  * (key & mask > prefix) and how many equal it. */
-__kernel __attribute__((reqd_work_group_size(WG_TOPK, 1, 1)))
-void fasa_topk_count(__global const float *scores, uint cap, uint lo, uint n_cand,
-                     __global const uint *state, __global uint *tiles, uint max_tiles, uint te)
+static inline void topk_count_body(__global const float *scores, uint cap, uint lo, uint n_cand,
+                                   __global const uint *state, __global uint *tiles, uint max_tiles, uint te,
+                                   __local uint *cg_, __local uint *ce_)
 {
-    __local uint cg, ce;
+#define cg (*cg_)
+#define ce (*ce_)
     uint r = get_group_id(1), t = get_group_id(0), lid = get_local_id(0);
     __global const uint *st = state + (size_t)r * ST_WORDS;
     uint prefix = st[ST_PREFIX], mask = st[ST_MASK];
@@ -226,17 +279,38 @@ void fasa_topk_count(__global const float *scores, uint cap, uint lo, uint n_can
         tiles[((size_t)r * max_tiles + t) * 2u] = cg;
         tiles[((size_t)r * max_tiles + t) * 2u + 1u] = ce;
     }
+#undef cg
+#undef ce
+}
+
+__kernel __attribute__((reqd_work_group_size(WG_TOPK, 1, 1)))
+void fasa_topk_count(__global const float *scores, uint cap, uint lo, uint n_cand,
+                     __global const uint *state, __global uint *tiles, uint max_tiles, uint te)
+{
+    __local uint cg, ce;
+    topk_count_body(scores, cap, lo, n_cand, state, tiles, max_tiles, te, &cg, &ce);
+}
+
+/* Batch (item = dim 2): tiles past the item's window return at once. */
+__kernel __attribute__((reqd_work_group_size(WG_TOPK, 1, 1)))
+void fasa_topk_count_b(uint lo, __global uint *bs, __global const uint *prm, uint item0)
+{
+    __local uint cg, ce;
+    __global const uint *p = bp_item(prm, item0);
+    if (get_group_id(0) * p[BP_TE] >= p[BP_NCAND]) return;
+    topk_count_body((__global const float *)(bs + p[BP_SCORES]), p[BP_L], lo, p[BP_NCAND], bs + p[BP_STATE],
+                    bs + p[BP_TILES], p[BP_NTILES], p[BP_TE], &cg, &ce);
 }
 
 /* Index-ordered output: a selected window position i gets the slot
  * (keys > tau before i) + min(keys == tau before i, need). */
-__kernel __attribute__((reqd_work_group_size(WG_TOPK, 1, 1)))
-void fasa_topk_emit(__global const float *scores, uint cap, uint lo, uint n_cand,
-                    __global const uint *state, __global const uint *tiles, uint max_tiles,
-                    uint te, __global int *sel, uint sel_stride, uint row_base, uint n_forced)
+static inline void topk_emit_body(__global const float *scores, uint cap, uint lo, uint n_cand,
+                                  __global const uint *state, __global const uint *tiles, uint max_tiles,
+                                  uint te, __global int *sel, uint sel_stride, uint row_base, uint n_forced,
+                                  __local uint *pg_, __local uint *pe_, __local uint2 *sa, __local uint2 *sb)
 {
-    __local uint pg, pe;
-    __local uint2 sa[WG_TOPK], sb[WG_TOPK];
+#define pg (*pg_)
+#define pe (*pe_)
     uint r = get_group_id(1), t = get_group_id(0), lid = get_local_id(0);
     __global const uint *st = state + (size_t)r * ST_WORDS;
     __global const uint *tc = tiles + (size_t)r * max_tiles * 2u;
@@ -302,4 +376,31 @@ void fasa_topk_emit(__global const float *scores, uint cap, uint lo, uint n_cand
             }
         }
     }
+}
+#undef pg
+#undef pe
+
+__kernel __attribute__((reqd_work_group_size(WG_TOPK, 1, 1)))
+void fasa_topk_emit(__global const float *scores, uint cap, uint lo, uint n_cand,
+                    __global const uint *state, __global const uint *tiles, uint max_tiles,
+                    uint te, __global int *sel, uint sel_stride, uint row_base, uint n_forced)
+{
+    __local uint pg, pe;
+    __local uint2 sa[WG_TOPK], sb[WG_TOPK];
+    topk_emit_body(scores, cap, lo, n_cand, state, tiles, max_tiles, te, sel, sel_stride, row_base, n_forced, &pg,
+                   &pe, sa, sb);
+}
+
+/* Batch (item = dim 2): tiles past the item's window return at once. */
+__kernel __attribute__((reqd_work_group_size(WG_TOPK, 1, 1)))
+void fasa_topk_emit_b(uint lo, uint sel_stride, uint n_forced, __global uint *bs, __global const uint *prm,
+                      uint item0)
+{
+    __local uint pg, pe;
+    __local uint2 sa[WG_TOPK], sb[WG_TOPK];
+    __global const uint *p = bp_item(prm, item0);
+    if (get_group_id(0) * p[BP_TE] >= p[BP_NCAND]) return;
+    topk_emit_body((__global const float *)(bs + p[BP_SCORES]), p[BP_L], lo, p[BP_NCAND], bs + p[BP_STATE],
+                   bs + p[BP_TILES], p[BP_NTILES], p[BP_TE], (__global int *)(bs + p[BP_SEL]), sel_stride, 0u,
+                   n_forced, &pg, &pe, sa, sb);
 }

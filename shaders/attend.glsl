@@ -31,17 +31,32 @@ layout(constant_id = 3) const bool EXT_KV = false; /* K and V are an engine's (e
 #endif
 #define S (512u / uint(NHV)) /* tokens per split */
 
-layout(push_constant) uniform Push {
-    uvec2 k_tab, v_tab, scratch;
-    uint q_off, part_off, sel_off, kv_stride;
-    uint kv_shift, d, G, flags;        /* flags: 1 = per-group selection rows, 2 = paged */
-    uint count, n_batches, max_n_fac, maxs;
-    float scale;
-    uint cps;                           /* chunks of S tokens per split */
-    uint ts, hs;                        /* EXT_KV: k_tab/v_tab are the rows' base, strides in words */
-    uvec2 table;                        /* paged: the sequence's block table, */
-    uint tshift;                        /* log2(block size) */
-} pc;
+/* flags: 1 = per-group selection rows, 2 = paged; cps: chunks of S tokens
+ * per split; EXT_KV: k_tab/v_tab are the rows' base, ts/hs the strides in
+ * words; paged: the sequence's block table at `table`, log2(block size)
+ * tshift. */
+#define PARAMS                                                                                     \
+    uvec2 k_tab, v_tab, scratch;                                                                   \
+    uint q_off, part_off, sel_off, kv_stride;                                                      \
+    uint kv_shift, d, G, flags;                                                                    \
+    uint count, n_batches, max_n_fac, maxs;                                                        \
+    float scale;                                                                                   \
+    uint cps;                                                                                      \
+    uint ts, hs;                                                                                   \
+    uvec2 table;                                                                                   \
+    uint tshift;
+#if GATHER
+#define BATCH_ITEM()                                                                               \
+    pc.scratch = item_addr(pc.scratch, bpc.item_words);                                            \
+    pc.table = addr_add(pc.table, item_word(ITEM_TABLE));
+#else /* dense: the item's tokens and splits */
+#define BATCH_ITEM()                                                                               \
+    pc.scratch = item_addr(pc.scratch, bpc.item_words);                                            \
+    pc.table = addr_add(pc.table, item_word(ITEM_TABLE));                                          \
+    pc.count = item_word(ITEM_L);                                                                  \
+    pc.cps = item_word(ITEM_CPS);
+#endif
+#include "params.glsl"
 
 #define WG gl_WorkGroupSize.x
 #if STORAGE_16
@@ -256,6 +271,10 @@ void write_summed(uint lid, uint nrep, uint Q, bool in_sweep, uint split)
 
 void main()
 {
+    LOAD_PARAMS();
+#if BATCH && !GATHER
+    if (gl_WorkGroupID.x >= item_word(ITEM_SPLITS)) return; /* past this item's splits */
+#endif
     uint lid = gl_LocalInvocationID.x;
     uint split = gl_WorkGroupID.x, r = gl_WorkGroupID.y / pc.n_batches, batch = gl_WorkGroupID.y % pc.n_batches;
 #if GATHER

@@ -12,13 +12,15 @@
 
 layout(local_size_x_id = 0) in;
 
-layout(push_constant) uniform Push {
-    uvec2 scratch;
+#define PARAMS                                                                                     \
+    uvec2 scratch;                                                                                 \
     uint src, dst, n_words, mode;
-} pc;
+#define BATCH_ITEM() pc.scratch = item_addr(pc.scratch, bpc.item_words);
+#include "params.glsl"
 
 void main()
 {
+    LOAD_PARAMS();
     uint w = gl_GlobalInvocationID.x;
     if (w >= pc.n_words) return;
     Words s = Words(pc.scratch);

@@ -9,17 +9,21 @@
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint MAXS = 256; /* splits per head */
 
-layout(push_constant) uniform Push {
-    uvec2 scratch;
-    uint part_off, o_off, d, n_splits;
+#define PARAMS                                                                                     \
+    uvec2 scratch;                                                                                 \
+    uint part_off, o_off, d, n_splits;                                                             \
     uint maxs, pad0;
-} pc;
+#define BATCH_ITEM()                                                                               \
+    pc.scratch = item_addr(pc.scratch, bpc.item_words);                                            \
+    pc.n_splits = item_word(ITEM_SPLITS);
+#include "params.glsl"
 
 shared float sw[MAXS];
 shared float sl;
 
 void main()
 {
+    LOAD_PARAMS();
     uint h = gl_WorkGroupID.x, lid = gl_LocalInvocationID.x;
     Floats f = Floats(pc.scratch);
     uint base = pc.part_off + h * pc.maxs * (pc.d + 2u);

@@ -24,19 +24,26 @@ layout(local_size_x_id = 0) in;
 layout(constant_id = 2) const uint QMAX = 4096; /* floats of q in shared memory */
 layout(constant_id = 3) const bool EXT_KV = false; /* oracle rows from an engine's K (ext_row) */
 
-layout(push_constant) uniform Push {
-    uvec2 rows_tab;  /* K_dom (or K for the oracle) chunk table of the layer */
-    uvec2 sc_tab;    /* score chunk table */
-    uvec2 scratch;   /* q at q_off, histograms at hist_off (digit 0) */
-    uvec2 map;       /* [Hq][u_pad] q dim feeding each union slot, or -1 */
-    uint L, lo, hi, G;
-    uint width, kv_stride, kv_shift, sc_stride;
-    uint sc_shift, q_off, hist_off, flags; /* flags: 1 per group, 2 oracle, 4 paged */
-    uint d, u_pad, n_batches, ts;
-    uint hs;         /* EXT_KV: rows_tab is K's base, ts/hs its strides in words */
-    uint tshift;     /* paged: log2(block size) of the block table at `table` */
+/* rows_tab: K_dom (or K for the oracle) chunk table of the layer; sc_tab: the
+ * score chunk table; scratch: q at q_off, histograms at hist_off (digit 0);
+ * map: [Hq][u_pad] q dim feeding each union slot, or -1; flags: 1 per group,
+ * 2 oracle, 4 paged; EXT_KV: rows_tab is K's base, ts/hs its strides in
+ * words; paged: the step's block table at `table`, log2(block size) tshift. */
+#define PARAMS                                                                                     \
+    uvec2 rows_tab, sc_tab, scratch, map;                                                          \
+    uint L, lo, hi, G;                                                                             \
+    uint width, kv_stride, kv_shift, sc_stride;                                                    \
+    uint sc_shift, q_off, hist_off, flags;                                                         \
+    uint d, u_pad, n_batches, ts;                                                                  \
+    uint hs, tshift;                                                                               \
     uvec2 table;
-} pc;
+#define BATCH_ITEM()                                                                               \
+    pc.scratch = item_addr(pc.scratch, bpc.item_words);                                            \
+    pc.sc_tab = item_addr(pc.sc_tab, 2u);                                                          \
+    pc.table = addr_add(pc.table, item_word(ITEM_TABLE));                                          \
+    pc.hi = item_word(ITEM_L) - (pc.L - pc.hi);                                                    \
+    pc.L = item_word(ITEM_L);
+#include "params.glsl"
 
 shared vec4 qt[QMAX / 4u];
 shared uint shist[8u * 256u];
@@ -177,6 +184,10 @@ void store_score(uint r, uint j, float s, uint slot)
 
 void main()
 {
+    LOAD_PARAMS();
+#if BATCH
+    if (gl_WorkGroupID.x * gl_WorkGroupSize.x * TPT >= pc.L) return; /* past this item's tokens */
+#endif
     bool per_group = (pc.flags & 1u) != 0u;
     uint batch = gl_WorkGroupID.y % pc.n_batches;
     g_ = gl_WorkGroupID.y / pc.n_batches;

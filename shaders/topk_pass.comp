@@ -21,13 +21,18 @@ layout(local_size_x_id = 0) in;
 #define EPT 16u
 #include "wg_scan.glsl"
 
-layout(push_constant) uniform Push {
-    uvec2 sc_tab, cand_tab, scratch;
-    uint sc_stride, sc_shift, lo, hi;
-    uint tile0, mode, cmp_shift, hist_off;
-    uint state_off, tcnt_off, ttie_off, sel_off;
+#define PARAMS                                                                                     \
+    uvec2 sc_tab, cand_tab, scratch;                                                               \
+    uint sc_stride, sc_shift, lo, hi;                                                              \
+    uint tile0, mode, cmp_shift, hist_off;                                                         \
+    uint state_off, tcnt_off, ttie_off, sel_off;                                                   \
     uint n_tiles, max_n_fac, n_forced, pad0;
-} pc;
+#define BATCH_ITEM()                                                                               \
+    pc.scratch = item_addr(pc.scratch, bpc.item_words);                                            \
+    pc.sc_tab = item_addr(pc.sc_tab, 2u);                                                          \
+    pc.cand_tab = item_addr(pc.cand_tab, 2u);                                                      \
+    pc.hi = item_word(ITEM_L) - (pc.n_forced - pc.lo);
+#include "params.glsl"
 
 shared uint shist[256];
 shared uint sh_base;
@@ -45,6 +50,10 @@ uint tie_prefix(uint r, uint tile)
 
 void main()
 {
+    LOAD_PARAMS();
+#if BATCH
+    if (pc.tile0 + gl_WorkGroupID.x > (pc.hi - 1u) / (gl_WorkGroupSize.x * EPT)) return; /* past this item's tiles */
+#endif
     uint lid = gl_LocalInvocationID.x;
     uint tile = pc.tile0 + gl_WorkGroupID.x, r = gl_WorkGroupID.y;
     uint T = gl_WorkGroupSize.x * EPT;

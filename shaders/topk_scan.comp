@@ -15,20 +15,24 @@
 
 layout(local_size_x = 64) in;
 
-layout(push_constant) uniform Push {
-    uvec2 scratch;
-    uint hist_off;   /* histogram of this digit: [rows][256] */
-    uint state_off;  /* [rows][8] */
-    uint sel_off;    /* [rows][max_n_fac] */
-    uint digit;      /* 0..3 */
-    uint k;          /* top-k size after the forced tokens */
-    uint n_sink, n_recent, L, max_n_fac;
-} pc;
+/* hist_off: histogram of this digit, [rows][256]; state_off: [rows][8];
+ * sel_off: [rows][max_n_fac]; digit 0..3; k: top-k size after the forced
+ * tokens */
+#define PARAMS                                                                                     \
+    uvec2 scratch;                                                                                 \
+    uint hist_off, state_off, sel_off, digit;                                                      \
+    uint k, n_sink, n_recent, L;                                                                   \
+    uint max_n_fac, pad0;
+#define BATCH_ITEM()                                                                               \
+    pc.scratch = item_addr(pc.scratch, bpc.item_words);                                            \
+    pc.L = item_word(ITEM_L);
+#include "params.glsl"
 
 shared uint seg[16];
 
 void main()
 {
+    LOAD_PARAMS();
     uint r = gl_WorkGroupID.x, lid = gl_LocalInvocationID.x;
     Words s = Words(pc.scratch);
     uint st = pc.state_off + r * 8u, h = pc.hist_off + r * 256u;

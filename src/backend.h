@@ -95,6 +95,13 @@ struct fasa_backend_ops {
      * The host array may be reused once the call returns. */
     fasa_status (*upload_table)(fasa_exec *exec, fasa_kv_cache *cache, uint32_t first, uint32_t n,
                                 const uint32_t *src);
+    /* Optional: records the n resolved steps of a batch (all of one layer,
+     * in item order; each step's cache, sequence, path, q and o may differ)
+     * with fewer dispatches than n single steps, e.g. one dispatch per
+     * kernel for every run of steps that share a cache and a path.  Every
+     * step's o must be bit for bit what fasa__step_record of it alone
+     * writes.  NULL: the core records the steps one after another. */
+    fasa_status (*record_batch)(fasa_exec *exec, const fasa_step *steps, uint32_t n);
     fasa_status (*tip)(fasa_exec *exec, const fasa_step *step);
     fasa_status (*topk)(fasa_exec *exec, const fasa_step *step);
     fasa_status (*fac)(fasa_exec *exec, const fasa_step *step);

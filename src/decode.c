@@ -256,6 +256,8 @@ fasa_status fasa__batch_resolve(fasa_context *ctx, uint32_t layer, const fasa_de
 
 fasa_status fasa__batch_record(fasa_exec *exec, const fasa_step *steps, uint32_t n)
 {
+    const fasa_backend_ops *ops = steps[0].cache->ctx->ops;
+    if (ops->record_batch && n > 1) return ops->record_batch(exec, steps, n);
     fasa_status st = FASA_OK;
     for (uint32_t i = 0; i < n && st == FASA_OK; i++) st = fasa__step_record(exec, &steps[i]);
     return st;

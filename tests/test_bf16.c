@@ -22,8 +22,7 @@
  *
  * Usage: test_bf16 [cpu|vulkan|opencl|cuda]  (77 when the backend has no
  * device).  Vulkan runs with the validation layer where installed. */
-#include "check.h"
-#include "fasa.h"
+#include "api_test.h"
 #include "ref64.h"
 
 #include <float.h>
@@ -37,19 +36,6 @@
 #define L 300
 #define NFAC 32
 #define NQ (HQ * D)
-
-static fasa_backend backend = FASA_BACKEND_CPU;
-static unsigned n_validation;
-
-static void count_validation(void *user, fasa_log_level level, const char *msg)
-{
-    (void)user;
-    (void)level;
-    if (strstr(msg, "vulkan validation")) {
-        n_validation++;
-        fprintf(stderr, "%s\n", msg);
-    }
-}
 
 static const fasa_model_shape shape = {2, HQ, HKV, D, FASA_ROPE_NORM};
 
@@ -357,7 +343,7 @@ static void compare_runs(const char *what, const run_out *a, const run_out *b, u
 static void test_same_as_f32(fasa_context *ctx, const fasa_calibration *cal)
 {
     /* Vulkan's 16-bit loops multiply-add element pairs in another order than its fp32 loops */
-    bool bitwise = backend != FASA_BACKEND_VULKAN;
+    bool bitwise = api_backend != FASA_BACKEND_VULKAN;
     static double q[NQ], k[L * HKV * D], v[L * HKV * D];
     static float qf[NQ], kf[L * HKV * D], vf[L * HKV * D];
     static uint16_t k16[L * HKV * D], v16[L * HKV * D];
@@ -444,23 +430,9 @@ static void test_io(fasa_context *ctx, const fasa_calibration *cal)
 
 int main(int argc, char **argv)
 {
-    if (argc > 1 && fasa_backend_from_name(argv[1], &backend) != FASA_OK) {
-        fprintf(stderr, "usage: test_bf16 [cpu|vulkan|opencl|cuda]\n");
-        return 2;
-    }
-    char msg[512] = "";
-    fasa_context_desc cd = {.backend = backend, .n_threads = 2, .error_message = msg, .error_message_size = sizeof msg,
-                            .logger = {count_validation, NULL, FASA_LOG_WARN}};
     fasa_context *ctx = NULL;
-    if (backend == FASA_BACKEND_VULKAN) {
-        cd.flags = FASA_CONTEXT_ENABLE_VALIDATION; /* where the layer is installed */
-        if (fasa_context_create(&cd, &ctx) != FASA_OK) printf("note: no Vulkan validation layer: %s\n", msg);
-        cd.flags = 0;
-    }
-    if (!ctx && fasa_context_create(&cd, &ctx) != FASA_OK) {
-        printf("skip: backend %s unavailable: %s\n", fasa_backend_name(backend), msg);
-        return 77;
-    }
+    int status = api_test_open(argc, argv, "test_bf16", &ctx);
+    if (status) return status;
     fasa_calibration *cal = make_calibration(ctx);
     test_bad_inputs(ctx, cal);
     test_nonfinite(ctx, cal);
@@ -468,7 +440,5 @@ int main(int argc, char **argv)
     test_same_as_f32(ctx, cal);
     test_io(ctx, cal);
     fasa_calibration_destroy(cal);
-    fasa_context_destroy(ctx);
-    CHECK(n_validation == 0, "%u validation messages", n_validation);
-    return check_done(fasa_backend_name(backend));
+    return api_test_close(ctx);
 }

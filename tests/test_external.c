@@ -13,8 +13,7 @@
  *
  * Usage: test_external [cpu|vulkan|opencl|cuda]  (77 when the backend has
  * no device).  Vulkan runs with the validation layer where installed. */
-#include "check.h"
-#include "fasa.h"
+#include "api_test.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -26,19 +25,6 @@
 #define D 8
 #define CAP 40
 #define NFAC 8
-
-static fasa_backend backend = FASA_BACKEND_CPU;
-static unsigned n_validation;
-
-static void count_validation(void *user, fasa_log_level level, const char *msg)
-{
-    (void)user;
-    (void)level;
-    if (strstr(msg, "vulkan validation")) {
-        n_validation++;
-        fprintf(stderr, "%s\n", msg);
-    }
-}
 
 static const fasa_model_shape shape = {NL, HQ, HKV, D, FASA_ROPE_NORM};
 
@@ -359,23 +345,10 @@ static void test_no_calibration(fasa_context *ctx)
 
 int main(int argc, char **argv)
 {
-    if (argc > 1 && fasa_backend_from_name(argv[1], &backend) != FASA_OK) {
-        fprintf(stderr, "usage: test_external [cpu|vulkan|opencl|cuda]\n");
-        return 2;
-    }
-    char msg[512] = "";
-    fasa_context_desc cd = {.backend = backend, .n_threads = 2, .error_message = msg, .error_message_size = sizeof msg,
-                            .logger = {count_validation, NULL, FASA_LOG_WARN}};
-    fasa_context *ctx = NULL, *other = NULL;
-    if (backend == FASA_BACKEND_VULKAN) {
-        cd.flags = FASA_CONTEXT_ENABLE_VALIDATION; /* where the layer is installed */
-        if (fasa_context_create(&cd, &ctx) != FASA_OK) printf("note: no Vulkan validation layer: %s\n", msg);
-        cd.flags = 0;
-    }
-    if (!ctx && fasa_context_create(&cd, &ctx) != FASA_OK) {
-        printf("skip: backend %s unavailable: %s\n", fasa_backend_name(backend), msg);
-        return 77;
-    }
+    fasa_context *ctx = NULL;
+    fasa_context *other = NULL;
+    int status = api_test_open(argc, argv, "test_external", &ctx);
+    if (status) return status;
     fasa_context_desc od = {.backend = FASA_BACKEND_CPU, .n_threads = 1};
     CHECK_STATUS(NULL, fasa_context_create(&od, &other), FASA_OK);
     fasa_calibration *cal = make_calibration(ctx);
@@ -385,7 +358,5 @@ int main(int argc, char **argv)
     test_no_calibration(ctx);
     fasa_calibration_destroy(cal);
     fasa_context_destroy(other);
-    fasa_context_destroy(ctx);
-    CHECK(n_validation == 0, "%u validation messages", n_validation);
-    return check_done(fasa_backend_name(backend));
+    return api_test_close(ctx);
 }

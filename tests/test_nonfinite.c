@@ -15,25 +15,11 @@
  *
  * Usage: test_nonfinite [backend]   (default cpu; exits 77 when the backend
  * has no device).  Vulkan runs with the validation layer where installed. */
-#include "check.h"
-#include "fasa.h"
+#include "api_test.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-static fasa_backend backend = FASA_BACKEND_CPU;
-static unsigned n_validation;
-
-static void count_validation(void *user, fasa_log_level level, const char *msg)
-{
-    (void)user;
-    (void)level;
-    if (strstr(msg, "vulkan validation")) {
-        n_validation++;
-        fprintf(stderr, "%s\n", msg);
-    }
-}
 
 static bool same_float(float a, float b)
 {
@@ -396,7 +382,7 @@ static void test_finite_as_before(fasa_context *ctx, fasa_dtype dtype)
     for (int i = 0; i < B_HQ * B_D; i++) q[i] = rng_unit();
     static big_out a, b;
     big_cache bc;
-    if (backend == FASA_BACKEND_CPU) {
+    if (api_backend == FASA_BACKEND_CPU) {
         const uint32_t n_tip = 4;
         uint16_t dims[B_HQ * 8];
         big_dims(dims, n_tip);
@@ -443,11 +429,11 @@ static void test_finite_as_before(fasa_context *ctx, fasa_dtype dtype)
                 uint32_t bad = 0;
                 for (uint32_t r = 0; r < a.info.n_rows; r++)
                     for (uint32_t t = 0; t < B_L; t++) bad += memcmp(&a.scores[r][t], &b.scores[r][t], 4) != 0;
-                CHECK(bad == 0, "%s %s %s: %u TIP scores differ from the oracle kernel's", fasa_backend_name(backend),
+                CHECK(bad == 0, "%s %s %s: %u TIP scores differ from the oracle kernel's", fasa_backend_name(api_backend),
                       dtype_str(dtype), s ? "per group" : "per head", bad);
                 CHECK(memcmp(a.sel, b.sel, (size_t)a.info.n_rows * sizeof a.sel[0]) == 0 &&
                           memcmp(a.o, b.o, sizeof a.o) == 0,
-                      "%s %s: selections or outputs differ from the oracle's", fasa_backend_name(backend),
+                      "%s %s: selections or outputs differ from the oracle's", fasa_backend_name(api_backend),
                       dtype_str(dtype));
             }
             big_destroy(&bc);
@@ -554,23 +540,9 @@ done:
 
 int main(int argc, char **argv)
 {
-    if (argc > 1 && fasa_backend_from_name(argv[1], &backend) != FASA_OK) {
-        fprintf(stderr, "usage: test_nonfinite [cpu|vulkan|opencl|cuda]\n");
-        return 2;
-    }
-    char msg[512] = "";
-    fasa_context_desc cd = {.backend = backend, .n_threads = 2, .error_message = msg, .error_message_size = sizeof msg,
-                            .logger = {count_validation, NULL, FASA_LOG_WARN}};
     fasa_context *ctx = NULL;
-    if (backend == FASA_BACKEND_VULKAN) {
-        cd.flags = FASA_CONTEXT_ENABLE_VALIDATION; /* where the layer is installed */
-        if (fasa_context_create(&cd, &ctx) != FASA_OK) printf("note: no Vulkan validation layer: %s\n", msg);
-        cd.flags = 0;
-    }
-    if (!ctx && fasa_context_create(&cd, &ctx) != FASA_OK) {
-        printf("skip: backend %s unavailable: %s\n", fasa_backend_name(backend), msg);
-        return 77;
-    }
+    int status = api_test_open(argc, argv, "test_nonfinite", &ctx);
+    if (status) return status;
     test_own_dims_small(ctx);
     for (int dt = 0; dt < 2; dt++) {
         fasa_dtype dtype = dt ? FASA_DTYPE_F32 : FASA_DTYPE_F16;
@@ -579,7 +551,5 @@ int main(int argc, char **argv)
         test_finite_as_before(ctx, dtype);
     }
     test_append_overflow(ctx);
-    fasa_context_destroy(ctx);
-    CHECK(n_validation == 0, "%u validation messages", n_validation);
-    return check_done(fasa_backend_name(backend));
+    return api_test_close(ctx);
 }

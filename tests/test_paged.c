@@ -20,8 +20,7 @@
  *
  * Usage: test_paged [cpu|vulkan|opencl|cuda]  (77 when the backend has no
  * device).  Vulkan runs with the validation layer where installed. */
-#include "check.h"
-#include "fasa.h"
+#include "api_test.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -34,19 +33,6 @@
 #define POOL 64                 /* rows of each pool */
 #define NFAC 8
 #define QN (HQ * D)
-
-static fasa_backend backend = FASA_BACKEND_CPU;
-static unsigned n_validation;
-
-static void count_validation(void *user, fasa_log_level level, const char *msg)
-{
-    (void)user;
-    (void)level;
-    if (strstr(msg, "vulkan validation")) {
-        n_validation++;
-        fprintf(stderr, "%s\n", msg);
-    }
-}
 
 static const fasa_model_shape shape = {1, HQ, HKV, D, FASA_ROPE_NORM};
 
@@ -483,30 +469,14 @@ static void test_rules(fasa_context *ctx, const fasa_calibration *cal)
 
 int main(int argc, char **argv)
 {
-    if (argc > 1 && fasa_backend_from_name(argv[1], &backend) != FASA_OK) {
-        fprintf(stderr, "usage: test_paged [cpu|vulkan|opencl|cuda]\n");
-        return 2;
-    }
-    char msg[512] = "";
-    fasa_context_desc cd = {.backend = backend, .n_threads = 2, .error_message = msg, .error_message_size = sizeof msg,
-                            .logger = {count_validation, NULL, FASA_LOG_WARN}};
     fasa_context *ctx = NULL;
-    if (backend == FASA_BACKEND_VULKAN) {
-        cd.flags = FASA_CONTEXT_ENABLE_VALIDATION; /* where the layer is installed */
-        if (fasa_context_create(&cd, &ctx) != FASA_OK) printf("note: no Vulkan validation layer: %s\n", msg);
-        cd.flags = 0;
-    }
-    if (!ctx && fasa_context_create(&cd, &ctx) != FASA_OK) {
-        printf("skip: backend %s unavailable: %s\n", fasa_backend_name(backend), msg);
-        return 77;
-    }
+    int status = api_test_open(argc, argv, "test_paged", &ctx);
+    if (status) return status;
     fasa_calibration *cal = make_calibration(ctx);
     test_rules(ctx, cal);
     test_blocks(ctx, cal);
     test_cells(ctx, cal);
     test_batch(ctx, cal);
     fasa_calibration_destroy(cal);
-    fasa_context_destroy(ctx);
-    CHECK(n_validation == 0, "%u validation messages", n_validation);
-    return check_done(fasa_backend_name(backend));
+    return api_test_close(ctx);
 }

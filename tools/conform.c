@@ -354,8 +354,7 @@ static bool make_data(const conform_case *c, const conform_data *given, case_dat
     return true;
 }
 
-static bool fail(conform_result *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static bool fail(conform_result *r, const char *fmt, ...)
+bool conform__fail(conform_result *r, const char *fmt, ...)
 {
     if (r->pass) {
         va_list ap;
@@ -453,7 +452,7 @@ static fasa_status run_library(fasa_context *ctx, const conform_case *c, case_da
     if (st == FASA_OK) st = fasa_decode_host(cache, layer, &dd, cd->q, cd->o_buf + GUARD, out);
     r->seconds = cli_now() - t0;
     if (st == FASA_OK && (c->q_type || c->o_type)) st = decode_io(ctx, cache, layer, &dd, c, cd);
-    if (st != FASA_OK) fail(r, "library call failed: %s: %s", fasa_status_string(st), fasa_context_last_error(ctx));
+    if (st != FASA_OK) conform__fail(r, "library call failed: %s: %s", fasa_status_string(st), fasa_context_last_error(ctx));
     fasa_kv_cache_destroy(cache);
     conform_ext_destroy(engine);
     fasa_calibration_destroy(cal);
@@ -465,15 +464,15 @@ static void check_guards(const conform_case *c, const case_data *cd, conform_res
     size_t nq = (size_t)c->hq * c->d, n_rows = rows_of(c);
     for (size_t i = 0; i < GUARD; i++) {
         if (!is_poison(cd->o_buf[i]) || !is_poison(cd->o_buf[GUARD + nq + i]))
-            fail(r, "output guard overwritten (element %zu of a guard)", i);
+            conform__fail(r, "output guard overwritten (element %zu of a guard)", i);
         if (!is_poison(cd->score_buf[i]) || !is_poison(cd->score_buf[GUARD + n_rows * c->L + i]))
-            fail(r, "scores guard overwritten");
+            conform__fail(r, "scores guard overwritten");
         if (cd->sel_buf[i] != POISON_INDEX || cd->sel_buf[GUARD + n_rows * c->n_fac + i] != POISON_INDEX)
-            fail(r, "selection guard overwritten");
+            conform__fail(r, "selection guard overwritten");
     }
     for (size_t i = 0; i < nq; i++)
         if (!isfinite(cd->o_buf[GUARD + i])) {
-            fail(r, "o[%zu] is not finite (never written or NaN)", i);
+            conform__fail(r, "o[%zu] is not finite (never written or NaN)", i);
             break;
         }
 }
@@ -486,7 +485,7 @@ static void check_scores(const ref_step *rs, const float *got, const double *wan
         double err = fabs((double)got[i] - want[i]), rel = err / (mag[i] > 1e-30 ? mag[i] : 1e-30);
         if (rel > r->score_err) r->score_err = rel;
         if (!(rel <= CONFORM_SCORE_REL)) {
-            fail(r, "score row %zu token %zu: got %.9g, fp64 %.9g (err %.3g of sum|qk| %.3g)",
+            conform__fail(r, "score row %zu token %zu: got %.9g, fp64 %.9g (err %.3g of sum|qk| %.3g)",
                  i / rs->L, i % rs->L, (double)got[i], want[i], err, mag[i]);
             return;
         }
@@ -505,8 +504,8 @@ static void check_selection(const ref_step *rs, const int32_t *got, const int32_
         memset(in_got, 0, L);
         memset(in_want, 0, L);
         for (uint32_t i = 0; i < k && r->pass; i++) {
-            if (g[i] < 0 || (uint32_t)g[i] >= L) fail(r, "row %u entry %u: index %d out of range", row, i, g[i]);
-            else if (in_got[g[i]]++) fail(r, "row %u: index %d selected twice", row, g[i]);
+            if (g[i] < 0 || (uint32_t)g[i] >= L) conform__fail(r, "row %u entry %u: index %d out of range", row, i, g[i]);
+            else if (in_got[g[i]]++) conform__fail(r, "row %u: index %d selected twice", row, g[i]);
             in_want[w[i]] = 1;
         }
         if (!r->pass) break;
@@ -528,9 +527,9 @@ static void check_selection(const ref_step *rs, const int32_t *got, const int32_
              * fp32 rounding can; exact fp64 ties must follow the lowest-index rule */
             double band = exact ? 0.0 : CONFORM_TIE_REL * (mag[(size_t)row * L + j] + tau_mag);
             if (s == tau && !forced)
-                fail(r, "row %u: token %u breaks a tie at score %.9g against the lowest-index rule", row, j, s);
+                conform__fail(r, "row %u: token %u breaks a tie at score %.9g against the lowest-index rule", row, j, s);
             else if (forced || !(fabs(s - tau) <= band))
-                fail(r, "row %u: token %u %s (fp64 score %.9g, threshold %.9g)", row, j,
+                conform__fail(r, "row %u: token %u %s (fp64 score %.9g, threshold %.9g)", row, j,
                      in_got[j] ? "selected but not in the reference set" : "missing from the selection",
                      s, tau);
             else r->near_ties++;
@@ -550,21 +549,21 @@ static void check_io_output(const conform_case *c, const ref_step *rs, const int
     size_t n = (size_t)c->hq * c->d, ob = n * io_size(c->o_type);
     for (size_t i = 0; i < IO_GUARD; i++)
         if (cd->o_io[i] != IO_POISON || cd->o_io[IO_GUARD + ob + i] != IO_POISON) {
-            fail(r, "io decode: a guard byte around o was overwritten");
+            conform__fail(r, "io decode: a guard byte around o was overwritten");
             return;
         }
     const uint8_t *o = cd->o_io + IO_GUARD;
     for (size_t i = 0; i < n; i++) {
         float want = (float)io_value(cd->o_buf[GUARD + i], c->o_type), got = (float)io_load(o, i, c->o_type);
         if (memcmp(&want, &got, 4) != 0) {
-            fail(r, "io decode: o[%zu] = %.9g, but the fp32 decode's %.9g rounds to %.9g", i, (double)got,
+            conform__fail(r, "io decode: o[%zu] = %.9g, but the fp32 decode's %.9g rounds to %.9g", i, (double)got,
                  (double)cd->o_buf[GUARD + i], (double)want);
             return;
         }
     }
     double *want = malloc(n * sizeof(double)), num = 0, den = 0;
     if (!want) {
-        fail(r, "out of host memory");
+        conform__fail(r, "out of host memory");
         return;
     }
     ref_attend(rs, sel, rs->n_fac, want);
@@ -576,7 +575,7 @@ static void check_io_output(const conform_case *c, const ref_step *rs, const int
     double nmse = r->io_nmse = den > 0 ? num / den : num;
     double bound = c->o_type == FASA_IO_BF16 ? CONFORM_NMSE_BF16_OUT : c->o_type == FASA_IO_F16 ? CONFORM_NMSE_F16_OUT
                                                                                              : CONFORM_NMSE_MAX;
-    if (!(nmse <= bound)) fail(r, "io decode: %s o NMSE %.3g above %.3g", io_name(c->o_type), nmse, bound);
+    if (!(nmse <= bound)) conform__fail(r, "io decode: %s o NMSE %.3g above %.3g", io_name(c->o_type), nmse, bound);
     free(want);
 }
 
@@ -592,7 +591,7 @@ static void check_output(const ref_step *rs, const int32_t *sel, const float *o,
         if (fabs(e) > r->max_abs_err) r->max_abs_err = fabs(e);
     }
     r->nmse = den > 0 ? num / den : num;
-    if (!(r->nmse <= CONFORM_NMSE_MAX)) fail(r, "output NMSE %.3g above %.0e", r->nmse, CONFORM_NMSE_MAX);
+    if (!(r->nmse <= CONFORM_NMSE_MAX)) conform__fail(r, "output NMSE %.3g above %.0e", r->nmse, CONFORM_NMSE_MAX);
     free(want);
 }
 
@@ -626,7 +625,7 @@ static void compare(const conform_case *c, case_data *cd, const fasa_decode_outp
     bool dense = c->mode == FASA_MODE_DENSE || c->on_dense_layer || c->L <= c->n_fac;
     r->path = out->path;
     if (out->path != (dense ? FASA_PATH_DENSE : FASA_PATH_SPARSE))
-        fail(r, "took the %s path, expected %s", conform_path_name(out->path), dense ? "dense" : "sparse");
+        conform__fail(r, "took the %s path, expected %s", conform_path_name(out->path), dense ? "dense" : "sparse");
     check_guards(c, cd, r);
     ref_step rs = {c->hq, c->hkv, c->d, c->L, cd->qd, cd->kd, cd->vd,
                    c->mode == FASA_MODE_ORACLE ? NULL : cd->dims, c->n_tip,
@@ -635,7 +634,7 @@ static void compare(const conform_case *c, case_data *cd, const fasa_decode_outp
     if (dense) {
         /* the selection outputs must stay untouched on the dense path */
         if (cd->sel_buf[GUARD] != POISON_INDEX || !is_poison(cd->score_buf[GUARD]))
-            fail(r, "the dense path wrote the selection or score outputs");
+            conform__fail(r, "the dense path wrote the selection or score outputs");
         rs.n_fac = c->L;
         check_output(&rs, NULL, cd->o_buf + GUARD, r);
         if (r->pass && cd->o_io) check_io_output(c, &rs, NULL, cd, r);
@@ -684,21 +683,21 @@ static void check_same_as_owned(fasa_context *ctx, const conform_case *c, const 
     bool made = make_data(&owned, data, &od);
     fasa_decode_outputs out = {.selected = od.sel_buf + GUARD, .selected_stride = c->n_fac,
                                .scores = od.score_buf + GUARD, .scores_stride = c->L};
-    if (!made) fail(r, "out of host memory for the owned-cache run");
-    else if (run_library(ctx, &owned, &od, &out, &orr) != FASA_OK) fail(r, "owned-cache run: %s", orr.why);
+    if (!made) conform__fail(r, "out of host memory for the owned-cache run");
+    else if (run_library(ctx, &owned, &od, &out, &orr) != FASA_OK) conform__fail(r, "owned-cache run: %s", orr.why);
     size_t rows = rows_of(c), n_o = (size_t)c->hq * c->d;
     if (r->pass && memcmp(od.o_buf, cd->o_buf, (n_o + 2 * GUARD) * sizeof(float)) != 0)
-        fail(r, "o differs from the owned cache's (same data, same backend)");
+        conform__fail(r, "o differs from the owned cache's (same data, same backend)");
     if (r->pass && memcmp(od.score_buf, cd->score_buf, (rows * c->L + 2 * GUARD) * sizeof(float)) != 0)
-        fail(r, "TIP scores differ from the owned cache's");
+        conform__fail(r, "TIP scores differ from the owned cache's");
     if (r->pass && cd->o_io &&
         (!od.o_io || memcmp(od.o_io, cd->o_io, 2 * IO_GUARD + n_o * io_size(c->o_type)) != 0))
-        fail(r, "the io decode's o differs from the owned cache's");
+        conform__fail(r, "the io decode's o differs from the owned cache's");
     if (r->pass && out.path == FASA_PATH_SPARSE) {
         sort_rows(od.sel_buf + GUARD, rows, c->n_fac);
         sort_rows(cd->sel_buf + GUARD, rows, c->n_fac);
         if (memcmp(od.sel_buf + GUARD, cd->sel_buf + GUARD, rows * c->n_fac * sizeof(int32_t)) != 0)
-            fail(r, "selection differs from the owned cache's");
+            conform__fail(r, "selection differs from the owned cache's");
     }
     free_data(&od);
 }
@@ -713,7 +712,7 @@ bool conform_run(fasa_context *ctx, const conform_case *c, const conform_data *d
     case_data cd;
     if (!make_data(c, data, &cd)) {
         free_data(&cd);
-        fail(r, "out of host memory for the case data");
+        conform__fail(r, "out of host memory for the case data");
         return false;
     }
     fasa_decode_outputs out = {.selected = cd.sel_buf + GUARD, .selected_stride = c->n_fac,

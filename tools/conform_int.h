@@ -24,6 +24,9 @@ typedef struct case_data {
 } case_data;
 
 void conform__name_case(conform_case *c);
+/* Marks r failed, keeping the first reason; returns true (for `return
+ * conform__fail(...)` in checks). */
+bool conform__fail(conform_result *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* The case's inputs (synthesised from c->seed when given is NULL) and its
  * poisoned output buffers; false when out of host memory (free it anyway). */
 bool conform__make_data(const conform_case *c, const conform_data *given, case_data *cd);

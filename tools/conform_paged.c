@@ -30,7 +30,6 @@
 #include "synth.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -337,19 +336,6 @@ static fasa_status sync_pool(pool_engine *e, fasa_kv_cache *cache, uint32_t laye
 /* Running a case                                                            */
 /* ------------------------------------------------------------------------ */
 
-static bool fail(conform_result *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static bool fail(conform_result *r, const char *fmt, ...)
-{
-    if (r->pass) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(r->why, sizeof r->why, fmt, ap);
-        va_end(ap);
-    }
-    r->pass = false;
-    return true;
-}
-
 static uint32_t blocks_of(uint32_t L, uint32_t bs) { return (L + bs - 1) / bs; }
 
 /* The sequences of a case: lengths, data seeds and which item shares a
@@ -518,23 +504,23 @@ static fasa_status run_batch(fasa_context *ctx, fasa_kv_cache *pool_cache, uint3
     }
     if (st == FASA_OK) st = fasa_buffer_read(obuf, 0, o_single, o_total);
     if (st != FASA_OK) {
-        fail(r, "batch: library call failed: %s: %s", fasa_status_string(st), fasa_context_last_error(ctx));
+        conform__fail(r, "batch: library call failed: %s: %s", fasa_status_string(st), fasa_context_last_error(ctx));
     } else if (memcmp(o_batch, o_single, o_total) != 0) {
         size_t at = 0;
         while (o_batch[at] == o_single[at]) at++;
         size_t item = at / o_slot, in = at % o_slot;
         if (in < IO_GUARD || in >= IO_GUARD + ob)
-            fail(r, "batch: a poisoned byte between the o of the items differs from the single calls' (item %zu, byte "
+            conform__fail(r, "batch: a poisoned byte between the o of the items differs from the single calls' (item %zu, byte "
                  "%zu of its slot)", item, in);
         else
-            fail(r, "batch: item %zu's o differs from its single fasa_decode (element %zu)", item,
+            conform__fail(r, "batch: item %zu's o differs from its single fasa_decode (element %zu)", item,
                  (in - IO_GUARD) / conform__io_size(c->o_type));
     }
     for (uint32_t i = 0; st == FASA_OK && i < n; i++) {
         seqs[i].cd.o_io = malloc(o_slot);
         if (!seqs[i].cd.o_io) {
             st = FASA_ERROR_OUT_OF_HOST_MEMORY;
-            fail(r, "out of host memory");
+            conform__fail(r, "out of host memory");
             break;
         }
         memcpy(seqs[i].cd.o_io, o_batch + i * o_slot, o_slot);
@@ -596,13 +582,13 @@ bool conform_pool_run(fasa_context *ctx, const conform_case *c, conform_result *
     fasa_calibration *cal = NULL;
     fasa_kv_cache *cache = NULL;
     if (!seqs) {
-        fail(r, "out of host memory for the case data");
+        conform__fail(r, "out of host memory for the case data");
         return false;
     }
     plan_sequences(c, seqs, n, &s);
     if (!make_sequences(c, seqs, n)) {
         free_sequences(seqs, n);
-        fail(r, "out of host memory for the case data");
+        conform__fail(r, "out of host memory for the case data");
         return false;
     }
     uint32_t layer = c->on_dense_layer ? 0 : 1;
@@ -641,7 +627,7 @@ bool conform_pool_run(fasa_context *ctx, const conform_case *c, conform_result *
             st = conform__decode_io(ctx, cache, layer, &d, &q->c, &q->cd);
         q->decoded = st == FASA_OK;
     }
-    if (st != FASA_OK) fail(r, "library call failed: %s: %s", fasa_status_string(st), fasa_context_last_error(ctx));
+    if (st != FASA_OK) conform__fail(r, "library call failed: %s: %s", fasa_status_string(st), fasa_context_last_error(ctx));
     if (st == FASA_OK && batch) st = run_batch(ctx, cache, layer, &dd, seqs, n, c, r);
     /* the fp64 checks of every sequence (the first one captured for --against) */
     const char *what = c->pool == CONFORM_POOL_CELLS ? "sequence" : "item";
@@ -651,7 +637,7 @@ bool conform_pool_run(fasa_context *ctx, const conform_case *c, conform_result *
         conform__compare(&q->c, &q->cd, &q->out, &q->r, i == 0 ? cap : NULL);
         if (!q->r.pass) {
             bool batched = batch && strncmp(q->r.why, "io decode", 9) == 0;
-            fail(r, "%s %u (L %u)%s: %s", what, i, q->c.L, batched ? ", its batched o" : "", q->r.why);
+            conform__fail(r, "%s %u (L %u)%s: %s", what, i, q->c.L, batched ? ", its batched o" : "", q->r.why);
         }
         if (i == 0) r->path = q->r.path;
         if (q->r.nmse > r->nmse) r->nmse = q->r.nmse;

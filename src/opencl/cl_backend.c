@@ -775,6 +775,7 @@ const fasa_backend_ops fasa__opencl_ops = {
     .append = fasa__cl_append,
     .sync = fasa__cl_sync,
     .upload_table = fasa__cl_upload_table,
+    .record_batch = fasa__cl_record_batch,
     .tip = fasa__cl_tip,
     .topk = fasa__cl_topk,
     .fac = fasa__cl_fac,

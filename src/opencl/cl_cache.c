@@ -118,7 +118,8 @@ void fasa__cl_cache_destroy(fasa_kv_cache *cache)
         release(&sb->lists);
         release(&sb->tiles);
     }
-    cl_mem *single[] = {&cl->usize, &cl->udims, &cl->tip_map, &cl->qm, &cl->qf, &cl->sel, &cl->part, &cl->dummy};
+    cl_mem *single[] = {&cl->usize, &cl->udims, &cl->tip_map, &cl->qm, &cl->qf, &cl->sel, &cl->part, &cl->dummy,
+                       &cl->bscratch, &cl->bparams};
     for (size_t i = 0; i < sizeof single / sizeof single[0]; i++) release(single[i]);
     fasa__free(ctx, cl->chunks);
     fasa__free(ctx, cl->sblocks);

@@ -25,6 +25,18 @@ enum {
     CLK_FETCH_COPY,
     CLK_SYNC,                     /* external K/V: K_dom rows from the engine's K (opencl/append.cl) */
     CLK_WIDEN,                    /* q of a step in a 16-bit io type, widened to fp32 (opencl/tip.cl) */
+    /* batched decode (cl_batch.c): the kernels above for every item of a
+     * batch in one launch, the item in dim 2 of the grid */
+    CLK_WIDEN_B,
+    CLK_TIP_PREP_B,
+    CLK_TOPK_INIT_B,
+    CLK_TIP_B,
+    CLK_TOPK_PASS_B,
+    CLK_TOPK_SCAN_B,
+    CLK_TOPK_COUNT_B,
+    CLK_TOPK_EMIT_B,
+    CLK_FAC_B,
+    CLK_REDUCE_B,
     CLK_COUNT
 };
 
@@ -153,6 +165,10 @@ typedef struct cl_cache {
     cl_mem sel;                   /* [Hq][max_n_fac] int32 */
     cl_mem part;                  /* [Hq][pmax][d + 2] fp32 */
     cl_mem dummy;                 /* bound where an array is absent */
+    cl_mem bscratch, bparams;     /* batched decode (cl_batch.c): per-item scratch and
+                                     parameters, grown on demand (a released cl_mem lives
+                                     on until the commands using it finish) */
+    uint64_t bscratch_size, bparams_size;
     struct cl_fetch *fm;          /* FASA-M state (placement OFFLOAD), else NULL */
 } cl_cache;
 
@@ -238,6 +254,25 @@ fasa_status fasa__cl_cache_read(fasa_kv_cache *cache, uint32_t layer, uint32_t f
                                 float *k, float *v);
 
 /* --- cl_kernels.c ------------------------------------------------------------ */
+/* Where the kernels find K/V (or K_dom) rows: the row of (KV head g,
+ * token j) starts at element base + j * ts + g * hs of the cl_mem (the
+ * kv_view of opencl/attn.cl).  vec8: 16-byte row loads are aligned. */
+typedef struct cl_view {
+    cl_mem k, v;
+    int64_t k_base, v_base;
+    uint32_t ts, hs, vec8;
+} cl_view;
+/* Kernel id of the program of c's storage dtype. */
+cl_kernel fasa__cl_kern(const fasa_kv_cache *c, int id);
+/* TIP's rows for storage chunk i (and the chunk, or the whole engine's K). */
+cl_view fasa__cl_tip_view(const fasa_step *step, uint32_t i, cl_chunk *ch);
+/* fac's K/V for storage chunk ch: the view, selection and token range. */
+cl_view fasa__cl_fac_view(const fasa_kv_cache *c, uint32_t layer, const cl_chunk *ch, cl_mem *sel, uint32_t *t0,
+                          uint32_t *t_end);
+/* Query heads one attention work-group serves. */
+uint32_t fasa__cl_heads_per_group(const fasa_kv_cache *c);
+/* The top-k output tile (count and emit) of a sparse step. */
+uint32_t fasa__cl_topk_te(const fasa_step *step, uint32_t max_tiles);
 fasa_status fasa__cl_append(fasa_exec *exec, fasa_kv_cache *cache, uint32_t layer, uint32_t first,
                             uint32_t n, fasa_buffer *k, uint64_t k_offset, fasa_buffer *v,
                             uint64_t v_offset, fasa_dtype src_dtype);
@@ -253,6 +288,15 @@ fasa_status fasa__cl_dense(fasa_exec *exec, const fasa_step *step);
 fasa_status fasa__cl_read_selection(fasa_kv_cache *cache, const fasa_step *step, int32_t *selected,
                                     uint32_t selected_stride, float *scores,
                                     uint32_t scores_stride);
+/* The fac split of a sparse step (every chunk's dispatch uses it). */
+void fasa__cl_fac_split(const fasa_step *step, uint32_t *splits, uint32_t *split_len);
+/* Records a step's kernels, its block table already uploaded. */
+fasa_status fasa__cl_step_kernels(fasa_exec *exec, const fasa_step *step);
+
+/* --- cl_batch.c -------------------------------------------------------------- */
+/* The record_batch op: runs of sparse steps of one cache in one launch per
+ * kernel (docs/OPENCL.md, "Batched decode"); the others one by one. */
+fasa_status fasa__cl_record_batch(fasa_exec *exec, const fasa_step *steps, uint32_t n);
 
 /* --- cl_fetch.c (FASA-M) ------------------------------------------------------ */
 /* Creates the fetch state of an offloaded cache (after its storage). */

@@ -42,14 +42,7 @@ static uint64_t elems(const fasa_buffer *b, uint64_t offset, uint32_t size)
 
 static cl_mem mem_of(const fasa_buffer *b) { return ((const cl_buf *)b->impl)->mem; }
 
-/* Where the kernels find K/V (or K_dom) rows: the row of (KV head g,
- * token j) starts at element base + j * ts + g * hs of the cl_mem (the
- * kv_view of opencl/attn.cl).  vec8: 16-byte row loads are aligned. */
-typedef struct cl_view {
-    cl_mem k, v;
-    int64_t k_base, v_base;
-    uint32_t ts, hs, vec8;
-} cl_view;
+cl_kernel fasa__cl_kern(const fasa_kv_cache *c, int id) { return kern(c, id); }
 
 /* Arrays [heads from gk0][tpb tokens from t0][width] (storage chunks,
  * FASA-M slots). */
@@ -346,6 +339,20 @@ static fasa_status tip_dispatch(fasa_exec *exec, const fasa_step *s, const cl_ch
     return st == FASA_OK ? fasa__cl_launch(exec, CLK_TIP, x.k, 2, gws, lws) : st;
 }
 
+/* What TIP reads for chunk i: K_dom (K for the oracle) of the chunk, or
+ * the engine's K for an external cache's oracle (one chunk then). */
+cl_view fasa__cl_tip_view(const fasa_step *s, uint32_t i, cl_chunk *ch)
+{
+    const fasa_kv_cache *c = s->cache;
+    uint32_t width = s->oracle ? c->shape.head_dim : c->u_pad;
+    if (s->oracle && c->ext) {
+        *ch = attn_chunk(c, s->layer, 0);
+        return external_view(c, s->layer);
+    }
+    *ch = *chunk_at(c->impl, s->layer, i);
+    return chunk_view(s->oracle ? ch->k : ch->kdom, NULL, width, ch->nt, ch->g0, ch->t0);
+}
+
 fasa_status fasa__cl_tip(fasa_exec *exec, const fasa_step *s)
 {
     fasa_kv_cache *c = s->cache;
@@ -357,9 +364,8 @@ fasa_status fasa__cl_tip(fasa_exec *exec, const fasa_step *s)
     bool ext = s->oracle && c->ext; /* the oracle reads the engine's K */
     uint32_t n_chunks = ext ? 1 : cl->n_chunks;
     for (uint32_t i = 0; st == FASA_OK && i < n_chunks; i++) {
-        cl_chunk ch = ext ? attn_chunk(c, s->layer, 0) : *chunk_at(cl, s->layer, i);
-        cl_view rows = ext ? external_view(c, s->layer)
-                           : chunk_view(s->oracle ? ch.k : ch.kdom, NULL, width, ch.nt, ch.g0, ch.t0);
+        cl_chunk ch;
+        cl_view rows = fasa__cl_tip_view(s, i, &ch);
         for (uint32_t b = 0; st == FASA_OK && b < cl->n_sblocks; b++)
             st = tip_dispatch(exec, s, &ch, &rows, &cl->sblocks[b], width);
     }
@@ -434,18 +440,24 @@ static fasa_status topk_out(fasa_exec *exec, const fasa_step *s, const cl_sblock
     return st == FASA_OK ? fasa__cl_launch(exec, kind, x.k, 2, gws, lws) : st;
 }
 
+/* Output tiles: at most max_tiles per row (each emit group sums the
+ * counts of the tiles before it), at least a pass tile, a multiple of the
+ * group size. */
+uint32_t fasa__cl_topk_te(const fasa_step *s, uint32_t max_tiles)
+{
+    const cl_tuning *t = &ctx_of(s->cache)->tune;
+    uint32_t n_cand = s->L - s->n_sink - s->n_recent;
+    uint32_t te = max_u32(t->topk_tile, ceil_div(n_cand, max_tiles));
+    return (uint32_t)round_up(te, t->wg_topk);
+}
+
 fasa_status fasa__cl_topk(fasa_exec *exec, const fasa_step *s)
 {
     fasa_kv_cache *c = s->cache;
     cl_cache *cl = c->impl;
     const cl_tuning *t = &ctx_of(c)->tune;
     if (topk_k(s) == 0) return FASA_OK; /* the forced tokens fill the budget */
-    uint32_t n_cand = s->L - s->n_sink - s->n_recent;
-    /* output tiles: at most max_tiles per row (each emit group sums the
-     * counts of the tiles before it), at least a pass tile, a multiple of
-     * the group size */
-    uint32_t te = max_u32(t->topk_tile, ceil_div(n_cand, cl->max_tiles));
-    te = (uint32_t)round_up(te, t->wg_topk);
+    uint32_t te = fasa__cl_topk_te(s, cl->max_tiles);
     fasa_status st = FASA_OK;
     for (uint32_t b = 0; st == FASA_OK && b < cl->n_sblocks; b++) {
         const cl_sblock *sb = &cl->sblocks[b];
@@ -466,7 +478,7 @@ fasa_status fasa__cl_topk(fasa_exec *exec, const fasa_step *s)
 /* ------------------------------------------------------------------------ */
 
 /* Query heads one attention work-group serves (their q must fit ATT_QL). */
-static uint32_t heads_per_group(const fasa_kv_cache *c)
+uint32_t fasa__cl_heads_per_group(const fasa_kv_cache *c)
 {
     const cl_tuning *t = &ctx_of(c)->tune;
     uint32_t hb = t->att_ql / c->shape.head_dim;
@@ -512,7 +524,7 @@ static void attn_head_args(cl_args *x, const fasa_step *s, const cl_view *w)
 
 /* What fac reads for chunk ch: the chunk (or its FASA-M source) or the
  * engine's K and V; the selection and the token range it covers. */
-static cl_view fac_view(const fasa_kv_cache *c, uint32_t layer, const cl_chunk *ch, cl_mem *sel, uint32_t *t0,
+cl_view fasa__cl_fac_view(const fasa_kv_cache *c, uint32_t layer, const cl_chunk *ch, cl_mem *sel, uint32_t *t0,
                         uint32_t *t_end)
 {
     if (c->ext) {
@@ -529,19 +541,31 @@ static cl_view fac_view(const fasa_kv_cache *c, uint32_t layer, const cl_chunk *
     return chunk_view(src.k, src.v, c->shape.head_dim, src.tpb, src.gk0, src.t0);
 }
 
+void fasa__cl_fac_split(const fasa_step *s, uint32_t *splits_out, uint32_t *split_len_out)
+{
+    const fasa_kv_cache *c = s->cache;
+    const cl_cache *cl = c->impl;
+    const cl_tuning *t = &ctx_of(c)->tune;
+    bool per_group = s->select == FASA_GQA_PER_GROUP;
+    uint32_t hb = fasa__cl_heads_per_group(c), nhb = per_group ? ceil_div(c->group, hb) : 1;
+    uint32_t units = per_group ? c->shape.n_kv_heads * nhb : c->shape.n_q_heads;
+    uint32_t n_tc = tchunks_used(c, s->L);
+    uint32_t splits = min_u32(max_u32(ceil_div(t->target_groups, units), 1), ceil_div(s->n_fac, t->wg_attn));
+    splits = min_u32(splits, max_u32(cl->pmax / n_tc, 1));
+    uint32_t split_len = (uint32_t)round_up(ceil_div(s->n_fac, splits), t->wg_attn);
+    *splits_out = ceil_div(s->n_fac, split_len);
+    *split_len_out = split_len;
+}
+
 fasa_status fasa__cl_fac(fasa_exec *exec, const fasa_step *s)
 {
     fasa_kv_cache *c = s->cache;
     cl_cache *cl = c->impl;
     const cl_tuning *t = &ctx_of(c)->tune;
     bool per_group = s->select == FASA_GQA_PER_GROUP;
-    uint32_t hb = heads_per_group(c), nhb = per_group ? ceil_div(c->group, hb) : 1;
-    uint32_t units = per_group ? c->shape.n_kv_heads * nhb : c->shape.n_q_heads;
-    uint32_t n_tc = tchunks_used(c, s->L);
-    uint32_t splits = min_u32(max_u32(ceil_div(t->target_groups, units), 1), ceil_div(s->n_fac, t->wg_attn));
-    splits = min_u32(splits, max_u32(cl->pmax / n_tc, 1));
-    uint32_t split_len = (uint32_t)round_up(ceil_div(s->n_fac, splits), t->wg_attn);
-    splits = ceil_div(s->n_fac, split_len);
+    uint32_t hb = fasa__cl_heads_per_group(c), nhb = per_group ? ceil_div(c->group, hb) : 1;
+    uint32_t n_tc = tchunks_used(c, s->L), splits, split_len;
+    fasa__cl_fac_split(s, &splits, &split_len);
     /* FASA-M: counts, and with STAGED the rows gathered into device slots */
     fasa_status fst = c->placement == FASA_PLACEMENT_OFFLOAD ? fasa__cl_fetch(exec, s) : FASA_OK;
     if (fst != FASA_OK || s->prefetch) return fst; /* a prefetch places rows, no attention */
@@ -550,7 +574,7 @@ fasa_status fasa__cl_fac(fasa_exec *exec, const fasa_step *s)
         if (ch->t0 >= s->L) continue;
         cl_mem sel;
         uint32_t t0, t_end;
-        cl_view w = fac_view(c, s->layer, ch, &sel, &t0, &t_end);
+        cl_view w = fasa__cl_fac_view(c, s->layer, ch, &sel, &t0, &t_end);
         cl_args x = {kern(c, CLK_FAC), 0, CL_SUCCESS};
         attn_head_args(&x, s, &w);
         fasa__cl_arg_u32(&x, t0);
@@ -583,7 +607,7 @@ fasa_status fasa__cl_dense(fasa_exec *exec, const fasa_step *s)
     fasa_kv_cache *c = s->cache;
     cl_cache *cl = c->impl;
     const cl_tuning *t = &ctx_of(c)->tune;
-    uint32_t hb = heads_per_group(c), nhb = ceil_div(c->group, hb);
+    uint32_t hb = fasa__cl_heads_per_group(c), nhb = ceil_div(c->group, hb);
     uint32_t units = c->shape.n_kv_heads * nhb;
     uint32_t want = max_u32(ceil_div(t->target_groups, units), 1);
     uint32_t split_len = (uint32_t)round_up(max_u32(ceil_div(s->L, want), t->wg_attn), t->wg_attn);
@@ -653,4 +677,19 @@ fasa_status fasa__cl_read_selection(fasa_kv_cache *c, const fasa_step *s, int32_
         if (err != CL_SUCCESS) return fasa__cl_fail(c->ctx, err, "clEnqueueReadBufferRect (scores)");
     }
     return FASA_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* A step's kernels                                                          */
+/* ------------------------------------------------------------------------ */
+
+/* fasa__step_record without the table upload (record_batch uploads the
+ * tables of every step of a cache at once). */
+fasa_status fasa__cl_step_kernels(fasa_exec *exec, const fasa_step *s)
+{
+    if (s->path == FASA_PATH_DENSE) return s->prefetch ? FASA_OK : fasa__cl_dense(exec, s);
+    fasa_status st = fasa__cl_tip(exec, s);
+    if (st == FASA_OK) st = fasa__cl_topk(exec, s);
+    if (st == FASA_OK) st = fasa__cl_fac(exec, s);
+    return st;
 }

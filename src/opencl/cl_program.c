@@ -31,6 +31,11 @@ const char *const fasa__cl_kernel_names[CLK_COUNT] = {
     [CLK_FETCH_SLOTS] = "fasa_fetch_slots", [CLK_FETCH_ORDER] = "fasa_fetch_order",
     [CLK_FETCH_COPY] = "fasa_fetch_copy", [CLK_SYNC] = "fasa_sync",
     [CLK_WIDEN] = "fasa_widen",
+    [CLK_WIDEN_B] = "fasa_widen_b",     [CLK_TIP_PREP_B] = "fasa_tip_prep_b",
+    [CLK_TOPK_INIT_B] = "fasa_topk_init_b", [CLK_TIP_B] = "fasa_tip_b",
+    [CLK_TOPK_PASS_B] = "fasa_topk_pass_b", [CLK_TOPK_SCAN_B] = "fasa_topk_scan_b",
+    [CLK_TOPK_COUNT_B] = "fasa_topk_count_b", [CLK_TOPK_EMIT_B] = "fasa_topk_emit_b",
+    [CLK_FAC_B] = "fasa_fac_b",         [CLK_REDUCE_B] = "fasa_attn_reduce_b",
 };
 
 /* Work-group size each kernel was compiled for (0: none required). */
@@ -38,11 +43,12 @@ static uint32_t required_wg(const cl_tuning *t, int k)
 {
     switch (k) {
     case CLK_APPEND: case CLK_SYNC: return t->wg_append;
-    case CLK_TIP: return t->wg_tip;
+    case CLK_TIP: case CLK_TIP_B: return t->wg_tip;
     case CLK_TOPK_INIT: case CLK_TOPK_PASS: case CLK_TOPK_SCAN: case CLK_TOPK_COUNT:
-    case CLK_TOPK_EMIT: return t->wg_topk;
-    case CLK_DENSE: case CLK_FAC: return t->wg_attn;
-    case CLK_REDUCE: return t->wg_red;
+    case CLK_TOPK_EMIT: case CLK_TOPK_INIT_B: case CLK_TOPK_PASS_B: case CLK_TOPK_SCAN_B:
+    case CLK_TOPK_COUNT_B: case CLK_TOPK_EMIT_B: return t->wg_topk;
+    case CLK_DENSE: case CLK_FAC: case CLK_FAC_B: return t->wg_attn;
+    case CLK_REDUCE: case CLK_REDUCE_B: return t->wg_red;
     case CLK_FETCH_NEED: case CLK_FETCH_SLOTS: case CLK_FETCH_ORDER: return t->wg_fetch;
     case CLK_FETCH_COPY: return fasa__cl_wg_copy(t);
     default: return 0;

@@ -173,14 +173,20 @@ void fasa__vk_update(fasa_exec *e, const vk_buf *b, VkDeviceSize offset, const v
     }
 }
 
-void fasa__vk_dispatch(fasa_exec *e, vk_kernel k, int dtype, const void *push, uint32_t push_size,
-                       uint32_t gx, uint32_t gy)
+void fasa__vk_dispatch3(fasa_exec *e, vk_kernel k, int dtype, const void *push, uint32_t push_size,
+                        uint32_t gx, uint32_t gy, uint32_t gz)
 {
     vk_context *vk = e->vk;
     VkPipeline p = vk->pipes[k][fasa__vk_kernel_has_dtype(k) ? dtype : 0];
     vk->fn.vkCmdBindPipeline(e->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, p);
     vk->fn.vkCmdPushConstants(e->cmd, vk->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, push_size, push);
-    vk->fn.vkCmdDispatch(e->cmd, gx, gy, 1);
+    vk->fn.vkCmdDispatch(e->cmd, gx, gy, gz);
+}
+
+void fasa__vk_dispatch(fasa_exec *e, vk_kernel k, int dtype, const void *push, uint32_t push_size,
+                       uint32_t gx, uint32_t gy)
+{
+    fasa__vk_dispatch3(e, k, dtype, push, push_size, gx, gy, 1);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -233,6 +239,7 @@ const fasa_backend_ops fasa__vulkan_ops = {
     .append = fasa__vk_append,
     .sync = fasa__vk_sync,
     .upload_table = fasa__vk_upload_table,
+    .record_batch = fasa__vk_record_batch,
     .tip = fasa__vk_tip,
     .topk = fasa__vk_topk,
     .fac = fasa__vk_fac,

@@ -354,6 +354,7 @@ void fasa__vk_cache_destroy(fasa_kv_cache *c)
     fasa__vk_arena_free(vk, &vc->arena_host);
     fasa__vk_buf_destroy(vk, &vc->scratch);
     fasa__vk_buf_destroy(vk, &vc->tables);
+    fasa__vk_batch_free(vk, &vc->batch);
     fasa__free(c->ctx, vc->init_tables);
     fasa__free(c->ctx, vc->layers);
     fasa__free(c->ctx, vc);
@@ -365,7 +366,7 @@ fasa_status fasa__vk_cache_create(fasa_kv_cache *c)
     vk_context *vk = fasa__vk(c->ctx);
     if (vk->lost) return fasa__error(c->ctx, FASA_ERROR_DEVICE_LOST, "vulkan: the device was lost");
     fasa_status st = check_geometry(c, vk);
-    if (st == FASA_OK) st = fasa__vk_pipelines_ensure(vk, fasa__vk_dtype(c), c->ext != NULL);
+    if (st == FASA_OK) st = fasa__vk_pipelines_ensure(vk, fasa__vk_dtype(c), c->ext != NULL, false);
     if (st != FASA_OK) return st;
     vk_cache *vc = fasa__alloc(c->ctx, sizeof *vc);
     if (!vc) return fasa__error(c->ctx, FASA_ERROR_OUT_OF_HOST_MEMORY, "vulkan: out of host memory");

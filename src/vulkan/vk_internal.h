@@ -31,6 +31,23 @@ typedef enum vk_kernel {
     VK_K_DENSE_X,
     VK_K_DENSE8_X,
     VK_K_CONVERT,  /* q and o of a step in a 16-bit io type (fasa_decode_desc.q_type / o_type) */
+    /* Batch variants (shaders/params.glsl, vk_batch.c): the kernel above of
+     * the same name, one dispatch for a batch's items (grid z), parameters
+     * from a list.  Built with a context's first batch of their dtype. */
+    VK_K_TIP_B,
+    VK_K_TIP_XB,
+    VK_K_TOPK_SCAN_B,
+    VK_K_TOPK_PASS_B,
+    VK_K_FAC_B,
+    VK_K_FAC8_B,
+    VK_K_DENSE_B,
+    VK_K_DENSE8_B,
+    VK_K_FAC_XB,
+    VK_K_FAC8_XB,
+    VK_K_DENSE_XB,
+    VK_K_DENSE8_XB,
+    VK_K_REDUCE_B,
+    VK_K_CONVERT_B,
     VK_K_COUNT
 } vk_kernel;
 
@@ -213,6 +230,16 @@ typedef struct vk_fac_source {
     uint32_t kv_stride, kv_shift, sel_off;
 } vk_fac_source;
 
+/* Batches (vk_batch.c): the per-item scratch regions and the parameter
+ * lists, grown on demand; buffers outgrown while a host's command buffer
+ * recorded earlier may still use them are kept until cache destroy. */
+typedef struct vk_batch {
+    vk_buf scratch, params;
+    vk_buf *retired;
+    uint32_t n_retired;
+    bool used;                   /* by a run of the batch being recorded */
+} vk_batch;
+
 typedef struct vk_cache {
     vk_layer *layers;
     vk_array scores, cand;       /* [rows][sc_stride] fp32 / uint32 */
@@ -232,6 +259,7 @@ typedef struct vk_cache {
     bool init_pending;           /* init commands (tables, row-cache state) not yet done */
     uint64_t map_at, dims_at;    /* byte offsets in tables: tip_map, union dims */
     vk_fetch *fm;                /* FASA-M state, or NULL */
+    vk_batch batch;              /* empty until the cache's first batch */
 } vk_cache;
 
 /* ---- functions --------------------------------------------------------- */
@@ -285,8 +313,11 @@ fasa_status fasa__vk_array_read(vk_context *vk, const vk_array *a, uint64_t row0
 
 /* vk_pipelines.c */
 fasa_status fasa__vk_pipelines_init(vk_context *vk);
-/* The pipelines of a storage dtype; with ext also those of external caches. */
-fasa_status fasa__vk_pipelines_ensure(vk_context *vk, int dtype, bool ext);
+/* The pipelines of a storage dtype; with ext also those of external caches.
+ * batch: the batch variants instead (vk_batch.c, built on first use). */
+fasa_status fasa__vk_pipelines_ensure(vk_context *vk, int dtype, bool ext, bool batch);
+/* The batch variant of a decode kernel (vk_batch.c). */
+vk_kernel fasa__vk_batch_kernel(vk_kernel k);
 void fasa__vk_pipelines_destroy(vk_context *vk);
 /* Creates one pipeline; required_subgroup_size 0 = the driver's choice. */
 VkResult fasa__vk_pipeline_create(vk_context *vk, vk_kernel k, int dtype,
@@ -304,6 +335,9 @@ void fasa__vk_barrier(fasa_exec *e);       /* compute -> compute */
 void fasa__vk_barrier_all(fasa_exec *e);   /* compute|transfer -> compute|transfer */
 void fasa__vk_dispatch(fasa_exec *e, vk_kernel k, int dtype, const void *push, uint32_t push_size,
                        uint32_t gx, uint32_t gy);
+/* The same with a z dimension (batches: one item per z). */
+void fasa__vk_dispatch3(fasa_exec *e, vk_kernel k, int dtype, const void *push, uint32_t push_size,
+                        uint32_t gx, uint32_t gy, uint32_t gz);
 /* Host data into b at offset, in the command stream: vkCmdUpdateBuffer
  * copies it into the command buffer at record time, so src may be reused at
  * once (pieces of at most 64 KiB; offset and size multiples of 4). */
@@ -350,6 +384,10 @@ fasa_status fasa__vk_tip(fasa_exec *exec, const fasa_step *step);
 fasa_status fasa__vk_topk(fasa_exec *exec, const fasa_step *step);
 fasa_status fasa__vk_fac(fasa_exec *exec, const fasa_step *step);
 fasa_status fasa__vk_dense(fasa_exec *exec, const fasa_step *step);
+
+/* vk_batch.c: the record_batch op, and freeing a cache's batch buffers. */
+fasa_status fasa__vk_record_batch(fasa_exec *exec, const fasa_step *steps, uint32_t n);
+void fasa__vk_batch_free(vk_context *vk, vk_batch *b);
 
 static inline vk_context *fasa__vk(const fasa_context *ctx) { return (vk_context *)ctx->impl; }
 static inline int fasa__vk_dtype(const fasa_kv_cache *c)

@@ -7,7 +7,7 @@
  *   tip | barrier | top-k passes (vk_topk.c) | [FASA-M: fetch (vk_fetch.c)]
  *   | fac | barrier | reduce | barrier | copy scratch o -> o
  * or, on the dense path: ... | dense | barrier | reduce | barrier | copy o. */
-#include "vk_internal.h"
+#include "vk_push.h"
 
 #include <stddef.h>
 #include <string.h>
@@ -29,45 +29,8 @@ typedef struct push_sync {
     uint32_t u_pad, ts, hs, pad0;
 } push_sync;
 
-typedef struct push_tip {
-    uint64_t rows_tab, sc_tab, scratch, map;
-    uint32_t L, lo, hi, G;
-    uint32_t width, kv_stride, kv_shift, sc_stride;
-    uint32_t sc_shift, q_off, hist_off, flags;
-    uint32_t d, u_pad, n_batches, ts;
-    uint32_t hs, tshift;
-    uint64_t table;  /* paged (flags & 4): the step's block table, log2(block size) tshift */
-} push_tip;
-
-typedef struct push_attend {
-    uint64_t k_tab, v_tab, scratch;
-    uint32_t q_off, part_off, sel_off, kv_stride;
-    uint32_t kv_shift, d, G, flags;
-    uint32_t count, n_batches, max_n_fac, maxs;
-    float scale;
-    uint32_t cps;
-    uint32_t ts, hs;
-    uint64_t table;  /* paged (flags & 2): the step's block table, log2(block size) tshift */
-    uint32_t tshift, pad0;
-} push_attend;
-
-typedef struct push_convert {
-    uint64_t scratch;
-    uint32_t src, dst, n_words, mode; /* mode: 0 f16 -> f32, 1 bf16 -> f32, 2 f32 -> f16, 3 f32 -> bf16 */
-} push_convert;
-
-typedef struct push_reduce {
-    uint64_t scratch;
-    uint32_t part_off, o_off, d, n_splits;
-    uint32_t maxs, pad0;
-} push_reduce;
-
 _Static_assert(sizeof(push_append) <= VK_PUSH_MAX, "push_append");
 _Static_assert(sizeof(push_sync) <= VK_PUSH_MAX, "push_sync");
-_Static_assert(sizeof(push_tip) <= VK_PUSH_MAX, "push_tip");
-_Static_assert(sizeof(push_attend) <= VK_PUSH_MAX, "push_attend");
-_Static_assert(sizeof(push_reduce) <= VK_PUSH_MAX, "push_reduce");
-_Static_assert(sizeof(push_convert) <= VK_PUSH_MAX, "push_convert");
 /* the block-table fields sit where the shaders' push blocks put them */
 _Static_assert(offsetof(push_tip, table) == 104, "tip.comp pc.table");
 _Static_assert(offsetof(push_attend, table) == 88, "attend.glsl pc.table");
@@ -187,21 +150,144 @@ static uint64_t table_addr(const fasa_step *step)
 }
 
 /* ------------------------------------------------------------------------ */
-/* Step prologue / epilogue                                                  */
+/* Parameters (shared with batches, vk_batch.c)                              */
 /* ------------------------------------------------------------------------ */
+
+vk_area fasa__vk_cache_area(const fasa_kv_cache *c)
+{
+    const vk_cache *vc = c->impl;
+    vk_area a = {vc->scratch.addr, vc->q_off, vc->o_off, vc->sel_off, vc->part_off, VK_MAX_SPLITS,
+                 vc->hist_off, vc->state_off, vc->tcnt_off, vc->ttie_off,
+                 vc->scores.table, vc->cand.table, vc->sc_stride, vc->scores.shift, vc->n_tiles};
+    return a;
+}
+
+vk_kernel fasa__vk_tip_kernel(const fasa_step *step)
+{
+    return step->oracle && step->cache->ext ? VK_K_TIP_X : VK_K_TIP; /* oracle rows from the engine's K */
+}
+
+push_tip fasa__vk_tip_push(const fasa_step *step, const vk_area *a)
+{
+    fasa_kv_cache *c = step->cache;
+    vk_cache *vc = c->impl;
+    const vk_layer *lay = &vc->layers[step->layer];
+    const vk_array *rows = step->oracle ? &lay->k : &lay->kd;
+    bool ext = step->oracle && c->ext;
+    push_tip p;
+    memset(&p, 0, sizeof p);
+    p.rows_tab = ext ? lay->k_ext : rows->table;
+    p.ts = vc->ext_ts;
+    p.hs = vc->ext_hs;
+    p.sc_tab = a->sc_tab;
+    p.scratch = a->scratch;
+    p.map = c->has_dims ? vc->tables.addr + vc->map_at + (uint64_t)step->layer * c->shape.n_q_heads * c->u_pad * 4 : 0;
+    p.L = step->L;
+    p.lo = step->n_sink;
+    p.hi = step->L - step->n_recent;
+    p.G = c->group;
+    p.width = step->oracle ? c->shape.head_dim : c->u_pad;
+    p.kv_stride = vc->kv_stride;
+    p.kv_shift = rows->shift;
+    p.sc_stride = a->sc_stride;
+    p.sc_shift = a->sc_shift;
+    p.q_off = a->q_off;
+    p.hist_off = a->hist_off;
+    p.flags = (step->select == FASA_GQA_PER_GROUP ? 1u : 0u) | (step->oracle ? 2u : 0u) | (step->paged ? 4u : 0u);
+    p.table = table_addr(step);
+    p.tshift = step->block_shift;
+    p.d = c->shape.head_dim;
+    p.u_pad = c->u_pad;
+    p.n_batches = step->select == FASA_GQA_PER_GROUP ? 1 : (c->group + 7) / 8;
+    return p;
+}
+
+/* The attention kernel for a cache: external caches run its _X variant. */
+static vk_kernel attend_kernel(const fasa_kv_cache *c, vk_kernel k)
+{
+    if (!c->ext) return k;
+    return k == VK_K_FAC ? VK_K_FAC_X : k == VK_K_FAC8 ? VK_K_FAC8_X : k == VK_K_DENSE ? VK_K_DENSE_X : VK_K_DENSE8_X;
+}
+
+/* Heads per attention workgroup (4 or 8), the kernel and its grid for
+ * `rows` rows of `heads` query heads each over `count` tokens. */
+static vk_attend_plan plan_attend(fasa_exec *e, const fasa_kv_cache *c, bool dense, uint32_t rows, uint32_t heads,
+                                  uint32_t count, push_attend *p)
+{
+    bool w = heads > 4 && !e->vk->tun.narrow;
+    uint32_t per = w ? 8 : 4, S = VK_ATTEND_S / (w ? 2 : 1);
+    uint32_t chunks = (count + S - 1) / S;
+    uint32_t n_splits = chunks < VK_MAX_SPLITS ? chunks : VK_MAX_SPLITS;
+    p->cps = (chunks + n_splits - 1) / n_splits;
+    p->n_batches = (heads + per - 1) / per;
+    p->count = count;
+    vk_kernel k = dense ? (w ? VK_K_DENSE8 : VK_K_DENSE) : (w ? VK_K_FAC8 : VK_K_FAC);
+    vk_attend_plan plan = {attend_kernel(c, k), (chunks + p->cps - 1) / p->cps, rows * p->n_batches};
+    return plan;
+}
+
+push_attend fasa__vk_attend_push(fasa_exec *e, const fasa_step *step, const vk_area *a, bool dense,
+                                 vk_attend_plan *plan)
+{
+    fasa_kv_cache *c = step->cache;
+    vk_cache *vc = c->impl;
+    const vk_layer *lay = &vc->layers[step->layer];
+    bool per_group = !dense && step->select == FASA_GQA_PER_GROUP;
+    push_attend p;
+    memset(&p, 0, sizeof p);
+    p.k_tab = c->ext ? lay->k_ext : lay->k.table;
+    p.v_tab = c->ext ? lay->v_ext : lay->v.table;
+    p.ts = vc->ext_ts;
+    p.hs = vc->ext_hs;
+    p.scratch = a->scratch;
+    p.q_off = a->q_off;
+    p.part_off = a->part_off;
+    p.sel_off = a->sel_off;
+    p.kv_stride = vc->kv_stride;
+    p.kv_shift = lay->k.shift;
+    p.d = c->shape.head_dim;
+    p.G = c->group;
+    p.max_n_fac = c->max_n_fac;
+    p.maxs = a->maxs;
+    p.scale = step->scale;
+    p.flags = (step->paged ? 2u : 0u) | (per_group ? 1u : 0u);
+    p.table = table_addr(step);
+    p.tshift = step->block_shift;
+    if (dense) *plan = plan_attend(e, c, true, c->shape.n_kv_heads, c->group, step->L, &p);
+    else *plan = plan_attend(e, c, false, step->n_rows, per_group ? c->group : 1, step->n_fac, &p);
+    return p;
+}
+
+push_reduce fasa__vk_reduce_push(const fasa_step *step, const vk_area *a, uint32_t n_splits)
+{
+    push_reduce p = {a->scratch, a->part_off, a->o_off, step->cache->shape.head_dim, n_splits, a->maxs, 0};
+    return p;
+}
 
 /* q and o in a 16-bit io type (fasa_decode_desc.q_type / o_type) are
  * converted inside the scratch by convert.comp: q's bits are copied into
  * the o area (unused until the reduce) and widened into the q area; o is
  * reduced into the o area as always and rounded into the q area (no longer
  * needed), whose bits are copied out. */
-static void convert(fasa_exec *e, const fasa_kv_cache *c, uint32_t src, uint32_t dst, uint32_t mode)
+push_convert fasa__vk_convert_push(const fasa_step *step, const vk_area *a, bool in)
 {
-    vk_cache *vc = c->impl;
+    const fasa_kv_cache *c = step->cache;
     uint32_t n_words = c->shape.n_q_heads * c->shape.head_dim / 2; /* d is even */
-    push_convert p = {vc->scratch.addr, src, dst, n_words, mode};
-    fasa__vk_dispatch(e, VK_K_CONVERT, 0, &p, sizeof p, (n_words + VK_WG_CONVERT - 1) / VK_WG_CONVERT, 1);
+    fasa_io_type t = in ? step->q_type : step->o_type;
+    uint32_t mode = (in ? 0u : 2u) + (t == FASA_IO_F16 ? 0u : 1u);
+    push_convert p = {a->scratch, a->o_off, a->q_off, n_words, mode}; /* both ways: o area -> q area */
+    return p;
 }
+
+static void convert(fasa_exec *e, const fasa_step *step, const vk_area *a, bool in)
+{
+    push_convert p = fasa__vk_convert_push(step, a, in);
+    fasa__vk_dispatch(e, VK_K_CONVERT, 0, &p, sizeof p, (p.n_words + VK_WG_CONVERT - 1) / VK_WG_CONVERT, 1);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Step prologue / epilogue                                                  */
+/* ------------------------------------------------------------------------ */
 
 /* Orders the step after earlier work, brings q into scratch and clears the
  * histograms and row states. */
@@ -209,6 +295,7 @@ static void step_prologue(fasa_exec *e, const fasa_step *step, bool clear)
 {
     fasa_kv_cache *c = step->cache;
     vk_cache *vc = c->impl;
+    vk_area a = fasa__vk_cache_area(c);
     uint64_t n = (uint64_t)c->shape.n_q_heads * c->shape.head_dim;
     bool q16 = step->q_type != FASA_IO_F32;
     fasa__vk_cache_init_record(e, c);
@@ -220,7 +307,7 @@ static void step_prologue(fasa_exec *e, const fasa_step *step, bool clear)
                                   (uint64_t)vc->zero_words * 4, 0);
     fasa__vk_barrier_all(e);
     if (q16) {
-        convert(e, c, vc->o_off, vc->q_off, step->q_type == FASA_IO_F16 ? 0 : 1);
+        convert(e, step, &a, true);
         fasa__vk_barrier(e);
     }
     e->is_step = true;
@@ -231,14 +318,15 @@ static void step_epilogue(fasa_exec *e, const fasa_step *step, uint32_t n_splits
 {
     fasa_kv_cache *c = step->cache;
     vk_cache *vc = c->impl;
+    vk_area a = fasa__vk_cache_area(c);
     uint64_t n = (uint64_t)c->shape.n_q_heads * c->shape.head_dim;
     bool o16 = step->o_type != FASA_IO_F32;
-    push_reduce p = {vc->scratch.addr, vc->part_off, vc->o_off, c->shape.head_dim, n_splits, VK_MAX_SPLITS, 0};
+    push_reduce p = fasa__vk_reduce_push(step, &a, n_splits);
     fasa__vk_barrier(e);
     fasa__vk_dispatch(e, VK_K_REDUCE, 0, &p, sizeof p, c->shape.n_q_heads, 1);
     if (o16) {
         fasa__vk_barrier(e);
-        convert(e, c, vc->o_off, vc->q_off, step->o_type == FASA_IO_F16 ? 2 : 3);
+        convert(e, step, &a, false);
     }
     fasa__vk_barrier_all(e);
     copy(e, &vc->scratch, (uint64_t)(o16 ? vc->q_off : vc->o_off) * 4, vkbuf(step->o), step->o_offset,
@@ -246,113 +334,25 @@ static void step_epilogue(fasa_exec *e, const fasa_step *step, uint32_t n_splits
 }
 
 /* ------------------------------------------------------------------------ */
-/* tip                                                                       */
+/* tip, fac and dense                                                        */
 /* ------------------------------------------------------------------------ */
 
 fasa_status fasa__vk_tip(fasa_exec *e, const fasa_step *step)
 {
     fasa_kv_cache *c = step->cache;
-    vk_cache *vc = c->impl;
-    const vk_layer *lay = &vc->layers[step->layer];
-    const vk_array *rows = step->oracle ? &lay->k : &lay->kd;
-    bool ext = step->oracle && c->ext; /* oracle rows from the engine's K */
-    push_tip p;
-    memset(&p, 0, sizeof p);
-    p.rows_tab = ext ? lay->k_ext : rows->table;
-    p.ts = vc->ext_ts;
-    p.hs = vc->ext_hs;
-    p.sc_tab = vc->scores.table;
-    p.scratch = vc->scratch.addr;
-    p.map = c->has_dims ? vc->tables.addr + vc->map_at + (uint64_t)step->layer * c->shape.n_q_heads * c->u_pad * 4 : 0;
-    p.L = step->L;
-    p.lo = step->n_sink;
-    p.hi = step->L - step->n_recent;
-    p.G = c->group;
-    p.width = step->oracle ? c->shape.head_dim : c->u_pad;
-    p.kv_stride = vc->kv_stride;
-    p.kv_shift = rows->shift;
-    p.sc_stride = vc->sc_stride;
-    p.sc_shift = vc->scores.shift;
-    p.q_off = vc->q_off;
-    p.hist_off = vc->hist_off;
-    p.flags = (step->select == FASA_GQA_PER_GROUP ? 1u : 0u) | (step->oracle ? 2u : 0u) | (step->paged ? 4u : 0u);
-    p.table = table_addr(step);
-    p.tshift = step->block_shift;
-    p.d = c->shape.head_dim;
-    p.u_pad = c->u_pad;
-    p.n_batches = step->select == FASA_GQA_PER_GROUP ? 1 : (c->group + 7) / 8;
+    vk_area a = fasa__vk_cache_area(c);
+    push_tip p = fasa__vk_tip_push(step, &a);
     step_prologue(e, step, true);
-    fasa__vk_dispatch(e, ext ? VK_K_TIP_X : VK_K_TIP, fasa__vk_dtype(c), &p, sizeof p,
-                      (step->L + VK_TIP_TOKENS - 1) / VK_TIP_TOKENS,
-                      c->shape.n_kv_heads * p.n_batches);
+    fasa__vk_dispatch(e, fasa__vk_tip_kernel(step), fasa__vk_dtype(c), &p, sizeof p,
+                      (step->L + VK_TIP_TOKENS - 1) / VK_TIP_TOKENS, c->shape.n_kv_heads * p.n_batches);
     return FASA_OK;
-}
-
-/* ------------------------------------------------------------------------ */
-/* fac and dense                                                             */
-/* ------------------------------------------------------------------------ */
-
-/* Heads per attention workgroup (4 or 8), the kernel and its grid for
- * `rows` rows of `heads` query heads each over `count` tokens. */
-typedef struct attend_plan {
-    vk_kernel kernel;
-    uint32_t n_splits, gy;
-} attend_plan;
-
-/* The attention kernel for a cache: external caches run its _X variant. */
-static vk_kernel attend_kernel(const fasa_kv_cache *c, vk_kernel k)
-{
-    if (!c->ext) return k;
-    return k == VK_K_FAC ? VK_K_FAC_X : k == VK_K_FAC8 ? VK_K_FAC8_X : k == VK_K_DENSE ? VK_K_DENSE_X : VK_K_DENSE8_X;
-}
-
-static attend_plan plan_attend(fasa_exec *e, vk_kernel narrow, vk_kernel wide, uint32_t rows, uint32_t heads,
-                               uint32_t count, push_attend *p)
-{
-    bool w = heads > 4 && !e->vk->tun.narrow;
-    uint32_t per = w ? 8 : 4, S = VK_ATTEND_S / (w ? 2 : 1);
-    uint32_t chunks = (count + S - 1) / S;
-    uint32_t n_splits = chunks < VK_MAX_SPLITS ? chunks : VK_MAX_SPLITS;
-    p->cps = (chunks + n_splits - 1) / n_splits;
-    p->n_batches = (heads + per - 1) / per;
-    p->count = count;
-    attend_plan plan = {w ? wide : narrow, (chunks + p->cps - 1) / p->cps, rows * p->n_batches};
-    return plan;
-}
-
-static push_attend attend_push(const fasa_step *step)
-{
-    fasa_kv_cache *c = step->cache;
-    vk_cache *vc = c->impl;
-    const vk_layer *lay = &vc->layers[step->layer];
-    push_attend p;
-    memset(&p, 0, sizeof p);
-    p.k_tab = c->ext ? lay->k_ext : lay->k.table;
-    p.v_tab = c->ext ? lay->v_ext : lay->v.table;
-    p.ts = vc->ext_ts;
-    p.hs = vc->ext_hs;
-    p.scratch = vc->scratch.addr;
-    p.q_off = vc->q_off;
-    p.part_off = vc->part_off;
-    p.sel_off = vc->sel_off;
-    p.kv_stride = vc->kv_stride;
-    p.kv_shift = lay->k.shift;
-    p.d = c->shape.head_dim;
-    p.G = c->group;
-    p.max_n_fac = c->max_n_fac;
-    p.maxs = VK_MAX_SPLITS;
-    p.scale = step->scale;
-    p.flags = step->paged ? 2u : 0u;
-    p.table = table_addr(step);
-    p.tshift = step->block_shift;
-    return p;
 }
 
 fasa_status fasa__vk_fac(fasa_exec *e, const fasa_step *step)
 {
-    push_attend p = attend_push(step);
-    bool per_group = step->select == FASA_GQA_PER_GROUP;
-    p.flags |= per_group ? 1u : 0u;
+    vk_area a = fasa__vk_cache_area(step->cache);
+    vk_attend_plan plan;
+    push_attend p = fasa__vk_attend_push(e, step, &a, false, &plan);
     vk_cache *vc = step->cache->impl;
     if (vc->fm) { /* FASA-M: count (DIRECT) or stage (STAGED) the rows first
                      (never paged: external caches are placement DEVICE) */
@@ -364,22 +364,20 @@ fasa_status fasa__vk_fac(fasa_exec *e, const fasa_step *step)
         p.kv_shift = src.kv_shift;
         p.sel_off = src.sel_off;
     }
-    attend_plan a = plan_attend(e, VK_K_FAC, VK_K_FAC8, step->n_rows, per_group ? step->cache->group : 1,
-                                step->n_fac, &p);
     fasa__vk_barrier(e); /* top-k (and fetch) -> fac */
-    fasa__vk_dispatch(e, attend_kernel(step->cache, a.kernel), fasa__vk_dtype(step->cache), &p, sizeof p, a.n_splits,
-                      a.gy);
-    step_epilogue(e, step, a.n_splits);
+    fasa__vk_dispatch(e, plan.kernel, fasa__vk_dtype(step->cache), &p, sizeof p, plan.n_splits, plan.gy);
+    step_epilogue(e, step, plan.n_splits);
     return FASA_OK;
 }
 
 fasa_status fasa__vk_dense(fasa_exec *e, const fasa_step *step)
 {
     fasa_kv_cache *c = step->cache;
-    push_attend p = attend_push(step);
-    attend_plan a = plan_attend(e, VK_K_DENSE, VK_K_DENSE8, c->shape.n_kv_heads, c->group, step->L, &p);
+    vk_area a = fasa__vk_cache_area(c);
+    vk_attend_plan plan;
+    push_attend p = fasa__vk_attend_push(e, step, &a, true, &plan);
     step_prologue(e, step, false);
-    fasa__vk_dispatch(e, attend_kernel(c, a.kernel), fasa__vk_dtype(c), &p, sizeof p, a.n_splits, a.gy);
-    step_epilogue(e, step, a.n_splits);
+    fasa__vk_dispatch(e, plan.kernel, fasa__vk_dtype(c), &p, sizeof p, plan.n_splits, plan.gy);
+    step_epilogue(e, step, plan.n_splits);
     return FASA_OK;
 }

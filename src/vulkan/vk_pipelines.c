@@ -13,30 +13,53 @@ typedef struct kernel_info {
     const char *name[VK_DT_COUNT];  /* per storage dtype (f16, f32, bf16); the same name when dtype-free */
     const char *spirv[VK_DT_COUNT]; /* the SPIR-V module each one runs */
     bool ext;              /* external K/V only: EXT_KV = 1 (sync reads the engine's K anyway) */
+    vk_kernel single;      /* a batch variant: its single kernel (specialization), else VK_K_COUNT */
 } kernel_info;
 
 #define PER_DTYPE(n, m) {n "_f16", n "_f32", n "_bf16"}, {m "_f16", m "_f32", m "_bf16"}
 #define ONE(n) {n, n, n}, {n, n, n}
 
+#define NB VK_K_COUNT /* not a batch variant */
 static const kernel_info kernels[VK_K_COUNT] = {
-    [VK_K_APPEND] = {PER_DTYPE("append", "append"), false},
-    [VK_K_TIP] = {PER_DTYPE("tip", "tip"), false},
-    [VK_K_TOPK_SCAN] = {ONE("topk_scan"), false},
-    [VK_K_TOPK_PASS] = {ONE("topk_pass"), false},
-    [VK_K_FAC] = {PER_DTYPE("fac", "fac"), false},
-    [VK_K_FAC8] = {PER_DTYPE("fac8", "fac8"), false},
-    [VK_K_DENSE] = {PER_DTYPE("dense", "dense"), false},
-    [VK_K_DENSE8] = {PER_DTYPE("dense8", "dense8"), false},
-    [VK_K_REDUCE] = {ONE("reduce"), false},
-    [VK_K_FETCH] = {ONE("fetch"), false},
-    [VK_K_SYNC] = {PER_DTYPE("sync", "sync"), true},
-    [VK_K_TIP_X] = {PER_DTYPE("tip_ext", "tip"), true},
-    [VK_K_FAC_X] = {PER_DTYPE("fac_ext", "fac"), true},
-    [VK_K_FAC8_X] = {PER_DTYPE("fac8_ext", "fac8"), true},
-    [VK_K_DENSE_X] = {PER_DTYPE("dense_ext", "dense"), true},
-    [VK_K_DENSE8_X] = {PER_DTYPE("dense8_ext", "dense8"), true},
-    [VK_K_CONVERT] = {ONE("convert"), false},
+    [VK_K_APPEND] = {PER_DTYPE("append", "append"), false, NB},
+    [VK_K_TIP] = {PER_DTYPE("tip", "tip"), false, NB},
+    [VK_K_TOPK_SCAN] = {ONE("topk_scan"), false, NB},
+    [VK_K_TOPK_PASS] = {ONE("topk_pass"), false, NB},
+    [VK_K_FAC] = {PER_DTYPE("fac", "fac"), false, NB},
+    [VK_K_FAC8] = {PER_DTYPE("fac8", "fac8"), false, NB},
+    [VK_K_DENSE] = {PER_DTYPE("dense", "dense"), false, NB},
+    [VK_K_DENSE8] = {PER_DTYPE("dense8", "dense8"), false, NB},
+    [VK_K_REDUCE] = {ONE("reduce"), false, NB},
+    [VK_K_FETCH] = {ONE("fetch"), false, NB},
+    [VK_K_SYNC] = {PER_DTYPE("sync", "sync"), true, NB},
+    [VK_K_TIP_X] = {PER_DTYPE("tip_ext", "tip"), true, NB},
+    [VK_K_FAC_X] = {PER_DTYPE("fac_ext", "fac"), true, NB},
+    [VK_K_FAC8_X] = {PER_DTYPE("fac8_ext", "fac8"), true, NB},
+    [VK_K_DENSE_X] = {PER_DTYPE("dense_ext", "dense"), true, NB},
+    [VK_K_DENSE8_X] = {PER_DTYPE("dense8_ext", "dense8"), true, NB},
+    [VK_K_CONVERT] = {ONE("convert"), false, NB},
+    [VK_K_TIP_B] = {PER_DTYPE("tip_b", "tip_b"), false, VK_K_TIP},
+    [VK_K_TIP_XB] = {PER_DTYPE("tip_b_ext", "tip_b"), true, VK_K_TIP_X},
+    [VK_K_TOPK_SCAN_B] = {ONE("topk_scan_b"), false, VK_K_TOPK_SCAN},
+    [VK_K_TOPK_PASS_B] = {ONE("topk_pass_b"), false, VK_K_TOPK_PASS},
+    [VK_K_FAC_B] = {PER_DTYPE("fac_b", "fac_b"), false, VK_K_FAC},
+    [VK_K_FAC8_B] = {PER_DTYPE("fac8_b", "fac8_b"), false, VK_K_FAC8},
+    [VK_K_DENSE_B] = {PER_DTYPE("dense_b", "dense_b"), false, VK_K_DENSE},
+    [VK_K_DENSE8_B] = {PER_DTYPE("dense8_b", "dense8_b"), false, VK_K_DENSE8},
+    [VK_K_FAC_XB] = {PER_DTYPE("fac_b_ext", "fac_b"), true, VK_K_FAC_X},
+    [VK_K_FAC8_XB] = {PER_DTYPE("fac8_b_ext", "fac8_b"), true, VK_K_FAC8_X},
+    [VK_K_DENSE_XB] = {PER_DTYPE("dense_b_ext", "dense_b"), true, VK_K_DENSE_X},
+    [VK_K_DENSE8_XB] = {PER_DTYPE("dense8_b_ext", "dense8_b"), true, VK_K_DENSE8_X},
+    [VK_K_REDUCE_B] = {ONE("reduce_b"), false, VK_K_REDUCE},
+    [VK_K_CONVERT_B] = {ONE("convert_b"), false, VK_K_CONVERT},
 };
+
+vk_kernel fasa__vk_batch_kernel(vk_kernel k)
+{
+    for (int b = 0; b < VK_K_COUNT; b++)
+        if (kernels[b].single == k) return (vk_kernel)b;
+    return VK_K_COUNT;
+}
 
 bool fasa__vk_kernel_has_dtype(vk_kernel k) { return strcmp(kernels[k].name[0], kernels[k].name[1]) != 0; }
 
@@ -53,6 +76,7 @@ static const fasa_vk_spirv *find_spirv(const char *name)
 static uint32_t spec_values(const vk_context *vk, vk_kernel k, uint32_t *id, uint32_t *v)
 {
     uint32_t ext = kernels[k].ext && k != VK_K_SYNC; /* EXT_KV (constant_id 3) */
+    if (kernels[k].single != NB) k = kernels[k].single; /* a batch variant: its kernel's constants */
     switch (k) {
     case VK_K_APPEND:
     case VK_K_SYNC: id[0] = 0, v[0] = VK_WG_APPEND; return 1;
@@ -127,11 +151,11 @@ VkResult fasa__vk_pipeline_create(vk_context *vk, vk_kernel k, int dtype, uint32
     return r;
 }
 
-fasa_status fasa__vk_pipelines_ensure(vk_context *vk, int dtype, bool ext)
+fasa_status fasa__vk_pipelines_ensure(vk_context *vk, int dtype, bool ext, bool batch)
 {
     for (int k = 0; k < VK_K_COUNT; k++) {
         int d = fasa__vk_kernel_has_dtype((vk_kernel)k) ? dtype : 0;
-        if (vk->pipes[k][d] || (kernels[k].ext && !ext)) continue;
+        if (vk->pipes[k][d] || (kernels[k].ext && !ext) || (kernels[k].single != NB) != batch) continue;
         VkResult r = fasa__vk_pipeline_create(vk, (vk_kernel)k, d, 0, 0, &vk->pipes[k][d]);
         if (r != VK_SUCCESS) {
             char what[96];

@@ -16,87 +16,84 @@
  * Every pass reads only the tiles of the candidate window [n_sink,
  * L - n_recent); after pass 0 only the surviving candidates.  A barrier
  * separates dependent dispatches. */
-#include "vk_internal.h"
+#include "vk_push.h"
 
 #include <string.h>
 
-typedef struct push_scan {
-    uint64_t scratch;
-    uint32_t hist_off, state_off, sel_off, digit;
-    uint32_t k, n_sink, n_recent, L;
-    uint32_t max_n_fac, pad0;
-} push_scan;
-
-typedef struct push_pass {
-    uint64_t sc_tab, cand_tab, scratch;
-    uint32_t sc_stride, sc_shift, lo, hi;
-    uint32_t tile0, mode, cmp_shift, hist_off;
-    uint32_t state_off, tcnt_off, ttie_off, sel_off;
-    uint32_t n_tiles, max_n_fac, n_forced, pad0;
-} push_pass;
-
-_Static_assert(sizeof(push_scan) <= VK_PUSH_MAX, "push_scan");
-_Static_assert(sizeof(push_pass) <= VK_PUSH_MAX, "push_pass");
-
-static uint32_t hist_of(const fasa_kv_cache *c, const vk_cache *vc, uint32_t digit)
+static uint32_t hist_of(const fasa_kv_cache *c, const vk_area *a, uint32_t digit)
 {
-    return vc->hist_off + digit * c->shape.n_q_heads * 256u;
+    return a->hist_off + digit * c->shape.n_q_heads * 256u;
 }
 
-static void scan(fasa_exec *e, const fasa_step *step, uint32_t digit, uint32_t k)
+/* The dispatches after tip, in order; a step whose forced tokens fill the
+ * budget (k = 0) runs scan 0 only. */
+static const vk_topk_op topk_ops[] = {
+    {false, 0, 0, 0}, {true, 0, 0, 24}, {false, 1, 0, 0}, {true, 0, 1, 16}, {false, 2, 0, 0},
+    {true, 0, 1, 8},  {false, 3, 0, 0}, {true, 0, 2, 0},  {true, 0, 3, 0},
+};
+
+uint32_t fasa__vk_topk_ops(const fasa_step *step, const vk_topk_op **ops)
+{
+    *ops = topk_ops;
+    return step->n_fac == step->n_sink + step->n_recent ? 1u : (uint32_t)(sizeof topk_ops / sizeof topk_ops[0]);
+}
+
+push_scan fasa__vk_scan_push(const fasa_step *step, const vk_area *a, uint32_t digit)
 {
     fasa_kv_cache *c = step->cache;
-    vk_cache *vc = c->impl;
-    push_scan p = {vc->scratch.addr, hist_of(c, vc, digit), vc->state_off, vc->sel_off, digit,
+    uint32_t k = step->n_fac - step->n_sink - step->n_recent;
+    push_scan p = {a->scratch, hist_of(c, a, digit), a->state_off, a->sel_off, digit,
                    k, step->n_sink, step->n_recent, step->L, c->max_n_fac, 0};
-    fasa__vk_dispatch(e, VK_K_TOPK_SCAN, 0, &p, sizeof p, step->n_rows, 1);
-    fasa__vk_barrier(e);
+    return p;
 }
 
-static void pass(fasa_exec *e, const fasa_step *step, uint32_t mode, uint32_t cmp_shift)
+push_pass fasa__vk_pass_push(const fasa_step *step, const vk_area *a, uint32_t mode, uint32_t cmp_shift,
+                             uint32_t *tiles_out)
 {
     fasa_kv_cache *c = step->cache;
-    vk_cache *vc = c->impl;
     uint32_t lo = step->n_sink, hi = step->L - step->n_recent;
-    uint32_t tile0 = lo / VK_TOPK_TILE, tiles = (hi - 1) / VK_TOPK_TILE - tile0 + 1;
+    uint32_t tile0 = lo / VK_TOPK_TILE;
     uint32_t next_digit = mode < 2 ? (32u - cmp_shift) / 8u : 0u;
     push_pass p;
     memset(&p, 0, sizeof p);
-    p.sc_tab = vc->scores.table;
-    p.cand_tab = vc->cand.table;
-    p.scratch = vc->scratch.addr;
-    p.sc_stride = vc->sc_stride;
-    p.sc_shift = vc->scores.shift;
+    p.sc_tab = a->sc_tab;
+    p.cand_tab = a->cand_tab;
+    p.scratch = a->scratch;
+    p.sc_stride = a->sc_stride;
+    p.sc_shift = a->sc_shift;
     p.lo = lo;
     p.hi = hi;
     p.tile0 = tile0;
     p.mode = mode;
     p.cmp_shift = cmp_shift;
-    p.hist_off = hist_of(c, vc, next_digit);
-    p.state_off = vc->state_off;
-    p.tcnt_off = vc->tcnt_off;
-    p.ttie_off = vc->ttie_off;
-    p.sel_off = vc->sel_off;
-    p.n_tiles = vc->n_tiles;
+    p.hist_off = hist_of(c, a, next_digit);
+    p.state_off = a->state_off;
+    p.tcnt_off = a->tcnt_off;
+    p.ttie_off = a->ttie_off;
+    p.sel_off = a->sel_off;
+    p.n_tiles = a->n_tiles;
     p.max_n_fac = c->max_n_fac;
     p.n_forced = step->n_sink + step->n_recent;
-    fasa__vk_dispatch(e, VK_K_TOPK_PASS, 0, &p, sizeof p, tiles, step->n_rows);
-    fasa__vk_barrier(e);
+    *tiles_out = (hi - 1) / VK_TOPK_TILE - tile0 + 1;
+    return p;
 }
 
 fasa_status fasa__vk_topk(fasa_exec *e, const fasa_step *step)
 {
-    uint32_t k = step->n_fac - step->n_sink - step->n_recent;
+    vk_area a = fasa__vk_cache_area(step->cache);
+    const vk_topk_op *ops;
+    uint32_t n = fasa__vk_topk_ops(step, &ops);
     fasa__vk_barrier(e); /* scores and histogram 0 from tip */
-    scan(e, step, 0, k);
-    if (k == 0) return FASA_OK; /* the forced tokens fill the budget */
-    pass(e, step, 0, 24);
-    scan(e, step, 1, k);
-    pass(e, step, 1, 16);
-    scan(e, step, 2, k);
-    pass(e, step, 1, 8);
-    scan(e, step, 3, k);
-    pass(e, step, 2, 0);
-    pass(e, step, 3, 0);
+    for (uint32_t i = 0; i < n; i++) {
+        if (ops[i].pass) {
+            uint32_t tiles;
+            push_pass p = fasa__vk_pass_push(step, &a, ops[i].mode, ops[i].cmp_shift, &tiles);
+            fasa__vk_dispatch(e, VK_K_TOPK_PASS, 0, &p, sizeof p, tiles, step->n_rows);
+        } else {
+            push_scan p = fasa__vk_scan_push(step, &a, ops[i].digit);
+            fasa__vk_dispatch(e, VK_K_TOPK_SCAN, 0, &p, sizeof p, step->n_rows, 1);
+        }
+        fasa__vk_barrier(e);
+    }
     return FASA_OK;
 }

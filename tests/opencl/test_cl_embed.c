@@ -477,6 +477,70 @@ static void bad_entry_points(fasa_context *ctx, fasa_context *cpu, fasa_kv_cache
     if (other) clReleaseContext(other);
 }
 
+/* fasa_cl_enqueue_decode_batch on the host's queue: items alternating
+ * between two caches of different lengths, q and o in the host's cl_mem
+ * (o in reverse item order); after clFinish every item's o equals an
+ * enqueued single step of that item bit for bit. */
+static void embedded_batch(const host_cl *h)
+{
+    enum { NB = 7 };
+    char msg[512];
+    fasa_status st;
+    fasa_context *ctx = embed_context(h, 0, &st, msg, sizeof msg);
+    T_CHECK(st == FASA_OK, "embedded context: %s", msg);
+    if (!ctx) return;
+    fasa_calibration *cal = calib(ctx);
+    fasa_kv_cache *c[2] = {NULL, NULL};
+    uint32_t lens[2] = {900, 400};
+    uint64_t seed = 21;
+    float *kv = malloc((size_t)900 * HKV * D * 4);
+    fill(&seed, kv, (size_t)900 * HKV * D);
+    for (int i = 0; i < 2; i++) {
+        fasa_kv_cache_desc kd = {.shape = {2, HQ, HKV, D, FASA_ROPE_NORM}, .capacity = 1024, .calibration = cal,
+                                 .flags = FASA_CACHE_NO_DENSE_LAYERS};
+        T_STATUS(ctx, fasa_kv_cache_create(ctx, &kd, &c[i]), FASA_OK, NULL);
+        if (c[i]) T_STATUS(ctx, fasa_kv_cache_append(c[i], 1, lens[i], kv, kv, FASA_DTYPE_F32), FASA_OK, NULL);
+    }
+    size_t row = (size_t)HQ * D * 4;
+    float *q = malloc(NB * row), *got = malloc(NB * row), *one = malloc(row);
+    fill(&seed, q, (size_t)NB * HQ * D);
+    cl_int err;
+    cl_mem qm = clCreateBuffer(h->context, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, NB * row, q, &err);
+    cl_mem om = clCreateBuffer(h->context, CL_MEM_READ_WRITE, NB * row, NULL, &err);
+    fasa_buffer *qb = NULL, *ob = NULL, *o1 = NULL;
+    T_STATUS(ctx, fasa_cl_buffer_wrap(ctx, qm, 0, NB * row, &qb), FASA_OK, NULL);
+    T_STATUS(ctx, fasa_cl_buffer_wrap(ctx, om, 0, NB * row, &ob), FASA_OK, NULL);
+    T_STATUS(ctx, fasa_buffer_create(ctx, row, &o1), FASA_OK, NULL);
+    fasa_decode_item it[NB];
+    for (int i = 0; i < NB; i++)
+        it[i] = (fasa_decode_item){c[i % 2], NULL, qb, (uint64_t)i * row, ob, (uint64_t)(NB - 1 - i) * row};
+    fasa_decode_desc dd = {.n_fac = 96, .n_sink = 2, .n_recent = 2};
+    if (c[0] && c[1] && qb && ob && o1) {
+        T_STATUS(ctx, fasa_cl_enqueue_decode_batch(ctx, 1, &dd, NB, it), FASA_OK, NULL);
+        clFinish(h->queue);
+        clEnqueueReadBuffer(h->queue, om, CL_TRUE, 0, NB * row, got, 0, NULL, NULL);
+        for (int i = 0; i < NB; i++) {
+            T_STATUS(ctx, fasa_cl_enqueue_decode(c[i % 2], 1, &dd, qb, (uint64_t)i * row, o1, 0), FASA_OK, NULL);
+            T_STATUS(ctx, fasa_buffer_read(o1, 0, one, row), FASA_OK, NULL);
+            T_CHECK(memcmp(one, (char *)got + (size_t)(NB - 1 - i) * row, row) == 0,
+                    "item %d: the enqueued batch's o differs from a single enqueued step", i);
+        }
+    }
+    fasa_buffer_destroy(qb);
+    fasa_buffer_destroy(ob);
+    fasa_buffer_destroy(o1);
+    clReleaseMemObject(qm);
+    clReleaseMemObject(om);
+    fasa_kv_cache_destroy(c[0]);
+    fasa_kv_cache_destroy(c[1]);
+    fasa_calibration_destroy(cal);
+    fasa_context_destroy(ctx);
+    free(kv);
+    free(q);
+    free(got);
+    free(one);
+}
+
 int main(void)
 {
     int32_t dev = t_cl_device("test_cl_embed");
@@ -488,6 +552,7 @@ int main(void)
     fasa_context *ref = t_context(FASA_BACKEND_CPU, 0, 0, NULL);
     bad_embed(&h);
     embedded_run(&h, ref);
+    embedded_batch(&h);
 
     /* a queue without profiling: timings are unsupported, the rest works */
     host_cl h2 = {0};
